@@ -1,0 +1,21 @@
+"""Exceptions raised by ddpg; each message names the file or parameter and the problem."""
+
+
+class DdpgError(Exception):
+    """Base class of every error ddpg raises on purpose."""
+
+
+class ConfigError(DdpgError, ValueError):
+    """An unknown name, a malformed config or preset, or an invalid parameter value."""
+
+
+class CheckpointError(DdpgError):
+    """A checkpoint file that is missing, truncated, unsafe or of another architecture."""
+
+
+class OperatorError(DdpgError, ValueError):
+    """Operator parameters that do not fit the image (scale, kernel, mask, η)."""
+
+
+class InputError(DdpgError, ValueError):
+    """An input image or measurement that cannot be used."""

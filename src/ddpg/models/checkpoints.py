@@ -1,0 +1,244 @@
+"""Checkpoint registry, cache, resumable download and safe loading of prior weights."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import platformdirs
+import torch
+from torch import nn
+
+from ddpg.errors import CheckpointError, ConfigError
+
+from .configs import PRIOR_NAMES, create_prior, meta_state_shapes, prior_config
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """Where a named prior's weights come from. ``size`` in bytes; None where not known."""
+
+    name: str
+    filename: str
+    urls: tuple[str, ...] = ()
+    size: int | None = None
+    sha256: str | None = None
+    manual: str | None = None  # instructions when no direct URL exists
+    bundled: str | None = None  # package-relative path for weights shipped with ddpg
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+REGISTRY: dict[str, CheckpointEntry] = {
+    "celeba_hq": CheckpointEntry(
+        "celeba_hq", "celeba_hq.ckpt",
+        urls=("https://image-editing-test-12345.s3-us-west-2.amazonaws.com/checkpoints/celeba_hq.ckpt",),
+        manual="or Google Drive file id 1wSoA5fm_d6JBZk4RZ1SzWLMgev4WqH21 (DDPG README)",
+    ),
+    "imagenet256_uncond": CheckpointEntry(
+        "imagenet256_uncond", "256x256_diffusion_uncond.pt",
+        urls=("https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",),
+    ),
+    "imagenet256_cond": CheckpointEntry(
+        "imagenet256_cond", "256x256_diffusion.pt",
+        urls=("https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion.pt",),
+    ),
+    "ffhq256": CheckpointEntry(
+        "ffhq256", "ffhq_10m.pt",
+        urls=("https://huggingface.co/deepinv/diffunet/resolve/main/diffusion_ffhq_10m.pt",),
+        manual="or the DPS Google Drive folder 1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh (file id "
+               "1BGwhRWUoguF-D8wlZ65tf227gp3cDUDh)",
+    ),
+    "face64": CheckpointEntry(
+        "face64", "face64_ema.pt", size=35_908_697,
+        sha256="2820e7ff57ebd42ca2b1c3d1dd9e9d62a64d939a41a27aa9f9f5e93138132c34",
+        bundled="data/face64/face64_ema.pt",
+        notes=("UTKFace is distributed for non-commercial research purposes only; these weights are derived "
+               "from it and carry the same restriction.",),
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """``$DDPG_HOME`` if set, else the platform's user cache dir for ddpg."""
+    return Path(os.environ.get("DDPG_HOME") or platformdirs.user_cache_dir("ddpg"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_VERIFIED: set[tuple[str, int, float]] = set()
+
+
+def verify_file(path: Path, entry: CheckpointEntry) -> None:
+    """Check size and sha256 where the registry knows them (each file hashed once per process)."""
+    stat = path.stat()
+    if entry.size is not None and stat.st_size != entry.size:
+        raise CheckpointError(f"{path}: {stat.st_size} bytes, expected {entry.size} for {entry.name} "
+                              "(truncated or a different file)")
+    key = (str(path), stat.st_size, stat.st_mtime)
+    if entry.sha256 and key not in _VERIFIED:
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise CheckpointError(f"{path}: sha256 {actual} does not match {entry.name}'s {entry.sha256}")
+        _VERIFIED.add(key)
+
+
+def entry_for(name: str) -> CheckpointEntry:
+    if name not in REGISTRY:
+        raise ConfigError(f"no checkpoint registered for prior {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def local_path(entry: CheckpointEntry) -> Path:
+    """Where the weights of ``entry`` live (bundled file or the cache)."""
+    if entry.bundled:
+        return Path(str(resources.files("ddpg").joinpath(entry.bundled)))
+    return cache_dir() / entry.filename
+
+
+def download(entry: CheckpointEntry, dest: Path | None = None, *, quiet: bool = False) -> Path:
+    """Download ``entry`` to ``dest`` (default: the cache), resuming a ``.part`` file with HTTP Range,
+    verifying size and sha256, then renaming into place. A mismatching file is removed."""
+    dest = dest or cache_dir() / entry.filename
+    if dest.exists():
+        return dest
+    if not entry.urls:
+        raise CheckpointError(f"{entry.name}: no download URL; get {entry.filename} manually "
+                              f"{entry.manual or ''} and pass --checkpoint PATH or put it in {dest.parent}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    errors = []
+    for url in entry.urls:
+        try:
+            _fetch(url, part, quiet=quiet)
+            break
+        except (urllib.error.URLError, OSError) as exc:
+            errors.append(f"{url}: {exc}")
+    else:
+        raise CheckpointError(f"{entry.name}: download failed ({'; '.join(errors)}); the partial file "
+                              f"{part} is kept for resuming. {entry.manual or ''}")
+    try:
+        verify_file(part, entry)
+    except CheckpointError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch(url: str, part: Path, *, quiet: bool) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if have and response.status != 206:  # server ignored the range: start again
+            have = 0
+        total = response.length + have if response.length is not None else None
+        from rich.console import Console
+
+        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(file=sys.stderr), disable=quiet) as progress:
+            task = progress.add_task(part.name, total=total, completed=have)
+            with open(part, "ab" if have else "wb") as fh:
+                while block := response.read(1 << 20):
+                    fh.write(block)
+                    progress.advance(task, len(block))
+    received = part.stat().st_size
+    if total is not None and received < total:
+        raise OSError(f"connection closed after {received} of {total} bytes")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a plain tensor state dict with ``weights_only=True``; unwrap ``state_dict``/``model``/``ema``
+    containers and strip ``module.`` prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unsafe or damaged pickles
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(f"{path}: not a plain tensor checkpoint (refused by weights_only loading: "
+                                  f"{text})") from exc
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {text}") from exc
+    for key in ("state_dict", "model", "ema"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), got {type(obj).__name__}")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def guess_prior(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """The named prior whose parameter names and shapes equal ``shapes``, if any."""
+    for name in PRIOR_NAMES:
+        if name != "gaussian" and meta_state_shapes(name) == shapes:
+            return name
+    return None
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the first missing, unexpected and
+    mis-shaped keys and which known prior the file matches instead."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    # a class-conditional config may take its class count from the file
+    if misshaped == ["label_emb.weight"]:
+        misshaped = []
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+        if misshaped:
+            k = misshaped[0]
+            parts.append(f"{len(misshaped)} with other shapes (first: {k} {tuple(state[k].shape)} vs "
+                         f"{tuple(own[k].shape)})")
+        guess = guess_prior({k: tuple(v.shape) for k, v in state.items()})
+        hint = f"; the file looks like the {guess!r} prior" if guess else "; it matches no known prior"
+        name = getattr(model, "config", {}).get("name", "this prior")
+        raise CheckpointError(f"{source}: weights do not fit {name}: {', '.join(parts)}{hint}")
+    model.load_state_dict(state, strict=True)
+
+
+def resolve_checkpoint(name: str, *, quiet: bool = False) -> Path:
+    """The local file of a named prior's weights: bundled, cached, or downloaded now."""
+    entry = entry_for(name)
+    path = local_path(entry)
+    if path.exists():
+        verify_file(path, entry)
+        return path
+    return download(entry, path, quiet=quiet)
+
+
+def load_prior(spec: str | Path | dict, checkpoint: str | Path | None = None, *,
+               device: str | torch.device = "cpu", quiet: bool = False) -> nn.Module:
+    """A prior with weights, in eval mode on ``device``. ``spec``: a prior name, YAML path or dict.
+    Weights: ``checkpoint`` if given, else (named priors) the bundled file, the cache, or a download."""
+    cfg = prior_config(spec)
+    model = create_prior(cfg)
+    if cfg["kind"] == "gaussian":
+        return model.to(device)
+    if checkpoint is None:
+        if cfg.get("name") not in REGISTRY:
+            raise CheckpointError("a prior given by config needs a checkpoint file (--checkpoint PATH)")
+        checkpoint = resolve_checkpoint(cfg["name"], quiet=quiet)
+    load_weights(model, read_state_dict(checkpoint), checkpoint)
+    return model.to(device).eval()

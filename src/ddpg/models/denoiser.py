@@ -1,0 +1,48 @@
+"""The one ε-prediction interface every sampler uses, whatever the prior and its precision."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ddpg.runtime.schedule import Schedule
+
+
+class Denoiser:
+    """eps = denoiser(x_t (B,3,H,W) float32, t (B,) float32 timestep values) → (B,3,H,W) float32.
+
+    ``model_output`` returns every output channel (6 for learn_sigma ADM: ε then the variance values) and is
+    differentiable in x_t; callers choose ``torch.no_grad``/``inference_mode`` themselves.
+    """
+
+    backend = "torch"
+    supports_grad = True
+
+    def __init__(self, prior: nn.Module, class_labels: torch.Tensor | None = None):
+        self.prior = prior
+        self.config: dict = getattr(prior, "config", {})
+        self.name: str | None = self.config.get("name")
+        self.schedule = Schedule.from_config(self.config)
+        self.class_labels = class_labels
+
+    def _labels(self, batch: int, device) -> torch.Tensor | None:
+        if self.class_labels is None:
+            return None
+        labels = self.class_labels.to(device)
+        return labels.expand(batch) if labels.numel() == 1 else labels
+
+    def model_output(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.prior(x_t, t, self._labels(x_t.shape[0], x_t.device)).float()
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model_output(x_t, t)[:, :3]
+
+
+def as_denoiser(prior: nn.Module, class_labels: torch.Tensor | int | None = None) -> Denoiser:
+    """Wrap a prior module (UNet or GaussianPrior) in the :class:`Denoiser` interface."""
+    if isinstance(class_labels, int):
+        class_labels = torch.tensor([class_labels])
+    if getattr(prior, "num_classes", None) is not None and class_labels is None:
+        raise ValueError(f"prior {getattr(prior, 'config', {}).get('name', '')!s} is class-conditional: "
+                         "pass class_labels")
+    return Denoiser(prior, class_labels)

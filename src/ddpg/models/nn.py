@@ -1,0 +1,57 @@
+"""Building blocks shared by the UNets: float32 normalisation, timestep embeddings, attention.
+
+Low-precision rule (deployment.md §4): GroupNorm, the timestep embedding and softmax run in float32
+whatever dtype the convolutions use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 (parameters stay float32) and cast back to the input dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, *, sin_first: bool, denominator_offset: int) -> torch.Tensor:
+    """Timestep embedding (B, dim) in float32 from timestep values t (B,).
+
+    Frequencies f_k = exp(−ln(10000)·k/(half − offset)), k < half = dim // 2. ADM: cos first, offset 0;
+    DDPM: sin first, offset 1.
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - denominator_offset)
+    )
+    args = t.float()[:, None] * freqs[None]
+    parts = [torch.sin(args), torch.cos(args)] if sin_first else [torch.cos(args), torch.sin(args)]
+    emb = torch.cat(parts, dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q kᵀ·scale) v for q, k, v of shape (B, heads, T, ch); softmax in float32.
+
+    float32 inputs and CUDA tensors go through scaled_dot_product_attention (its kernels accumulate the
+    softmax in float32); low-precision CPU tensors use an explicit float32 softmax.
+    """
+    if q.dtype == torch.float32 or q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    return torch.matmul(torch.softmax(logits, dim=-1).to(v.dtype), v)
+
+
+def convert_convs(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the weights of every Conv1d/Conv2d under ``module`` to ``dtype`` (norms and linears untouched)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            m.to(dtype)

@@ -1,0 +1,152 @@
+"""Checkpoint loading: accepted wrappings, clear failures, the bundled face prior, resumable downloads."""
+
+import hashlib
+import http.server
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FIXTURES
+from ddpg.errors import CheckpointError
+from ddpg.models import checkpoints, create_prior, load_prior
+
+SMALL = torch.load(FIXTURES / "priors" / "ddpm_small.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("wrap", ["raw", "state_dict", "model", "ema", "module"])
+def test_accepted_wrappings_load(tmp_path, wrap):
+    sd = SMALL["state_dict"]
+    obj = {"raw": sd, "state_dict": {"state_dict": sd, "step": torch.tensor(3)}, "model": {"model": sd},
+           "ema": {"ema": sd}, "module": {f"module.{k}": v for k, v in sd.items()}}[wrap]
+    path = tmp_path / "w.pt"
+    torch.save(obj, path)
+    model = load_prior(SMALL["config"], path)
+    with torch.no_grad():
+        assert torch.allclose(model(SMALL["x"], SMALL["t"]), SMALL["out"], rtol=1e-4, atol=1e-5)
+
+
+def test_truncated_file_fails_clearly(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(SMALL["state_dict"], good)
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pt: cannot read checkpoint"):
+        load_prior(SMALL["config"], bad)
+
+
+def test_wrong_architecture_names_keys_and_the_prior_it_looks_like(tmp_path):
+    path = tmp_path / "face.pt"
+    torch.save(create_prior("face64").state_dict(), path)
+    with pytest.raises(CheckpointError) as info:
+        load_prior(SMALL["config"], path)
+    msg = str(info.value)
+    assert "face.pt" in msg and "missing" in msg and "other shapes" in msg and "'face64'" in msg
+
+
+class Payload:
+    """An arbitrary class: unpickling it would run code, so weights_only loading must refuse it."""
+
+
+def test_pickle_that_is_not_a_tensor_dict_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": Payload()}, path)
+    with pytest.raises(CheckpointError, match=r"evil\.pt: not a plain tensor checkpoint"):
+        load_prior(SMALL["config"], path)
+    path2 = tmp_path / "list.pt"
+    torch.save([1, 2, 3], path2)
+    with pytest.raises(CheckpointError, match="expected a dict of tensors"):
+        load_prior(SMALL["config"], path2)
+
+
+def test_missing_file_and_config_without_checkpoint():
+    with pytest.raises(CheckpointError, match="not found"):
+        load_prior(SMALL["config"], "/nonexistent/w.pt")
+    with pytest.raises(CheckpointError, match="needs a checkpoint"):
+        load_prior(SMALL["config"])
+
+
+def test_face64_is_bundled_and_verified():
+    model = load_prior("face64")
+    with torch.no_grad():
+        eps = model(torch.zeros(1, 3, 64, 64), torch.tensor([500.0]))
+    assert eps.shape == (1, 3, 64, 64) and torch.isfinite(eps).all()
+    entry = checkpoints.REGISTRY["face64"]
+    path = checkpoints.local_path(entry)
+    assert checkpoints.sha256_file(path) == entry.sha256
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves one payload with Range support; can cut the first response short."""
+
+    payload = b""
+    cut_first = False
+    requests: list = []
+
+    def do_GET(self):  # noqa: N802
+        rng = self.headers.get("Range")
+        type(self).requests.append(rng)
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        body = self.payload[start:]
+        self.send_response(206 if rng else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if type(self).cut_first:
+            type(self).cut_first = False
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    _RangeHandler.payload = Path(FIXTURES / "priors" / "ddpm_small.pt").read_bytes()
+    _RangeHandler.requests = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/w.pt"
+    httpd.shutdown()
+
+
+def test_download_resumes_after_a_cut(tmp_path, server):
+    payload = _RangeHandler.payload
+    entry = checkpoints.CheckpointEntry("tiny", "tiny.pt", urls=(server,), size=len(payload),
+                                        sha256=hashlib.sha256(payload).hexdigest())
+    _RangeHandler.cut_first = True
+    dest = tmp_path / "tiny.pt"
+    with pytest.raises(CheckpointError, match="partial file"):
+        checkpoints.download(entry, dest, quiet=True)
+    part = dest.with_name("tiny.pt.part")
+    assert 0 < part.stat().st_size < len(payload) and not dest.exists()
+    checkpoints.download(entry, dest, quiet=True)
+    assert dest.read_bytes() == payload and not part.exists()
+    assert _RangeHandler.requests[-1] == f"bytes={len(payload) // 3}-"
+
+
+def test_download_rejects_sha256_mismatch_and_removes_partial(tmp_path, server):
+    payload = _RangeHandler.payload
+    entry = checkpoints.CheckpointEntry("tiny", "tiny.pt", urls=(server,), size=len(payload), sha256="0" * 64)
+    dest = tmp_path / "tiny.pt"
+    with pytest.raises(CheckpointError, match="sha256"):
+        checkpoints.download(entry, dest, quiet=True)
+    assert not dest.exists() and not dest.with_name("tiny.pt.part").exists()
+
+
+def test_load_prior_uses_cache_then_downloads(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("DDPG_HOME", str(tmp_path))
+    payload = _RangeHandler.payload
+    entry = checkpoints.CheckpointEntry("celeba_hq", "small.pt", urls=(server,), size=len(payload))
+    monkeypatch.setitem(checkpoints.REGISTRY, "celeba_hq", replace(entry))
+    path = checkpoints.resolve_checkpoint("celeba_hq", quiet=True)
+    assert path == tmp_path / "small.pt" and path.read_bytes() == payload
+    n = len(_RangeHandler.requests)
+    assert checkpoints.resolve_checkpoint("celeba_hq", quiet=True) == path
+    assert len(_RangeHandler.requests) == n  # served from the cache
