@@ -1,0 +1,123 @@
+"""Algebraic properties of every operator on random shapes and dtypes."""
+
+import numpy as np
+import pytest
+import torch
+
+from ddpg.errors import OperatorError
+from ddpg.operators import baseline, degrade, make_operator
+
+CASES = [
+    ("sr_bicubic", {"impl": "svd"}, (32, 48)),
+    ("sr_bicubic", {"impl": "fft"}, (32, 32)),
+    ("sr_bicubic", {"impl": "svd", "scale": 2}, (24, 16)),
+    ("sr_avgpool", {"scale": 2}, (16, 24)),
+    ("sr_avgpool", {"scale": 4, "impl": "fft"}, (32, 32)),
+    ("deblur_gauss", {}, (20, 28)),
+    ("deblur_gauss", {"impl": "svd"}, (20, 28)),
+    ("deblur_gauss", {"kernel_size": 9, "sigma": 2.0}, (32, 32)),
+    ("deblur_motion", {"seed": 3}, (64, 72)),
+    ("deblur_kernel", {"kernel": np.outer([1, 2, 1], [1, 0, 3, 2])}, (17, 20)),
+    ("inpainting", {"ratio": 0.6, "seed": 1}, (16, 20)),
+    ("inpainting", {"box": (2, 3, 5, 6)}, (16, 16)),
+    ("denoising", {}, (12, 20)),
+    ("colorization", {}, (16, 12)),
+]
+
+
+def ids(case):
+    return f"{case[0]}-{'-'.join(f'{k}{v}' for k, v in case[1].items() if k != 'kernel')}"
+
+
+def inner(a, b):
+    return float((a.double() * b.double()).sum())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_adjoint_and_pseudo_inverse(case, dtype):
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, *size, generator=g, dtype=dtype)
+    y = torch.randn(op.meas_shape(2), generator=g, dtype=dtype)
+    if task == "inpainting":
+        y = op.A(y)  # measurements live on the kept pixels
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    lhs, rhs = inner(op.A(x), y), inner(x, op.At(y))
+    assert abs(lhs - rhs) <= tol * (abs(lhs) + 1)
+    # A A⁺ y = y for y in the range of A
+    Ax = op.A(x)
+    # (errors grow with the condition number: up to ~1e5 for the 9-tap σ=2 blur at its cut-off)
+    assert float((op.A(op.pinv(Ax)) - Ax).norm() / Ax.norm()) < (1e-3 if dtype == torch.float32 else 1e-8)
+    # pinv_eta(A x) → A⁺ A x (the row-space part of x) as η → 0
+    row = op.pinv(Ax)
+    err = [float((op.pinv_eta(Ax, eta) - row).norm() / row.norm()) for eta in (1e-2, 1e-4)]
+    assert err[1] < err[0] or err[0] < 10 * tol
+    # pinv_eta is Aᵀ(AAᵀ+ηI)⁻¹: applying (AAᵀ+ηI) to the LR solve recovers the input
+    eta = 0.1
+    z = op.pinv_eta(Ax, eta)
+    assert torch.allclose(op.A(z) + eta * _lr_solve(op, Ax, eta), Ax, atol=50 * tol)
+
+
+def _lr_solve(op, r, eta):
+    """(AAᵀ+ηI)⁻¹ r recovered from pinv_eta: A pinv_eta(r) = AAᵀ(AAᵀ+η)⁻¹ r = r − η(AAᵀ+η)⁻¹ r."""
+    return (r - op.A(op.pinv_eta(r, eta))) / eta
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if make_operator(c[0], c[2], **c[1]).has_svd], ids=ids)
+def test_svd_factors_reproduce_the_operator(case):
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    coef = op.Vt(x)
+    assert coef.shape == (2, 3 * size[0] * size[1])
+    assert torch.allclose(op.V(coef), x, atol=1e-10)  # V orthogonal
+    s = op.singulars(torch.float64)
+    Ax = op.U(s * coef[:, : s.numel()])
+    assert torch.allclose(Ax, op.A(x), atol=1e-10)
+    y = op.A(x)
+    assert torch.allclose(op.U(op.Ut(y)), y, atol=1e-10)
+
+
+def test_fft_and_svd_average_pooling_agree():
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    a = make_operator("sr_avgpool", 32, scale=4, impl="fft")
+    b = make_operator("sr_avgpool", 32, scale=4, impl="svd")
+    assert torch.allclose(a.A(x), b.A(x), atol=1e-12)
+    y = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    assert torch.allclose(a.At(y), b.At(y), atol=1e-12)
+    assert torch.allclose(a.pinv_eta(y, 1e-3), b.pinv_eta(y, 1e-3), atol=1e-10)
+
+
+def test_fft_and_svd_gaussian_blur_agree_away_from_the_border():
+    x = torch.zeros(1, 3, 32, 32, dtype=torch.float64)
+    x[..., 8:24, 8:24] = torch.randn(1, 3, 16, 16, dtype=torch.float64)  # compact support: no boundary effect
+    a = make_operator("deblur_gauss", 32, impl="fft")
+    b = make_operator("deblur_gauss", 32, impl="svd", threshold=0.0)
+    assert torch.allclose(a.A(x), b.A(x), atol=1e-12)
+
+
+def test_degrade_is_seeded_and_unclipped():
+    op = make_operator("denoising", 8)
+    x = torch.full((1, 3, 8, 8), 0.99)
+    y1, y2 = degrade(x, op, 0.5, seed=3), degrade(x, op, 0.5, seed=3)
+    assert torch.equal(y1, y2) and y1.max() > 1
+    assert abs(float((y1 - x).std()) - 1.0) < 0.25  # 2·σ_y = 1 on the [-1, 1] scale
+    assert baseline(make_operator("sr4", 16), torch.zeros(1, 3, 4, 4)).shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: make_operator("sr_bicubic", 30, scale=4), "must divide"),
+    (lambda: make_operator("deblur_motion", 32), "larger than the image"),
+    (lambda: make_operator("deblur_gauss", 4, kernel_size=5), "larger than the image"),
+    (lambda: make_operator("inpainting", 16, mask=np.ones((8, 8))), "mask has shape"),
+    (lambda: make_operator("deblurr", 16), "unknown task"),
+    (lambda: make_operator("denoising", 16, sigma=3), "unknown parameter"),
+    (lambda: make_operator("deblur_gauss", 16).pinv_eta(torch.zeros(1, 3, 16, 16), 0.0), "eta must be > 0"),
+    (lambda: make_operator("sr4", 16).At(torch.zeros(1, 3, 16, 16)), "measurement must have shape"),
+    (lambda: degrade(torch.zeros(1, 3, 8, 8), make_operator("denoising", 8), -0.1), "sigma_y"),
+])
+def test_bad_parameters_raise_clear_errors(call, message):
+    with pytest.raises(OperatorError, match=message):
+        call()
