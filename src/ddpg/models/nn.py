@@ -44,8 +44,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
     float32 inputs and CUDA tensors go through scaled_dot_product_attention (its kernels accumulate the
     softmax in float32); low-precision CPU tensors use an explicit float32 softmax.
     """
-    if q.dtype == torch.float32 or q.is_cuda:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if q.dtype == torch.float32 or q.is_cuda:  # strided views take a slow path: pass contiguous tensors
+        return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
     logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
     return torch.matmul(torch.softmax(logits, dim=-1).to(v.dtype), v)
 

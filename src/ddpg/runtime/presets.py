@@ -1,0 +1,100 @@
+"""Paper presets as data: ``configs/presets/<method>.yaml`` hold each method's table of settings.
+
+A preset is named ``method/prior/task/sigma_y`` (e.g. ``ddpg/celeba_hq/sr4/0.05``). Each method file has
+``defaults`` (hyper-parameters when a row is silent), ``tasks`` (task name → operator parameters),
+``settings`` (the table rows) and ``prior_aliases`` (priors that reuse another prior's rows, e.g. face64 and
+gaussian take the CelebA-HQ settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from importlib import resources
+
+import yaml
+
+from ddpg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    method: str
+    prior: str
+    task: str
+    operator: dict
+    sigma_y: float
+    steps: int = 100
+    hyper: dict = field(default_factory=dict)
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sigma_key(sigma_y: float) -> str:
+    return f"{float(sigma_y):g}"
+
+
+@lru_cache(maxsize=1)
+def _catalogue() -> dict[str, Preset]:
+    presets: dict[str, Preset] = {}
+    folder = resources.files("ddpg.configs").joinpath("presets")
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not item.name.endswith(".yaml"):
+            continue
+        doc = yaml.safe_load(item.read_text())
+        method = doc["method"]
+        rows = doc["settings"]
+        for row in rows:
+            priors = [row["prior"]] + [a for a, target in doc.get("prior_aliases", {}).items()
+                                       if target == row["prior"]]
+            for prior in priors:
+                hyper = {**doc.get("defaults", {}), **{k: v for k, v in row.items()
+                                                        if k not in ("prior", "task", "sigma_y", "steps")}}
+                name = f"{method}/{prior}/{row['task']}/{sigma_key(row['sigma_y'])}"
+                source = doc.get("source", "") if prior == row["prior"] else f"{doc.get('source', '')} " \
+                    f"(settings of {row['prior']})"
+                presets[name] = Preset(name, method, prior, row["task"], dict(doc["tasks"][row["task"]]),
+                                       float(row["sigma_y"]), int(row.get("steps", doc.get("steps", 100))),
+                                       hyper, source.strip())
+    return presets
+
+
+def list_presets(method: str | None = None, prior: str | None = None, task: str | None = None) -> list[str]:
+    return [n for n, p in _catalogue().items()
+            if (method is None or p.method == method) and (prior is None or p.prior == prior)
+            and (task is None or p.task == task)]
+
+
+def load_preset(name: str, **overrides) -> Preset:
+    """A preset by name, with fields overridden one by one (``sigma_y``, ``steps``, ``prior``, ``operator``
+    or any hyper-parameter of the method)."""
+    catalogue = _catalogue()
+    if name not in catalogue:
+        close = [n for n in catalogue if n.startswith(name.rsplit("/", 1)[0])][:6]
+        hint = f"; similar: {', '.join(close)}" if close else "; see `ddpg presets list`"
+        raise ConfigError(f"unknown preset {name!r}{hint}")
+    preset = catalogue[name]
+    from .samplers import get_sampler
+
+    hyper_names = set(get_sampler(preset.method).hyper_names) | set(preset.hyper)
+    top = {k: v for k, v in overrides.items() if k in ("sigma_y", "steps", "prior", "operator", "task")}
+    hyper = {k: v for k, v in overrides.items() if k not in top}
+    unknown = set(hyper) - hyper_names
+    if unknown:
+        raise ConfigError(f"preset {name}: unknown field(s) {sorted(unknown)}; hyper-parameters of "
+                          f"{preset.method}: {sorted(hyper_names)}")
+    return replace(preset, **top, hyper={**preset.hyper, **hyper})
+
+
+def find_preset(method: str, prior: str, task: str, sigma_y: float) -> str | None:
+    """The preset for these settings, or the same method/prior/task at the nearest σ_y."""
+    exact = f"{method}/{prior}/{task}/{sigma_key(sigma_y)}"
+    if exact in _catalogue():
+        return exact
+    options = [p for p in _catalogue().values() if (p.method, p.prior, p.task) == (method, prior, task)]
+    if not options:
+        return None
+    return min(options, key=lambda p: abs(p.sigma_y - sigma_y)).name

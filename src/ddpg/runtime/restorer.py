@@ -1,0 +1,89 @@
+"""Restorer: prior (as a denoiser, any backend) + operator + method settings, for batches of images.
+
+Every image owns its random streams, derived from its seed: one for the measurement noise, one for x_T and
+the per-step noise. A batch therefore restores each image exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ddpg.errors import ConfigError
+from ddpg.operators import degrade, make_operator
+from ddpg.operators.base import Operator
+
+from .presets import load_preset
+from .samplers import get_sampler
+
+MEASUREMENT_STREAM, SAMPLING_STREAM = 1, 0
+
+
+def stream_generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """An independent generator for (seed, stream), seeded through NumPy's SeedSequence."""
+    state = int(np.random.SeedSequence([int(seed), stream]).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(state)
+
+
+class Restorer:
+    """Restore batches with one method and operator. ``hyper``: the method's hyper-parameters."""
+
+    def __init__(self, denoiser, operator: Operator, *, method: str = "ddpg", sigma_y: float = 0.0,
+                 steps: int = 100, hyper: dict | None = None):
+        self.spec = get_sampler(method)
+        if sigma_y < 0:
+            raise ConfigError(f"sigma_y must be >= 0 (the [0, 1] scale), got {sigma_y}")
+        if self.spec.needs_svd and not operator.has_svd:
+            raise ConfigError(f"method {method} needs an SVD operator; {operator.name} has none")
+        if self.spec.needs_grad and not getattr(denoiser, "supports_grad", False):
+            raise ConfigError(f"method {method} differentiates through the UNet and runs on the torch backend "
+                              f"only, not on {getattr(denoiser, 'backend', 'this backend')}")
+        self.denoiser, self.operator = denoiser, operator
+        self.method, self.sigma_y, self.steps = method, float(sigma_y), int(steps)
+        self.hyper = dict(hyper or {})
+
+    @classmethod
+    def from_preset(cls, name: str, denoiser, size: int | tuple[int, int] | None = None,
+                    operator: Operator | None = None, **overrides) -> Restorer:
+        """Settings from a preset; the operator is built from the preset at ``size`` (default: the prior's
+        image size) unless given."""
+        preset = load_preset(name, **overrides)
+        if operator is None:
+            size = size or (getattr(denoiser, "config", {}) or {}).get("image_size") or 256
+            params = dict(preset.operator)
+            operator = make_operator(params.pop("task"), size, **params)
+        return cls(denoiser, operator, method=preset.method, sigma_y=preset.sigma_y, steps=preset.steps,
+                   hyper=preset.hyper)
+
+    def settings(self) -> dict:
+        return {"method": self.method, "sigma_y": self.sigma_y, "steps": self.steps, "hyper": self.hyper,
+                "operator": {"name": self.operator.name, **self.operator.params}}
+
+    def degrade(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """Observations y = A x + 2σ_y n of clean images x (B,3,H,W) in [-1, 1], n from each image's seed."""
+        self._check_seeds(x, seeds)
+        return torch.cat([degrade(x[i:i + 1], self.operator, self.sigma_y,
+                                  generator=stream_generator(s, MEASUREMENT_STREAM, x.device))
+                          for i, s in enumerate(seeds)])
+
+    def restore(self, y: torch.Tensor, seeds: Sequence[int],
+                callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Restorations (B,3,H,W) float32 in the [-1, 1] scale (not clamped) of measurements y."""
+        self._check_seeds(y, seeds)
+        gens = [stream_generator(s, SAMPLING_STREAM, y.device) for s in seeds]
+        shape = (1, 3, *self.operator.img_size)
+        x_T = torch.cat([torch.randn(shape, generator=g, device=y.device) for g in gens])
+
+        def noise(like: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.randn((1, *like.shape[1:]), generator=g, device=like.device, dtype=like.dtype)
+                              for g in gens])
+
+        return self.spec.fn(self.denoiser, self.operator, y, self.sigma_y, steps=self.steps, x_T=x_T,
+                            noise=noise, callback=callback, **self.hyper)
+
+    @staticmethod
+    def _check_seeds(t: torch.Tensor, seeds: Sequence[int]) -> None:
+        if len(seeds) != t.shape[0]:
+            raise ConfigError(f"{len(seeds)} seeds for a batch of {t.shape[0]}")
