@@ -1,0 +1,3 @@
+from ddpg.cli.main import app
+
+app(prog_name="ddpg")
