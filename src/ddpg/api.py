@@ -134,73 +134,99 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str = "sr4", 
     op_name = ALIASES.get(task, (task, {}))[0]
     scale = int(settings["operator"].get("scale", 4)) if op_name == "sr_bicubic" else 1
     operators: dict = {}
-    for index, path in enumerate(files):
+
+    def prepare(index: int, path: Path) -> dict:
+        """Load one input and make its operator and measurement."""
+        t0 = time.perf_counter()
+        if observed and path.suffix == ".pt":  # the exact float measurement written by `ddpg degrade`
+            y_exact = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(y_exact, torch.Tensor) or y_exact.ndim != 3:
+                raise InputError(f"{path}: expected a (C, h, w) measurement tensor")
+            img = (y_exact + 1) / 2
+        else:
+            img = load_image(path)
+        name, params = _operator_params(task, index, mask, kernel)
+        params.update({k: v for k, v in settings["operator"].items() if k not in params})
+        if observed:
+            size_hw, clean = (img.shape[1] * scale, img.shape[2] * scale), None
+        else:
+            img = _prepare(img, size, resize, max(multiple, scale), path)
+            size_hw, clean = tuple(img.shape[1:]), img[None].to(device) * 2 - 1
+        if size_hw[0] % multiple or size_hw[1] % multiple:
+            raise InputError(f"{path}: restored size {size_hw} must be a multiple of {multiple}")
+        key = (name, size_hw, json.dumps(params, sort_keys=True, default=str))
+        if key not in operators:
+            operators[key] = make_operator(name, size_hw, **params).to(device)
+        restorer = Restorer(denoiser, operators[key], method=settings["method"], sigma_y=settings["sigma_y"],
+                            steps=settings["steps"], hyper=settings["hyper"])
+        image_seed = seed + index
+        if observed:
+            y = img[None].to(device) * 2 - 1
+            if op_name == "colorization" and y.shape[1] == 3:
+                y = y.mean(1, keepdim=True)
+            restorer.operator.check_measurement(y)
+        else:
+            y = restorer.degrade(clean, [image_seed])
+        return {"path": path, "index": index, "seed": image_seed, "key": key, "restorer": restorer, "y": y,
+                "gt": None if observed else img.cpu(), "t_prepare": time.perf_counter() - t0}
+
+    def write(item: dict, out: torch.Tensor, seconds: float) -> None:
+        path, restorer, y = item["path"], item["restorer"], item["y"]
         stem = path.stem
-        out_png, out_json = outdir / f"{stem}_restored.png", outdir / f"{stem}.json"
-        if skip_existing and out_png.exists() and out_json.exists():
+        restored = ((out + 1) / 2).clamp(0, 1).cpu()
+        sidecar = {"input": str(path), "output": f"{stem}_restored.png", "task": task, "prior": prior,
+                   "checkpoint": checkpoint, "backend": backend, "preset": preset_name, "observed": observed,
+                   "seed": item["seed"], "base_seed": seed, "index": item["index"], **restorer.settings(),
+                   "versions": _versions(),
+                   "timings_s": {"prepare": round(item["t_prepare"], 4), "restore": round(seconds, 4)}}
+        save_image(((y[0] + 1) / 2).clamp(0, 1).cpu(), outdir / f"{stem}_observed.png")
+        if item["gt"] is not None:
+            gt = item["gt"]
+            base = ((baseline(restorer.operator, y)[0] + 1) / 2).clamp(0, 1).cpu()
+            sidecar["metrics"] = {"psnr": round(psnr(restored, gt), 4), "ssim": round(ssim(restored, gt), 4),
+                                  "baseline_psnr": round(psnr(base, gt), 4)}
+        save_image(restored, outdir / f"{stem}_restored.png")
+        save_json(sidecar, outdir / f"{stem}.json")
+        report.done.append(str(outdir / f"{stem}_restored.png"))
+
+    pending = []
+    for index, path in enumerate(files):
+        finished = (outdir / f"{path.stem}_restored.png").exists() and (outdir / f"{path.stem}.json").exists()
+        if skip_existing and finished:
             report.skipped.append(str(path))
-            continue
-        try:
-            t0 = time.perf_counter()
-            if observed and path.suffix == ".pt":  # the exact float measurement written by `ddpg degrade`
-                y_exact = torch.load(path, map_location="cpu", weights_only=True)
-                if not isinstance(y_exact, torch.Tensor) or y_exact.ndim != 3:
-                    raise InputError(f"{path}: expected a (C, h, w) measurement tensor")
-                img = (y_exact + 1) / 2
-            else:
-                img = load_image(path)
-            image_seed = seed + index
-            name, params = _operator_params(task, index, mask, kernel)
-            params.update({k: v for k, v in settings["operator"].items() if k not in params})
-            if observed:
-                obs_size = (img.shape[1] * scale, img.shape[2] * scale)
-                clean = None
-            else:
-                img = _prepare(img, size, resize, max(multiple, scale), path)
-                obs_size = tuple(img.shape[1:])
-                clean = img[None].to(device) * 2 - 1
-            if obs_size[0] % multiple or obs_size[1] % multiple:
-                raise InputError(f"{path}: restored size {obs_size} must be a multiple of {multiple}")
-            key = (name, obs_size, json.dumps(params, sort_keys=True, default=str))
-            if key not in operators:
-                operators[key] = make_operator(name, obs_size, **params).to(device)
-            op = operators[key]
-            restorer = Restorer(denoiser, op, method=settings["method"], sigma_y=settings["sigma_y"],
-                                steps=settings["steps"], hyper=settings["hyper"])
-            if observed:
-                y = img[None].to(device) * 2 - 1
-                if op_name == "colorization" and y.shape[1] == 3:
-                    y = y.mean(1, keepdim=True)
-                restorer.operator.check_measurement(y)
-            else:
-                y = restorer.degrade(clean, [image_seed])
-            callback = progress.step_callback(stem, settings["steps"]) if progress else None
-            t1 = time.perf_counter()
-            with torch.no_grad() if not get_sampler(settings["method"]).needs_grad else torch.enable_grad():
-                out = restorer.restore(y, [image_seed], callback=callback)
-            t2 = time.perf_counter()
-            restored = ((out[0] + 1) / 2).clamp(0, 1).cpu()
-            sidecar = {"input": str(path), "output": out_png.name, "task": task, "prior": prior,
-                       "checkpoint": checkpoint, "backend": backend, "preset": preset_name, "observed": observed,
-                       "seed": image_seed, "base_seed": seed, "index": index, **restorer.settings(),
-                       "versions": _versions(),
-                       "timings_s": {"prepare": round(t1 - t0, 4), "restore": round(t2 - t1, 4)}}
-            obs_img = ((y[0] + 1) / 2).clamp(0, 1).cpu()
-            save_image(obs_img, outdir / f"{stem}_observed.png")
-            if clean is not None:
-                gt = img.cpu()
-                base = ((baseline(op, y)[0] + 1) / 2).clamp(0, 1).cpu()
-                sidecar["metrics"] = {"psnr": round(psnr(restored, gt), 4), "ssim": round(ssim(restored, gt), 4),
-                                      "baseline_psnr": round(psnr(base, gt), 4)}
-            save_image(restored, out_png)
-            save_json(sidecar, out_json)
-            report.done.append(str(out_png))
-        except KeyboardInterrupt:
-            report.interrupted = True
-            report.failed.append((str(path), "interrupted"))
-            break
-        except (DdpgError, OSError, RuntimeError) as exc:
-            report.failed.append((str(path), str(exc)))
+        else:
+            pending.append((index, path))
+    grad = get_sampler(settings["method"]).needs_grad
+    try:
+        for start in range(0, len(pending), max(1, batch_size)):
+            items = []
+            for index, path in pending[start:start + max(1, batch_size)]:
+                try:
+                    items.append(prepare(index, path))
+                except (DdpgError, OSError, RuntimeError) as exc:
+                    report.failed.append((str(path), str(exc)))
+            groups: dict = {}
+            for item in items:  # one sampler call per operator; per-image seeds keep results batch-independent
+                groups.setdefault(item["key"], []).append(item)
+            for group in groups.values():
+                names = ",".join(it["path"].stem for it in group)
+                callback = progress.step_callback(names, settings["steps"]) if progress else None
+                t1 = time.perf_counter()
+                try:
+                    with torch.enable_grad() if grad else torch.no_grad():
+                        out = group[0]["restorer"].restore(torch.cat([it["y"] for it in group]),
+                                                           [it["seed"] for it in group], callback=callback)
+                except (DdpgError, RuntimeError) as exc:
+                    report.failed.extend((str(it["path"]), str(exc)) for it in group)
+                    continue
+                seconds = (time.perf_counter() - t1) / len(group)
+                for it, o in zip(group, out, strict=True):
+                    try:
+                        write(it, o, seconds)
+                    except (DdpgError, OSError) as exc:
+                        report.failed.append((str(it["path"]), str(exc)))
+    except KeyboardInterrupt:
+        report.interrupted = True
     return report
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ddpg import api
 from ddpg.errors import DdpgError
@@ -23,13 +24,13 @@ app.add_typer(presets_app, name="presets")
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print("[red]error:[/red]", escape(message), highlight=False)
     raise typer.Exit(code)
 
 
 def finish(report: api.Report, what: str) -> None:
     for path, why in report.failed:
-        console.print(f"[red]failed:[/red] {path}: {why}")
+        console.print("[red]failed:[/red]", escape(why if path in why else f"{path}: {why}"), highlight=False)
     if report.interrupted:
         console.print(f"[yellow]interrupted[/yellow] after {len(report.done)} {what}; finished outputs are "
                       "complete, nothing is half-written")

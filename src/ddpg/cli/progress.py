@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-console = Console(file=sys.stderr)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class StepRateColumn(ProgressColumn):
