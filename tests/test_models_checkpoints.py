@@ -89,6 +89,12 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         rng = self.headers.get("Range")
         type(self).requests.append(rng)
         start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        if start >= len(self.payload):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(self.payload)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = self.payload[start:]
         self.send_response(206 if rng else 200)
         self.send_header("Content-Length", str(len(body)))
@@ -129,6 +135,17 @@ def test_download_resumes_after_a_cut(tmp_path, server):
     checkpoints.download(entry, dest, quiet=True)
     assert dest.read_bytes() == payload and not part.exists()
     assert _RangeHandler.requests[-1] == f"bytes={len(payload) // 3}-"
+
+
+def test_download_finishes_a_complete_part_file(tmp_path, server):
+    """A .part left whole (stopped before the rename): the server answers 416 and the file is verified."""
+    payload = _RangeHandler.payload
+    entry = checkpoints.CheckpointEntry("tiny", "tiny.pt", urls=(server,), size=len(payload),
+                                        sha256=hashlib.sha256(payload).hexdigest())
+    dest = tmp_path / "tiny.pt"
+    dest.with_name("tiny.pt.part").write_bytes(payload)
+    checkpoints.download(entry, dest, quiet=True)
+    assert dest.read_bytes() == payload and _RangeHandler.requests == [f"bytes={len(payload)}-"]
 
 
 def test_download_rejects_sha256_mismatch_and_removes_partial(tmp_path, server):

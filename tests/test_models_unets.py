@@ -57,8 +57,9 @@ def test_low_precision_torso_stays_close_to_fp32(name, dtype):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_fp16_on_cuda():
-    fx = torch.load(FIXTURES / "priors" / "adm_small_a.pt", weights_only=True)
+@pytest.mark.parametrize("name", ["ddpm_small", "adm_small_a"])
+def test_fp16_on_cuda(name):
+    fx = torch.load(FIXTURES / "priors" / f"{name}.pt", weights_only=True)
     model = create_prior(fx["config"])
     model.load_state_dict(fx["state_dict"], strict=True)
     model.cuda().to_dtype(torch.float16)
@@ -82,5 +83,31 @@ def test_denoiser_returns_three_float32_channels_and_needs_labels_for_class_cond
     fa = torch.load(FIXTURES / "priors" / "adm_small_a.pt", weights_only=True)
     ma = create_prior(fa["config"])
     ma.load_state_dict(fa["state_dict"])
+    with pytest.raises(ValueError, match="unconditional"):
+        as_denoiser(ma, class_labels=3)
     with torch.no_grad():
         assert torch.equal(as_denoiser(ma)(fa["x"], fa["t"]), ma(fa["x"], fa["t"])[:, :3])
+    x = fa["x"][:1].clone().requires_grad_(True)  # DPS/DPPS differentiate through the denoiser
+    as_denoiser(ma).model_output(x, fa["t"][:1]).square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_create_prior_from_name_yaml_path_and_dict(tmp_path):
+    import yaml
+
+    from ddpg.errors import ConfigError
+    from ddpg.models import prior_config
+
+    cfg = prior_config("face64")
+    assert cfg["name"] == "face64" and cfg["kind"] == "ddpm" and cfg["num_diffusion_timesteps"] == 1000
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({**cfg, "name": "mine"}))
+    with torch.device("meta"):
+        by_path, by_dict = create_prior(path), create_prior({k: v for k, v in cfg.items() if "beta" not in k})
+    assert by_path.config["name"] == "mine" and not by_path.training
+    assert by_dict.config["beta_end"] == 0.02  # schedule defaults filled in
+    assert meta_state_shapes("face64") == {k: tuple(v.shape) for k, v in by_path.state_dict().items()}
+    with pytest.raises(ConfigError, match="unknown prior 'celeba'"):
+        create_prior("celeba")
+    with pytest.raises(ConfigError, match="kind"):
+        create_prior({"ch": 8})

@@ -78,6 +78,50 @@ def test_svd_factors_reproduce_the_operator(case):
     assert torch.allclose(Ax, op.A(x), atol=1e-10)
     y = op.A(x)
     assert torch.allclose(op.U(op.Ut(y)), y, atol=1e-10)
+    c = torch.randn(2, 3 * size[0] * size[1], dtype=torch.float64)
+    assert torch.allclose(op.Vt(op.V(c)), c, atol=1e-10)  # VᵀV = I as well: V is square orthogonal
+    proj = op.V(torch.cat([coef[:, : s.numel()], torch.zeros_like(coef[:, s.numel():])], 1))
+    head = op.Vt(proj)[:, : s.numel()]
+    assert torch.allclose(op.V(torch.cat([head, torch.zeros_like(coef[:, s.numel():])], 1)), proj, atol=1e-10)
+
+
+@pytest.mark.parametrize("task, params", [
+    ("sr_bicubic", {"impl": "fft"}), ("sr_bicubic", {"impl": "svd"}), ("sr_bicubic", {"impl": "svd", "scale": 2}),
+    ("sr_avgpool", {}), ("sr_avgpool", {"impl": "fft", "scale": 2}),
+])
+def test_sample_offset_is_where_a_linear_ramp_is_sampled(task, params):
+    """Kernels sum to 1 and are symmetric about their footprint centre, so A maps the ramp a·i + b·j to its
+    value at the centre of each sample, scale·r + sample_offset (away from the borders)."""
+    op = make_operator(task, 64, **params)
+    i = torch.arange(64, dtype=torch.float64)
+    ramp = (0.3 * i[:, None] - 0.7 * i[None, :]).expand(1, 3, 64, 64)
+    r = torch.arange(64 // op.scale, dtype=torch.float64) * op.scale
+    expected = 0.3 * (r[:, None] + op.sample_offset[0]) - 0.7 * (r[None, :] + op.sample_offset[1])
+    inner = slice(16 // op.scale, -16 // op.scale)
+    assert torch.allclose(op.A(ramp)[0, 0, inner, inner], expected[inner, inner], atol=1e-10)
+
+
+def test_spectra_and_matrices_are_computed_once_per_device_and_dtype():
+    for op in (make_operator("deblur_gauss", 32), make_operator("sr_bicubic", 32, impl="fft"),
+               make_operator("sr_bicubic", 32)):
+        cache = op._mats if hasattr(op, "_mats") else (op._lr if hasattr(op, "_lr") else op._spec)
+        for dtype in (torch.float32, torch.float64, torch.float32):
+            x = torch.randn(1, 3, 32, 32, dtype=dtype)
+            op.pinv_eta(op.A(x), 0.1)
+        assert sorted(str(k[1]) for k in cache._store) == ["torch.float32", "torch.float64"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_cuda_matches_cpu(case):
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    y = op.A(x)
+    cuda_op = make_operator(task, size, **params).to("cuda")
+    assert torch.allclose(cuda_op.A(x.cuda()).cpu(), y, atol=1e-10)
+    assert torch.allclose(cuda_op.At(y.cuda()).cpu(), op.At(y), atol=1e-10)
+    assert torch.allclose(cuda_op.pinv_eta(y.cuda(), 1e-3).cpu(), op.pinv_eta(y, 1e-3), atol=1e-8)
 
 
 def test_fft_and_svd_average_pooling_agree():
@@ -109,6 +153,19 @@ def test_degrade_is_seeded_and_unclipped():
 
 @pytest.mark.parametrize("call, message", [
     (lambda: make_operator("sr_bicubic", 30, scale=4), "must divide"),
+    (lambda: make_operator("sr_avgpool", 32, scale=0), "scale must be a positive integer"),
+    (lambda: make_operator("sr_bicubic", 32, scale=2.5), "scale must be a positive integer"),
+    (lambda: make_operator("sr_bicubic", 8, scale=4), "smaller than the 16-tap kernel"),
+    (lambda: make_operator("sr_bicubic", 32, impl="dense"), "impl must be"),
+    (lambda: make_operator("denoising", (0, 16)), "size must be"),
+    (lambda: make_operator("deblur_kernel", 16), "needs kernel="),
+    (lambda: make_operator("deblur_kernel", 16, kernel=np.ones((2, 3, 3))), "must be 2-D"),
+    (lambda: make_operator("deblur_kernel", 16, kernel=np.ones((17, 3))), "larger than the image"),
+    (lambda: make_operator("deblur_kernel", 16, kernel=np.array([[1.0, -1.0]])), "non-zero sum"),
+    (lambda: make_operator("deblur_kernel", 16, kernel="/nonexistent/k.npy"), "file not found"),
+    (lambda: make_operator("deblur_motion", 64, intensity=1.5), "intensity"),
+    (lambda: make_operator("inpainting", 16, box=(10, 10, 8, 8)), "does not fit"),
+    (lambda: make_operator("inpainting", 16, ratio=1.0), "ratio"),
     (lambda: make_operator("deblur_motion", 32), "larger than the image"),
     (lambda: make_operator("deblur_gauss", 4, kernel_size=5), "larger than the image"),
     (lambda: make_operator("inpainting", 16, mask=np.ones((8, 8))), "mask has shape"),
@@ -117,6 +174,9 @@ def test_degrade_is_seeded_and_unclipped():
     (lambda: make_operator("deblur_gauss", 16).pinv_eta(torch.zeros(1, 3, 16, 16), 0.0), "eta must be > 0"),
     (lambda: make_operator("sr4", 16).At(torch.zeros(1, 3, 16, 16)), "measurement must have shape"),
     (lambda: degrade(torch.zeros(1, 3, 8, 8), make_operator("denoising", 8), -0.1), "sigma_y"),
+    (lambda: make_operator("deblur_gauss", 16).pinv_eta(torch.zeros(1, 3, 16, 16), float("nan")), "eta"),
+    (lambda: make_operator("sr4", 32, impl="svd").pinv_eta(torch.zeros(1, 3, 8, 8), -1e-3), "eta must be > 0"),
+    (lambda: make_operator("colorization", 8).pinv_eta(torch.zeros(1, 1, 8, 8), 0), "eta must be > 0"),
 ])
 def test_bad_parameters_raise_clear_errors(call, message):
     with pytest.raises(OperatorError, match=message):

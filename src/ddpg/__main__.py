@@ -1,3 +1,5 @@
+"""``python -m ddpg``: the command line."""
+
 from ddpg.cli.main import app
 
 app(prog_name="ddpg")

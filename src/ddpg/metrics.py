@@ -1,70 +1,109 @@
-"""Quality metrics as the papers compute them. Inputs (B or none, 3, H, W) in [0, 1]."""
+"""Quality metrics as the papers compute them, on images (3, H, W) or (1, 3, H, W) in [0, 1].
+
+- PSNR (algorithms.md §7.2): 10·log10(1/MSE), MSE over all float values; the prediction is clamped to
+  [0, 1]; no quantisation, no Y channel, no border crop.
+- SSIM (Wang et al. 2004): 11×11 Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1, valid
+  filtering (no padding), population statistics; the SSIM map averaged over positions and channels.
+- LPIPS (AlexNet, ``lpips`` package defaults): only when the package and torchvision's AlexNet weights are
+  already on this machine; nothing is downloaded.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ddpg.errors import InputError
+
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
+
+
+def _pair(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as float64 (1, C, H, W); the shapes must agree."""
+    x, y = pred.detach().double().cpu(), gt.detach().double().cpu()
+    x, y = (x[None] if x.ndim == 3 else x), (y[None] if y.ndim == 3 else y)
+    if x.shape != y.shape or x.ndim != 4 or x.shape[0] != 1:
+        raise InputError(f"metrics compare one image with one image of the same shape; got "
+                         f"{tuple(pred.shape)} and {tuple(gt.shape)}")
+    return x, y
+
 
 def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
-    """10·log10(1/MSE) over all float values in [0, 1] (prediction clamped; no quantisation, crop or
-    Y channel), as DDPG's evaluation."""
-    mse = float(((pred.double().clamp(0, 1) - gt.double()) ** 2).mean())
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(1.0 / mse, dtype=torch.float64)).item()
+    """PSNR in dB of ``pred`` (clamped to [0, 1]) against ``gt``; inf for identical images."""
+    x, y = _pair(pred, gt)
+    mse = float(((x.clamp(0, 1) - y) ** 2).mean())
+    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse, dtype=torch.float64)).item()
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """(size, size) float64 Gaussian weights summing to 1."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
     return torch.outer(g, g)
 
 
-def ssim(pred: torch.Tensor, gt: torch.Tensor, data_range: float = 1.0) -> float:
-    """Mean SSIM (Wang et al. 2004): 11×11 Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, valid
-    filtering, per channel, averaged over channels and pixels."""
-    x = pred.double().clamp(0, 1)
-    y = gt.double()
-    if x.ndim == 3:
-        x, y = x[None], y[None]
-    C = x.shape[1]
-    w = _gaussian_window().to(x)[None, None].repeat(C, 1, 1, 1)
+def ssim_map(pred: torch.Tensor, gt: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """The SSIM map (C, H − 10, W − 10) float64 of ``pred`` (clamped to [0, data_range]) against ``gt``."""
+    x, y = _pair(pred, gt)
+    x = x.clamp(0, data_range)
+    C, H, W = x.shape[1:]
+    if min(H, W) < SSIM_WINDOW:
+        raise InputError(f"SSIM needs images of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels, got {W}×{H}")
+    w = gaussian_window()[None, None].repeat(C, 1, 1, 1)
 
-    def filt(t):
+    def filt(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(t, w, groups=C)
 
     mu_x, mu_y = filt(x), filt(y)
-    sxx = filt(x * x) - mu_x**2
-    syy = filt(y * y) - mu_y**2
-    sxy = filt(x * y) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return float(s.mean())
+    var_x = filt(x * x) - mu_x**2
+    var_y = filt(y * y) - mu_y**2
+    cov = filt(x * y) - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    return (((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)))[0]
+
+
+def ssim(pred: torch.Tensor, gt: torch.Tensor, data_range: float = 1.0) -> float:
+    """Mean SSIM over positions and channels (see the module docstring for the definition)."""
+    return float(ssim_map(pred, gt, data_range).mean())
 
 
 class LPIPS:
-    """LPIPS (AlexNet) when the ``lpips`` package and torchvision's AlexNet weights are present locally."""
+    """LPIPS (AlexNet, version 0.1 linear heads) from the ``lpips`` package, computed on [-1, 1] inputs."""
+
+    def __init__(self, net) -> None:
+        self.net = net
 
     @staticmethod
-    def load() -> tuple[LPIPS | None, str]:
-        """(metric, "") or (None, the reason and how to provide it). Never downloads."""
+    def availability() -> str:
+        """"" when LPIPS can run without a download, else why not and how to provide it."""
         try:
             import lpips  # noqa: F401
         except ImportError:
-            return None, "LPIPS skipped: `pip install lpips` and place torchvision's alexnet-owt-7be5be79.pth " \
-                         "in the torch hub cache (~/.cache/torch/hub/checkpoints/)"
-        from pathlib import Path
+            return ("LPIPS not computed: the `lpips` package is not installed (`pip install lpips`, which also "
+                    f"needs torchvision) and torchvision's AlexNet weights {ALEXNET_WEIGHTS} must be in "
+                    f"{Path(torch.hub.get_dir()) / 'checkpoints'}")
+        weights = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
+        if not weights.is_file():
+            return (f"LPIPS not computed: AlexNet weights not found at {weights}; copy {ALEXNET_WEIGHTS} there "
+                    "(ddpg never downloads at run time)")
+        return ""
 
-        hub = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
-        if not hub.exists():
-            return None, f"LPIPS skipped: AlexNet weights not found at {hub} (copy alexnet-owt-7be5be79.pth there)"
-        metric = LPIPS()
+    @classmethod
+    def load(cls) -> tuple[LPIPS | None, str]:
+        """(metric, "") when available, else (None, the reason and how to provide it)."""
+        reason = cls.availability()
+        if reason:
+            return None, reason
         import lpips
 
-        metric.net = lpips.LPIPS(net="alex", verbose=False).eval()
-        return metric, ""
+        return cls(lpips.LPIPS(net="alex", verbose=False).eval()), ""
 
     def __call__(self, pred: torch.Tensor, gt: torch.Tensor) -> float:
-        """On the unclamped [-1, 1] output, as DDPG evaluates it (inputs here in [0, 1])."""
+        """LPIPS distance of images in [0, 1] (mapped to [-1, 1] as LPIPS expects)."""
+        x, y = _pair(pred, gt)
         with torch.no_grad():
-            return float(self.net(pred[None] * 2 - 1, gt[None] * 2 - 1).mean())
+            return float(self.net(x.float() * 2 - 1, y.float() * 2 - 1).mean())

@@ -1,26 +1,40 @@
-"""The ``ddpg`` command line (Typer). Exit codes: 0 all good, 1 some inputs failed, 2 usage errors,
-130 interrupted."""
+"""The ``ddpg`` command line (Typer), a thin layer over :mod:`ddpg.api`.
+
+Results go to stdout, progress bars and logs to stderr. Exit codes: 0 all good, 1 some inputs failed (each
+named in the summary), 2 usage or setup error (nothing processed), 130 interrupted (Ctrl-C; finished
+outputs are complete, nothing is half-written).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
-from ddpg import api
 from ddpg.errors import DdpgError
 
-from .progress import StepProgress, console
+from .progress import RichProgress, console, setup_logging
+
+if TYPE_CHECKING:
+    from ddpg import api
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                  help="Diffusion-prior image restoration with DDPG/IDPG.\n\nExample: `ddpg restore --sample -o out`")
-models_app = typer.Typer(no_args_is_help=True, help="Known priors, their checkpoints and the cache.")
-presets_app = typer.Typer(no_args_is_help=True, help="The paper presets.")
+                  help="Diffusion-prior image restoration (DDPG/IDPG and peers).\n\n"
+                       "Example: `ddpg restore photos/ -o out --task sr4 --prior face64`")
+models_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
+                         help="Known priors, their weights and the cache.\n\nExample: `ddpg models list`")
+presets_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
+                          help="The paper presets (method/prior/task/sigma_y).\n\nExample: `ddpg presets list`")
 app.add_typer(models_app, name="models")
 app.add_typer(presets_app, name="presets")
+
+TASK_HELP = "sr4 | deblur_gauss | deblur_motion | inpaint | denoise | colorize"
+QUIET = typer.Option(False, "-q", "--quiet", help="No progress bars or info logs (warnings and errors only).")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -28,63 +42,87 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def run(action: Callable[[], api.Report], quiet: bool) -> api.Report:
+    """Run an API call with logging set up; setup errors exit 2, Ctrl-C before any input exits 130."""
+    setup_logging(quiet)
+    try:
+        return action()
+    except DdpgError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow] before any input finished")
+        raise typer.Exit(130) from None
+
+
 def finish(report: api.Report, what: str) -> None:
+    """Name every failure, summarise, and exit with the report's code."""
     for path, why in report.failed:
         console.print("[red]failed:[/red]", escape(why if path in why else f"{path}: {why}"), highlight=False)
+    counts = f"{len(report.done)} {what}, {len(report.skipped)} skipped, {len(report.failed)} failed"
     if report.interrupted:
-        console.print(f"[yellow]interrupted[/yellow] after {len(report.done)} {what}; finished outputs are "
-                      "complete, nothing is half-written")
+        console.print(f"[yellow]interrupted[/yellow]: {counts}; finished outputs are complete, nothing is "
+                      "half-written (run again with --skip-existing to resume)")
     else:
-        console.print(f"{len(report.done)} {what}, {len(report.skipped)} skipped, {len(report.failed)} failed")
+        console.print(counts)
     raise typer.Exit(report.exit_code)
 
 
 @app.command()
 def restore(
-    inputs: list[Path] = typer.Argument(None, help="Image files or folders."),
+    inputs: list[Path] = typer.Argument(None, help="Image files or folders (with --observed also .pt/.npy)."),
     outdir: Path = typer.Option(..., "-o", "--outdir", help="Output folder."),
-    sample: bool = typer.Option(False, "--sample", help="Restore the bundled sample face with face64."),
-    task: str = typer.Option("sr4", help="sr4 | deblur_gauss | deblur_motion | inpaint | denoise | colorize"),
-    preset: str = typer.Option(None, help="Preset name, e.g. ddpg/celeba_hq/sr4/0.05 (see `ddpg presets list`)."),
-    prior: str = typer.Option("gaussian", help="Prior name or YAML (gaussian and face64 need no download)."),
-    checkpoint: str = typer.Option(None, help="Weights file for --prior."),
+    task: str = typer.Option(None, help=f"{TASK_HELP} (default sr4, or the preset's / observation's task)."),
+    preset: str = typer.Option(None, help="Paper preset, e.g. ddpg/celeba_hq/sr4/0.05 (`ddpg presets list`)."),
+    prior: str = typer.Option(None, help="Prior name or YAML config (default gaussian: analytic, no download; "
+                                         "face64: bundled 64-px faces)."),
+    checkpoint: str = typer.Option(None, help="Weights file (with --prior, or alone: the prior is recognised)."),
     backend: str = typer.Option("torch", help="torch | onnxruntime | tensorrt"),
-    engine: str = typer.Option(None, help="ONNX model or TensorRT plan for the other backends."),
-    sigma_y: float = typer.Option(None, "--sigma-y", help="Measurement noise std on the [0, 1] scale."),
-    steps: int = typer.Option(None, help="Sampling steps (default: the preset's)."),
-    method: str = typer.Option("ddpg", help="ddpg | idpg (and the other registered samplers)."),
-    batch_size: int = typer.Option(1, help="Images per batch."),
-    seed: int = typer.Option(0, help="Base seed; image i uses seed + i."),
+    engine: str = typer.Option(None, help="ONNX model or TensorRT plan for --backend onnxruntime/tensorrt."),
+    sigma_y: float = typer.Option(None, "--sigma-y", help="Measurement noise std on the [0, 1] scale "
+                                                          "(default: preset's, or 0.05)."),
+    steps: int = typer.Option(None, help="Sampling steps (default: the preset's, 100)."),
+    method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg)."),
+    batch_size: int = typer.Option(1, help="Images per sampler call (results do not depend on it)."),
+    seed: int = typer.Option(0, help="Base seed: image i (in sorted input order) uses seed + i."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
-    observed: bool = typer.Option(False, help="Inputs are measurements (e.g. real low-resolution photos)."),
-    skip_existing: bool = typer.Option(False, help="Skip inputs whose outputs exist (resume)."),
-    resize: bool = typer.Option(False, help="Centre-crop and resize clean inputs to the prior's size."),
-    mask: str = typer.Option(None, help="Inpainting mask image (white = kept)."),
-    kernel: str = typer.Option(None, help="Motion/blur kernel (.npy or image) instead of the seeded one."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
+    observed: bool = typer.Option(False, "--observed", help="Inputs are measurements (a real low-res or blurred "
+                                                            "photo, or `ddpg degrade` output), not clean images."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs exist (resume)."),
+    resize: bool = typer.Option(False, "--resize", help="Centre-crop and resize clean inputs to --size (default: "
+                                                        "the prior's size) as the papers; else native size."),
+    size: int = typer.Option(None, help="Side length for --resize."),
+    mask: str = typer.Option(None, help="inpaint: mask file (white = kept), 'box' (default) or 'random[:R]'."),
+    kernel: str = typer.Option(None, help="Blur kernel (.npy or image) instead of the Gaussian / the seeded "
+                                          "motion kernel (10·i)."),
+    bits: int = typer.Option(8, help="Output PNG bit depth: 8 or 16."),
+    class_label: int = typer.Option(None, help="Class for class-conditional priors (imagenet256_cond)."),
+    sample: bool = typer.Option(False, "--sample", help="Restore the bundled sample face with face64."),
+    quiet: bool = QUIET,
 ) -> None:
-    """Restore images. By default each input is the clean image, degraded first (as the papers evaluate).
+    """Restore images: write `<name>_restored.png`, `<name>_observed.png` and a `<name>.json` sidecar.
 
-    Example: `ddpg restore photos/ -o out --task deblur_gauss --prior face64 --sigma-y 0.05`
+    By default each input is the clean image, degraded first (as the papers evaluate) and scored (PSNR/SSIM
+    in the sidecar); with `--observed` it is the measurement and is restored directly.
+
+    Example: `ddpg restore faces/ -o out --task deblur_gauss --prior face64 --sigma-y 0.05 --steps 50`
     """
+    from ddpg import api
+
     if not sample and not inputs:
-        fail("give input images or folders, or --sample")
-    try:
-        with StepProgress(quiet) as progress:
-            if sample:
-                report = api.restore_sample(outdir, task=task, method=method, steps=steps, seed=seed,
-                                            device=device, progress=progress,
-                                            **({"sigma_y": sigma_y} if sigma_y is not None else {}))
-            else:
-                report = api.restore(inputs, outdir, task=task, preset=preset, prior=prior,
-                                     checkpoint=checkpoint, method=method, sigma_y=sigma_y, steps=steps,
-                                     seed=seed, batch_size=batch_size, device=device, observed=observed,
-                                     backend=backend, engine=engine, skip_existing=skip_existing,
-                                     resize=resize, mask=mask, kernel=kernel, progress=progress)
-    except DdpgError as exc:
-        fail(str(exc))
+        fail("give input images or folders (or --sample)")
+    with RichProgress(quiet) as progress:
+        if sample:
+            report = run(lambda: api.restore_sample(outdir, task=task or "sr4", method=method or "ddpg",
+                                                    sigma_y=0.05 if sigma_y is None else sigma_y, steps=steps,
+                                                    seed=seed, device=device, progress=progress), quiet)
+        else:
+            report = run(lambda: api.restore(
+                inputs, outdir, task=task, preset=preset, prior=prior, checkpoint=checkpoint, method=method,
+                sigma_y=sigma_y, steps=steps, seed=seed, batch_size=batch_size, device=device, observed=observed,
+                backend=backend, engine=engine, skip_existing=skip_existing, resize=resize, size=size, mask=mask,
+                kernel=kernel, bits=bits, class_label=class_label, progress=progress), quiet)
     if sample and report.extra:
-        console.print(f"PSNR {report.extra['psnr']:.2f} dB (bicubic {report.extra['baseline_psnr']:.2f} dB); "
+        console.print(f"PSNR {report.extra['psnr']:.2f} dB (baseline {report.extra['baseline_psnr']:.2f} dB); "
                       f"grid: {report.extra['grid']}")
     finish(report, "restored")
 
@@ -92,68 +130,94 @@ def restore(
 @app.command()
 def degrade(
     inputs: list[Path] = typer.Argument(..., help="Clean image files or folders."),
-    outdir: Path = typer.Option(..., "-o", "--outdir"),
-    task: str = typer.Option("sr4", help="sr4 | deblur_gauss | deblur_motion | inpaint | denoise | colorize"),
+    outdir: Path = typer.Option(..., "-o", "--outdir", help="Output folder."),
+    task: str = typer.Option("sr4", help=TASK_HELP),
     sigma_y: float = typer.Option(0.05, "--sigma-y", help="Noise std on the [0, 1] scale."),
-    seed: int = typer.Option(0, help="Base seed; image i uses seed + i."),
-    resize: int = typer.Option(None, help="Centre-crop and resize to this size first."),
-    mask: str = typer.Option(None, help="Inpainting mask image."),
-    kernel: str = typer.Option(None, help="Blur kernel file."),
+    seed: int = typer.Option(0, help="Base seed: image i uses seed + i (the noise `restore` draws for it)."),
+    resize: bool = typer.Option(False, "--resize", help="Centre-crop and resize to --size first."),
+    size: int = typer.Option(None, help="Side length for --resize."),
+    mask: str = typer.Option(None, help="inpaint: mask file, 'box' (default) or 'random[:R]'."),
+    kernel: str = typer.Option(None, help="Blur kernel file (.npy or image)."),
+    fmt: str = typer.Option("pt", "--format", help="Exact measurement file: pt | npy."),
+    quiet: bool = QUIET,
 ) -> None:
-    """Make seeded observations: PNG, exact float measurement (.pt) and metadata (.json).
+    """Make seeded observations: `<name>_observed.png` (for viewing), the exact unclipped float measurement
+    `<name>_observed.pt` (or .npy) and its metadata `<name>_observed.json` (operator, sigma_y, seed).
+
+    Restore them with `ddpg restore obs/ --observed -o out` (task, sigma_y and operator come from the JSON).
 
     Example: `ddpg degrade faces/ -o obs --task sr4 --sigma-y 0.05`
     """
-    try:
-        report = api.degrade(inputs, outdir, task=task, sigma_y=sigma_y, seed=seed, resize_to=resize, mask=mask,
-                             kernel=kernel)
-    except DdpgError as exc:
-        fail(str(exc))
+    from ddpg import api
+
+    with RichProgress(quiet) as progress:
+        report = run(lambda: api.degrade(inputs, outdir, task=task, sigma_y=sigma_y, seed=seed, resize=resize,
+                                         size=size, mask=mask, kernel=kernel, fmt=fmt, progress=progress), quiet)
     finish(report, "degraded")
 
 
 @app.command()
 def evaluate(
-    pred: list[Path] = typer.Option(..., help="Folder(s) of restorations (one per method)."),
-    gt: Path = typer.Option(..., help="Folder of ground-truth images."),
-    obs: Path = typer.Option(None, help="Folder of observations (for the grid)."),
-    outdir: Path = typer.Option(None, "-o", "--outdir", help="Where to write the reports (default: first --pred)."),
+    pred: list[Path] = typer.Option(..., help="Folder of restorations; repeat for several methods."),
+    gt: Path = typer.Option(..., help="Folder of ground-truth images (x.png ↔ x_restored.png or x.png)."),
+    obs: Path = typer.Option(None, help="Folder of observations (x_observed.png) for the grid."),
+    outdir: Path = typer.Option(None, "-o", "--outdir", help="Report folder (default: <first --pred>/evaluation)."),
+    label: list[str] = typer.Option(None, help="Method names, one per --pred (default: folder names)."),
+    grid_rows: int = typer.Option(8, help="Images in the comparison grid."),
+    lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="LPIPS (AlexNet) when available locally."),
+    quiet: bool = QUIET,
 ) -> None:
-    """PSNR (as the papers), SSIM and LPIPS (when available locally): CSV, JSON, Markdown and a grid.
+    """Score restorations: PSNR (as the papers: float [0, 1], all values), SSIM (Gaussian 11×11, σ = 1.5) and
+    LPIPS (AlexNet, only when the `lpips` package and AlexNet weights are already on this machine).
 
-    Example: `ddpg evaluate --pred out --gt faces/`
+    Writes metrics.csv (per image), summary.json, summary.md (a Markdown table) and grid.png.
+
+    Example: `ddpg evaluate --pred out_ddpg --pred out_idpg --gt faces/ --obs out_ddpg`
     """
-    try:
-        report = api.evaluate(pred, gt, outdir, obs=obs)
-    except DdpgError as exc:
-        fail(str(exc))
-    for key, value in report.extra["mean"].items():
-        console.print(f"{key}: {value:.4f}")
-    if report.extra["lpips"] != "AlexNet":
-        console.print(report.extra["lpips"])
-    finish(report, "evaluated")
+    from ddpg import api
+
+    report = run(lambda: api.evaluate(pred, gt, outdir, obs=obs, labels=label or None, grid_rows=grid_rows,
+                                      use_lpips=lpips), quiet)
+    summary = report.extra["summary"]
+    print(Path(report.extra["outdir"]) / "summary.md")
+    print((Path(report.extra["outdir"]) / "summary.md").read_text().split("\n\n")[0])
+    if summary["lpips"] != "computed":
+        console.print(escape(summary["lpips"]), highlight=False)
+    finish(report, "images evaluated")
 
 
 @models_app.command("list")
-def models_list() -> None:
-    """Known priors, whether their weights are here, and the cache folder.
+def models_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Known priors: where their weights are, sizes and checksums, and the cache folder.
 
     Example: `ddpg models list`
     """
     from ddpg.models import PRIOR_NAMES, REGISTRY, cache_dir
     from ddpg.models.checkpoints import local_path
 
-    print(f"cache: {cache_dir()}")
+    rows = []
     for name in PRIOR_NAMES:
         entry = REGISTRY.get(name)
-        where = "analytic, no weights" if entry is None else (
-            "bundled" if entry.bundled else ("cached" if local_path(entry).exists() else "not downloaded"))
-        print(f"{name:20s} {where}")
+        if entry is None:
+            rows.append({"name": name, "status": "analytic (no weights)", "path": None, "size": None, "sha256": None})
+            continue
+        path = local_path(entry)
+        status = "bundled" if entry.bundled else ("cached" if path.exists() else "not downloaded")
+        rows.append({"name": name, "status": status, "path": str(path),
+                     "size": path.stat().st_size if path.exists() else entry.size, "sha256": entry.sha256})
+    if as_json:
+        print(json.dumps({"cache": str(cache_dir()), "priors": rows}, indent=2))
+        return
+    print(f"cache: {cache_dir()}  (set DDPG_HOME to move it)")
+    for r in rows:
+        size = f"{r['size'] / 2**20:8.1f} MiB" if r["size"] else "       ?    "
+        sha = (r["sha256"] or "-")[:12]
+        print(f"{r['name']:20s} {r['status']:22s} {size}  sha256 {sha:12s}  {r['path'] or ''}")
 
 
 @models_app.command("info")
-def models_info(name: str) -> None:
-    """Config and checkpoint facts of one prior.
+def models_info(name: str = typer.Argument(..., help="Prior name.")) -> None:
+    """A prior's architecture config and checkpoint facts (URLs, size, sha256, local path), as JSON.
 
     Example: `ddpg models info celeba_hq`
     """
@@ -165,54 +229,59 @@ def models_info(name: str) -> None:
     except DdpgError as exc:
         fail(str(exc))
     entry = REGISTRY.get(name)
-    info = {"config": cfg}
+    info: dict = {"name": name, "config": cfg}
     if entry:
+        path = local_path(entry)
         info["checkpoint"] = {"file": entry.filename, "urls": list(entry.urls), "size": entry.size,
-                              "sha256": entry.sha256, "manual": entry.manual, "path": str(local_path(entry)),
-                              "present": local_path(entry).exists(), "notes": list(entry.notes)}
-    print(json.dumps(info, indent=2))
+                              "sha256": entry.sha256, "manual": entry.manual, "path": str(path),
+                              "present": path.exists(), "bundled": bool(entry.bundled), "notes": list(entry.notes)}
+    print(json.dumps(info, indent=2, default=str))
 
 
 @models_app.command("download")
-def models_download(name: str) -> None:
-    """Download a prior's weights into the cache (resumable).
+def models_download(name: str = typer.Argument(..., help="Prior name."), quiet: bool = QUIET) -> None:
+    """Download a prior's weights into the cache (resumable, verified); prints the local path.
 
     Example: `ddpg models download imagenet256_uncond`
     """
     from ddpg.models import resolve_checkpoint
 
+    setup_logging(quiet)
     try:
-        print(resolve_checkpoint(name))
+        print(resolve_checkpoint(name, quiet=quiet))
     except DdpgError as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), code=2 if "no checkpoint registered" in str(exc) else 1)
 
 
 @models_app.command("verify")
-def models_verify(name: str) -> None:
-    """Recompute size and sha256 of a prior's local weights against the registry.
+def models_verify(name: str = typer.Argument(..., help="Prior name.")) -> None:
+    """Recompute the size and sha256 of a prior's local weights and compare with the registry.
 
     Example: `ddpg models verify face64`
     """
-    from ddpg.models import REGISTRY
     from ddpg.models.checkpoints import entry_for, local_path, sha256_file, verify_file
 
     try:
         entry = entry_for(name)
-        path = local_path(entry)
-        if not path.exists():
-            fail(f"{path}: not present (run `ddpg models download {name}`)", code=1)
+    except DdpgError as exc:
+        fail(str(exc))
+    path = local_path(entry)
+    if not path.exists():
+        fail(f"{path}: not present (run `ddpg models download {name}`)", code=1)
+    try:
         verify_file(path, entry)
     except DdpgError as exc:
         fail(str(exc), code=1)
     digest = sha256_file(path)
-    known = "matches the registry" if REGISTRY[name].sha256 else "no registered sha256 to compare"
+    known = "matches the registry" if entry.sha256 else "no registered sha256 to compare"
     print(f"{path}: {path.stat().st_size} bytes, sha256 {digest} ({known})")
 
 
 @presets_app.command("list")
-def presets_list(method: str = typer.Option(None), prior: str = typer.Option(None),
-                 task: str = typer.Option(None)) -> None:
-    """Preset names (method/prior/task/sigma_y).
+def presets_list(method: str = typer.Option(None, help="Only this method."),
+                 prior: str = typer.Option(None, help="Only this prior."),
+                 task: str = typer.Option(None, help="Only this task.")) -> None:
+    """Preset names (method/prior/task/sigma_y), one per line.
 
     Example: `ddpg presets list --method idpg --prior celeba_hq`
     """
@@ -223,8 +292,8 @@ def presets_list(method: str = typer.Option(None), prior: str = typer.Option(Non
 
 
 @presets_app.command("show")
-def presets_show(name: str) -> None:
-    """Every field of a preset.
+def presets_show(name: str = typer.Argument(..., help="Preset name.")) -> None:
+    """Every field of a preset, as JSON.
 
     Example: `ddpg presets show ddpg/celeba_hq/sr4/0.05`
     """
@@ -234,6 +303,22 @@ def presets_show(name: str) -> None:
         print(json.dumps(load_preset(name).to_dict(), indent=2))
     except DdpgError as exc:
         fail(str(exc))
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules live beside the CLI (export, TensorRT engines, bench, doctor)."""
+    from ddpg.bench.cli import bench_command
+    from ddpg.doctor import doctor_command
+    from ddpg.export.cli import export_command
+    from ddpg.export.tensorrt_build import build_engine_command
+
+    app.command("export")(export_command)
+    app.command("build-engine")(build_engine_command)
+    app.command("bench")(bench_command)
+    app.command("doctor")(doctor_command)
+
+
+_register_optional_commands()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -138,16 +138,22 @@ def download(entry: CheckpointEntry, dest: Path | None = None, *, quiet: bool = 
 
 
 def _fetch(url: str, part: Path, *, quiet: bool) -> None:
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=60) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as exc:
+        # 416 on a resume: the .part file may already hold the whole file (``Content-Range: bytes */total``)
+        if have and exc.code == 416 and exc.headers.get("Content-Range", "") == f"bytes */{have}":
+            return
+        raise
+    with response:
         if have and response.status != 206:  # server ignored the range: start again
             have = 0
         total = response.length + have if response.length is not None else None
-        from rich.console import Console
-
         columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=Console(file=sys.stderr), disable=quiet) as progress:
             task = progress.add_task(part.name, total=total, completed=have)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ddpg.errors import ConfigError
 from ddpg.runtime.schedule import Schedule
 
 
@@ -42,7 +43,10 @@ def as_denoiser(prior: nn.Module, class_labels: torch.Tensor | int | None = None
     """Wrap a prior module (UNet or GaussianPrior) in the :class:`Denoiser` interface."""
     if isinstance(class_labels, int):
         class_labels = torch.tensor([class_labels])
-    if getattr(prior, "num_classes", None) is not None and class_labels is None:
-        raise ValueError(f"prior {getattr(prior, 'config', {}).get('name', '')!s} is class-conditional: "
-                         "pass class_labels")
+    name = getattr(prior, "config", {}).get("name") or getattr(prior, "config", {}).get("kind", "")
+    conditional = getattr(prior, "num_classes", None) is not None
+    if conditional and class_labels is None:
+        raise ConfigError(f"prior {name} is class-conditional: pass class_labels")
+    if not conditional and class_labels is not None:
+        raise ConfigError(f"prior {name} is unconditional: class_labels must be None")
     return Denoiser(prior, class_labels)

@@ -8,6 +8,10 @@ exact ε-prediction is, per frequency,
 
 P is either an explicit (3, H, W) tensor for one image size or a law P_c(f) = a_c · (|f|² + f0²)^(−α/2)
 evaluated on any grid (f in cycles per pixel). The default law was fitted once to natural face images.
+
+Closed forms for tests and oracles: ``spectrum(H, W)`` and ``mean`` give, for a circular blur with Fourier
+response K and noise variance σ², the posterior mean x̂ = μ + F⁻¹[P K̄ (|K|² P + σ²)⁻¹ F(y − Aμ)]
+(orthonormal F); ``sample`` draws exact prior samples.
 """
 
 from __future__ import annotations

@@ -41,10 +41,12 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, *, sin_first: bool, denomina
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q kᵀ·scale) v for q, k, v of shape (B, heads, T, ch); softmax in float32.
 
-    float32 inputs and CUDA tensors go through scaled_dot_product_attention (its kernels accumulate the
-    softmax in float32); low-precision CPU tensors use an explicit float32 softmax.
+    float32 inputs, and low-precision CUDA tensors in eager mode, go through scaled_dot_product_attention
+    (its CUDA kernels accumulate the softmax in float32). Low-precision tensors on CPU or under export/compile
+    tracing use explicit float32 logits and softmax, so an exported fp16/bf16 graph keeps Softmax in float32.
     """
-    if q.dtype == torch.float32 or q.is_cuda:  # strided views take a slow path: pass contiguous tensors
+    fused = q.dtype == torch.float32 or (q.is_cuda and not torch.compiler.is_compiling())
+    if fused:  # strided views take a slow path: pass contiguous tensors
         return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
     logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
     return torch.matmul(torch.softmax(logits, dim=-1).to(v.dtype), v)

@@ -32,7 +32,17 @@ TASKS = ("sr_bicubic", "sr_avgpool", "deblur_gauss", "deblur_motion", "deblur_ke
 
 
 def _size(size) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if len(hw) != 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in hw):
+        raise OperatorError(f"size must be a positive int or (H, W), got {size!r}")
+    return int(hw[0]), int(hw[1])
+
+
+def _scale(task: str, scale, hw: tuple[int, int]) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise OperatorError(f"{task}: scale must be a positive integer, got {scale!r}")
+    check_divisible(task, hw, int(scale))
+    return int(scale)
 
 
 def load_array(source, what: str) -> np.ndarray:
@@ -59,6 +69,14 @@ def load_array(source, what: str) -> np.ndarray:
     return arr
 
 
+def normalised(kernel: np.ndarray, what: str) -> np.ndarray:
+    """kernel / kernel.sum(), refusing kernels that are not finite or sum to zero."""
+    total = kernel.sum()
+    if not np.isfinite(kernel).all() or total == 0:
+        raise OperatorError(f"{what} must be finite with a non-zero sum")
+    return kernel / total
+
+
 def make_mask(size: tuple[int, int], mask=None, box=None, ratio=None, seed: int = 0) -> torch.Tensor:
     """Inpainting mask (H, W) bool, True = kept: a given mask (array/file, non-zero = kept), a box
     (top, left, height, width) of missing pixels, or a random ``ratio`` of missing pixels; default: a centred
@@ -83,7 +101,21 @@ def make_mask(size: tuple[int, int], mask=None, box=None, ratio=None, seed: int 
 
 
 def make_operator(task: str, size: int | tuple[int, int], **params) -> Operator:
-    """Build a degradation operator by task name (aliases: sr4, inpaint, denoise, colorize)."""
+    """Build a degradation operator for images of ``size`` (int or (H, W)) by task name; every parameter
+    defaults to the paper's setting.
+
+    - ``sr_bicubic``: scale=4, impl="svd" (16-tap Keys, symmetric borders, threshold=3e-2) | "fft" (17-tap
+      MATLAB cubic, circular, sample (0, 0) of each block)
+    - ``sr_avgpool``: scale=4, impl="svd" | "fft"
+    - ``deblur_gauss``: kernel_size=5, sigma=10, impl="fft" (circular) | "svd" (zero boundary, threshold=3e-2)
+    - ``deblur_motion``: kernel=None (2-D array/tensor or .npy/image file) or seed=0, kernel_size=61,
+      intensity=0.5 (the reference generator); FFT
+    - ``deblur_kernel``: kernel (2-D array/tensor or .npy/image file, normalised to sum 1); FFT
+    - ``inpainting``: mask (array/tensor/file, non-zero = kept) | box=(top, left, height, width) missing |
+      ratio (missing fraction) with seed=0; default a centred box of half the size
+    - ``denoising``, ``colorization``: no parameters
+    Aliases: sr4, inpaint, denoise, colorize, motion_deblur, sr_averagepooling. Bad values raise OperatorError.
+    """
     if task in ALIASES:
         task, extra = ALIASES[task]
         params = {**extra, **params}
@@ -96,29 +128,28 @@ def make_operator(task: str, size: int | tuple[int, int], **params) -> Operator:
             raise OperatorError(f"{task}: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
 
     if task == "sr_bicubic":
-        reject_unknown("scale")
-        scale = int(params.get("scale", 4))
-        check_divisible(task, hw, scale)
+        reject_unknown("scale", "threshold")
+        scale = _scale(task, params.get("scale", 4), hw)
         impl = impl or "svd"
         if impl == "fft":
             op: Operator = FFTSuperRes(outer_kernel(bicubic_taps_matlab(scale)), scale, hw, name=task)
         elif impl == "svd":
             taps = bicubic_taps_svd(scale)
-            if max(hw) < len(taps):
-                raise OperatorError(f"{task}: image {hw} smaller than the {len(taps)}-tap kernel")
+            if min(hw) < len(taps):
+                raise OperatorError(f"{task}: image {hw} is smaller than the {len(taps)}-tap kernel")
             op = SeparableSVD(bicubic_matrix(hw[0], scale, taps), bicubic_matrix(hw[1], scale, taps), task,
-                              threshold=3e-2)
+                              threshold=float(params.get("threshold", 3e-2)), scale=scale,
+                              sample_offset=(scale // 2 - 0.5, scale // 2 - 0.5))  # taps centred at anchor − ½
         else:
             raise OperatorError(f"{task}: impl must be 'svd' or 'fft', got {impl!r}")
-        op.scale = scale
         op.params = {"scale": scale, "impl": impl}
     elif task == "sr_avgpool":
         reject_unknown("scale")
-        scale = int(params.get("scale", 4))
-        check_divisible(task, hw, scale)
+        scale = _scale(task, params.get("scale", 4), hw)
         impl = impl or "svd"
         if impl == "svd":
-            op = SeparableSVD(avgpool_matrix(hw[0], scale), avgpool_matrix(hw[1], scale), task)
+            op = SeparableSVD(avgpool_matrix(hw[0], scale), avgpool_matrix(hw[1], scale), task, scale=scale,
+                              sample_offset=((scale - 1) / 2, (scale - 1) / 2))
         elif impl == "fft":
             # a (2s−1)² kernel whose centre is its last box entry: sample (0, 0) averages the block [0, s)²
             box = np.zeros((2 * scale - 1, 2 * scale - 1))
@@ -126,7 +157,6 @@ def make_operator(task: str, size: int | tuple[int, int], **params) -> Operator:
             op = FFTSuperRes(box, scale, hw, name=task)
         else:
             raise OperatorError(f"{task}: impl must be 'svd' or 'fft', got {impl!r}")
-        op.scale = scale
         op.params = {"scale": scale, "impl": impl}
     elif task == "deblur_gauss":
         reject_unknown("kernel_size", "sigma", "threshold")
@@ -148,8 +178,7 @@ def make_operator(task: str, size: int | tuple[int, int], **params) -> Operator:
         if impl not in (None, "fft"):
             raise OperatorError(f"{task}: only impl='fft' exists")
         if params.get("kernel") is not None:
-            kernel = load_array(params["kernel"], "motion kernel")
-            kernel = kernel / kernel.sum()
+            kernel = normalised(load_array(params["kernel"], "motion kernel"), "motion kernel")
             desc = {"kernel": "given"}
         else:
             seed = int(params.get("seed", 0))
@@ -165,7 +194,7 @@ def make_operator(task: str, size: int | tuple[int, int], **params) -> Operator:
         if params.get("kernel") is None:
             raise OperatorError("deblur_kernel needs kernel= (a 2-D array, or a .npy/.png file)")
         kernel = load_array(params["kernel"], "blur kernel")
-        op = FFTBlur(kernel / kernel.sum(), hw, name=task)
+        op = FFTBlur(normalised(kernel, "blur kernel"), hw, name=task)
         op.params = {"kernel_shape": list(kernel.shape), "impl": "fft"}
     elif task == "inpainting":
         reject_unknown("mask", "box", "ratio", "seed")

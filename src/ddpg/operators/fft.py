@@ -81,10 +81,27 @@ class FFTBlur(Operator):
         return self._apply(r, torch.where(keep, K.conj() / torch.where(keep, power, 1), 0))
 
 
+def footprint_centre(kernel: torch.Tensor) -> tuple[float, float]:
+    """Where a centred convolution with ``kernel`` looks, relative to the output pixel: (k ⊛ x)[n] weighs
+    x[n + d] by k[c − d] (c = ((kh−1)//2, (kw−1)//2)), so the weighted mean of d is c − Σ k[m]·m / Σ k."""
+    k = kernel.double()
+    total = float(k.sum())
+    rows = float((k.sum(1) * torch.arange(k.shape[0], dtype=k.dtype)).sum()) / total
+    cols = float((k.sum(0) * torch.arange(k.shape[1], dtype=k.dtype)).sum()) / total
+    return ((k.shape[0] - 1) // 2 - rows, (k.shape[1] - 1) // 2 - cols)
+
+
 class FFTSuperRes(Operator):
     """y = (k ⊛ x)[..., ::s, ::s] (circular blur, keep pixel (0, 0) of every s×s block);
     measurement (B, 3, H/s, W/s). (AAᵀ + ηI)⁻¹ is exact in the low-resolution domain: AAᵀ is the circular
-    convolution with the autocorrelation of k subsampled by s."""
+    convolution with the autocorrelation of k subsampled by s.
+
+    What a closed-form (DiffPIR-style) data step needs: ``spectrum()`` (K̂ on the H×W grid), ``scale`` and
+    the sampling phase — samples are taken at pixel (0, 0) of each block (``x[..., ::s, ::s]`` after the
+    blur), and ``sample_offset`` is the (row, col) centre of sample (0, 0)'s footprint (0 for a symmetric
+    kernel; (s−1)/2 for the block-average kernel of ``sr_avgpool``)."""
+
+    sample_phase = (0, 0)
 
     def __init__(self, kernel, scale: int, img_size: int | tuple[int, int], name: str = "sr_bicubic"):
         super().__init__(img_size)
@@ -94,6 +111,7 @@ class FFTSuperRes(Operator):
         self.blur = FFTBlur(kernel, img_size, name=name)
         self.kernel = self.blur.kernel
         self.scale = int(scale)
+        self.sample_offset = footprint_centre(self.blur.kernel)
         self.name = name
         self.params = {"scale": self.scale, "impl": "fft", "kernel_shape": list(self.kernel.shape)}
         autocorr = torch.fft.irfft2(torch.fft.rfft2(self.blur._padded).abs() ** 2, s=(H, W))

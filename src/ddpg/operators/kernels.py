@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from ddpg.errors import OperatorError
+
 
 def keys_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
     """Keys' cubic convolution kernel k(x) (a = −0.5 is MATLAB's and the reference's)."""
@@ -34,7 +36,7 @@ def bicubic_taps_matlab(scale: int = 4) -> np.ndarray:
 def gaussian_taps(size: int = 5, sigma: float = 10.0) -> np.ndarray:
     """exp(−x²/2σ²) at x = −(size//2) … size//2, normalised. The paper's "Gaussian" blur is 5 taps, σ = 10."""
     if size < 1 or sigma <= 0:
-        raise ValueError(f"gaussian kernel needs size >= 1 and sigma > 0, got size={size}, sigma={sigma}")
+        raise OperatorError(f"gaussian kernel needs size >= 1 and sigma > 0, got size={size}, sigma={sigma}")
     x = np.arange(size) - (size - 1) / 2
     taps = np.exp(-(x**2) / (2 * sigma**2))
     return taps / taps.sum()
@@ -57,9 +59,9 @@ def motion_kernel(seed: int, size: int = 61, intensity: float = 0.5) -> np.ndarr
     from PIL import Image, ImageDraw, ImageFilter
 
     if not 0 <= intensity <= 1:
-        raise ValueError(f"motion kernel intensity must be in [0, 1], got {intensity}")
+        raise OperatorError(f"motion kernel intensity must be in [0, 1], got {intensity}")
     if size < 3:
-        raise ValueError(f"motion kernel size must be >= 3, got {size}")
+        raise OperatorError(f"motion kernel size must be >= 3, got {size}")
     rs = np.random.RandomState(seed)
     cw, ch = 2 * size, 2 * size
     diag = math.hypot(cw, ch)
@@ -86,6 +88,6 @@ def motion_kernel(seed: int, size: int = 61, intensity: float = 0.5) -> np.ndarr
     canvas = canvas.resize((size, size), resample=Image.LANCZOS).convert("L")
     kernel = np.asarray(canvas, dtype=np.float32)
     if kernel.sum() == 0:
-        raise ValueError(f"motion kernel of size {size} came out empty (the line width int(diag/150) is 0 "
+        raise OperatorError(f"motion kernel of size {size} came out empty (the line width int(diag/150) is 0 "
                          "below size 54); use a larger kernel_size")
     return kernel / kernel.sum()

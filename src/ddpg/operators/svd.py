@@ -15,22 +15,35 @@ from ddpg.errors import OperatorError
 from .base import DeviceCache, Operator
 
 
+def svd_1d(mat: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(U (m×m), s (m,), V (N×N)) of an m×N matrix, m ≤ N; singular values below ``threshold`` set to 0.
+    The first m columns of V pair with s."""
+    U, s, Vt = np.linalg.svd(np.asarray(mat, dtype=np.float64), full_matrices=True)
+    return U, np.where(s < threshold, 0.0, s), Vt.T
+
+
 class SeparableSVD(Operator):
     """Y_c = A_h X_c A_wᵀ per channel with 1-D matrices A_h (m_h×H), A_w (m_w×W); 2-D singular values
-    s_i·t_j. 1-D singular values below ``threshold`` are set to 0 and the truncated A is the operator."""
+    s_i·t_j. 1-D singular values below ``threshold`` are set to 0 and the truncated A is the operator.
+
+    For decimating operators ``scale`` is the factor and ``sample_offset`` the high-resolution (row, col)
+    coordinate of the centre of low-resolution sample (0, 0) (sample r sits at scale·r + offset)."""
 
     has_svd = True
 
-    def __init__(self, A_h: np.ndarray, A_w: np.ndarray, name: str, threshold: float = 0.0):
+    def __init__(self, A_h: np.ndarray, A_w: np.ndarray, name: str, threshold: float = 0.0, *,
+                 scale: int = 1, sample_offset: tuple[float, float] = (0.0, 0.0)):
         super().__init__((A_h.shape[1], A_w.shape[1]))
+        if A_h.shape[0] > A_h.shape[1] or A_w.shape[0] > A_w.shape[1]:
+            raise OperatorError(f"{name}: 1-D factors must not have more rows than columns, got "
+                                f"{A_h.shape} and {A_w.shape}")
         self.name = name
         self.threshold = threshold
-        factors = []
-        for mat in (A_h, A_w):
-            U, s, Vt = np.linalg.svd(np.asarray(mat, dtype=np.float64), full_matrices=True)
-            s = np.where(s < threshold, 0.0, s)
-            factors.append((U, s, Vt.T))  # V: (N, N), first len(s) columns pair with s
-        (self._Uh, self._sh, self._Vh), (self._Uw, self._sw, self._Vw) = factors
+        self.scale = scale
+        self.sample_offset = sample_offset
+        h_factors = svd_1d(A_h, threshold)
+        w_factors = h_factors if np.array_equal(A_h, A_w) else svd_1d(A_w, threshold)
+        (self._Uh, self._sh, self._Vh), (self._Uw, self._sw, self._Vw) = h_factors, w_factors
         self.m = (len(self._sh), len(self._sw))
         self._mats = DeviceCache(self._build)
 

@@ -37,14 +37,22 @@ def sigma_key(sigma_y: float) -> str:
     return f"{float(sigma_y):g}"
 
 
+def _method_files() -> list[dict]:
+    folder = resources.files("ddpg.configs").joinpath("presets")
+    items = sorted((i for i in folder.iterdir() if i.name.endswith(".yaml")), key=lambda i: i.name)
+    return [yaml.safe_load(item.read_text()) for item in items]
+
+
+@lru_cache(maxsize=1)
+def _task_tables() -> dict[str, dict[str, dict]]:
+    """method → task name → operator parameters (``task`` holds the operator's make_operator task)."""
+    return {doc["method"]: doc["tasks"] for doc in _method_files()}
+
+
 @lru_cache(maxsize=1)
 def _catalogue() -> dict[str, Preset]:
     presets: dict[str, Preset] = {}
-    folder = resources.files("ddpg.configs").joinpath("presets")
-    for item in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not item.name.endswith(".yaml"):
-            continue
-        doc = yaml.safe_load(item.read_text())
+    for doc in _method_files():
         method = doc["method"]
         rows = doc["settings"]
         for row in rows:
@@ -69,8 +77,9 @@ def list_presets(method: str | None = None, prior: str | None = None, task: str 
 
 
 def load_preset(name: str, **overrides) -> Preset:
-    """A preset by name, with fields overridden one by one (``sigma_y``, ``steps``, ``prior``, ``operator``
-    or any hyper-parameter of the method)."""
+    """A preset by name, with fields overridden one by one: ``sigma_y`` (>= 0), ``steps`` (>= 1), ``prior``,
+    ``task`` (another task of the method's table: its operator parameters), ``operator`` (a dict merged into
+    the operator parameters, e.g. ``operator={"seed": 10}``) or any hyper-parameter of the method."""
     catalogue = _catalogue()
     if name not in catalogue:
         close = [n for n in catalogue if n.startswith(name.rsplit("/", 1)[0])][:6]
@@ -84,8 +93,28 @@ def load_preset(name: str, **overrides) -> Preset:
     hyper = {k: v for k, v in overrides.items() if k not in top}
     unknown = set(hyper) - hyper_names
     if unknown:
-        raise ConfigError(f"preset {name}: unknown field(s) {sorted(unknown)}; hyper-parameters of "
-                          f"{preset.method}: {sorted(hyper_names)}")
+        raise ConfigError(f"preset {name}: unknown field(s) {sorted(unknown)}; preset fields: sigma_y, steps, "
+                          f"prior, task, operator; hyper-parameters of {preset.method}: {sorted(hyper_names)}")
+    if "sigma_y" in top:
+        top["sigma_y"] = float(top["sigma_y"])
+        if not top["sigma_y"] >= 0:
+            raise ConfigError(f"preset {name}: sigma_y must be >= 0 (the [0, 1] scale), got {top['sigma_y']}")
+    if "steps" in top and (isinstance(top["steps"], bool) or not isinstance(top["steps"], int)
+                           or top["steps"] < 1):
+        raise ConfigError(f"preset {name}: steps must be a positive integer, got {top['steps']!r}")
+    operator = dict(preset.operator)
+    if "task" in top:
+        tasks = _task_tables()[preset.method]
+        if top["task"] not in tasks:
+            raise ConfigError(f"preset {name}: unknown task {top['task']!r}; tasks of {preset.method}: "
+                              f"{sorted(tasks)}")
+        operator = dict(tasks[top["task"]])
+    if "operator" in top:
+        if not isinstance(top["operator"], dict):
+            raise ConfigError(f"preset {name}: operator must be a dict of operator parameters, "
+                              f"got {type(top['operator']).__name__}")
+        operator.update(top["operator"])
+    top["operator"] = operator
     return replace(preset, **top, hyper={**preset.hyper, **hyper})
 
 

@@ -33,13 +33,17 @@ class Restorer:
     def __init__(self, denoiser, operator: Operator, *, method: str = "ddpg", sigma_y: float = 0.0,
                  steps: int = 100, hyper: dict | None = None):
         self.spec = get_sampler(method)
-        if sigma_y < 0:
+        if not sigma_y >= 0:
             raise ConfigError(f"sigma_y must be >= 0 (the [0, 1] scale), got {sigma_y}")
         if self.spec.needs_svd and not operator.has_svd:
             raise ConfigError(f"method {method} needs an SVD operator; {operator.name} has none")
         if self.spec.needs_grad and not getattr(denoiser, "supports_grad", False):
             raise ConfigError(f"method {method} differentiates through the UNet and runs on the torch backend "
                               f"only, not on {getattr(denoiser, 'backend', 'this backend')}")
+        unknown = set(hyper or {}) - set(self.spec.hyper_names)
+        if unknown:
+            raise ConfigError(f"method {method}: unknown hyper-parameter(s) {sorted(unknown)}; known: "
+                              f"{sorted(self.spec.hyper_names)}")
         self.denoiser, self.operator = denoiser, operator
         self.method, self.sigma_y, self.steps = method, float(sigma_y), int(steps)
         self.hyper = dict(hyper or {})
@@ -85,5 +89,9 @@ class Restorer:
 
     @staticmethod
     def _check_seeds(t: torch.Tensor, seeds: Sequence[int]) -> None:
+        if not isinstance(t, torch.Tensor) or t.ndim != 4:
+            raise ConfigError(f"expected a (B, C, H, W) tensor, got {getattr(t, 'shape', type(t).__name__)}")
         if len(seeds) != t.shape[0]:
             raise ConfigError(f"{len(seeds)} seeds for a batch of {t.shape[0]}")
+        if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise ConfigError(f"seeds must be non-negative integers, got {list(seeds)}")

@@ -38,6 +38,9 @@ class GuidanceParams:
     inject_noise: bool = True
 
     def validate(self) -> None:
+        for name in ("sigma_y", "gamma", "zeta", "eta_tilde", "xi", "scale_ls"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
         if not self.sigma_y >= 0:
             raise ConfigError(f"sigma_y must be >= 0 (the [0, 1] scale), got {self.sigma_y}")
         if not 0 <= self.zeta <= 1:
@@ -122,6 +125,10 @@ def gaussian_noise(generator: torch.Generator | None = None) -> NoiseSource:
 
 
 def check_measurement(operator: Operator, y: torch.Tensor) -> None:
+    """Refuse a measurement that is not a tensor of the operator's measurement shape."""
+    if not isinstance(y, torch.Tensor):
+        raise ConfigError(f"y must be a torch.Tensor of shape {tuple(operator.meas_shape(1))}, got "
+                          f"{type(y).__name__}")
     expected = operator.meas_shape(y.shape[0] if y.ndim == 4 else 1)
     if tuple(y.shape) != tuple(expected):
         raise ConfigError(f"y has shape {tuple(y.shape)} but the {operator.name} operator for "
@@ -138,6 +145,8 @@ def ddpg_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *
     ``denoiser(x_t, t)`` → ε; ``noise(like)`` supplies z once per step (default: N(0, I) from ``generator``);
     ``x_T`` defaults to N(0, I) from ``generator``; ``callback(step, x_t, x0)`` after every step.
     """
+    if isinstance(step_size_mode, bool) or step_size_mode not in (0, 1, 2):
+        raise ConfigError(f"step_size_mode must be 0, 1 or 2, got {step_size_mode!r}")
     p = GuidanceParams(float(sigma_y), float(gamma), float(zeta), float(eta_tilde), float(xi),
                        int(step_size_mode), float(scale_ls), bool(inject_noise))
     p.validate()
@@ -152,10 +161,10 @@ def ddpg_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *
         raise ConfigError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
     noise = noise or gaussian_noise(generator)
     x = x_T.to(y.device, torch.float32)
-    t_vec = torch.empty(shape[0], device=y.device)
+    t_steps = [torch.full((shape[0],), float(k.t), device=y.device) for k in scalars]  # (B,) per step
     x0 = x_tilde = x
     for i, k in enumerate(scalars):
-        eps = denoiser(x, t_vec.fill_(float(k.t))).float()
+        eps = denoiser(x, t_steps[i]).float()
         z = noise(x)
         x, x0, x_tilde = ddpg_step(x, eps, y, operator, k, p, z)
         if callback is not None:

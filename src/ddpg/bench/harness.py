@@ -1,0 +1,341 @@
+"""The benchmark: one configuration (prior, backend, precision, graph/compile options) timed at several batch
+sizes — per-call UNet latency, per-step latency inside whole restorations, throughput, peak GPU memory, counted
+FLOPs against a measured matrix-product rate, the guidance's share of a step — and a low-precision accuracy
+check on the same x_T and noise.
+
+Weights are random (default init, seed 0) unless ``checkpoint`` is given ("auto": the registry's bundled /
+cached file). Timing does not depend on the weights; the accuracy check is only meaningful with real weights.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from ddpg.errors import ConfigError
+from ddpg.operators import ALIASES, make_operator
+from ddpg.runtime.fast import FastDenoiser, parse_precision
+from ddpg.runtime.graph_sampler import FastDDPGRunner
+from ddpg.runtime.restorer import Restorer
+from ddpg.runtime.samplers.ddpg import ddpg_sample
+
+from .flops import count_flops
+from .report import CPU_NOTE, SCHEMA, environment, now_utc
+from .timing import Clock, matmul_rate, summarize_ms
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class BenchConfig:
+    """One benchmarked configuration. ``plain``: the unmodified eager path (``ddpg_sample`` + ``Denoiser``),
+    the baseline the fast path is compared with."""
+
+    prior: str | dict = "face64"
+    checkpoint: str | None = None
+    backend: str = "torch"
+    engine: str | None = None
+    precision: str = "fp32"
+    batches: list[int] = field(default_factory=lambda: [1])
+    steps: int = 100
+    compile: bool = False
+    compile_mode: str = "default"
+    cuda_graph: bool = False
+    channels_last: bool = True
+    plain: bool = False
+    size: int | None = None
+    task: str = "sr4"
+    sigma_y: float = 0.05
+    device: str = "auto"
+    iters: int = 20
+    warmup: int = 3
+    repeats: int = 1
+    accuracy: bool = True
+    check_precision: str = "fp16"
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        parse_precision(self.precision)
+        parse_precision(self.check_precision)
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ConfigError(f"--batch {self.batches}: give positive batch sizes, e.g. 1,8,32")
+        for name in ("steps", "iters", "repeats"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.plain and (self.compile or self.cuda_graph or self.backend != "torch" or self.precision != "fp32"):
+            raise ConfigError("--plain is the eager fp32 torch baseline: no --compile, --cuda-graph, other backend "
+                              "or precision")
+
+    @property
+    def label(self) -> str:
+        if self.plain:
+            return "torch fp32 eager (plain path)"
+        parts = [self.backend, self.precision]
+        if self.backend == "torch":
+            parts += ["channels-last"] if self.channels_last else []
+            parts += [f"compile({self.compile_mode})"] if self.compile else []
+        parts += ["+graph"] if self.cuda_graph else []
+        return " ".join(parts)
+
+
+def parse_prior_spec(spec: str | dict) -> str | dict:
+    """A prior name, a YAML path, or an inline YAML/JSON mapping such as ``{kind: ddpm, ch: 16, ...}``."""
+    if isinstance(spec, dict):
+        return spec
+    text = str(spec).strip()
+    if text.startswith("{"):
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--prior: not a valid inline YAML/JSON mapping ({exc})") from exc
+        if not isinstance(parsed, dict):
+            raise ConfigError("--prior: an inline config must be a mapping")
+        return parsed
+    return text
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available")
+    return dev
+
+
+def build_prior(spec: str | dict, checkpoint: str | None, device: torch.device) -> torch.nn.Module:
+    """The fp32 prior module: random weights (seed 0) unless ``checkpoint`` (a path, or "auto")."""
+    from ddpg.models import create_prior, load_prior
+
+    if checkpoint is not None:
+        if isinstance(spec, dict):
+            raise ConfigError("--checkpoint needs a named or YAML prior, not an inline config")
+        return load_prior(spec, None if checkpoint == "auto" else checkpoint, device=device).eval()
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise on the device: much faster for the 550 M-parameter ADM on a GPU
+        return create_prior(spec).eval()
+
+
+def _labels(prior: torch.nn.Module) -> torch.Tensor | None:
+    return torch.zeros(1, dtype=torch.long) if getattr(prior, "num_classes", None) is not None else None
+
+
+def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.device, workdir: Path):
+    """The benchmarked denoiser: the plain ``Denoiser``, a ``FastDenoiser``, or an ONNX Runtime / TensorRT one
+    (exported from ``prior`` into ``workdir`` unless ``cfg.engine`` is given)."""
+    from ddpg.models import as_denoiser
+
+    if cfg.plain:
+        return as_denoiser(prior, class_labels=_labels(prior))
+    if cfg.backend == "torch":
+        return FastDenoiser(prior, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
+                            compile_mode=cfg.compile_mode, class_labels=_labels(prior))
+    from ddpg.runtime.backends import make_denoiser
+
+    engine = cfg.engine
+    if engine is None:
+        from ddpg.export import export_prior
+
+        if isinstance(cfg.prior, dict):
+            raise ConfigError(f"--backend {cfg.backend} with an inline prior config: export it first and pass "
+                              "--engine")
+        out = workdir / ("bench.plan" if cfg.backend == "tensorrt" else "bench.onnx")
+        export_prior(cfg.prior, out=out, checkpoint=None if cfg.checkpoint in (None, "auto") else cfg.checkpoint,
+                     format="tensorrt" if cfg.backend == "tensorrt" else "onnx", precision=cfg.precision,
+                     batch=f"{min(cfg.batches)}:{min(cfg.batches)}:{max(cfg.batches)}",
+                     random_weights=cfg.checkpoint is None,
+                     size=None if cfg.size is None else (cfg.size, cfg.size), validate=False, device=str(device))
+        engine = str(out)
+    return make_denoiser(cfg.backend, engine=engine, device=device, class_labels=_labels(prior))
+
+
+def ground_truth(size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """The bundled sample face (1,3,H,W) in [-1, 1], resized to ``size`` when needed."""
+    from ddpg.api import sample_path
+    from ddpg.io import load_image
+
+    img = load_image(sample_path())[None]
+    if tuple(img.shape[-2:]) != tuple(size):
+        img = torch.nn.functional.interpolate(img, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    return (img * 2 - 1).to(device)
+
+
+def _capture_unet(denoiser, x: torch.Tensor, t: torch.Tensor, warmup: int):
+    """The denoiser alone in a CUDA graph (static x, t): the UNet-only latency with launch overhead removed."""
+    side = torch.cuda.Stream(x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):
+        for _ in range(max(1, warmup)):
+            denoiser(x, t)
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        denoiser(x, t)
+    return graph.replay
+
+
+class _Path:
+    """Whole restorations on the plain path (``Restorer`` / ``ddpg_sample``) or the fast path
+    (``FastDDPGRunner``), with the DDPG default hyper-parameters."""
+
+    def __init__(self, cfg: BenchConfig, denoiser, operator):
+        self.cfg, self.denoiser, self.operator = cfg, denoiser, operator
+        self.runner = None if cfg.plain else FastDDPGRunner(denoiser, operator, cfg.sigma_y, steps=cfg.steps,
+                                                            cuda_graph=cfg.cuda_graph)
+
+    def restore(self, y: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """x_T and noise from each image's seed streams (identical on both paths)."""
+        if self.runner is not None:
+            return self.runner.restore(y, seeds)
+        with torch.no_grad():
+            return Restorer(self.denoiser, self.operator, sigma_y=self.cfg.sigma_y, steps=self.cfg.steps).restore(
+                y, seeds)
+
+    def sample(self, y: torch.Tensor, callback=None) -> torch.Tensor:
+        """A restoration with noise drawn each path's fast way (inside the graph when captured)."""
+        if self.runner is not None:
+            return self.runner.sample(y, seed=self.cfg.seed, callback=callback)
+        g = torch.Generator(device=y.device).manual_seed(self.cfg.seed)
+        with torch.no_grad():
+            return ddpg_sample(self.denoiser, self.operator, y, self.cfg.sigma_y, steps=self.cfg.steps,
+                               generator=g, callback=callback)
+
+    def guidance_fn(self, y: torch.Tensor, eps: torch.Tensor):
+        """One step's guidance and re-noising with a fixed ε (eager on the plain path)."""
+        runner = self.runner or FastDDPGRunner(self.denoiser, self.operator, self.cfg.sigma_y, steps=self.cfg.steps,
+                                               cuda_graph=False)
+        return runner.guidance_only(y, eps)
+
+
+def _psnr01(x: torch.Tensor, gt: torch.Tensor) -> float:
+    from ddpg.metrics import psnr
+
+    return psnr(((x + 1) / 2).clamp(0, 1).cpu(), ((gt + 1) / 2).cpu())
+
+
+def accuracy_check(cfg: BenchConfig, prior, path: _Path, gt: torch.Tensor, y: torch.Tensor,
+                   device: torch.device, workdir: Path) -> dict:
+    """Restore one image with the plain fp32 path and with a low-precision path on the same x_T and noise
+    (the image's seed streams): PSNR of each against the ground truth, their difference, and the PSNR and
+    relative L2 between the two restorations (deployment.md §14). The low-precision path is the benchmarked
+    one, or — when that is torch fp32 — the same options at ``check_precision``."""
+    from ddpg.models import as_denoiser
+
+    reference = _Path(replace(cfg, plain=True, compile=False, cuda_graph=False, backend="torch", precision="fp32"),
+                      as_denoiser(prior, class_labels=_labels(prior)), path.operator)
+    low_path = path
+    if cfg.backend == "torch" and cfg.precision == "fp32":
+        low_cfg = replace(cfg, plain=False, compile=False, precision=cfg.check_precision)
+        low_path = _Path(low_cfg, build_denoiser(low_cfg, prior, device, workdir), path.operator)
+    seeds = [cfg.seed]
+    ref = reference.restore(y, seeds)
+    low = low_path.restore(y, seeds)
+    p_ref, p_low = _psnr01(ref, gt), _psnr01(low, gt)
+    rel = float((low.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
+    return {"reference": "torch fp32 plain", "precision": low_path.cfg.precision, "label": low_path.cfg.label,
+            "psnr_reference": p_ref, "psnr_low": p_low, "psnr_difference_db": p_low - p_ref,
+            "psnr_low_vs_reference": _psnr01(low, ref), "rel_l2": rel, "steps": cfg.steps, "task": cfg.task,
+            "sigma_y": cfg.sigma_y, "seed": cfg.seed}
+
+
+def bench_batch(cfg: BenchConfig, B: int, path: _Path, gt: torch.Tensor, clock: Clock, flops_module: nn.Module,
+                labels: torch.Tensor | None, matmul: dict | None) -> dict:
+    """Every measurement at batch size ``B``."""
+    device, denoiser, operator = clock.device, path.denoiser, path.operator
+    if path.runner is not None:
+        path.runner.release()  # graphs of the previous batch size would count in this one's peak memory
+    if clock.cuda:
+        torch.cuda.empty_cache()
+    H, W = operator.img_size
+    y = measurements(cfg, operator, gt, B)
+    x = torch.randn(B, 3, H, W, device=device)
+    t = torch.full((B,), 500.0, device=device)
+    with torch.no_grad():
+        graph_unet = cfg.cuda_graph and clock.cuda and getattr(denoiser, "graph_safe", False)
+        unet = _capture_unet(denoiser, x, t, cfg.warmup) if graph_unet else (lambda: denoiser(x, t))
+        unet_ms = clock.time_calls(unet, cfg.iters, cfg.warmup)
+        eps = denoiser(x, t).float()
+        guidance_ms = clock.time_calls(path.guidance_fn(y, eps), cfg.iters, cfg.warmup)
+    path.sample(y)  # warm-up restoration: lazy init, graph capture, compilation
+    if clock.cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    step_ms, restore_ms = [], []
+    for _ in range(cfg.repeats):
+        marks = [clock.mark()]
+        path.sample(y, callback=lambda i, x_t, x0, marks=marks: marks.append(clock.mark()))
+        clock.sync()
+        step_ms += [clock.elapsed_ms(a, b) for a, b in zip(marks[:-1], marks[1:], strict=True)]
+        restore_ms.append(clock.elapsed_ms(marks[0], marks[-1]))
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if clock.cuda else None
+    flops = count_flops(flops_module, B, (H, W), device=device, class_labels=labels)
+    restore_s = sum(restore_ms) / len(restore_ms) / 1e3
+    step, guidance = summarize_ms(step_ms), summarize_ms(guidance_ms)
+    achieved = flops * cfg.steps / restore_s / 1e12
+    return {"batch": B, "unet_ms": summarize_ms(unet_ms), "step_ms": step, "guidance_ms": guidance,
+            "guidance_share": min(1.0, guidance["p50"] / step["p50"]), "restore_s": restore_s,
+            "restore_s_all": [m / 1e3 for m in restore_ms], "s_per_image": restore_s / B,
+            "images_per_s": B / restore_s, "peak_mem_mib": peak, "flops_per_nfe": flops,
+            "restoration_tflop": flops * cfg.steps / 1e12, "achieved_tflops": achieved,
+            "fraction_of_matmul": achieved / matmul["tflops"] if matmul and matmul["tflops"] > 0 else None}
+
+
+def measurements(cfg: BenchConfig, operator, gt: torch.Tensor, batch: int) -> torch.Tensor:
+    """y = A x + 2σ_y n for ``batch`` copies of the ground truth, n from seeds cfg.seed + i."""
+    seeds = [cfg.seed + i for i in range(batch)]
+    return Restorer(None, operator, sigma_y=cfg.sigma_y).degrade(gt.expand(batch, -1, -1, -1), seeds)
+
+
+def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dict:
+    """Benchmark one configuration at every batch size of ``cfg.batches``; returns one series dict
+    (``label``, ``config``, ``matmul``, ``results`` per batch, ``accuracy``, ``params``)."""
+    cfg = replace(cfg, prior=parse_prior_spec(cfg.prior))
+    cfg.validate()
+    log = log or (lambda message: None)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every configuration, the plain baseline included
+    clock = Clock(device)
+    prior = build_prior(cfg.prior, cfg.checkpoint, device)
+    size = cfg.size or (getattr(prior, "config", {}) or {}).get("image_size") or 256
+    name, params = ALIASES.get(cfg.task, (cfg.task, {}))
+    params = {**params, "impl": "fft"} if name == "sr_bicubic" else dict(params)
+    operator = make_operator(name, size, **params).to(device)
+    gt = ground_truth(operator.img_size, device)
+    with tempfile.TemporaryDirectory(prefix="ddpg-bench-") as tmp:
+        denoiser = build_denoiser(cfg, prior, device, Path(tmp))
+        path = _Path(cfg, denoiser, operator)
+        flops_module = getattr(denoiser, "eager_prior", None) or prior
+        matmul = matmul_rate(device) if measure_matmul else None
+        results = []
+        for B in cfg.batches:
+            log(f"{cfg.label}: batch {B}")
+            results.append(bench_batch(cfg, B, path, gt, clock, flops_module, _labels(prior), matmul))
+        accuracy = None
+        if cfg.accuracy:
+            log(f"{cfg.label}: accuracy check")
+            accuracy = accuracy_check(cfg, prior, path, gt, measurements(cfg, operator, gt, 1), device, Path(tmp))
+    config = asdict(cfg)
+    config.update({"size": list(operator.img_size), "operator": {"name": operator.name, **operator.params},
+                   "device": str(device), "weights": "random (seed 0)" if cfg.checkpoint is None else cfg.checkpoint,
+                   "denoiser_options": getattr(denoiser, "options", dict)()})
+    return {"label": cfg.label, "config": config, "matmul": matmul, "results": results, "accuracy": accuracy,
+            "params": sum(p.numel() for p in prior.parameters())}
+
+
+def make_report(series: list[dict], *, title: str, command: str | None = None) -> dict:
+    """The report dict that ``report.write_all`` writes: environment, note (CPU runs), series."""
+    device = torch.device(series[0]["config"]["device"]) if series else torch.device("cpu")
+    return {"schema": SCHEMA, "title": title, "created_utc": now_utc(), "command": command,
+            "note": CPU_NOTE if device.type == "cpu" else None, "environment": environment(device),
+            "series": series}
+
+
+__all__ = ["BACKENDS", "BenchConfig", "build_denoiser", "build_prior", "make_report", "parse_prior_spec", "run_bench"]

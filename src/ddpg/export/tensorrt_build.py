@@ -1,0 +1,456 @@
+"""Build TensorRT engines from ``ddpg export`` ONNX models (TensorRT 10 and 11), with an engine cache.
+
+Everything but :func:`_trt_build` and :func:`_trt_deserialize` is pure Python: :func:`select_precision`
+chooses the precision mechanism from TensorRT's major version, :func:`plan_build` turns the request into a
+:class:`BuildPlan` (flags, profiles, limits), the :class:`~ddpg.export.engine_cache.EngineKey` decides
+whether a cached plan is reused, and :func:`build_engine` ties them together.
+
+Precision (deployment.md §5). TensorRT 11 removed weak typing (``BuilderFlag.FP16/BF16``, precision
+constraints); every network is strongly typed and takes each layer's precision from the ONNX graph, so an
+fp16/bf16 engine comes from an fp16/bf16 export (``ddpg export --precision fp16``) and a ``precision`` that
+disagrees with the ONNX is an error. On TensorRT 10 a mixed-precision ONNX is built with the
+``STRONGLY_TYPED`` network flag (the same artifact as on 11), and the FP16/BF16 builder flags are used only
+for an fp32 ONNX. TF32 is cleared unless asked for, so an fp32 engine matches PyTorch to ~1e-5.
+
+TensorRT Python API used here (names checked against NVIDIA's documentation):
+
+- Builder, ``create_network(flags)``, ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` ("deprecated and
+  ignored" on 11), ``create_builder_config``, ``create_optimization_profile``, ``build_serialized_network``:
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html and
+  https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Builder.html
+- ``OnnxParser(network, logger)``, ``parse_from_file(path)`` (external data resolved next to the model),
+  ``num_errors``, ``get_error(i)``:
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html
+- IBuilderConfig ``set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``, ``builder_optimization_level``,
+  ``set_flag``/``clear_flag(BuilderFlag.TF32)``, ``add_optimization_profile``, ``create_timing_cache(bytes)``,
+  ``set_timing_cache(cache, ignore_mismatch)``; IOptimizationProfile ``set_shape(name, min, opt, max)``;
+  ITimingCache ``serialize()``:
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/BuilderConfig.html ,
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/OptimizationProfile.html ,
+  https://docs.nvidia.com/deeplearning/tensorrt/api/python_api/infer/Core/TimingCache.html
+- ``Runtime(logger).deserialize_cuda_engine(blob)``:
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Runtime.html
+- Removed in 11 (``BuilderFlag.FP16/BF16/INT8/...``, ``OBEY/PREFER_PRECISION_CONSTRAINTS``,
+  ``ICudaEngine.device_memory_size``): the 10.x → 11.x migration guide and removed-API table,
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x.html ,
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-patterns.html ,
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html
+- Timing cache semantics (device-, CUDA- and TensorRT-version specific):
+  https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/performance/builder-performance.html
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from ddpg.errors import ConfigError, DdpgError
+
+from .engine_cache import (
+    CacheStatus,
+    EngineKey,
+    GpuInfo,
+    ShapeProfile,
+    as_profiles,
+    atomic_write,
+    cache_status,
+    cached_engine_path,
+    check_profiles,
+    default_cache_dir,
+    hash_onnx,
+    make_sidecar,
+    profiles_for,
+    sidecar_path,
+    timing_cache_path,
+    write_engine,
+)
+from .onnx_metadata import EngineInfo, read_metadata
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_OPT_LEVEL = 3
+DEFAULT_WORKSPACE_GIB = 8.0
+_ONNX_LOW_PRECISION = {10: "fp16", 16: "bf16"}  # onnx.TensorProto.FLOAT16 / BFLOAT16
+
+
+class TensorRTBuildError(DdpgError, RuntimeError):
+    """TensorRT could not parse the ONNX model or build an engine from it."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TensorRT and the GPU
+
+
+def require_tensorrt():
+    """The ``tensorrt`` module, or ConfigError saying why it cannot be imported."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise ConfigError(f"TensorRT is not available here ({exc}); install NVIDIA TensorRT 10 or 11 for your CUDA "
+                          "(pip install tensorrt-cu12) on a machine with an NVIDIA GPU") from exc
+    return tensorrt
+
+
+def trt_major(version: str) -> int:
+    """The major version of a TensorRT version string such as ``"10.9.0.34"``."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise ConfigError(f"unrecognised TensorRT version {version!r}") from None
+
+
+def gpu_info(device=None) -> GpuInfo:
+    """Name, compute capability and driver of a CUDA device (torch's view); ConfigError without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("TensorRT needs a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")
+    props = torch.cuda.get_device_properties(torch.device("cuda") if device is None else torch.device(device))
+    return GpuInfo(props.name, f"{props.major}.{props.minor}", driver_version())
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver version from ``nvidia-smi`` (None when it is not on PATH or fails)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+@dataclass(frozen=True)
+class TrtEnvironment:
+    """What a build depends on besides its inputs: the TensorRT version and the GPU."""
+
+    tensorrt_version: str
+    gpu: GpuInfo
+
+
+def detect_environment(trt=None, device=None) -> TrtEnvironment:
+    trt = trt if trt is not None else require_tensorrt()
+    return TrtEnvironment(str(trt.__version__), gpu_info(device))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plan (pure)
+
+
+def graph_precision(onnx_path: str | Path) -> str:
+    """fp16 / bf16 when the graph holds half-precision initializers or casts (a mixed-precision export),
+    else fp32. Reads the graph only (no external data)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    found = {_ONNX_LOW_PRECISION[t.data_type] for t in model.graph.initializer if t.data_type in _ONNX_LOW_PRECISION}
+    for node in model.graph.node:
+        if node.op_type == "Cast":
+            found |= {_ONNX_LOW_PRECISION[a.i] for a in node.attribute if a.name == "to" and a.i in _ONNX_LOW_PRECISION}
+    if len(found) > 1:
+        raise ConfigError(f"{onnx_path}: the graph mixes fp16 and bf16 tensors; ddpg exports one low precision")
+    return found.pop() if found else "fp32"
+
+
+def onnx_precision(onnx_path: str | Path, info: EngineInfo) -> str:
+    """The export's precision (``ddpg.precision``), checked against the graph's tensor types."""
+    declared, found = info.precision, graph_precision(onnx_path)
+    if declared not in PRECISIONS:
+        raise ConfigError(f"{onnx_path}: unknown ddpg.precision {declared!r}")
+    if declared != found:
+        raise ConfigError(f"{onnx_path}: its metadata says {declared} but the graph is {found}; re-export it")
+    return declared
+
+
+def select_precision(tensorrt_version: str, onnx_prec: str, requested: str | None
+                     ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(engine precision, NetworkDefinitionCreationFlag names, BuilderFlag names to set) for an ONNX graph of
+    precision ``onnx_prec`` and a requested precision (None: the ONNX's). See the module docstring."""
+    major = trt_major(tensorrt_version)
+    if major < 10:
+        raise ConfigError(f"TensorRT {tensorrt_version} is too old: ddpg builds with TensorRT 10 or 11")
+    precision = onnx_prec if requested is None else requested
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if major >= 11:
+        if precision != onnx_prec:
+            raise ConfigError(f"--precision {precision}: TensorRT {tensorrt_version} is strongly typed, so the engine "
+                              f"runs in the ONNX graph's precision ({onnx_prec}); export the ONNX model with "
+                              f"`ddpg export --precision {precision}` instead")
+        return precision, (), ()
+    if onnx_prec != "fp32":
+        if precision != onnx_prec:
+            raise ConfigError(f"--precision {precision}: the ONNX graph is already mixed {onnx_prec} and is built "
+                              f"strongly typed as {onnx_prec}; export with `ddpg export --precision {precision}` "
+                              "for another precision")
+        return precision, ("STRONGLY_TYPED",), ()
+    builder_flags = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",)}[precision]
+    return precision, (), builder_flags
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything ``_trt_build`` needs, decided without TensorRT. Flag names are TensorRT enum member names."""
+
+    onnx_path: Path
+    inputs: tuple[str, ...]
+    onnx_precision: str
+    precision: str
+    tensorrt_version: str
+    network_flags: tuple[str, ...]
+    builder_flags: tuple[str, ...]
+    cleared_flags: tuple[str, ...]
+    profiles: tuple[ShapeProfile, ...]
+    opt_level: int
+    workspace_bytes: int
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """All build flags, as they enter the engine key."""
+        return tuple(sorted([f"network:{f}" for f in self.network_flags] + [f"set:{f}" for f in self.builder_flags]
+                            + [f"clear:{f}" for f in self.cleared_flags]))
+
+    def key(self, onnx_sha256: str, gpu: GpuInfo) -> EngineKey:
+        return EngineKey(onnx_sha256=onnx_sha256, tensorrt_version=self.tensorrt_version, gpu_name=gpu.name,
+                         compute_capability=gpu.compute_capability, precision=self.precision,
+                         profiles=self.profiles, opt_level=self.opt_level, workspace_bytes=self.workspace_bytes,
+                         flags=self.flags)
+
+
+def plan_build(onnx_path: str | Path, info: EngineInfo, *, tensorrt_version: str, gpu: GpuInfo, profiles=None,
+               precision: str | None = None, opt_level: int = DEFAULT_OPT_LEVEL,
+               workspace_gib: float = DEFAULT_WORKSPACE_GIB, tf32: bool = False) -> BuildPlan:
+    """The build for ``onnx_path`` (whose ddpg metadata is ``info``) on TensorRT ``tensorrt_version`` and
+    ``gpu``. ``profiles``: None (one profile over the export's batch range), a ShapeProfile, a
+    name → (min, opt, max) mapping, or a list of them."""
+    if not isinstance(opt_level, int) or not 0 <= opt_level <= 5:
+        raise ConfigError(f"--opt-level {opt_level!r}: TensorRT's builder optimization level is an integer 0..5 "
+                          "(3 is the default)")
+    if not workspace_gib > 0:
+        raise ConfigError(f"--workspace {workspace_gib!r}: the workspace limit must be a positive number of GiB")
+    shape_profiles = profiles_for(info) if profiles is None else as_profiles(profiles)
+    check_profiles(shape_profiles, info)
+    onnx_prec = onnx_precision(onnx_path, info)
+    engine_prec, network_flags, builder_flags = select_precision(tensorrt_version, onnx_prec, precision)
+    if engine_prec == "bf16" and _cc_tuple(gpu.compute_capability) < (8, 0):
+        raise ConfigError(f"--precision bf16: {gpu.name} (sm{gpu.compute_capability}) has no bf16 support; TensorRT "
+                          "bf16 needs compute capability 8.0 or newer — use fp16")
+    return BuildPlan(onnx_path=Path(onnx_path), inputs=tuple(info.inputs), onnx_precision=onnx_prec,
+                     precision=engine_prec, tensorrt_version=str(tensorrt_version), network_flags=network_flags,
+                     builder_flags=builder_flags, cleared_flags=() if tf32 else ("TF32",),
+                     profiles=tuple(shape_profiles), opt_level=opt_level,
+                     workspace_bytes=int(round(workspace_gib * 2**30)))
+
+
+def _cc_tuple(cc: str) -> tuple[int, int]:
+    major, _, minor = str(cc).partition(".")
+    return int(major), int(minor or 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The calls into TensorRT
+
+
+_LOGGERS: dict[int, object] = {}
+
+
+def trt_logger(trt):
+    """One ``trt.Logger(WARNING)`` per tensorrt module (TensorRT keeps the first logger it is given)."""
+    if id(trt) not in _LOGGERS:
+        _LOGGERS[id(trt)] = trt.Logger(trt.Logger.WARNING)
+    return _LOGGERS[id(trt)]
+
+
+def _trt_build(plan: BuildPlan, trt, timing_cache: bytes | None,
+               log: Callable[[str], None]) -> tuple[bytes, bytes | None]:
+    """Parse, configure and build: (serialized plan, serialized timing cache or None)."""
+    logger = trt_logger(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    for name in plan.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(plan.onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no details"
+        raise TensorRTBuildError(f"{plan.onnx_path}: TensorRT {plan.tensorrt_version} cannot parse this ONNX "
+                                 f"model: {errors}")
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    if sorted(names) != sorted(plan.inputs):
+        raise TensorRTBuildError(f"{plan.onnx_path}: the parsed network has inputs {names}, its metadata says "
+                                 f"{list(plan.inputs)}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
+    config.builder_optimization_level = plan.opt_level
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.cleared_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
+    for shape_profile in plan.profiles:
+        profile = builder.create_optimization_profile()
+        for name, lo, opt, hi in shape_profile.shapes:
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+    cache = None
+    if timing_cache is not None:
+        cache = config.create_timing_cache(timing_cache)
+        if not config.set_timing_cache(cache, False):
+            log("the timing cache does not match this GPU/TensorRT; starting an empty one")
+            cache = config.create_timing_cache(b"")
+            config.set_timing_cache(cache, False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise TensorRTBuildError(f"{plan.onnx_path}: TensorRT {plan.tensorrt_version} failed to build the engine "
+                                 "(see the TensorRT messages above)")
+    return bytes(serialized), (bytes(cache.serialize()) if cache is not None else None)
+
+
+def _trt_deserialize(trt, blob: bytes):
+    """The ICudaEngine of a serialized plan, or None when TensorRT rejects it."""
+    try:
+        return trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(blob)
+    except Exception:  # TensorRT raises RuntimeError/TypeError variants for foreign or corrupt plans
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The cache-aware build
+
+
+@dataclass
+class EngineRecord:
+    """A built or reused engine. ``reason``: why it was built (or "cached engine matches")."""
+
+    path: Path
+    sidecar_path: Path
+    key: EngineKey
+    plan: BuildPlan
+    cache_hit: bool
+    reason: str
+    build_seconds: float | None
+    timing_cache: Path | None
+
+
+def _ddpg_props(info: EngineInfo) -> dict[str, str]:
+    return {k: v for k, v in info.raw.items() if k.startswith("ddpg.")}
+
+
+def _versions(trt) -> dict[str, str | None]:
+    import onnx
+    import torch
+
+    import ddpg
+
+    return {"tensorrt": str(trt.__version__), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "onnx": onnx.__version__, "ddpg": ddpg.__version__}
+
+
+def build_engine(onnx_path: str | Path, *, out: str | Path | None = None, profiles=None,
+                 precision: str | None = None, opt_level: int = DEFAULT_OPT_LEVEL,
+                 workspace_gib: float = DEFAULT_WORKSPACE_GIB, timing_cache: str | Path | bool | None = None,
+                 cache_dir: str | Path | None = None, force: bool = False, tf32: bool = False,
+                 verify: bool = True, device=None, log: Callable[[str], None] | None = None,
+                 trt=None, environment: TrtEnvironment | None = None) -> EngineRecord:
+    """Build (or reuse) a TensorRT engine for an ONNX model written by ``ddpg export``.
+
+    ``out``: the plan file (default ``<cache_dir>/<stem>-<key digest>.plan``); its sidecar is ``out + ".json"``.
+    ``profiles``: see :func:`plan_build` (default: the export's batch range). ``precision``: None = the
+    ONNX's; see :func:`select_precision`. ``timing_cache``: None = ``<cache_dir>/timing/<gpu>-trt<ver>.cache``,
+    False = none, or a file. ``cache_dir``: default :func:`~ddpg.export.engine_cache.default_cache_dir`.
+    A plan whose sidecar key matches and whose bytes are intact is reused (``verify``: and deserializes);
+    anything else is rebuilt (``force`` always rebuilds). ``trt``/``environment`` replace the tensorrt module
+    and the GPU/TensorRT-version probe (tests).
+    """
+    log = log or (lambda message: None)
+    onnx_path = Path(onnx_path)
+    info = read_metadata(onnx_path)  # EngineError for a missing or foreign file
+    trt = trt if trt is not None else require_tensorrt()
+    env = environment if environment is not None else detect_environment(trt, device)
+    plan = plan_build(onnx_path, info, tensorrt_version=env.tensorrt_version, gpu=env.gpu, profiles=profiles,
+                      precision=precision, opt_level=opt_level, workspace_gib=workspace_gib, tf32=tf32)
+    onnx_sha, onnx_files = hash_onnx(onnx_path)
+    key = plan.key(onnx_sha, env.gpu)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    engine_path = Path(out) if out is not None else cached_engine_path(cache_root, onnx_path, key)
+    if engine_path.suffix == ".onnx" or engine_path.resolve() == onnx_path.resolve():
+        raise ConfigError(f"-o {engine_path}: name the engine file (e.g. {onnx_path.with_suffix('.plan').name}), "
+                          "not an ONNX model")
+    timing_path = None if timing_cache is False else (
+        timing_cache_path(cache_root, env.gpu, env.tensorrt_version) if timing_cache in (None, True)
+        else Path(timing_cache))
+
+    status = CacheStatus(False, "forced rebuild (--force)") if force else cache_status(engine_path, key)
+    if status.hit and verify and _trt_deserialize(trt, engine_path.read_bytes()) is None:
+        status = CacheStatus(False, "stale engine: TensorRT could not deserialize the cached plan")
+    if status.hit:
+        log(f"{engine_path}: {status.reason}; build skipped")
+        return EngineRecord(engine_path, sidecar_path(engine_path), key, plan, True, status.reason, None, timing_path)
+
+    log(f"building {engine_path.name}: TensorRT {env.tensorrt_version}, {env.gpu.name}, {plan.precision} "
+        f"({', '.join(plan.flags) or 'no flags'}), opt level {opt_level}, "
+        f"{len(plan.profiles)} profile(s) [{'; '.join(p.describe() for p in plan.profiles)}] — {status.reason}")
+    timing_blob = None
+    if timing_path is not None:
+        timing_blob = timing_path.read_bytes() if timing_path.is_file() else b""
+    start = time.perf_counter()
+    blob, timing_out = _trt_build(plan, trt, timing_blob, log)
+    seconds = time.perf_counter() - start
+    sidecar = make_sidecar(key, plan_sha256=hashlib.sha256(blob).hexdigest(), plan_bytes=len(blob),
+                           onnx_path=onnx_path, onnx_files=onnx_files, onnx_metadata=_ddpg_props(info),
+                           inputs=list(info.inputs),
+                           gpu=env.gpu, build_seconds=seconds,
+                           built_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           versions=_versions(trt), timing_cache=str(timing_path) if timing_path else None)
+    write_engine(engine_path, blob, sidecar)
+    if timing_path is not None and timing_out:
+        atomic_write(timing_path, timing_out)
+    log(f"built {engine_path} in {seconds:.1f} s")
+    return EngineRecord(engine_path, sidecar_path(engine_path), key, plan, False, status.reason, round(seconds, 3),
+                        timing_path)
+
+
+def build_engine_command(
+    onnx_file: Path = typer.Argument(..., help="ONNX model written by `ddpg export`."),
+    out: Path = typer.Option(None, "-o", "--output", help="Engine file (default: in the engine cache)."),
+    batch: str = typer.Option(None, "--batch", help="Profiles: N or MIN:OPT:MAX, comma-separated for several "
+                                                    "(default: the export's batch range)."),
+    size: str = typer.Option(None, "--size", help="H or HxW; must be the exported size."),
+    precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | bf16 (default: the ONNX's)."),
+    opt_level: int = typer.Option(DEFAULT_OPT_LEVEL, "--opt-level", help="Builder optimization level 0..5."),
+    workspace: float = typer.Option(DEFAULT_WORKSPACE_GIB, "--workspace", help="Workspace limit in GiB."),
+    timing_cache: Path = typer.Option(None, "--timing-cache", help="Timing cache file (default: per GPU and "
+                                                                   "TensorRT version, in the cache folder)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Engine cache folder."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when a matching engine exists."),
+    tf32: bool = typer.Option(False, "--tf32", help="Allow TF32 in fp32 layers (faster, ~1e-3 relative error)."),
+) -> None:
+    """Build (or reuse) a TensorRT engine from an exported ONNX model.
+
+    Example: `ddpg build-engine face64.onnx --batch 1,2:4:8 -o face64.plan`
+    """
+    from .engine_cache import parse_batches, parse_size
+
+    try:
+        info = read_metadata(onnx_file)
+        profiles = None
+        if batch is not None or size is not None:
+            profiles = profiles_for(info, parse_batches(batch) if batch else None,
+                                    parse_size(size) if size else None)
+        record = build_engine(onnx_file, out=out, profiles=profiles, precision=precision, opt_level=opt_level,
+                              workspace_gib=workspace, timing_cache=timing_cache, cache_dir=cache_dir, force=force,
+                              tf32=tf32, log=lambda message: typer.echo(message, err=True))
+    except DdpgError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    state = "reused" if record.cache_hit else f"built in {record.build_seconds:.1f} s"
+    typer.echo(f"{record.path} ({state}; sidecar {record.sidecar_path.name})")

@@ -1,0 +1,212 @@
+"""ONNX Runtime denoiser: an exported prior (``ddpg export``) behind the torch denoiser interface.
+
+``OrtDenoiser(path, device=...)(x_t (B,3,H,W) float32, t (B,) float32) -> eps (B,3,H,W) float32`` on the device
+of x_t. CPU: the CPU execution provider with numpy inputs (``sess.run``). CUDA: the CUDA execution provider with
+IO binding on torch CUDA buffers (allocated once per input shape; inputs copied in on the device, never through
+the host), ORT running on the torch stream that was current at construction, and an optional CUDA-graph mode
+for fixed-batch exports. The guidance maths stays in torch; the schedule and config come from the metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddpg.errors import ConfigError
+from ddpg.export.onnx_metadata import EngineError, EngineInfo, read_metadata
+
+CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError("backend 'onnxruntime' not available: the onnxruntime package is not installed "
+                          "(pip install onnxruntime, or onnxruntime-gpu for CUDA)") from exc
+    return onnxruntime
+
+
+def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_graph: bool = False,
+                 tf32: bool = False, stream: int | None = None, provider_options: dict | None = None,
+                 sess_options=None):
+    """An InferenceSession on the CPU or CUDA execution provider, refusing to fall back silently.
+
+    CPU: ORT's idle threads do not spin (unless ``sess_options`` says otherwise). CUDA: ``stream`` (a
+    cudaStream_t as int) becomes ORT's user compute stream; ``cuda_graph`` sets ``enable_cuda_graph``;
+    ``tf32=False`` keeps fp32 convolutions and matmuls exact (``use_tf32=0``); ``provider_options`` are added
+    to (and override) these.
+    """
+    ort = _ort()
+    device = torch.device(device)
+    path = Path(path)
+    if device.type == "cpu":
+        if cuda_graph:
+            raise ConfigError("cuda_graph needs device cuda (the CPU provider has no CUDA graphs)")
+        providers: list = [CPU_EP]
+        if sess_options is None:  # torch computes the guidance between calls: idle ORT threads must not spin
+            sess_options = ort.SessionOptions()
+            sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif device.type == "cuda":
+        available = ort.get_available_providers()
+        if CUDA_EP not in available:
+            raise ConfigError(f"device {device} requested but ONNX Runtime {ort.__version__} offers only "
+                              f"{', '.join(available)}; install onnxruntime-gpu matching your CUDA and cuDNN")
+        options = {"device_id": str(device.index or 0), "use_tf32": "1" if tf32 else "0",
+                   "enable_cuda_graph": "1" if cuda_graph else "0"}
+        if stream is not None:
+            options.update(has_user_compute_stream="1", user_compute_stream=str(stream))
+        options.update({k: str(v) for k, v in (provider_options or {}).items()})
+        providers = [(CUDA_EP, options)]
+    else:
+        raise ConfigError(f"device {device}: the onnxruntime backend runs on cpu or cuda")
+    try:
+        session = ort.InferenceSession(str(path), sess_options=sess_options, providers=providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
+        raise EngineError(f"{path}: ONNX Runtime cannot load this model on {device}: {exc}") from exc
+    granted = session.get_providers()
+    if device.type == "cuda":
+        if granted[0] != CUDA_EP:
+            raise EngineError(f"{path}: CUDA requested but ONNX Runtime granted {granted} (CUDA/cuDNN libraries "
+                              "missing or mismatched?); refusing to run on the CPU")
+        granted_opts = session.get_provider_options().get(CUDA_EP, {})
+        if cuda_graph and granted_opts.get("enable_cuda_graph") != "1":
+            raise EngineError(f"{path}: CUDA graph requested but the CUDA provider did not enable it")
+    return session
+
+
+def _check_device_of(x: torch.Tensor, device: torch.device, source: str) -> None:
+    same = x.device.type == device.type and (device.type == "cpu" or x.device.index == device.index)
+    if not same:
+        raise EngineError(f"{source}: x_t is on {x.device} but this ONNX Runtime session runs on {device}")
+
+
+@dataclass
+class _CudaIO:
+    """Device buffers bound to one IO binding for one input shape."""
+
+    x: torch.Tensor
+    t: torch.Tensor
+    y: torch.Tensor | None
+    eps: torch.Tensor
+    binding: object
+
+
+class OrtDenoiser:
+    """ε-prediction with an exported prior under ONNX Runtime (same interface as ``ddpg.models.Denoiser``,
+    without gradients). ``class_labels``: an int or (B,) int tensor, required for class-conditional exports."""
+
+    backend = "onnxruntime"
+    supports_grad = False
+
+    def __init__(self, engine: str | Path, *, device: str | torch.device = "cpu",
+                 class_labels: torch.Tensor | int | None = None, cuda_graph: bool = False, tf32: bool = False,
+                 provider_options: dict | None = None, sess_options=None):
+        self.engine_path = Path(engine)
+        self.info: EngineInfo = read_metadata(self.engine_path)
+        self.config: dict = dict(self.info.config)
+        self.name: str | None = self.info.prior
+        self.schedule = self.info.schedule
+        self.precision = self.info.precision
+        if self.precision == "bf16":
+            raise EngineError(f"{self.engine_path}: a bf16 export runs under TensorRT only (ONNX Runtime has no bf16 "
+                              "convolutions at opset 18–20); export fp16 or fp32 for onnxruntime")
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {device} requested but this torch sees no CUDA GPU")
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+        self.class_labels = self._labels_tensor(class_labels)
+        if cuda_graph and not self.info.batch.fixed:
+            raise ConfigError(f"{self.engine_path}: CUDA-graph mode needs a fixed-shape export (ddpg export "
+                              f"--batch N); this one takes batch {self.info.batch}")
+        self.cuda_graph = cuda_graph
+        self._stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        self.session = make_session(self.engine_path, self.device, cuda_graph=cuda_graph, tf32=tf32,
+                                    stream=self._stream.cuda_stream if self._stream is not None else None,
+                                    provider_options=provider_options, sess_options=sess_options)
+        self._io: dict[tuple[int, ...], _CudaIO] = {}
+        self._run_options = None
+        if self.device.type == "cuda":  # torch orders the work on the shared stream; no host sync per call
+            self._run_options = _ort().RunOptions()
+            self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+
+    def _labels_tensor(self, class_labels) -> torch.Tensor | None:
+        if not self.info.conditional:
+            if class_labels is not None:
+                raise ConfigError(f"{self.engine_path}: this prior is not class-conditional; drop class_labels")
+            return None
+        if class_labels is None:
+            raise ConfigError(f"{self.engine_path}: this prior is class-conditional: pass class_labels "
+                              "(an int or a (B,) tensor of class indices)")
+        labels = torch.as_tensor(class_labels, dtype=torch.int64).reshape(-1)
+        return labels.to(self.device)
+
+    def _labels(self, batch: int) -> torch.Tensor | None:
+        if self.class_labels is None:
+            return None
+        if self.class_labels.numel() == 1:
+            return self.class_labels.expand(batch).contiguous()
+        if self.class_labels.numel() != batch:
+            raise EngineError(f"{self.engine_path}: {self.class_labels.numel()} class labels for a batch of {batch}")
+        return self.class_labels
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """eps (B,3,H,W) float32 on x_t's device, for x_t (B,3,H,W) and timestep values t (B,) (or one value)."""
+        self.info.check_input(tuple(x_t.shape))
+        _check_device_of(x_t, self.device, str(self.engine_path))
+        batch = x_t.shape[0]
+        t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(batch)
+        if t.numel() != batch:
+            raise EngineError(f"{self.engine_path}: t has {t.numel()} values for a batch of {batch}")
+        if self.device.type == "cpu":
+            return self._run_cpu(x_t, t)
+        return self._run_cuda(x_t, t)
+
+    def _run_cpu(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        feeds = {"x": x_t.detach().float().contiguous().numpy(), "t": t.detach().contiguous().numpy()}
+        labels = self._labels(x_t.shape[0])
+        if labels is not None:
+            feeds["y"] = labels.numpy()
+        (eps,) = self.session.run(["eps"], feeds)
+        return torch.from_numpy(np.ascontiguousarray(eps, dtype=np.float32))
+
+    def _buffers(self, shape: tuple[int, ...]) -> _CudaIO:
+        if shape in self._io:
+            return self._io[shape]
+        if self.cuda_graph and self._io:
+            raise EngineError(f"{self.engine_path}: CUDA-graph mode captured shape {next(iter(self._io))}; "
+                              f"got {shape}")
+        dev = self.device
+        x = torch.empty(shape, dtype=torch.float32, device=dev)
+        t = torch.empty(shape[:1], dtype=torch.float32, device=dev)
+        labels = self._labels(shape[0])
+        y = None if labels is None else labels.clone().contiguous()
+        eps = torch.empty(shape, dtype=torch.float32, device=dev)
+        binding = self.session.io_binding()
+        for name, tensor, dtype in (("x", x, np.float32), ("t", t, np.float32), ("y", y, np.int64)):
+            if tensor is not None:
+                binding.bind_input(name, device_type="cuda", device_id=dev.index, element_type=dtype,
+                                   shape=tuple(tensor.shape), buffer_ptr=tensor.data_ptr())
+        binding.bind_output("eps", device_type="cuda", device_id=dev.index, element_type=np.float32,
+                            shape=tuple(eps.shape), buffer_ptr=eps.data_ptr())
+        self._io[shape] = _CudaIO(x, t, y, eps, binding)
+        return self._io[shape]
+
+    def _run_cuda(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        io = self._buffers(tuple(x_t.shape))
+        current = torch.cuda.current_stream(self.device)
+        io.x.copy_(x_t.detach())
+        io.t.copy_(t.detach())
+        if current != self._stream:  # ORT runs on the construction-time stream; order it after our copies
+            self._stream.wait_stream(current)
+        self.session.run_with_iobinding(io.binding, self._run_options)
+        if current != self._stream:
+            current.wait_stream(self._stream)
+        return io.eps.clone()  # the bound buffer is overwritten by the next call

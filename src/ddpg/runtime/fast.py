@@ -1,0 +1,220 @@
+"""The fast torch path: a prior in fp16/bf16 with channels-last memory and optional ``torch.compile`` behind
+the denoiser interface, and background loading/saving so image I/O overlaps GPU compute.
+
+``FastDenoiser(prior, precision="fp16")(x_t (B,3,H,W) float32, t (B,) float32) -> eps (B,3,H,W) float32``:
+the same contract as ``ddpg.models.Denoiser``; only the UNet torso runs in low precision (``prior.to_dtype``),
+so the guidance maths downstream stays float32. Attention uses ``scaled_dot_product_attention`` inside the
+models (flash / memory-efficient kernels on CUDA). On CPU nothing is compiled unless asked.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddpg.errors import ConfigError
+from ddpg.runtime.schedule import Schedule
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
+
+
+def parse_precision(precision: str | torch.dtype) -> torch.dtype:
+    """"fp32" | "fp16" | "bf16" (or a torch dtype among those) → torch dtype."""
+    if isinstance(precision, torch.dtype):
+        if precision not in PRECISIONS.values():
+            raise ConfigError(f"precision {precision}: choose one of {', '.join(PRECISIONS)}")
+        return precision
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in PRECISIONS.items()}[dtype]
+
+
+class FastDenoiser:
+    """ε-prediction with a prior converted for speed. Same interface as ``ddpg.models.Denoiser``.
+
+    ``prior``: a UNet module or a ``Denoiser`` (its ``.prior`` and class labels are used). The module is
+    deep-copied (``inplace=False``) before ``to_dtype``/channels-last, so the caller's module is untouched.
+    ``compile``: wrap the module in ``torch.compile(mode=compile_mode)``; compilation happens on the first call.
+    ``eager_prior`` keeps the uncompiled converted module (FLOP counting, export).
+    """
+
+    backend = "torch"
+    supports_grad = True
+
+    def __init__(self, prior, *, precision: str | torch.dtype = "fp32", channels_last: bool = True,
+                 compile: bool = False, compile_mode: str = "default", class_labels: torch.Tensor | None = None,
+                 device: torch.device | str | None = None, inplace: bool = False):
+        if hasattr(prior, "prior") and not isinstance(prior, nn.Module):  # a Denoiser
+            class_labels = prior.class_labels if class_labels is None else class_labels
+            prior = prior.prior
+        if not isinstance(prior, nn.Module):
+            raise ConfigError(f"FastDenoiser needs a torch prior module, got {type(prior).__name__}")
+        if compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"compile_mode {compile_mode!r}: choose one of {', '.join(COMPILE_MODES)}")
+        self.dtype = parse_precision(precision)
+        module = prior if inplace else copy.deepcopy(prior)
+        if device is not None:
+            module = module.to(device)
+        if self.dtype != torch.float32:
+            if not hasattr(module, "to_dtype"):
+                raise ConfigError(f"prior {getattr(module, 'config', {}).get('kind')!r} has no mixed-precision "
+                                  f"path (to_dtype); use precision fp32")
+            module.to_dtype(self.dtype)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.eager_prior = module.eval()
+        self.compiled = bool(compile)
+        self.compile_mode = compile_mode
+        self.module = torch.compile(module, mode=compile_mode, dynamic=False) if compile else module
+        self.config: dict = getattr(prior, "config", {})
+        self.name: str | None = self.config.get("name")
+        # the UNets do no host synchronisation or host-to-device copy per call (the analytic prior does)
+        self.graph_safe = self.config.get("kind") in ("ddpm", "adm")
+        self.schedule = Schedule.from_config(self.config)
+        self.prior = module
+        tensors = [*module.parameters(), *module.buffers()]
+        self.device = tensors[0].device if tensors else torch.device("cpu")
+        self.class_labels = class_labels
+        self._labels_cache: dict = {}
+
+    def options(self) -> dict:
+        """The speed options, for reports and sidecars."""
+        return {"precision": precision_name(self.dtype), "channels_last": self.channels_last,
+                "compile": self.compiled, "compile_mode": self.compile_mode if self.compiled else None}
+
+    def _labels(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        """Class labels on ``device``, built once per (batch, device) so calls do no host copies."""
+        if self.class_labels is None:
+            return None
+        key = (batch, str(device))
+        if key not in self._labels_cache:
+            labels = torch.as_tensor(self.class_labels).to(device)
+            self._labels_cache[key] = (labels.expand(batch) if labels.numel() == 1 else labels).contiguous()
+        return self._labels_cache[key]
+
+    def model_output(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Every output channel, float32 (B, C_out, H, W)."""
+        if self.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        out = self.module(x_t, t, self._labels(x_t.shape[0], x_t.device))
+        return out.float().contiguous()
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model_output(x_t, t)[:, :3]
+
+
+# --- overlapped I/O --------------------------------------------------------------------------------------
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Run ``load(item)`` for the items of ``items`` in a background thread, ``depth`` ahead of the consumer.
+
+    Iterating yields ``(item, result, error)`` in input order; a failing load yields its exception as
+    ``error`` (result None) instead of stopping the stream, so a batch command can report it and go on.
+    Use as a context manager (or call ``close``) to stop the thread early.
+    """
+
+    def __init__(self, items: Iterable[Any], load: Callable[[Any], Any], depth: int = 2):
+        if depth < 1:
+            raise ConfigError(f"prefetch depth must be >= 1, got {depth}")
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(iter(items), load), daemon=True)
+        self._thread.start()
+
+    def _put(self, value) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, items: Iterator, load: Callable) -> None:
+        for item in items:
+            try:
+                entry = (item, load(item), None)
+            except Exception as exc:  # handed to the consumer, which decides
+                entry = (item, None, exc)
+            if not self._put(entry):
+                return
+        self._put(_DONE)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any, BaseException | None]]:
+        while True:
+            entry = self._queue.get()
+            if entry is _DONE:
+                return
+            yield entry
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BackgroundWriter:
+    """Run ``fn(*args)`` jobs (image/JSON saving) in one background thread, in submission order.
+
+    ``submit`` returns at once (blocking only when ``depth`` jobs are waiting); ``close()`` waits for every job
+    and returns the list of (args, exception) of the jobs that failed. Tensors passed in should be on the CPU
+    (copy them with ``.cpu()`` first) so the writer never touches the GPU stream.
+    """
+
+    def __init__(self, depth: int = 4):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.errors: list[tuple[tuple, BaseException]] = []
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is _DONE:
+                return
+            fn, args = job
+            try:
+                fn(*args)
+            except Exception as exc:
+                self.errors.append((args, exc))
+
+    def submit(self, fn: Callable, *args) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError("BackgroundWriter is closed")
+        self._queue.put((fn, args))
+
+    def close(self) -> list[tuple[tuple, BaseException]]:
+        if self._thread.is_alive():
+            self._queue.put(_DONE)
+            self._thread.join()
+        return self.errors
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["COMPILE_MODES", "PRECISIONS", "BackgroundWriter", "FastDenoiser", "Prefetcher", "parse_precision",
+           "precision_name"]

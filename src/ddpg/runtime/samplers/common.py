@@ -1,0 +1,61 @@
+"""Pieces the peer samplers share: starting noise, the timestep vector, x̂₀ from ε, lifting y to image size."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ddpg.errors import ConfigError
+from ddpg.operators.base import Operator
+from ddpg.runtime.schedule import Schedule, linear_schedule
+
+from .ddpg import NoiseSource, check_measurement, gaussian_noise
+
+
+def prepare(denoiser, operator: Operator, y: torch.Tensor, x_T: torch.Tensor | None,
+            noise: NoiseSource | None, generator: torch.Generator | None
+            ) -> tuple[Schedule, torch.Tensor, torch.Tensor, NoiseSource]:
+    """Validate y and return (schedule, y float32, x_T (B,3,H,W) float32 ~ N(0, I), noise source)."""
+    check_measurement(operator, y)
+    schedule = getattr(denoiser, "schedule", None) or linear_schedule()
+    y = y.float()
+    shape = (y.shape[0], 3, *operator.img_size)
+    if x_T is None:
+        x_T = torch.randn(shape, generator=generator, device=y.device)
+    elif tuple(x_T.shape) != shape:
+        raise ConfigError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
+    return schedule, y, x_T.to(y.device, torch.float32), noise or gaussian_noise(generator)
+
+
+def timestep(x: torch.Tensor, t: int) -> torch.Tensor:
+    """The (B,) float32 timestep vector the denoiser takes."""
+    return torch.full((x.shape[0],), float(t), device=x.device)
+
+
+def predict_x0(x: torch.Tensor, eps: torch.Tensor, a: float) -> torch.Tensor:
+    """x̂₀ = (x_t − √(1−a)·ε)/√a."""
+    return (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
+
+
+def lift(y: torch.Tensor, img_size: tuple[int, int], mode: str) -> torch.Tensor:
+    """A measurement as an image (B,3,H,W): resized to ``img_size`` (``mode`` "bicubic" or "nearest") when
+    smaller (SR), a single channel (colorization) repeated three times, same-size measurements unchanged."""
+    if tuple(y.shape[-2:]) != tuple(img_size):
+        y = F.interpolate(y, size=img_size, mode=mode, **({"align_corners": False} if mode == "bicubic" else {}))
+    return y.expand(-1, 3, -1, -1) if y.shape[1] == 1 else y
+
+
+def check_sigma_y(sigma_y: float) -> float:
+    sigma_y = float(sigma_y)
+    if not sigma_y >= 0:
+        raise ConfigError(f"sigma_y must be >= 0 (the [0, 1] scale), got {sigma_y}")
+    return sigma_y
+
+
+def check_eta(name: str, value: float) -> float:
+    value = float(value)
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be in [0, 1], got {value}")
+    return value

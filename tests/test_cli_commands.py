@@ -1,0 +1,54 @@
+"""`ddpg models`, `ddpg presets`, and `--help` with an example on every command."""
+
+import hashlib
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ddpg.cli.main import app
+from ddpg.models import REGISTRY
+from ddpg.models.checkpoints import local_path
+from ddpg.runtime import list_presets, load_preset
+
+runner = CliRunner()
+
+
+def test_models_list_info_verify_download():
+    res = runner.invoke(app, ["models", "list", "--json"])
+    assert res.exit_code == 0, res.output
+    listing = json.loads(res.output)
+    rows = {r["name"]: r for r in listing["priors"]}
+    assert rows["face64"]["status"] == "bundled" and rows["gaussian"]["status"].startswith("analytic")
+    assert rows["face64"]["size"] == REGISTRY["face64"].size and listing["cache"]
+    res = runner.invoke(app, ["models", "list"])
+    assert res.exit_code == 0 and "cache:" in res.output and "face64" in res.output
+    res = runner.invoke(app, ["models", "info", "imagenet256_uncond"])
+    info = json.loads(res.output)
+    assert res.exit_code == 0 and info["config"]["kind"] == "adm" and info["checkpoint"]["urls"]
+    res = runner.invoke(app, ["models", "verify", "face64"])
+    path = local_path(REGISTRY["face64"])
+    assert res.exit_code == 0 and hashlib.sha256(path.read_bytes()).hexdigest() in res.output
+    assert "matches the registry" in res.output
+    res = runner.invoke(app, ["models", "download", "face64"])  # bundled: no network, prints its path
+    assert res.exit_code == 0 and str(path) in res.output
+    for cmd in (["models", "info", "nope"], ["models", "verify", "gaussian"], ["models", "download", "nope"]):
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 2 and "error:" in res.output, (cmd, res.output)
+
+
+def test_presets_list_and_show():
+    res = runner.invoke(app, ["presets", "list", "--method", "idpg", "--prior", "celeba_hq"])
+    assert res.exit_code == 0 and res.output.split() == list_presets("idpg", "celeba_hq")
+    res = runner.invoke(app, ["presets", "show", "ddpg/celeba_hq/sr4/0.05"])
+    assert res.exit_code == 0 and json.loads(res.output) == load_preset("ddpg/celeba_hq/sr4/0.05").to_dict()
+    res = runner.invoke(app, ["presets", "show", "ddpg/nope/sr4/0"])
+    assert res.exit_code == 2 and "unknown preset" in res.output
+
+
+@pytest.mark.parametrize("cmd", [[], ["restore"], ["degrade"], ["evaluate"], ["models"], ["models", "list"],
+                                 ["models", "info"], ["models", "download"], ["models", "verify"], ["presets"],
+                                 ["presets", "list"], ["presets", "show"]])
+def test_every_command_shows_an_example(cmd):
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0 and "Example" in res.output and "ddpg " in res.output

@@ -1,0 +1,146 @@
+"""Failures end with a clear message, no half-written file, and the rest of the batch processed: a corrupt
+image, an unreadable folder, a wrong-size mask, a full disk, an output path under a file; Ctrl-C stops
+cleanly with exit code 130 (in process and as a real SIGINT to `python -m ddpg`)."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import ddpg.io
+from ddpg import api
+from ddpg.cli import progress as cli_progress
+from ddpg.cli.main import app
+
+runner = CliRunner()
+
+
+def make_images(folder: Path, sizes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files (``.name.xxxx.part``) left behind."""
+    return [p.name for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
+
+
+@pytest.fixture
+def images(tmp_path):
+    return make_images(tmp_path / "in", [(32, 32)] * 3)
+
+
+def test_corrupt_image_and_unreadable_folders_fail_alone(images, tmp_path, monkeypatch):
+    (images / "img1.png").write_bytes(b"\x89PNG truncated")
+    (tmp_path / "locked").mkdir()
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "locked":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images), str(tmp_path / "locked"), str(tmp_path / "missing"),
+                              "-o", str(out), "--steps", "3", "-q"])
+    assert res.exit_code == 1
+    assert "img1.png: cannot read image" in res.output
+    assert "locked: cannot list folder (Permission denied)" in res.output
+    assert "missing: no such file or folder" in res.output
+    assert "2 restored, 0 skipped, 3 failed" in res.output
+    assert sorted(p.name for p in out.glob("*_restored.png")) == ["img0_restored.png", "img2_restored.png"]
+    assert not (out / "img1.json").exists() and leftovers(out) == []
+
+
+def test_wrong_size_mask_fails_those_images_only(tmp_path):
+    images = make_images(tmp_path / "in", [(32, 32), (48, 48)])
+    Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--task", "inpaint", "--mask",
+                              str(tmp_path / "mask.png"), "--steps", "3", "-q"])
+    assert res.exit_code == 1
+    assert "img1.png: inpainting: mask has shape (32, 32), the image is (48, 48)" in res.output
+    assert (out / "img0_restored.png").exists() and not (out / "img1_restored.png").exists()
+
+
+def test_full_disk_leaves_no_partial_file_and_the_others_continue(images, tmp_path, monkeypatch):
+    real = ddpg.io.atomic_write
+
+    def full_disk(path, write):
+        if Path(path).name.startswith(".img1"):  # every temporary file of img1's outputs
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    monkeypatch.setattr(ddpg.io, "atomic_write", full_disk)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--task", "denoise", "--steps", "3", "-q"])
+    assert res.exit_code == 1
+    assert "No space left on device" in res.output and "img1.png" in res.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"img{i}{s}" for i in (0, 2) for s in (".json", "_observed.png", "_restored.png"))
+
+
+def test_output_folder_under_a_file(images, tmp_path):
+    (tmp_path / "file").write_text("x")
+    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(tmp_path / "file" / "out"),
+                              "--steps", "2", "-q"])
+    assert res.exit_code == 1 and "cannot write outputs to" in res.output
+
+
+def test_ctrl_c_mid_batch_stops_with_130_and_keeps_finished_outputs(images, tmp_path, monkeypatch):
+    real = cli_progress.RichProgress.step_callback
+
+    def interrupt_on_img1(self, name, steps):
+        inner = real(self, name, steps)
+
+        def callback(step, x, x0):
+            inner(step, x, x0)
+            if name == "img1" and step == 1:
+                raise KeyboardInterrupt
+
+        return callback
+
+    monkeypatch.setattr(cli_progress.RichProgress, "step_callback", interrupt_on_img1)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--steps", "4"])
+    assert res.exit_code == 130
+    assert "interrupted: 1 restored" in res.output and "--skip-existing" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0_observed.png", "img0_restored.png"]
+    # resuming finishes the rest
+    report = api.restore([images], out, steps=4, skip_existing=True)
+    assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2
+
+
+def test_real_process_and_real_sigint(tmp_path):
+    images = make_images(tmp_path / "in", [(32, 32)] * 6)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-m", "ddpg", "restore", str(images / "img0.png"), "-o",
+                           str(tmp_path / "a"), "--steps", "3", "-q"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a" / "img0_restored.png").exists() and (tmp_path / "a" / "img0.json").exists()
+    out = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "ddpg", "restore", str(images), "-o", str(out),
+                             "--steps", "150", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            text=True)
+    deadline = time.time() + 120
+    while not (out / "img0.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert (out / "img0_restored.png").exists() and leftovers(out) == []
+    assert not (out / "img5.json").exists()

@@ -1,0 +1,153 @@
+"""`ddpg restore` and `ddpg degrade` on tiny images with the Gaussian prior and a tiny random UNet:
+outputs, sidecars, seeds, metrics, observed measurements, padding, batching, resuming, usage errors."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from ddpg import api
+from ddpg.cli.main import app
+from ddpg.io import load_image, load_measurement
+from ddpg.metrics import psnr, ssim
+from ddpg.models import create_prior
+
+runner = CliRunner()
+TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
+             "image_size": 32}
+
+
+def make_images(folder, sizes):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        base = rng.integers(60, 200, (1, 1, 3))
+        arr = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def images(tmp_path):
+    return make_images(tmp_path / "in", [(32, 32)] * 3)
+
+
+def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--task", "deblur_gauss", "--steps", "5",
+                              "--sigma-y", "0.05", "--seed", "7", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "3 restored, 0 skipped, 0 failed" in res.output
+    for i in range(3):
+        meta = json.loads((out / f"img{i}.json").read_text())
+        assert (meta["seed"], meta["base_seed"], meta["index"]) == (7 + i, 7, i)
+        assert meta["preset"] == "ddpg/gaussian/deblur_gauss/0.05" and meta["steps"] == 5
+        assert meta["operator"]["name"] == "deblur_gauss" and meta["sigma_y"] == 0.05
+        assert meta["prior"]["name"] == "gaussian" and meta["versions"]["torch"] == torch.__version__
+        assert meta["timings_s"]["restore_per_image"] > 0
+        restored, gt = load_image(out / f"img{i}_restored.png"), load_image(images / f"img{i}.png")
+        # the sidecar scores the float restoration, the direct computation its 8-bit PNG
+        assert meta["metrics"]["psnr"] == pytest.approx(psnr(restored, gt), abs=0.05)
+        assert meta["metrics"]["ssim"] == pytest.approx(ssim(restored, gt), abs=0.01)
+        assert load_image(out / f"img{i}_observed.png").shape == (3, 32, 32)
+    assert not list(out.glob(".*"))
+
+
+def test_degrade_then_observed_restore_equals_restoring_the_clean_image(images, tmp_path):
+    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(tmp_path / "a"), "--task", "sr4",
+                              "--steps", "5", "--seed", "3", "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["degrade", str(images / "img0.png"), "-o", str(tmp_path / "obs"), "--task", "sr4",
+                              "--sigma-y", "0.05", "--seed", "3", "--format", "npy", "-q"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "obs" / "img0_observed.json").read_text())
+    assert meta["task"] == "sr4" and meta["seed"] == 3 and meta["sigma_y"] == 0.05
+    y = load_measurement(tmp_path / "obs" / "img0_observed.npy")
+    assert y.shape == (3, 8, 8) and meta["measurement_shape"] == [3, 8, 8]
+    shown = load_image(tmp_path / "obs" / "img0_observed.png")
+    assert (shown - ((y + 1) / 2).clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-6
+    # task, σ_y and operator come from the metadata; the seed is the same → the same restoration
+    res = runner.invoke(app, ["restore", str(tmp_path / "obs"), "-o", str(tmp_path / "b"), "--observed",
+                              "--steps", "5", "--seed", "3", "-q"])
+    assert res.exit_code == 0, res.output
+    assert torch.equal(load_image(tmp_path / "a" / "img0_restored.png"),
+                       load_image(tmp_path / "b" / "img0_restored.png"))
+    side = json.loads((tmp_path / "b" / "img0.json").read_text())
+    assert side["input_kind"]["kind"] == "observed" and "metrics" not in side
+    # an observed PNG (a "real" low-resolution photo) restores to 4× its size
+    res = runner.invoke(app, ["restore", str(tmp_path / "obs" / "img0_observed.png"), "-o", str(tmp_path / "c"),
+                              "--observed", "--task", "sr4", "--steps", "3", "-q"])
+    assert res.exit_code == 0, res.output
+    assert load_image(tmp_path / "c" / "img0_restored.png").shape == (3, 32, 32)
+
+
+def test_tiny_unet_checkpoint_native_size_padding_and_16bit(tmp_path):
+    images = make_images(tmp_path / "in", [(30, 42)])
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(create_prior(TINY_DDPM).state_dict(), ckpt)
+    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY_DDPM))  # JSON is valid YAML
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--prior", str(tmp_path / "tiny.yaml"),
+                              "--checkpoint", str(ckpt), "--method", "idpg", "--task", "sr4", "--steps", "4",
+                              "--bits", "16"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "img0.json").read_text())
+    assert meta["method"] == "idpg" and meta["operator"]["padded_to"] == [32, 48]  # multiples of lcm(8, 4)
+    assert meta["prior"]["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert load_image(out / "img0_restored.png").shape == (3, 30, 42)  # cropped back
+    assert (out / "img0_restored.png").read_bytes()[24] == 16  # PNG bit depth
+    # a checkpoint alone must match a known prior's architecture
+    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--checkpoint", str(ckpt)])
+    assert res.exit_code == 2 and "matches no known prior" in res.output
+
+
+def test_batches_equal_single_runs_and_skip_existing_resumes(images, tmp_path):
+    one = api.restore([images], tmp_path / "one", task="sr4", steps=4, batch_size=1)
+    three = api.restore([images], tmp_path / "three", task="sr4", steps=4, batch_size=3)
+    assert one.exit_code == three.exit_code == 0
+    for i in range(3):
+        assert torch.equal(load_image(tmp_path / "one" / f"img{i}_restored.png"),
+                           load_image(tmp_path / "three" / f"img{i}_restored.png"))
+    api.restore([images / "img0.png"], tmp_path / "r", steps=3)
+    report = api.restore([images], tmp_path / "r", steps=3, skip_existing=True)
+    assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2
+
+
+def test_task_options_motion_kernel_seed_and_masks(tmp_path):
+    images = make_images(tmp_path / "in", [(64, 64), (64, 64)])
+    report = api.restore([images], tmp_path / "m", task="deblur_motion", steps=3)
+    assert report.exit_code == 0, report.failed
+    seeds = [json.loads((tmp_path / "m" / f"img{i}.json").read_text())["operator"]["seed"] for i in range(2)]
+    assert seeds == [0, 10]  # the reference: image i uses kernel seed 10·i
+    report = api.restore([images / "img0.png"], tmp_path / "i", task="inpaint", mask="random:0.3", steps=3)
+    meta = json.loads((tmp_path / "i" / "img0.json").read_text())
+    assert report.exit_code == 0 and abs(meta["operator"]["kept"] / 64**2 - 0.7) < 0.05
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "sr3"], "unknown task"),
+    (["--preset", "ddpg/nope/sr4/0"], "unknown preset"),
+    (["--bits", "12"], "--bits must be 8 or 16"),
+    (["--backend", "tensorrt", "--engine", "ENGINE"], "backend 'tensorrt' not available"),
+    (["--backend", "onnxruntime"], "needs an engine file"),
+    (["--resize"], "--resize needs --size"),
+    (["--mask", "nofile.png"], "--mask nofile.png: file not found"),
+    (["--device", "cuda:99"], "--device cuda:99"),
+    (["--steps", "2000"], "exceeds the prior's 1000 diffusion steps"),
+])
+def test_usage_errors_exit_2(images, tmp_path, args, message):
+    if "tensorrt" in args:
+        try:
+            import tensorrt  # noqa: F401
+            pytest.skip("TensorRT is installed here")
+        except ImportError:
+            pass
+    (tmp_path / "engine.plan").write_bytes(b"not an engine")
+    args = [str(tmp_path / "engine.plan") if a == "ENGINE" else a for a in args]
+    res = runner.invoke(app, ["restore", str(images), "-o", str(tmp_path / "o"), *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "o").exists()

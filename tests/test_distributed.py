@@ -1,0 +1,115 @@
+"""Sharding across torchrun ranks: index sharding, the rank-0 summary, and a real 2-process gloo run on CPU
+(spawned like torchrun: RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* in the environment)."""
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from ddpg.errors import ConfigError
+from ddpg.runtime.distributed import dist_context, finish, gather_summary, merge_summaries, shard, shard_indices
+
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.mark.parametrize("mode", ["contiguous", "strided"])
+@pytest.mark.parametrize("count,world", [(0, 2), (1, 3), (5, 2), (7, 3), (8, 4), (10, 1)])
+def test_shards_are_disjoint_balanced_and_cover_everything(mode, count, world):
+    parts = [shard_indices(count, r, world, mode) for r in range(world)]
+    flat = sorted(i for p in parts for i in p)
+    assert flat == list(range(count))
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1
+    if mode == "contiguous":
+        assert [i for p in parts for i in p] == list(range(count))  # blocks in rank order
+        assert sizes == sorted(sizes, reverse=True)
+    assert shard(list("abcdefghij")[:count], world - 1, world, mode) == [
+        "abcdefghij"[i] for i in parts[-1]]
+
+
+def test_shard_errors():
+    with pytest.raises(ConfigError, match="rank 2"):
+        shard_indices(4, 2, 2)
+    with pytest.raises(ConfigError, match="shard mode"):
+        shard_indices(4, 0, 2, mode="random")
+
+
+def test_single_process_context_and_summary(monkeypatch):
+    for var in TORCHRUN_VARS:
+        monkeypatch.delenv(var, raising=False)
+    ctx = dist_context("cpu")
+    assert tuple(ctx) == (0, 1, torch.device("cpu")) and ctx.is_main and not ctx.distributed
+    assert not torch.distributed.is_initialized()
+    summary = gather_summary({"done": ["a"], "failed": [], "wall_s": 2.0})
+    assert summary["world_size"] == 1 and summary["done"] == ["a"] and summary["images_per_s"] == 0.5
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE"):
+        dist_context("cpu")
+
+
+def test_merge_summaries():
+    merged = merge_summaries([
+        {"done": ["a", "b"], "skipped": [], "failed": [], "wall_s": 2.0, "exit_code": 0},
+        {"done": ["c"], "skipped": ["d"], "failed": [["e", "unreadable"]], "wall_s": 3.0, "exit_code": 1,
+         "interrupted": False}])
+    assert merged["done"] == ["a", "b", "c"] and merged["skipped"] == ["d"]
+    assert merged["failed"] == [["e", "unreadable"]]
+    assert merged["exit_code"] == 1 and merged["wall_s"] == 3.0 and merged["images_per_s"] == 1.0
+    assert merged["world_size"] == 2 and not merged["interrupted"]
+
+
+def tiny_job(index: int) -> torch.Tensor:
+    """A deterministic restoration of image ``index`` (seeded by its global index, as `ddpg restore` does)."""
+    from ddpg.models import GaussianPrior, as_denoiser, prior_config
+    from ddpg.operators import make_operator
+    from ddpg.runtime import ddpg_sample
+
+    g = torch.Generator().manual_seed(100 + index)
+    op = make_operator("deblur_gauss", 16)
+    y = op.A(torch.rand(1, 3, 16, 16, generator=g) * 2 - 1)
+    den = as_denoiser(GaussianPrior(prior_config("gaussian")))
+    with torch.no_grad():
+        return ddpg_sample(den, op, y, 0.05, steps=3, generator=g)
+
+
+def _worker(rank: int, world: int, port: int, outdir: str, count: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    ctx = dist_context("cpu")
+    assert torch.distributed.get_backend() == "gloo"
+    t0 = time.perf_counter()
+    done = []
+    for index in shard_indices(count, ctx.rank, ctx.world_size):
+        torch.save(tiny_job(index), Path(outdir) / f"{index}.pt")
+        done.append(index)
+    summary = gather_summary({"rank": ctx.rank, "device": str(ctx.device), "done": done, "failed": [],
+                              "wall_s": time.perf_counter() - t0})
+    if ctx.is_main:
+        (Path(outdir) / "summary.json").write_text(json.dumps(summary))
+    else:
+        assert summary is None
+    finish()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_share_the_work_and_rank0_summarises(tmp_path):
+    count = 5
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), count), nprocs=2, join=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert [r["rank"] for r in summary["ranks"]] == [0, 1]
+    assert [r["done"] for r in summary["ranks"]] == [[0, 1, 2], [3, 4]]
+    assert sorted(summary["done"]) == list(range(count))
+    for index in range(count):  # the same result as a single process: seeds follow the global index
+        torch.testing.assert_close(torch.load(tmp_path / f"{index}.pt", weights_only=True), tiny_job(index),
+                                   rtol=1e-6, atol=1e-6)

@@ -1,0 +1,210 @@
+"""The fast path computes the same function as the plain sampler: FastDenoiser (precision, channels-last),
+FastDDPGRunner (branch-free step with device scalars; CUDA graph on GPU), and the overlapped-I/O helpers.
+
+Tolerances: fp32 on CPU, same x_T and noise: relative L2 < 1e-5 (only the rounding of the step scalars
+differs: the table holds √ᾱ etc. in float32 where the eager step multiplies by Python floats)."""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from conftest import rel_err
+from ddpg.errors import ConfigError
+from ddpg.models import GaussianPrior, as_denoiser, create_prior, prior_config
+from ddpg.operators import make_operator
+from ddpg.runtime import Restorer, ddpg_sample
+from ddpg.runtime.fast import BackgroundWriter, FastDenoiser, Prefetcher
+from ddpg.runtime.graph_sampler import COLUMNS, FastDDPGRunner, fast_ddpg_sample, step_table
+from ddpg.runtime.samplers.ddpg import GuidanceParams
+from ddpg.runtime.schedule import linear_schedule
+
+TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
+             "image_size": 32}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs, fp16 kernels)")
+
+
+def gaussian_denoiser():
+    return as_denoiser(GaussianPrior(prior_config("gaussian")))
+
+
+def tiny_prior():
+    torch.manual_seed(0)
+    return create_prior(TINY_DDPM)
+
+
+def replay_noise(seed: int):
+    """A noise source and x_T that can be replayed: both runs draw from identically seeded generators."""
+    g = torch.Generator().manual_seed(seed)
+    return lambda like: torch.randn(like.shape, generator=g)
+
+
+CASES = [  # (task, operator params, sigma_y, hyper) — covers σ = 0 (output x̃), modes 0/1/2, IDPG, SVD and FFT
+    ("sr4", {"impl": "fft"}, 0.05, {"gamma": 8, "eta_tilde": 0.7, "step_size_mode": 1}),
+    ("sr4", {"impl": "svd"}, 0.0, {}),
+    ("deblur_gauss", {}, 0.1, {"step_size_mode": 2, "gamma": 3, "scale_ls": 0.5}),
+    ("colorize", {}, 0.05, {"step_size_mode": 0, "inject_noise": False}),
+]
+
+
+@pytest.mark.parametrize("task,params,sigma_y,hyper", CASES)
+def test_runner_equals_ddpg_sample(task, params, sigma_y, hyper):
+    den = gaussian_denoiser()
+    op = make_operator(task, 32, **params)
+    y = op.A(torch.rand(2, 3, 32, 32) * 2 - 1) + 2 * sigma_y * torch.randn(op.meas_shape(2))
+    x_T = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = ddpg_sample(den, op, y, sigma_y, steps=12, x_T=x_T, noise=replay_noise(7), **hyper)
+        fast = FastDDPGRunner(den, op, sigma_y, steps=12, **hyper).sample(y, x_T=x_T, noise=replay_noise(7))
+    assert fast.shape == ref.shape
+    assert rel_err(fast, ref) < 1e-5
+
+
+def test_fast_denoiser_runner_equals_restorer_and_batch_equals_singles():
+    prior = tiny_prior()
+    op = make_operator("deblur_gauss", 16)  # the UNet runs at any multiple of its downsampling factor
+    plain = Restorer(as_denoiser(prior), op, sigma_y=0.05, steps=3)
+    runner = FastDDPGRunner.from_restorer(Restorer(FastDenoiser(prior, channels_last=True), op, sigma_y=0.05,
+                                                   steps=3))
+    assert not runner.cuda_graph  # CPU: eager fallback
+    seeds = [11, 12]
+    with torch.no_grad():
+        y = plain.degrade(torch.rand(2, 3, 16, 16) * 2 - 1, seeds)
+        ref = plain.restore(y, seeds)
+        fast = runner.restore(y, seeds)
+        single = runner.restore(y[1:], seeds[1:])
+    assert rel_err(fast, ref) < 1e-5
+    assert rel_err(single, ref[1:]) < 1e-5
+    assert runner.settings()["fast"]["precision"] == "fp32"
+
+
+def test_generator_path_matches_ddpg_sample_and_seeded_runs_replay():
+    den = gaussian_denoiser()
+    op = make_operator("deblur_gauss", 32)
+    y = op.A(torch.rand(1, 3, 32, 32) * 2 - 1)
+    with torch.no_grad():
+        ref = ddpg_sample(den, op, y, 0.05, steps=6, generator=torch.Generator().manual_seed(3))
+        fast = fast_ddpg_sample(den, op, y, 0.05, steps=6, generator=torch.Generator().manual_seed(3))
+        runner = FastDDPGRunner(den, op, 0.05, steps=6)
+        a, b, c = runner.sample(y, seed=1), runner.sample(y, seed=1), runner.sample(y, seed=2)
+    assert rel_err(fast, ref) < 1e-5
+    assert torch.equal(a, b)
+    assert rel_err(a, c) > 1e-3  # a different seed changes x_T and every z
+
+
+def test_step_table_holds_the_eager_scalars():
+    p = GuidanceParams(sigma_y=0.05, gamma=8.0, zeta=0.5, step_size_mode=1)
+    table = step_table(linear_schedule(), 100, p)
+    assert table.shape == (100, len(COLUMNS))
+    col = {name: table[:, i] for i, name in enumerate(COLUMNS)}
+    assert col["t"][0] == 990 and col["t"][-1] == 0
+    assert col["sqrt_a_next"][-1] == 1.0 and col["sqrt_1m_a_next"][-1] == 0.0  # ᾱ_{-1} = 1
+    assert col["coef_bp"][-1] == 0.0  # δ = 1 at the last step: pure LS
+    assert abs(float(col["step"][50]) - 0.990) < 1e-3  # mode-1 step size at k = 50 (algorithms.md §3.3)
+
+
+def test_fast_denoiser_precisions_and_the_callers_module_is_untouched():
+    prior = tiny_prior()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([990.0, 10.0])
+    with torch.no_grad():
+        ref = as_denoiser(prior)(x, t)
+        same = FastDenoiser(prior, precision="fp32", channels_last=True)(x, t)
+        low = FastDenoiser(prior, precision="bf16")(x, t)
+    assert same.dtype == low.dtype == torch.float32 and same.is_contiguous()
+    assert rel_err(same, ref) < 1e-5
+    assert 0 < rel_err(low, ref) < 5e-2  # bf16 torso: 8-bit mantissa
+    assert all(p.dtype == torch.float32 for p in prior.parameters())
+    assert prior.conv_in.weight.is_contiguous()  # not converted to channels-last in place
+    with pytest.raises(ConfigError, match="precision"):
+        FastDenoiser(prior, precision="fp8")
+    with pytest.raises(ConfigError, match="to_dtype"):
+        FastDenoiser(GaussianPrior(prior_config("gaussian")), precision="fp16")
+
+
+def test_runner_rejects_bad_requests():
+    den = gaussian_denoiser()
+    op = make_operator("deblur_gauss", 32)
+    with pytest.raises(ConfigError, match="CUDA device"):
+        FastDDPGRunner(den, op, 0.05, steps=4, cuda_graph=True)
+    runner = FastDDPGRunner(den, op, 0.05, steps=4)
+    with pytest.raises(ConfigError, match="x_T"):
+        runner.sample(torch.zeros(1, 3, 32, 32), x_T=torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ConfigError, match="seeds"):
+        runner.restore(torch.zeros(2, 3, 32, 32), [1])
+    with pytest.raises(ConfigError, match="zeta"):
+        FastDDPGRunner(den, op, 0.05, zeta=2.0)
+    with pytest.raises(ConfigError, match="select_candidates"):
+        FastDDPGRunner.from_restorer(Restorer(den, op, sigma_y=0.05, hyper={"select_candidates": True}))
+    with pytest.raises(ConfigError, match="implements"):
+        FastDDPGRunner.from_restorer(Restorer(den, op, method="ddnm", sigma_y=0.05))
+
+
+def test_prefetcher_keeps_order_overlaps_and_reports_failures():
+    loaded_by = set()
+
+    def load(i):
+        loaded_by.add(threading.current_thread().name)
+        if i == 2:
+            raise OSError("unreadable")
+        time.sleep(0.01)
+        return i * i
+
+    with Prefetcher(range(5), load, depth=2) as pf:
+        entries = list(pf)
+    assert [e[0] for e in entries] == [0, 1, 2, 3, 4]
+    assert [e[1] for e in entries] == [0, 1, None, 9, 16]
+    assert isinstance(entries[2][2], OSError) and entries[0][2] is None
+    assert threading.current_thread().name not in loaded_by
+    with pytest.raises(ConfigError):
+        Prefetcher([], load, depth=0)
+
+
+def test_background_writer_runs_jobs_in_order_and_collects_errors():
+    done = []
+
+    def job(i):
+        if i == 1:
+            raise OSError("disk full")
+        done.append(i)
+
+    writer = BackgroundWriter(depth=2)
+    for i in range(4):
+        writer.submit(job, i)
+    errors = writer.close()
+    assert done == [0, 2, 3]
+    assert len(errors) == 1 and errors[0][0] == (1,) and isinstance(errors[0][1], OSError)
+    with pytest.raises(RuntimeError):
+        writer.submit(job, 5)
+
+
+# --- CUDA only ----------------------------------------------------------------------------------------------
+
+@needs_cuda
+def test_cuda_graph_runner_equals_eager_runner(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    prior = tiny_prior().cuda()
+    den = FastDenoiser(prior, precision="fp32", channels_last=True)
+    op = make_operator("sr4", 32, impl="fft").to("cuda")
+    y = op.A(torch.rand(2, 3, 32, 32, device="cuda") * 2 - 1)
+    graph = FastDDPGRunner(den, op, 0.05, steps=8, cuda_graph=True)
+    eager = FastDDPGRunner(den, op, 0.05, steps=8, cuda_graph=False)
+    seeds = [1, 2]
+    out_graph, out_eager = graph.restore(y, seeds), eager.restore(y, seeds)
+    assert graph._buffers[tuple(y.shape)].graph is not None
+    assert rel_err(out_graph, out_eager) < 1e-4  # cuDNN may pick other kernels inside the graph
+    again = graph.restore(y, seeds)  # the same graph replays with new inputs
+    assert torch.equal(again, out_graph)
+
+
+@needs_cuda
+def test_cuda_graph_in_graph_noise_is_seeded():
+    prior = tiny_prior().cuda()
+    den = FastDenoiser(prior, precision="fp16")
+    op = make_operator("sr4", 32, impl="fft").to("cuda")
+    y = op.A(torch.rand(1, 3, 32, 32, device="cuda") * 2 - 1)
+    runner = FastDDPGRunner(den, op, 0.05, steps=6, cuda_graph=True)
+    a, b, c = runner.sample(y, seed=5), runner.sample(y, seed=5), runner.sample(y, seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.isfinite(a).all()
