@@ -8,25 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ddpg.errors import ConfigError
-from ddpg.operators.base import Operator
-from ddpg.runtime.schedule import Schedule, linear_schedule
 
-from .ddpg import NoiseSource, check_measurement, gaussian_noise
-
-
-def prepare(denoiser, operator: Operator, y: torch.Tensor, x_T: torch.Tensor | None,
-            noise: NoiseSource | None, generator: torch.Generator | None
-            ) -> tuple[Schedule, torch.Tensor, torch.Tensor, NoiseSource]:
-    """Validate y and return (schedule, y float32, x_T (B,3,H,W) float32 ~ N(0, I), noise source)."""
-    check_measurement(operator, y)
-    schedule = getattr(denoiser, "schedule", None) or linear_schedule()
-    y = y.float()
-    shape = (y.shape[0], 3, *operator.img_size)
-    if x_T is None:
-        x_T = torch.randn(shape, generator=generator, device=y.device)
-    elif tuple(x_T.shape) != shape:
-        raise ConfigError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
-    return schedule, y, x_T.to(y.device, torch.float32), noise or gaussian_noise(generator)
+from .ddpg import prepare  # noqa: F401  (shared start-up of every sampler, defined beside DDPG)
 
 
 def timestep(x: torch.Tensor, t: int) -> torch.Tensor:

@@ -135,6 +135,21 @@ def check_measurement(operator: Operator, y: torch.Tensor) -> None:
                           f"{operator.img_size} images measures {tuple(expected)}")
 
 
+def prepare(denoiser, operator: Operator, y: torch.Tensor, x_T: torch.Tensor | None,
+            noise: NoiseSource | None, generator: torch.Generator | None
+            ) -> tuple[Schedule, torch.Tensor, torch.Tensor, NoiseSource]:
+    """Validate y and return (schedule, y float32, x_T (B,3,H,W) float32 ~ N(0, I), noise source)."""
+    check_measurement(operator, y)
+    schedule = getattr(denoiser, "schedule", None) or linear_schedule()
+    y = y.float()
+    shape = (y.shape[0], 3, *operator.img_size)
+    if x_T is None:
+        x_T = torch.randn(shape, generator=generator, device=y.device)
+    elif tuple(x_T.shape) != shape:
+        raise ConfigError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
+    return schedule, y, x_T.to(y.device, torch.float32), noise or gaussian_noise(generator)
+
+
 def ddpg_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *, steps: int = 100,
                 gamma: float = 8.0, zeta: float = 0.5, eta_tilde: float = 0.7, xi: float = 1e-5,
                 step_size_mode: int = 1, scale_ls: float = 1.0, inject_noise: bool = True,
@@ -150,18 +165,9 @@ def ddpg_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *
     p = GuidanceParams(float(sigma_y), float(gamma), float(zeta), float(eta_tilde), float(xi),
                        int(step_size_mode), float(scale_ls), bool(inject_noise))
     p.validate()
-    check_measurement(operator, y)
-    schedule = getattr(denoiser, "schedule", None) or linear_schedule()
+    schedule, y, x, noise = prepare(denoiser, operator, y, x_T, noise, generator)
     scalars = step_scalars(schedule, time_pairs(steps, schedule.num_timesteps), p)
-    y = y.float()
-    shape = (y.shape[0], 3, *operator.img_size)
-    if x_T is None:
-        x_T = torch.randn(shape, generator=generator, device=y.device)
-    elif tuple(x_T.shape) != shape:
-        raise ConfigError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
-    noise = noise or gaussian_noise(generator)
-    x = x_T.to(y.device, torch.float32)
-    t_steps = [torch.full((shape[0],), float(k.t), device=y.device) for k in scalars]  # (B,) per step
+    t_steps = [torch.full((y.shape[0],), float(k.t), device=y.device) for k in scalars]  # (B,) per step
     x0 = x_tilde = x
     for i, k in enumerate(scalars):
         eps = denoiser(x, t_steps[i]).float()
