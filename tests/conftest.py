@@ -15,5 +15,19 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def ddpm_engine(tmp_path_factory) -> Path:
+    """The ddpm_small fixture prior (an unnamed DDPM, 32 px) exported to ONNX once per session: dynamic batch
+    1..4, example batch 2; validation and graph optimisation, tested in test_export_*.py, are skipped to save
+    time."""
+    from ddpg.export import export_prior
+
+    out = tmp_path_factory.mktemp("ort") / "ddpm_small.onnx"
+    fixture = torch.load(FIXTURES / "priors" / "ddpm_small.pt", weights_only=True)
+    export_prior(fixture["config"], checkpoint=FIXTURES / "priors" / "ddpm_small.pt", out=out, batch="1:2:4",
+                 validate=False, optimize=False)
+    return out
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())

@@ -3,8 +3,6 @@ batch, shape checks, metadata checks against presets, the backend factory. CUDA 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import onnx
 import pytest
@@ -29,34 +27,12 @@ FP32_TOL = 1e-5  # relative L2, ONNX Runtime vs PyTorch, float32 (deployment.md 
 RUN_TOL = 1e-4  # relative L2 of a whole 10-step DDPG run, ONNX Runtime vs PyTorch backend
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machine's 2 cores are shared: torch's 2-thread OpenMP stalls under contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ddpm_small():
     fixture = torch.load(FIXTURES / "priors" / "ddpm_small.pt", weights_only=True)
     prior = create_prior(fixture["config"])
     prior.load_state_dict(fixture["state_dict"], strict=True)
     return fixture, prior.eval()
-
-
-@pytest.fixture(scope="module")
-def ddpm_engine(tmp_path_factory):
-    """ddpm_small exported once (dynamic batch 1..4, example batch 2); validation and the optimised graph are
-    tested in test_export_*.py, so this export skips both to save time."""
-    out = tmp_path_factory.mktemp("ort") / "ddpm_small.onnx"
-    fixture = torch.load(FIXTURES / "priors" / "ddpm_small.pt", weights_only=True)
-    start = time.perf_counter()
-    export_prior(fixture["config"], checkpoint=FIXTURES / "priors" / "ddpm_small.pt", out=out, batch="1:2:4",
-                 validate=False, optimize=False)
-    print(f"ddpm_small export: {time.perf_counter() - start:.1f} s")
-    return out
 
 
 def test_matches_fixture_and_torch_at_other_batch_sizes(ddpm_engine, ddpm_small):

@@ -138,6 +138,12 @@ def test_task_options_motion_kernel_seed_and_masks(tmp_path):
     (["--mask", "nofile.png"], "--mask nofile.png: file not found"),
     (["--device", "cuda:99"], "--device cuda:99"),
     (["--steps", "2000"], "exceeds the prior's 1000 diffusion steps"),
+    (["--hyper", "zeta"], "expected KEY=VALUE"),
+    (["--hyper", "lam=2"], "lam: not a hyper-parameter of ddpg"),
+    (["--method", "idpg", "--select-candidates"], "method idpg has none"),
+    (["--cuda-graph"], "--cuda-graph needs a CUDA device"),
+    (["--precision", "fp8"], "--precision 'fp8'"),
+    (["--backend", "onnxruntime", "--engine", "ENGINE", "--precision", "fp16"], "apply to the torch backend"),
 ])
 def test_usage_errors_exit_2(images, tmp_path, args, message):
     if "tensorrt" in args:
@@ -151,3 +157,71 @@ def test_usage_errors_exit_2(images, tmp_path, args, message):
     res = runner.invoke(app, ["restore", str(images), "-o", str(tmp_path / "o"), *args])
     assert res.exit_code == 2 and message in res.output, res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_hyper_overrides_and_candidate_selection_reach_the_sampler(images, tmp_path):
+    common = ["restore", str(images / "img0.png"), "--task", "deblur_gauss", "--steps", "4", "-q"]
+    runs = {"plain": [], "zeta": ["--hyper", "zeta=0.9", "--hyper", "step_size_mode=0"],
+            "select": ["--select-candidates"]}
+    out = {}
+    for name, extra in runs.items():
+        res = runner.invoke(app, [*common, "-o", str(tmp_path / name), *extra])
+        assert res.exit_code == 0, res.output
+        out[name] = (json.loads((tmp_path / name / "img0.json").read_text())["hyper"],
+                     load_image(tmp_path / name / "img0_restored.png"))
+    preset_hyper = out["plain"][0]
+    assert out["zeta"][0] == {**preset_hyper, "zeta": 0.9, "step_size_mode": 0}
+    assert out["select"][0] == {**preset_hyper, "select_candidates": True}
+    for name in ("zeta", "select"):  # the overrides change the restoration, not only the sidecar
+        assert not torch.equal(out[name][1], out["plain"][1]), name
+
+
+def test_onnx_engine_restore_records_the_engine_and_checks_the_preset(ddpm_engine, tmp_path):
+    """An ONNX engine's metadata names its prior: a preset for another prior is refused before any input is
+    read; without a preset the engine's prior and source checkpoint are recorded."""
+    import onnx
+
+    images = make_images(tmp_path / "in", [(32, 32)])
+    base = ["restore", str(images), "--backend", "onnxruntime", "--task", "sr4", "--steps", "3", "-q"]
+    res = runner.invoke(app, [*base, "--engine", str(ddpm_engine), "-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "a" / "img0.json").read_text())
+    assert meta["prior"]["backend"] == "onnxruntime" and meta["prior"]["precision"] == "fp32"
+    assert meta["prior"]["checkpoint"].endswith("ddpm_small.pt") and len(meta["prior"]["checkpoint_sha256"]) == 64
+    assert meta["preset"] == "ddpg/celeba_hq/sr4/0.05"  # an unnamed DDPM takes the CelebA-HQ rows
+
+    res = runner.invoke(app, [*base, "--engine", str(ddpm_engine), "--preset", "ddpg/face64/sr4/0.05",
+                              "-o", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "custom (unnamed) prior but the preset needs prior 'face64'" in res.output
+    assert not (tmp_path / "b").exists()
+
+    model = onnx.load(str(ddpm_engine))  # the same graph, labelled as face64
+    next(p for p in model.metadata_props if p.key == "ddpg.prior").value = "face64"
+    named = tmp_path / "named.onnx"
+    onnx.save(model, str(named))
+    res = runner.invoke(app, [*base, "--engine", str(named), "--preset", "ddpg/face64/sr4/0.05",
+                              "-o", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "c" / "img0.json").read_text())["prior"]["spec"] == "face64"
+    res = runner.invoke(app, [*base, "--engine", str(named), "--preset", "ddpg/ffhq256/sr4/0.05",
+                              "-o", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "holds 'face64' but the preset needs prior 'ffhq256'" in res.output
+
+
+def test_low_precision_unet_stays_close_to_fp32_and_is_recorded(tmp_path):
+    """--precision bf16 (the CPU's low-precision type) runs the UNet torso in bf16, the guidance in fp32."""
+    images = make_images(tmp_path / "in", [(32, 32)])
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(create_prior(TINY_DDPM).state_dict(), ckpt)
+    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY_DDPM))
+    restored = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--prior", str(tmp_path / "tiny.yaml"),
+                                  "--checkpoint", str(ckpt), "--task", "deblur_gauss", "--steps", "4",
+                                  "--precision", precision, "-q"])
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "img0.json").read_text())["speed"]["precision"] == precision
+        restored[precision] = load_image(out / "img0_restored.png")
+    assert not torch.equal(restored["fp32"], restored["bf16"])  # really another precision
+    assert psnr(restored["bf16"], restored["fp32"]) > 30

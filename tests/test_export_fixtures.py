@@ -28,15 +28,6 @@ FP32_TOL = 1e-5  # relative L2 vs the reference output (deployment.md §3)
 FP16_TOL = 5e-3  # relative L2, fp16 torso under ONNX Runtime CPU vs fp32 reference; measured ≈1.1e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machine's 2 cores are shared: torch's 2-thread OpenMP stalls under contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _fixture(name: str) -> dict:
     return torch.load(FIXTURES / "priors" / f"{name}.pt", weights_only=True)
 
@@ -104,3 +95,21 @@ def test_fp16_adm_mixed_precision(tmp_path):
         assert types and set(types) == {TensorProto.FLOAT}, (op, types)
     for io in list(model.graph.input[:2]) + list(model.graph.output):
         assert io.type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+def test_face64_export_matches_torch(tmp_path):
+    """The bundled face64 prior (8.95 M parameters) exported in fp32 computes what the torch prior computes, at
+    early, middle and late timesteps; the export names the prior and its bundled weights (measured ≈3e-7)."""
+    from ddpg.models import REGISTRY, load_prior
+
+    result = export_prior("face64", out=tmp_path / "face64.onnx", batch="1:3:3", validate=False, optimize=False)
+    info = read_metadata(result.path)
+    assert (info.prior, info.size, info.precision) == ("face64", (64, 64), "fp32")
+    assert info.checkpoint_sha256 == REGISTRY["face64"].sha256
+    gen = torch.Generator().manual_seed(3)
+    x, t = torch.randn(3, 3, 64, 64, generator=gen), torch.tensor([5.0, 500.0, 990.0])
+    with torch.no_grad():
+        ref = load_prior("face64")(x, t)
+    err = rel_err(make_denoiser("onnxruntime", engine=result.path)(x, t), ref)
+    print(f"face64 ONNX Runtime vs torch, rel. L2 {err:.2e}")
+    assert err < FP32_TOL

@@ -29,15 +29,6 @@ TINY_DDPM = {"kind": "ddpm", "name": "tiny_ddpm", "ch": 32, "ch_mult": [1, 2], "
              "attn_resolutions": [], "dropout": 0.0, "resamp_with_conv": True, "image_size": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machine's 2 cores are shared: torch's 2-thread OpenMP stalls under contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class StandIn(nn.Module):
     """The smallest module with the prior contract: (x, t) → (B, 6, H, W) (learn_sigma-like), a ``.config``."""
 

@@ -13,6 +13,7 @@ import math
 import platform
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -45,6 +46,7 @@ OPERATOR_OF_TASK = {"sr4": ("sr_bicubic", {"scale": 4}), "deblur_gauss": ("deblu
                     "deblur_motion": ("deblur_motion", {}), "inpaint": ("inpainting", {}),
                     "denoise": ("denoising", {}), "colorize": ("colorization", {})}
 DEFAULT_SIGMA_Y = 0.05
+PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
 SAMPLE_IMAGE = "data/samples/astronaut_face64.png"
 OBSERVATION_KIND = "ddpg-observation"
 SIDECAR_KIND = "ddpg-restoration"
@@ -137,8 +139,7 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
     task = check_task(task or "sr4")
     method = method or "ddpg"
     spec = get_sampler(method)
-    family = prior if prior in ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64",
-                                "gaussian") else "celeba_hq"
+    family = prior if prior in PRIOR_FAMILIES else "celeba_hq"
     found = find_preset(method, family, task, DEFAULT_SIGMA_Y if sigma_y is None else sigma_y)
     if found is not None:
         p = load_preset(found, **overrides)
@@ -146,6 +147,45 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
     name, params = OPERATOR_OF_TASK[task]
     return Settings(task, method, None, DEFAULT_SIGMA_Y if sigma_y is None else float(sigma_y),
                     steps or spec.default_steps, {}, {"task": name, **params})
+
+
+def parse_hyper(items: list[str] | None) -> dict:
+    """``--hyper KEY=VALUE`` pairs as a dict; values are read as YAML scalars (``0.5``, ``true``, ``10``)."""
+    import yaml
+
+    hyper: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--hyper {item!r}: expected KEY=VALUE, e.g. --hyper zeta=0.3")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--hyper {item!r}: unreadable value ({exc})") from exc
+        if not isinstance(parsed, (bool, int, float, str)):
+            raise ConfigError(f"--hyper {item!r}: the value must be a number, a boolean or a word")
+        hyper[key.strip()] = parsed
+    return hyper
+
+
+def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool) -> Settings:
+    """The settings with ``hyper`` overriding the preset's hyper-parameters (names checked against the
+    method's) and, with ``select_candidates``, DDPG's noise-candidate selection switched on."""
+    from ddpg.runtime import get_sampler
+
+    merged = {**settings.hyper, **(hyper or {})}
+    if select_candidates:
+        if settings.method != "ddpg":
+            raise ConfigError(f"--select-candidates chooses DDPG's injected noise; method {settings.method} "
+                              "has none (use --method ddpg, or dpps for DPS with selection)")
+        merged["select_candidates"] = True
+    known = get_sampler(settings.method).hyper_names
+    unknown = sorted(set(hyper or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"--hyper {', '.join(unknown)}: not a hyper-parameter of {settings.method}; known: "
+                          f"{', '.join(known) or 'none'}")
+    return Settings(settings.task, settings.method, settings.preset, settings.sigma_y, settings.steps, merged,
+                    settings.operator)
 
 
 def parse_mask(spec: str | None) -> dict:
@@ -235,6 +275,35 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
         raise
 
 
+def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:
+    """The prior an ONNX/TensorRT engine holds (its metadata); with a preset, the engine must hold the preset's
+    prior and diffusion schedule (EngineError otherwise)."""
+    from ddpg.export import check_engine_matches
+    from ddpg.models import prior_config
+
+    info = denoiser.info
+    if preset_prior is not None:
+        schedule = prior_config(preset_prior) if preset_prior in PRIOR_FAMILIES else None
+        check_engine_matches(info, preset_prior, schedule)
+    return info.prior
+
+
+def check_speed_options(backend: str, device: str, precision: str, compile: bool, cuda_graph: bool) -> None:
+    """Refuse speed options this backend or device cannot honour, before any work."""
+    from ddpg.runtime.fast import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if backend != "torch" and (precision != "fp32" or compile):
+        raise ConfigError(f"--precision/--compile apply to the torch backend; an {backend} engine has its "
+                          "precision built in (`ddpg export --precision`)")
+    if cuda_graph and backend == "onnxruntime":
+        raise ConfigError("--cuda-graph captures torch or TensorRT steps; ONNX Runtime has its own CUDA-graph "
+                          "mode (fixed-batch export, OrtDenoiser(cuda_graph=True))")
+    if cuda_graph and torch.device(device).type != "cuda":
+        raise ConfigError(f"--cuda-graph needs a CUDA device, not --device {device}")
+
+
 def guess_prior_of(checkpoint: str) -> str:
     """The named prior whose architecture a checkpoint file fits."""
     from ddpg.models import read_state_dict
@@ -264,7 +333,11 @@ def _prior_record(prior: str | None, checkpoint: str | None, backend: str, engin
 
     record = {"spec": prior, "name": getattr(denoiser, "name", None), "backend": backend, "engine": engine,
               "checkpoint": checkpoint, "checkpoint_sha256": None}
-    if checkpoint is not None:
+    info = getattr(denoiser, "info", None)  # an engine: what it was exported from
+    if info is not None:
+        record.update(checkpoint=info.checkpoint or None, checkpoint_sha256=info.checkpoint_sha256 or None,
+                      precision=info.precision)
+    elif checkpoint is not None:
         record["checkpoint_sha256"] = sha256_file(Path(checkpoint))
     elif prior in REGISTRY:
         record["checkpoint_sha256"] = REGISTRY[prior].sha256
@@ -286,6 +359,7 @@ class _Job:
     y: torch.Tensor  # (1, C, h', w') in [-1, 1] at the padded size
     key: tuple
     restorer: object
+    sampler: Callable  # restore(y, seeds, callback=None): the restorer's, or a CUDA-graph runner's
     describe: dict
     source: dict
     t_load: float
@@ -315,7 +389,9 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             sigma_y: float | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 1,
             device: str = "cpu", observed: bool = False, backend: str = "torch", engine: str | None = None,
             skip_existing: bool = False, resize: bool = False, size: int | None = None, mask: str | None = None,
-            kernel: str | None = None, bits: int = 8, class_label: int | None = None, progress=None,
+            kernel: str | None = None, bits: int = 8, class_label: int | None = None,
+            hyper: dict | None = None, select_candidates: bool = False, precision: str = "fp32",
+            compile: bool = False, cuda_graph: bool = False, shard: tuple[int, int] = (0, 1), progress=None,
             denoiser=None) -> Report:
     """Restore image files (or folders of them) into ``outdir``.
 
@@ -328,8 +404,13 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     padded size, so the measurement is exact); an observed measurement is itself reflect-padded to the
     matching measurement size (for SR ×s: to multiples of lcm(m, s)/s), so the restoration near the bottom
     and right edges treats the mirrored margin as data; inpainting masks are padded the same way.
-    ``resize`` centre-crops and resizes to ``size`` (default: the prior's size).
-    ``denoiser`` skips building one from prior/checkpoint/backend."""
+    ``resize`` centre-crops and resizes to ``size`` (default: the prior's size). ``hyper`` overrides the
+    method's hyper-parameters; ``select_candidates`` turns on DDPG's noise-candidate selection.
+    Speed (torch backend): ``precision`` fp16/bf16 runs the UNet torso in low precision (guidance stays float32),
+    ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA, ddpg/idpg) captures each whole sampler step
+    in one CUDA graph. ``shard=(rank, world_size)``: handle only this rank's contiguous share of the sorted
+    inputs (indices, hence seeds and outputs, stay global). ``denoiser`` skips building one from
+    prior/checkpoint/backend."""
     progress = progress or NullProgress()
     outdir = Path(outdir)
     if bits not in (8, 16):
@@ -337,6 +418,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     if batch_size < 1 or seed < 0:
         raise ConfigError("--batch-size must be >= 1 and --seed >= 0")
     check_device(device)
+    check_speed_options(backend, device, precision, compile, cuda_graph)
     if backend != "torch" and (prior is not None or checkpoint is not None):
         raise ConfigError(f"--backend {backend} reads the prior from --engine; drop --prior/--checkpoint")
     if prior is None and checkpoint is not None and backend == "torch" and denoiser is None:
@@ -346,13 +428,27 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
         from ddpg.runtime import load_preset
 
         preset_prior = load_preset(preset).prior
-    prior = prior or (preset_prior if backend == "torch" else None) or ("gaussian" if backend == "torch" else None)
-    settings = resolve_settings(task, method, preset, prior or "", sigma_y, steps)
+    if backend != "torch" and denoiser is None:  # the engine says which prior it holds
+        denoiser = make_denoiser(None, None, backend, engine, device, class_label)
+        prior = check_engine_prior(denoiser, preset_prior)
+    prior = prior or (preset_prior or "gaussian" if backend == "torch" else None)
+    settings = apply_hyper(resolve_settings(task, method, preset, prior or "", sigma_y, steps), hyper,
+                           select_candidates)
     mask_spec = parse_mask(mask)
     if kernel is not None and not Path(kernel).is_file():
         raise ConfigError(f"--kernel {kernel}: file not found")
+    if cuda_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
+        raise ConfigError(f"--cuda-graph captures DDPG/IDPG steps; not method {settings.method}"
+                          + (" with --select-candidates" if settings.hyper.get("select_candidates") else ""))
     if denoiser is None:
         denoiser = make_denoiser(prior, checkpoint, backend, engine, device, class_label)
+    if backend == "torch" and (precision != "fp32" or compile or cuda_graph):
+        from ddpg.runtime.fast import FastDenoiser
+
+        denoiser = FastDenoiser(denoiser, precision=precision, compile=compile, device=device)
+    if cuda_graph and not getattr(denoiser, "graph_safe", False):
+        raise ConfigError(f"--cuda-graph: this denoiser ({getattr(denoiser, 'name', None) or backend}) cannot be "
+                          "captured in a CUDA graph (the analytic prior, or an engine with a dynamic batch)")
     schedule = getattr(denoiser, "schedule", None)
     if schedule is not None and settings.steps > len(schedule.betas):
         raise ConfigError(f"--steps {settings.steps} exceeds the prior's {len(schedule.betas)} diffusion steps")
@@ -362,14 +458,19 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     target = size or prior_size
     multiple = size_multiple(denoiser)
     prior_info = _prior_record(prior, checkpoint, backend, engine, denoiser)
+    speed = {"precision": precision, "compile": compile, "cuda_graph": cuda_graph}
     from ddpg.operators import make_operator
     from ddpg.runtime import Restorer, get_sampler
 
     spec = get_sampler(settings.method)
     suffixes = IMAGE_SUFFIXES | (MEASUREMENT_SUFFIXES if observed else frozenset())
     files, problems = collect_inputs(inputs, suffixes)
-    report = Report(failed=[(str(p), why) for p, why in problems])
+    from ddpg.runtime.distributed import shard_indices
+
+    mine = set(shard_indices(len(files), *shard))
+    report = Report(failed=[(str(p), why) for p, why in problems] if shard[0] == 0 else [])
     operators: dict = {}
+    runners: dict = {}
     stems: dict[str, Path] = {}
 
     def prepare(index: int, path: Path) -> _Job:
@@ -422,6 +523,13 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             raise InputError(f"{path}: {exc}") from exc
         restorer = Restorer(denoiser, operators[key], method=settings.method, sigma_y=sigma, steps=settings.steps,
                             hyper=settings.hyper)
+        sampler = restorer.restore
+        if cuda_graph:  # one runner (buffers + graphs) per operator and σ_y, replaying the Restorer exactly
+            from ddpg.runtime.graph_sampler import FastDDPGRunner
+
+            if (key, sigma) not in runners:
+                runners[(key, sigma)] = FastDDPGRunner.from_restorer(restorer, cuda_graph=True)
+            sampler = runners[(key, sigma)].restore
         if observed:
             y = pad_bottom_right(y, padded_y)[None].to(device)
             if name == "inpainting":
@@ -434,8 +542,8 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             x = pad_bottom_right(clean, padded)[None].to(device) * 2 - 1
             y = restorer.degrade(x, [image_seed])
         describe.update({"size": list(hw), "padded_to": list(padded), "resized": bool(resize and not observed)})
-        return _Job(path, output_stem(path), index, image_seed, hw, padded, clean, y, key, restorer, describe,
-                    source, time.perf_counter() - t0)
+        return _Job(path, output_stem(path), index, image_seed, hw, padded, clean, y, key, restorer, sampler,
+                    describe, source, time.perf_counter() - t0)
 
     def write(job: _Job, out: torch.Tensor, timing: dict) -> None:
         t0 = time.perf_counter()
@@ -451,7 +559,8 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             "sigma_y": job.restorer.sigma_y, "steps": settings.steps, "hyper": settings.hyper,
             "operator": {"name": op.name, **{k: v for k, v in op.params.items() if k != "mask"}, **job.describe},
             "seed": job.seed, "base_seed": seed, "index": job.index, "input_kind": job.source,
-            "device": str(device), "bits": bits, "batch_size": batch_size, "versions": versions(device),
+            "device": str(device), "bits": bits, "batch_size": batch_size, "speed": speed,
+            "versions": versions(device),
             "timings_s": {"load_and_degrade": round(job.t_load, 4), **timing}}
         if job.clean is not None:
             from ddpg.operators import baseline
@@ -477,9 +586,12 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     for index, path in enumerate(files):
         stem = output_stem(path)
         if stem in stems:
-            report.failed.append((str(path), f"same output name {stem!r} as {stems[stem]}; rename one"))
+            if index in mine:
+                report.failed.append((str(path), f"same output name {stem!r} as {stems[stem]}; rename one"))
             continue
         stems[stem] = path
+        if index not in mine:
+            continue
         if skip_existing and (outdir / f"{stem}.json").is_file() and (outdir / f"{stem}_restored.png").is_file():
             report.skipped.append(str(path))
         else:
@@ -495,15 +607,15 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
                     report.failed.append((str(path), _reason(exc, path)))
                     progress.advance()
             groups: dict = {}
-            for job in jobs:  # one sampler call per operator; per-image seeds make batching invisible
-                groups.setdefault(job.key, []).append(job)
+            for job in jobs:  # one sampler call per operator and σ_y; per-image seeds make batching invisible
+                groups.setdefault((job.key, job.restorer.sigma_y), []).append(job)
             for group in groups.values():
                 callback = progress.step_callback(",".join(j.stem for j in group), settings.steps)
                 t1 = time.perf_counter()
                 try:
                     with torch.enable_grad() if spec.needs_grad else torch.no_grad():
-                        out = group[0].restorer.restore(torch.cat([j.y for j in group]), [j.seed for j in group],
-                                                        callback=callback)
+                        out = group[0].sampler(torch.cat([j.y for j in group]), [j.seed for j in group],
+                                               callback=callback)
                 except (DdpgError, RuntimeError, ValueError) as exc:  # e.g. out of memory, a backend error
                     report.failed.extend((str(j.path), _reason(exc, j.path)) for j in group)
                     progress.advance(len(group))
@@ -520,6 +632,36 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     except KeyboardInterrupt:
         report.interrupted = True
     return report
+
+
+RUN_SUMMARY = "run_summary.json"
+
+
+def restore_on_ranks(inputs: list[str | Path], outdir: str | Path, *, device: str = "cpu", **options) -> Report:
+    """:func:`restore` as launched by ``torchrun --nproc-per-node N ddpg restore ...``: each rank restores its
+    contiguous share of the sorted inputs on its own device (``cuda`` → cuda:LOCAL_RANK; gloo on CPU, NCCL on
+    GPUs); rank 0 returns the merged report (``extra``: world size, per-rank summaries, images/s) and writes it
+    to ``outdir/run_summary.json``; the other ranks return their own. Seeds follow the global input index, so
+    the outputs equal a single-process run's. Without torchrun this is :func:`restore`."""
+    from ddpg.runtime import distributed
+
+    if not distributed.launched_by_torchrun():
+        return restore(inputs, outdir, device=device, **options)
+    ctx = distributed.dist_context(device)
+    start = time.perf_counter()
+    report = restore(inputs, outdir, device=str(ctx.device), shard=(ctx.rank, ctx.world_size), **options)
+    summary = distributed.gather_summary({
+        "rank": ctx.rank, "device": str(ctx.device), "done": report.done, "skipped": report.skipped,
+        "failed": [list(f) for f in report.failed], "interrupted": report.interrupted,
+        "exit_code": report.exit_code, "wall_s": round(time.perf_counter() - start, 4)})
+    distributed.finish()
+    if summary is None:
+        return report
+    merged = Report(done=summary["done"], skipped=summary["skipped"], failed=[tuple(f) for f in summary["failed"]],
+                    interrupted=summary["interrupted"],
+                    extra={k: summary[k] for k in ("world_size", "ranks", "wall_s", "images_per_s") if k in summary})
+    save_json({"kind": "ddpg-run-summary", **summary}, Path(outdir) / RUN_SUMMARY)
+    return merged
 
 
 def _reason(exc: BaseException, path: Path, outdir: Path | None = None) -> str:

@@ -8,6 +8,7 @@ outputs are complete, nothing is half-written).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +83,10 @@ def restore(
                                                           "(default: preset's, or 0.05)."),
     steps: int = typer.Option(None, help="Sampling steps (default: the preset's, 100)."),
     method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg)."),
+    hyper: list[str] = typer.Option(None, "--hyper", help="Override a method hyper-parameter, KEY=VALUE "
+                                                           "(repeatable), e.g. --hyper zeta=0.3."),
+    select_candidates: bool = typer.Option(False, "--select-candidates", help="ddpg: pick the injected noise "
+                                           "among N_t candidates by measurement fit (DPPS's selection)."),
     batch_size: int = typer.Option(1, help="Images per sampler call (results do not depend on it)."),
     seed: int = typer.Option(0, help="Base seed: image i (in sorted input order) uses seed + i."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
@@ -96,6 +101,11 @@ def restore(
                                           "motion kernel (10·i)."),
     bits: int = typer.Option(8, help="Output PNG bit depth: 8 or 16."),
     class_label: int = typer.Option(None, help="Class for class-conditional priors (imagenet256_cond)."),
+    precision: str = typer.Option("fp32", help="torch backend: UNet torso in fp32 | fp16 | bf16 (guidance stays "
+                                               "fp32)."),
+    compile: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the UNet."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="ddpg/idpg on CUDA: capture each whole sampler "
+                                                                "step (UNet + guidance + noise) in one CUDA graph."),
     sample: bool = typer.Option(False, "--sample", help="Restore the bundled sample face with face64."),
     quiet: bool = QUIET,
 ) -> None:
@@ -104,26 +114,36 @@ def restore(
     By default each input is the clean image, degraded first (as the papers evaluate) and scored (PSNR/SSIM
     in the sidecar); with `--observed` it is the measurement and is restored directly.
 
+    Several GPUs: `torchrun --nproc-per-node 4 -m ddpg restore in/ -o out --device cuda` shards the inputs
+    across ranks (outputs as one process would write them) and rank 0 writes `out/run_summary.json`.
+
     Example: `ddpg restore faces/ -o out --task deblur_gauss --prior face64 --sigma-y 0.05 --steps 50`
     """
     from ddpg import api
 
     if not sample and not inputs:
         fail("give input images or folders (or --sample)")
+    quiet = quiet or os.environ.get("RANK", "0") not in ("", "0")  # under torchrun only rank 0 draws progress
     with RichProgress(quiet) as progress:
         if sample:
             report = run(lambda: api.restore_sample(outdir, task=task or "sr4", method=method or "ddpg",
                                                     sigma_y=0.05 if sigma_y is None else sigma_y, steps=steps,
                                                     seed=seed, device=device, progress=progress), quiet)
         else:
-            report = run(lambda: api.restore(
+            report = run(lambda: api.restore_on_ranks(
                 inputs, outdir, task=task, preset=preset, prior=prior, checkpoint=checkpoint, method=method,
                 sigma_y=sigma_y, steps=steps, seed=seed, batch_size=batch_size, device=device, observed=observed,
                 backend=backend, engine=engine, skip_existing=skip_existing, resize=resize, size=size, mask=mask,
-                kernel=kernel, bits=bits, class_label=class_label, progress=progress), quiet)
+                kernel=kernel, bits=bits, class_label=class_label, hyper=api.parse_hyper(hyper),
+                select_candidates=select_candidates, precision=precision, compile=compile, cuda_graph=cuda_graph,
+                progress=progress), quiet)
     if sample and report.extra:
         console.print(f"PSNR {report.extra['psnr']:.2f} dB (baseline {report.extra['baseline_psnr']:.2f} dB); "
                       f"grid: {report.extra['grid']}")
+    if "world_size" in report.extra:
+        rate = report.extra.get("images_per_s")
+        console.print(f"{report.extra['world_size']} ranks, {report.extra['wall_s']:.1f} s"
+                      + (f", {rate:.2f} images/s" if rate else "") + f"; summary: {outdir / api.RUN_SUMMARY}")
     finish(report, "restored")
 
 

@@ -47,6 +47,11 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several ranks (``WORLD_SIZE`` > 1 in the environment)."""
+    return _env_int("WORLD_SIZE", 1) > 1
+
+
 def dist_context(device: str | torch.device = "auto", backend: str | None = None) -> DistContext:
     """Read torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; join the process group when there is more than
     one rank (``backend``: "nccl" for CUDA devices, "gloo" otherwise, unless given).
@@ -143,5 +148,5 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["SHARD_MODES", "DistContext", "dist_context", "finish", "gather_summary", "merge_summaries", "shard",
-           "shard_indices"]
+__all__ = ["SHARD_MODES", "DistContext", "dist_context", "finish", "gather_summary", "launched_by_torchrun",
+           "merge_summaries", "shard", "shard_indices"]
