@@ -31,9 +31,13 @@ V10, V11 = "10.9.0.34", "11.4.0.106"
 def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True, deserialize_ok: bool = True,
              network_inputs: tuple[str, ...] = ("x", "t"), timing_ok: bool = True) -> SimpleNamespace:
     """A stand-in for the ``tensorrt`` module: the documented names, recording every call in ``.calls``.
-    TensorRT 11's BuilderFlag has no FP16/BF16 (removed), so touching them fails as it would there."""
+    Enum values are those of NvInfer.h: TensorRT 11's BuilderFlag has no FP16/BF16 (removed), so touching them
+    fails as it would there, and its NetworkDefinitionCreationFlag has no EXPLICIT_BATCH. ``create_timing_cache``
+    returns None for a blob TensorRT cannot read (``b"CORRUPT"``)."""
     calls: list[tuple] = []
-    flags = {"TF32": 7} if version.startswith("11") else {"FP16": 0, "BF16": 13, "TF32": 7}
+    v11 = version.startswith("11")
+    flags = {"TF32": 6} if v11 else {"FP16": 0, "BF16": 17, "TF32": 6}
+    network_flags = {"STRONGLY_TYPED": 0} if v11 else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
 
     class Logger:
         WARNING = "WARNING"
@@ -42,8 +46,8 @@ def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True
             self.level = level
 
     class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            calls.append(("set_shape", name, tuple(lo), tuple(opt), tuple(hi)))
+        def set_shape(self, input, min, opt, max):  # noqa: A002 - the binding's keyword names
+            calls.append(("set_shape", input, tuple(min), tuple(opt), tuple(max)))
 
     class TimingCache:
         def __init__(self, blob):
@@ -55,8 +59,8 @@ def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True
     class Config:
         builder_optimization_level = None
 
-        def set_memory_pool_limit(self, pool, size):
-            calls.append(("set_memory_pool_limit", pool, size))
+        def set_memory_pool_limit(self, pool, pool_size):
+            calls.append(("set_memory_pool_limit", pool, pool_size))
 
         def set_flag(self, flag):
             calls.append(("set_flag", flag))
@@ -67,9 +71,9 @@ def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True
         def add_optimization_profile(self, profile):
             calls.append(("add_optimization_profile",))
 
-        def create_timing_cache(self, blob):
-            calls.append(("create_timing_cache", bytes(blob)))
-            return TimingCache(bytes(blob))
+        def create_timing_cache(self, serialized_timing_cache):
+            calls.append(("create_timing_cache", bytes(serialized_timing_cache)))
+            return None if serialized_timing_cache == b"CORRUPT" else TimingCache(bytes(serialized_timing_cache))
 
         def set_timing_cache(self, cache, ignore_mismatch):
             calls.append(("set_timing_cache", ignore_mismatch))
@@ -85,7 +89,7 @@ def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True
         def __init__(self, logger):
             assert logger.level == "WARNING"
 
-        def create_network(self, flags):
+        def create_network(self, flags=0):
             calls.append(("create_network", flags))
             return Network()
 
@@ -105,8 +109,8 @@ def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True
         def __init__(self, network, logger):
             pass
 
-        def parse_from_file(self, path):
-            calls.append(("parse_from_file", path))
+        def parse_from_file(self, model):
+            calls.append(("parse_from_file", model))
             return parse_ok
 
         def get_error(self, index):
@@ -116,13 +120,13 @@ def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True
         def __init__(self, logger):
             pass
 
-        def deserialize_cuda_engine(self, blob):
-            calls.append(("deserialize_cuda_engine", len(blob)))
-            return object() if deserialize_ok and bytes(blob).startswith(b"ENGINE") else None
+        def deserialize_cuda_engine(self, serialized_engine):
+            calls.append(("deserialize_cuda_engine", len(serialized_engine)))
+            return object() if deserialize_ok and bytes(serialized_engine).startswith(b"ENGINE") else None
 
     return SimpleNamespace(
         __version__=version, calls=calls, Logger=Logger, Builder=Builder, OnnxParser=OnnxParser, Runtime=Runtime,
-        BuilderFlag=SimpleNamespace(**flags), NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=0),
+        BuilderFlag=SimpleNamespace(**flags), NetworkDefinitionCreationFlag=SimpleNamespace(**network_flags),
         MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"))
 
 
@@ -246,7 +250,7 @@ def test_tensorrt_10_mixed_onnx_is_strongly_typed(tmp_path):
     path = tiny_onnx(tmp_path / "a.onnx", precision="fp16")
     trt = fake_trt(V10)
     _trt_build(plan_build(path, read_metadata(path), tensorrt_version=V10, gpu=GPU), trt, None, print)
-    assert names(trt.calls, "create_network") == [(1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED,)]
+    assert names(trt.calls, "create_network") == [(1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED,)] == [(2,)]
     assert names(trt.calls, "set_flag") == []  # never FP16 together with strong typing
     assert names(trt.calls, "create_timing_cache") == []  # no timing cache asked for
 
@@ -255,8 +259,8 @@ def test_tensorrt_11_sets_no_precision_flags(tmp_path):
     path = tiny_onnx(tmp_path / "a.onnx", precision="fp16")
     trt = fake_trt(V11)  # has no BuilderFlag.FP16: touching it would raise AttributeError
     _trt_build(plan_build(path, read_metadata(path), tensorrt_version=V11, gpu=GPU), trt, b"", print)
-    assert names(trt.calls, "create_network") == [(0,)]
-    assert names(trt.calls, "set_flag") == [] and names(trt.calls, "clear_flag") == [(7,)]
+    assert names(trt.calls, "create_network") == [(0,)]  # STRONGLY_TYPED is deprecated and ignored on 11
+    assert names(trt.calls, "set_flag") == [] and names(trt.calls, "clear_flag") == [(trt.BuilderFlag.TF32,)]
 
 
 def test_tensorrt_failures_carry_clear_messages(tmp_path):
@@ -274,6 +278,10 @@ def test_tensorrt_failures_carry_clear_messages(tmp_path):
     _trt_build(plan, trt, b"FOREIGN", messages.append)
     assert "does not match this GPU/TensorRT" in messages[0]
     assert names(trt.calls, "create_timing_cache") == [(b"FOREIGN",), (b"",)]
+    trt = fake_trt()
+    _, timing = _trt_build(plan, trt, b"CORRUPT", messages.append)  # unreadable: TensorRT returns None
+    assert names(trt.calls, "create_timing_cache") == [(b"CORRUPT",), (b"",)] and timing == b"+timings"
+    assert len(names(trt.calls, "set_timing_cache")) == 1  # never called with None
 
 
 # --- build_engine: the cache ---------------------------------------------------------------------------------

@@ -43,17 +43,21 @@ def fake_trt():
 
 
 class FakeContext:
-    """Records bindings; ``execute_async_v3`` computes eps = 0.5·x + t from the bound buffers."""
+    """Records bindings; ``execute_async_v3`` computes eps = 0.5·x + t from the bound buffers. Like the TensorRT
+    binding, ``set_optimization_profile_async`` raises RuntimeError rather than returning False."""
 
-    def __init__(self, log):
+    def __init__(self, log, refuse_profile=False):
         self.log, self.addresses, self.input_shapes, self.buffers = log, {}, {}, None
+        self.refuse_profile = refuse_profile
 
-    def set_optimization_profile_async(self, index, stream):
-        self.log.append(("profile", index, stream))
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        if self.refuse_profile:
+            raise RuntimeError("Error in set optimization profile async.")
+        self.log.append(("profile", profile_index, stream_handle))
         return True
 
-    def set_tensor_address(self, name, ptr):
-        self.addresses[name] = ptr
+    def set_tensor_address(self, name, memory):
+        self.addresses[name] = memory
         return True
 
     def set_input_shape(self, name, shape):
@@ -61,8 +65,8 @@ class FakeContext:
         self.input_shapes[name] = tuple(shape)
         return True
 
-    def execute_async_v3(self, stream):
-        self.log.append(("execute", stream))
+    def execute_async_v3(self, stream_handle):
+        self.log.append(("execute", stream_handle))
         b = self.input_shapes["x"][0]
         x, t = self.buffers["x"][:b], self.buffers["t"][:b]
         self.buffers["eps"][:b] = 0.5 * x + t[:, None, None, None]
@@ -70,12 +74,13 @@ class FakeContext:
 
 
 class FakeEngine:
-    def __init__(self, trt, io=(("x", "in", "f32"), ("t", "in", "f32"), ("eps", "out", "f32")), profiles=2):
+    def __init__(self, trt, io=(("x", "in", "f32"), ("t", "in", "f32"), ("eps", "out", "f32")), profiles=2,
+                 refuse_profile=False):
         self.io, self.num_io_tensors, self.num_optimization_profiles = io, len(io), profiles
-        self.log, self.contexts = [], []
+        self.log, self.contexts, self.refuse_profile = [], [], refuse_profile
 
-    def get_tensor_name(self, i):
-        return self.io[i][0]
+    def get_tensor_name(self, index):
+        return self.io[index][0]
 
     def get_tensor_mode(self, name):
         return dict((n, m) for n, m, _ in self.io)[name]
@@ -84,7 +89,7 @@ class FakeEngine:
         return dict((n, d) for n, _, d in self.io)[name]
 
     def create_execution_context(self):
-        self.contexts.append(FakeContext(self.log))
+        self.contexts.append(FakeContext(self.log, self.refuse_profile))
         return self.contexts[-1]
 
 
@@ -92,8 +97,9 @@ def test_bindings_one_context_per_profile_buffers_bound_once():
     trt = fake_trt()
     engine = FakeEngine(trt)
     shapes = EngineShapes([FIXED, RANGE], "e.plan")
-    bindings = Bindings(trt, engine, shapes, torch.device("cpu"), stream=lambda: 1234)
-    assert [e for e in engine.log if e[0] == "profile"] == [("profile", 0, 1234), ("profile", 1, 1234)]
+    bindings = Bindings(trt, engine, shapes, torch.device("cpu"), stream=lambda: 1234,
+                        synchronize=lambda: engine.log.append(("synchronize",)))
+    assert engine.log == [("profile", 0, 1234), ("profile", 1, 1234), ("synchronize",)]  # sync before any enqueue
     for slot, ctx, largest in zip(bindings.slots, engine.contexts, (1, 4), strict=True):
         assert slot.buffers["x"].shape == (largest, 3, 32, 32) and slot.buffers["t"].shape == (largest,)
         assert ctx.addresses == {n: slot.buffers[n].data_ptr() for n in ("x", "t", "eps")}
@@ -127,6 +133,9 @@ def test_bindings_refuse_engines_that_do_not_match_the_export():
         Bindings(trt, other_io, shapes, torch.device("cpu"), stream=lambda: 0)
     with pytest.raises(EngineError, match="the engine has 1 optimization profiles, its sidecar 2"):
         Bindings(trt, FakeEngine(trt, profiles=1), shapes, torch.device("cpu"), stream=lambda: 0)
+    with pytest.raises(EngineError, match=r"e\.plan: TensorRT refused optimization profile 0 \(Error in set "
+                                          r"optimization profile async\.\)"):
+        Bindings(trt, FakeEngine(trt, refuse_profile=True), shapes, torch.device("cpu"), stream=lambda: 0)
     odd = FakeEngine(trt, io=(("x", "in", "fp4"), ("t", "in", "f32"), ("eps", "out", "f32")))
     with pytest.raises(EngineError, match="engine tensor type fp4 has no torch equivalent"):
         Bindings(trt, odd, shapes, torch.device("cpu"), stream=lambda: 0)

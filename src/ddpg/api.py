@@ -596,41 +596,62 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             report.skipped.append(str(path))
         else:
             pending.append((index, path))
+    def write_and_count(job: _Job, out: torch.Tensor, timing: dict) -> None:
+        try:
+            write(job, out, timing)
+        except (DdpgError, OSError) as exc:
+            report.failed.append((str(job.path), _reason(exc, job.path, outdir)))
+        finally:
+            progress.advance()
+
+    def run_batch(jobs: list[_Job]) -> None:
+        groups: dict = {}
+        for job in jobs:  # one sampler call per operator and σ_y; per-image seeds make batching invisible
+            groups.setdefault((job.key, job.restorer.sigma_y), []).append(job)
+        for group in groups.values():
+            callback = progress.step_callback(",".join(j.stem for j in group), settings.steps)
+            t1 = time.perf_counter()
+            try:
+                with torch.enable_grad() if spec.needs_grad else torch.no_grad():
+                    out = group[0].sampler(torch.cat([j.y for j in group]), [j.seed for j in group],
+                                           callback=callback).detach().cpu()
+            except (DdpgError, RuntimeError, ValueError) as exc:  # e.g. out of memory, a backend error
+                report.failed.extend((str(j.path), _reason(exc, j.path)) for j in group)
+                progress.advance(len(group))
+                continue
+            seconds = time.perf_counter() - t1
+            timing = {"restore_batch": round(seconds, 4), "restore_per_image": round(seconds / len(group), 4),
+                      "images_in_batch": len(group)}
+            for job, o in zip(group, out, strict=True):
+                writer.submit(write_and_count, job, o, timing)
+
+    # loading/degrading the next inputs and writing finished ones overlap the sampling (background threads)
+    from ddpg.runtime.fast import BackgroundWriter, Prefetcher
+
     progress.start(len(pending), "restore")
+    writer = BackgroundWriter(depth=2 * batch_size)
+    prefetch = Prefetcher(pending, lambda item: prepare(*item), depth=batch_size + 1)
     try:
-        for start in range(0, len(pending), batch_size):
-            jobs = []
-            for index, path in pending[start:start + batch_size]:
-                try:
-                    jobs.append(prepare(index, path))
-                except (DdpgError, OSError) as exc:
-                    report.failed.append((str(path), _reason(exc, path)))
-                    progress.advance()
-            groups: dict = {}
-            for job in jobs:  # one sampler call per operator and σ_y; per-image seeds make batching invisible
-                groups.setdefault((job.key, job.restorer.sigma_y), []).append(job)
-            for group in groups.values():
-                callback = progress.step_callback(",".join(j.stem for j in group), settings.steps)
-                t1 = time.perf_counter()
-                try:
-                    with torch.enable_grad() if spec.needs_grad else torch.no_grad():
-                        out = group[0].sampler(torch.cat([j.y for j in group]), [j.seed for j in group],
-                                               callback=callback)
-                except (DdpgError, RuntimeError, ValueError) as exc:  # e.g. out of memory, a backend error
-                    report.failed.extend((str(j.path), _reason(exc, j.path)) for j in group)
-                    progress.advance(len(group))
-                    continue
-                seconds = time.perf_counter() - t1
-                timing = {"restore_batch": round(seconds, 4), "restore_per_image": round(seconds / len(group), 4),
-                          "images_in_batch": len(group)}
-                for job, o in zip(group, out, strict=True):
-                    try:
-                        write(job, o, timing)
-                    except (DdpgError, OSError) as exc:
-                        report.failed.append((str(job.path), _reason(exc, job.path, outdir)))
-                    progress.advance()
+        batch: list[_Job] = []
+        for (_, path), job, error in prefetch:
+            if error is not None:
+                if not isinstance(error, (DdpgError, OSError)):
+                    raise error
+                report.failed.append((str(path), _reason(error, path)))
+                progress.advance()
+                continue
+            batch.append(job)
+            if len(batch) == batch_size:
+                run_batch(batch)
+                batch = []
+        if batch:
+            run_batch(batch)
     except KeyboardInterrupt:
         report.interrupted = True
+    finally:
+        prefetch.close()
+        for (job, *_), exc in writer.close():  # finished outputs are written (or failed) before returning
+            report.failed.append((str(job.path), _reason(exc, job.path, outdir)))
     return report
 
 

@@ -5,10 +5,14 @@ Pure Python (no TensorRT, no GPU): shape profiles and their command-line parsers
 capability, precision, profile shapes, builder optimization level, workspace limit and build flags), the JSON
 sidecar written next to each plan (``<engine>.json``), and :func:`cache_status`, which says "hit" only when the
 sidecar is readable, its key equals the requested key and the plan's sha256 equals the one recorded at build
-time. Engines are not portable across TensorRT versions or GPU architectures, so both are part of the key.
+time. Engines are not portable across TensorRT versions or GPU architectures, so both are part of the key
+(https://docs.nvidia.com/deeplearning/tensorrt/11.1.0/inference-library/engine-compatibility.html ,
+https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/getting-started/support-matrix.html , "Engine Portability").
 
-Timing caches (one per GPU model and TensorRT version, never shared across GPU targets) live under
-``<cache_dir>/timing/`` (:func:`timing_cache_path`).
+Timing caches (one per GPU model and TensorRT version, never shared across GPU targets: their entries are specific
+to the device, CUDA and TensorRT version,
+https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/performance/builder-performance.html ) live under
+``<cache_dir>/timing/`` (:func:`timing_cache_path`). No TensorRT call is made in this module.
 """
 
 from __future__ import annotations

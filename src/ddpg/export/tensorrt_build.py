@@ -12,31 +12,36 @@ disagrees with the ONNX is an error. On TensorRT 10 a mixed-precision ONNX is bu
 ``STRONGLY_TYPED`` network flag (the same artifact as on 11), and the FP16/BF16 builder flags are used only
 for an fp32 ONNX. TF32 is cleared unless asked for, so an fp32 engine matches PyTorch to ~1e-5.
 
-TensorRT Python API used here (names checked against NVIDIA's documentation):
+TensorRT Python API used here, checked against NVIDIA's documentation pages and, for exact signatures and
+enum members, against the bindings themselves (``python/src/infer/pyCore.cpp``, ``python/src/parsers/pyOnnx.cpp``
+and ``python/docstrings/`` of https://github.com/NVIDIA/TensorRT, branches ``release/10.16`` and ``release/11.0``):
 
-- Builder, ``create_network(flags)``, ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` ("deprecated and
-  ignored" on 11), ``create_builder_config``, ``create_optimization_profile``, ``build_serialized_network``:
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html and
+- ``Logger(Logger.WARNING)``, ``Builder(logger)``, ``create_network(flags=0)`` with
+  ``1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)`` (10.x; "deprecated ... retained for API compatibility
+  but is ignored" on 11, and ``EXPLICIT_BATCH``, never used here, is gone), ``create_builder_config()``,
+  ``create_optimization_profile()``, ``build_serialized_network(network, config)`` (IHostMemory, or None):
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html ,
   https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Builder.html
-- ``OnnxParser(network, logger)``, ``parse_from_file(path)`` (external data resolved next to the model),
-  ``num_errors``, ``get_error(i)``:
+- ``OnnxParser(network, logger)``, ``parse_from_file(model)`` (a path, so external data resolves next to the
+  model), ``num_errors``, ``get_error(index)``:
   https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html
-- IBuilderConfig ``set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``, ``builder_optimization_level``,
-  ``set_flag``/``clear_flag(BuilderFlag.TF32)``, ``add_optimization_profile``, ``create_timing_cache(bytes)``,
-  ``set_timing_cache(cache, ignore_mismatch)``; IOptimizationProfile ``set_shape(name, min, opt, max)``;
-  ITimingCache ``serialize()``:
+- IBuilderConfig ``set_memory_pool_limit(pool, pool_size)`` with ``MemoryPoolType.WORKSPACE``,
+  ``builder_optimization_level`` (0..5, default 3), ``set_flag``/``clear_flag(BuilderFlag.TF32)`` (TF32 is kept in
+  11), ``add_optimization_profile(profile)``, ``create_timing_cache(serialized_timing_cache)`` (``b""``: a new
+  cache), ``set_timing_cache(cache, ignore_mismatch) -> bool``; IOptimizationProfile
+  ``set_shape(input, min, opt, max)``; ITimingCache ``serialize()``:
   https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/BuilderConfig.html ,
   https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/OptimizationProfile.html ,
-  https://docs.nvidia.com/deeplearning/tensorrt/api/python_api/infer/Core/TimingCache.html
-- ``Runtime(logger).deserialize_cuda_engine(blob)``:
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Runtime.html
-- Removed in 11 (``BuilderFlag.FP16/BF16/INT8/...``, ``OBEY/PREFER_PRECISION_CONSTRAINTS``,
-  ``ICudaEngine.device_memory_size``): the 10.x → 11.x migration guide and removed-API table,
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x.html ,
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-patterns.html ,
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/TimingCache.html
+- ``Runtime(logger).deserialize_cuda_engine(serialized_engine)`` ("the ICudaEngine, or None if it could not be
+  deserialized"): https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Runtime.html
+- ``BuilderFlag.FP16/BF16``: deprecated in 10.12 ("superseded by strong typing") and removed in 11 together with
+  ``INT8/FP8/INT4/FP4`` and ``OBEY/PREFER_PRECISION_CONSTRAINTS`` (10.x → 11.x migration guide and removed-API table):
+  https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/api/migration/tensorrt-10x-to-11x.html ,
+  https://docs.nvidia.com/deeplearning/tensorrt/11.4.0/api/migration/tensorrt-10x-to-11x-python-api-patterns.html ,
   https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html
-- Timing cache semantics (device-, CUDA- and TensorRT-version specific):
-  https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/performance/builder-performance.html
+- Timing cache semantics (create, attach, build, then serialize the same cache; specific to the device, CUDA and
+  TensorRT version): https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/performance/builder-performance.html
 """
 
 from __future__ import annotations
@@ -303,8 +308,8 @@ def _trt_build(plan: BuildPlan, trt, timing_cache: bytes | None,
         config.add_optimization_profile(profile)
     cache = None
     if timing_cache is not None:
-        cache = config.create_timing_cache(timing_cache)
-        if not config.set_timing_cache(cache, False):
+        cache = config.create_timing_cache(timing_cache)  # None when TensorRT cannot read the blob
+        if cache is None or not config.set_timing_cache(cache, False):
             log("the timing cache does not match this GPU/TensorRT; starting an empty one")
             cache = config.create_timing_cache(b"")
             config.set_timing_cache(cache, False)

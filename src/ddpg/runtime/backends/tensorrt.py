@@ -7,27 +7,39 @@ the GPU, with no host round trip (deployment.md §10–11):
   (plan sha256, TensorRT version, GPU name and compute capability; a stale or foreign engine is refused, never
   run); prior name, config and diffusion schedule come from the ONNX metadata stored in the sidecar;
 - one execution context per optimization profile (``create_execution_context``,
-  ``set_optimization_profile_async``); its input/output buffers are torch CUDA tensors allocated once at the
-  profile's largest shape and bound once with ``set_tensor_address`` (a batch-b view of a contiguous buffer
-  keeps the same address), so a call is ``copy_`` in, ``set_input_shape`` when the batch changes, and
-  ``execute_async_v3`` on the current torch stream;
+  ``set_optimization_profile_async``, then one stream synchronization); its input/output buffers are torch CUDA
+  tensors allocated once at the profile's largest shape and bound once with ``set_tensor_address`` (a batch-b view
+  of a contiguous buffer keeps the same address), so a call is ``copy_`` in, ``set_input_shape`` when the batch
+  changes, and ``execute_async_v3`` on the current torch stream;
 - shapes are checked against the profiles before any CUDA work: a fixed-size engine rejects other shapes
   with a message that says which shapes it takes;
 - ``cuda_graph=True`` (fixed-shape engines) captures the engine call into a ``torch.cuda.CUDAGraph`` after
   one eager warm-up call (which flushes TensorRT's deferred shape setup) and replays it afterwards.
 
-TensorRT Python API used here (names checked against NVIDIA's documentation):
-``Runtime``: https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Runtime.html ;
-``ICudaEngine.num_io_tensors / get_tensor_name / get_tensor_mode (TensorIOMode) / get_tensor_dtype /
-num_optimization_profiles / create_execution_context``:
-https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Engine.html ,
-https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Engine.html ;
-``IExecutionContext.set_optimization_profile_async / set_input_shape / set_tensor_address /
-execute_async_v3``:
-https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/ExecutionContext.html ,
-https://docs.nvidia.com/deeplearning/tensorrt/11.4.0/_static/python-api/infer/Core/ExecutionContext.html ;
-none of them is in the 10.x → 11.x removed-API table,
-https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html
+TensorRT Python API used here, checked against NVIDIA's documentation pages and, for exact signatures, return
+values and errors, against the bindings (``python/src/infer/pyCore.cpp`` and ``python/docstrings/infer/pyCoreDoc.h``
+of https://github.com/NVIDIA/TensorRT, branches ``release/10.16`` and ``release/11.0``) and the C++ header
+``include/NvInferRuntime.h`` they wrap:
+
+- ``Runtime(logger).deserialize_cuda_engine(serialized_engine)`` (None when it cannot):
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Runtime.html
+- ICudaEngine ``num_io_tensors``, ``get_tensor_name(index)``, ``get_tensor_mode(name)`` (``TensorIOMode.INPUT``),
+  ``get_tensor_dtype(name)`` (``DataType.FLOAT/HALF/BF16/INT32/INT64/...``), ``num_optimization_profiles``,
+  ``create_execution_context()``:
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Engine.html ,
+  https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Engine.html
+- IExecutionContext ``set_optimization_profile_async(profile_index, stream_handle)`` (the binding raises
+  RuntimeError "Error in set optimization profile async." instead of returning False; the profile stream must be
+  synchronized with the enqueue stream, or the behaviour is undefined), ``set_input_shape(name, shape)``,
+  ``set_tensor_address(name, memory)`` (an int device pointer), ``execute_async_v3(stream_handle)`` (an int
+  ``cudaStream_t``; TensorRT warns that the legacy default stream costs extra device synchronizations):
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/ExecutionContext.html ,
+  https://docs.nvidia.com/deeplearning/tensorrt/11.4.0/_static/python-api/infer/Core/ExecutionContext.html
+- none of them is in the 10.x → 11.x removed-API table,
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html
+- engines run only with the TensorRT version and GPU architecture they were built for (no version- or
+  hardware-compatible builds here):
+  https://docs.nvidia.com/deeplearning/tensorrt/11.1.0/inference-library/engine-compatibility.html
 """
 
 from __future__ import annotations
@@ -111,9 +123,11 @@ class _Slot:
 
 class Bindings:
     """Execution contexts (one per profile) with buffers allocated and bound once. ``stream`` returns the CUDA
-    stream handle to launch on (the current torch stream); ``device`` is where the buffers live."""
+    stream handle to launch on (the current torch stream); ``synchronize`` waits for the stream the profiles were
+    selected on (TensorRT requires it before an enqueue on another stream); ``device`` is where the buffers live."""
 
-    def __init__(self, trt, engine, shapes: EngineShapes, device: torch.device, stream: Callable[[], int]):
+    def __init__(self, trt, engine, shapes: EngineShapes, device: torch.device, stream: Callable[[], int],
+                 synchronize: Callable[[], None] | None = None):
         self.trt, self.engine, self.shapes, self.device, self.stream = trt, engine, shapes, device, stream
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -126,12 +140,18 @@ class Bindings:
                               f"profiles, its sidecar {len(shapes.profiles)}")
         self.dtypes = {n: torch_dtype(trt, engine.get_tensor_dtype(n)) for n in names}
         self.slots = [self._make_slot(index, profile) for index, profile in enumerate(shapes.profiles)]
+        if synchronize is not None:  # the profile switches' copies must finish before any enqueue on another stream
+            synchronize()
 
     def _make_slot(self, index: int, profile: ShapeProfile) -> _Slot:
         context = self.engine.create_execution_context()
         if context is None:
             raise EngineError(f"{self.shapes.source}: TensorRT could not create an execution context (GPU memory?)")
-        if not context.set_optimization_profile_async(index, self.stream()):
+        try:
+            accepted = context.set_optimization_profile_async(index, self.stream())
+        except RuntimeError as exc:  # the Python binding raises where the C++ call returns false
+            raise EngineError(f"{self.shapes.source}: TensorRT refused optimization profile {index} ({exc})") from exc
+        if not accepted:
             raise EngineError(f"{self.shapes.source}: TensorRT refused optimization profile {index}")
         largest = profile.get("x")[2][0]
         buffers = {name: torch.empty(input_shape(name, largest, self.shapes.size), dtype=self.dtypes[name],
@@ -227,7 +247,8 @@ class TensorRTDenoiser:
                 raise EngineError(f"{path}: TensorRT {trt.__version__} could not deserialize this plan; rebuild it "
                                   "with `ddpg export --format tensorrt`")
             self.bindings = Bindings(trt, engine_obj, self.shapes, self.device,
-                                     lambda: torch.cuda.current_stream(self.device).cuda_stream)
+                                     lambda: torch.cuda.current_stream(self.device).cuda_stream,
+                                     torch.cuda.current_stream(self.device).synchronize)
         self._engine = engine_obj
         self._graph: torch.cuda.CUDAGraph | None = None
 
