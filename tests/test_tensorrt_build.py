@@ -46,7 +46,7 @@ def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True
             self.level = level
 
     class Profile:
-        def set_shape(self, input, min, opt, max):  # noqa: A002 - the binding's keyword names
+        def set_shape(self, input, min, opt, max):  # the binding's keyword names
             calls.append(("set_shape", input, tuple(min), tuple(opt), tuple(max)))
 
     class TimingCache:

@@ -356,7 +356,9 @@ class _Job:
     size: tuple[int, int]  # restored size before padding (H, W)
     padded: tuple[int, int]
     clean: torch.Tensor | None  # (3, H, W) in [0, 1], clean inputs only
-    y: torch.Tensor  # (1, C, h', w') in [-1, 1] at the padded size
+    y: torch.Tensor  # (1, C, h', w') in [-1, 1] at the padded size, on the device
+    y_view: torch.Tensor  # (C, h, w) the unpadded measurement in [0, 1], CPU (the observed PNG)
+    baseline: torch.Tensor | None  # (3, H, W) bicubic / Tikhonov in [0, 1], CPU; clean inputs only
     key: tuple
     restorer: object
     sampler: Callable  # restore(y, seeds, callback=None): the restorer's, or a CUDA-graph runner's
@@ -542,17 +544,23 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             x = pad_bottom_right(clean, padded)[None].to(device) * 2 - 1
             y = restorer.degrade(x, [image_seed])
         describe.update({"size": list(hw), "padded_to": list(padded), "resized": bool(resize and not observed)})
-        return _Job(path, output_stem(path), index, image_seed, hw, padded, clean, y, key, restorer, sampler,
-                    describe, source, time.perf_counter() - t0)
+        H, W = hw
+        scale = getattr(restorer.operator, "scale", 1)
+        y_view = ((y[0, :, : math.ceil(H / scale), : math.ceil(W / scale)] + 1) / 2).clamp(0, 1).cpu()
+        base = None
+        if clean is not None:
+            from ddpg.operators import baseline
+
+            base = ((baseline(restorer.operator, y)[0, :, :H, :W] + 1) / 2).clamp(0, 1).cpu()
+        return _Job(path, output_stem(path), index, image_seed, hw, padded, clean, y, y_view, base, key, restorer,
+                    sampler, describe, source, time.perf_counter() - t0)
 
     def write(job: _Job, out: torch.Tensor, timing: dict) -> None:
+        """The job's files and sidecar (runs in the writer thread: CPU tensors only)."""
         t0 = time.perf_counter()
         H, W = job.size
         restored = ((out[:, :H, :W] + 1) / 2).clamp(0, 1).cpu()
         op = job.restorer.operator
-        y = job.y[0]
-        scale = getattr(op, "scale", 1)
-        y_view = ((y[:, : math.ceil(H / scale), : math.ceil(W / scale)] + 1) / 2).clamp(0, 1).cpu()
         sidecar = {"kind": SIDECAR_KIND, "input": str(job.path), "outputs": {
             "restored": f"{job.stem}_restored.png", "observed": f"{job.stem}_observed.png"},
             "task": settings.task, "method": settings.method, "preset": settings.preset, "prior": prior_info,
@@ -563,12 +571,9 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             "versions": versions(device),
             "timings_s": {"load_and_degrade": round(job.t_load, 4), **timing}}
         if job.clean is not None:
-            from ddpg.operators import baseline
-
-            base = ((baseline(op, job.y)[0, :, :H, :W] + 1) / 2).clamp(0, 1).cpu()
             metrics = {"psnr": round(psnr(restored, job.clean), 4),
-                       "baseline_psnr": round(psnr(base, job.clean), 4), "baseline": "bicubic" if scale > 1
-                       else "tikhonov (eta=1e-2)"}
+                       "baseline_psnr": round(psnr(job.baseline, job.clean), 4),
+                       "baseline": "bicubic" if getattr(op, "scale", 1) > 1 else "tikhonov (eta=1e-2)"}
             if min(H, W) >= 11:
                 metrics["ssim"] = round(ssim(restored, job.clean), 4)
             sidecar["metrics"] = metrics
@@ -576,7 +581,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             if resize and job.clean is not None:
                 files.add(outdir / f"{job.stem}_gt.png", lambda tmp: save_image(job.clean, tmp, bits))
                 sidecar["outputs"]["ground_truth"] = f"{job.stem}_gt.png"
-            files.add(outdir / f"{job.stem}_observed.png", lambda tmp: save_image(y_view, tmp, bits))
+            files.add(outdir / f"{job.stem}_observed.png", lambda tmp: save_image(job.y_view, tmp, bits))
             files.add(outdir / f"{job.stem}_restored.png", lambda tmp: save_image(restored, tmp, bits))
             sidecar["timings_s"]["write"] = round(time.perf_counter() - t0, 4)
             files.add(outdir / f"{job.stem}.json", lambda tmp: save_json(sidecar, tmp))
@@ -596,6 +601,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             report.skipped.append(str(path))
         else:
             pending.append((index, path))
+
     def write_and_count(job: _Job, out: torch.Tensor, timing: dict) -> None:
         try:
             write(job, out, timing)
