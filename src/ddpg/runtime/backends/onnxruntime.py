@@ -18,6 +18,8 @@ import torch
 from ddpg.errors import ConfigError
 from ddpg.export.onnx_metadata import EngineError, EngineInfo, read_metadata
 
+from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
+
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
@@ -120,7 +122,7 @@ class OrtDenoiser:
                 raise ConfigError(f"device {device} requested but this torch sees no CUDA GPU")
             if self.device.index is None:
                 self.device = torch.device("cuda", torch.cuda.current_device())
-        self.class_labels = self._labels_tensor(class_labels)
+        self.class_labels = engine_class_labels(self.info, class_labels, self.device)
         if cuda_graph and not self.info.batch.fixed:
             raise ConfigError(f"{self.engine_path}: CUDA-graph mode needs a fixed-shape export (ddpg export "
                               f"--batch N); this one takes batch {self.info.batch}")
@@ -135,43 +137,18 @@ class OrtDenoiser:
             self._run_options = _ort().RunOptions()
             self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
-    def _labels_tensor(self, class_labels) -> torch.Tensor | None:
-        if not self.info.conditional:
-            if class_labels is not None:
-                raise ConfigError(f"{self.engine_path}: this prior is not class-conditional; drop class_labels")
-            return None
-        if class_labels is None:
-            raise ConfigError(f"{self.engine_path}: this prior is class-conditional: pass class_labels "
-                              "(an int or a (B,) tensor of class indices)")
-        labels = torch.as_tensor(class_labels, dtype=torch.int64).reshape(-1)
-        return labels.to(self.device)
-
-    def _labels(self, batch: int) -> torch.Tensor | None:
-        if self.class_labels is None:
-            return None
-        if self.class_labels.numel() == 1:
-            return self.class_labels.expand(batch).contiguous()
-        if self.class_labels.numel() != batch:
-            raise EngineError(f"{self.engine_path}: {self.class_labels.numel()} class labels for a batch of {batch}")
-        return self.class_labels
-
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """eps (B,3,H,W) float32 on x_t's device, for x_t (B,3,H,W) and timestep values t (B,) (or one value)."""
         self.info.check_input(tuple(x_t.shape))
         _check_device_of(x_t, self.device, str(self.engine_path))
-        batch = x_t.shape[0]
-        t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(batch)
-        if t.numel() != batch:
-            raise EngineError(f"{self.engine_path}: t has {t.numel()} values for a batch of {batch}")
+        t = timesteps_for_batch(t, x_t.shape[0], x_t.device, str(self.engine_path))
         if self.device.type == "cpu":
             return self._run_cpu(x_t, t)
         return self._run_cuda(x_t, t)
 
     def _run_cpu(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         feeds = {"x": x_t.detach().float().contiguous().numpy(), "t": t.detach().contiguous().numpy()}
-        labels = self._labels(x_t.shape[0])
+        labels = labels_for_batch(self.class_labels, x_t.shape[0], str(self.engine_path))
         if labels is not None:
             feeds["y"] = labels.numpy()
         (eps,) = self.session.run(["eps"], feeds)
@@ -186,7 +163,7 @@ class OrtDenoiser:
         dev = self.device
         x = torch.empty(shape, dtype=torch.float32, device=dev)
         t = torch.empty(shape[:1], dtype=torch.float32, device=dev)
-        labels = self._labels(shape[0])
+        labels = labels_for_batch(self.class_labels, shape[0], str(self.engine_path))
         y = None if labels is None else labels.clone().contiguous()
         eps = torch.empty(shape, dtype=torch.float32, device=dev)
         binding = self.session.io_binding()

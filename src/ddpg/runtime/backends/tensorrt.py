@@ -60,6 +60,8 @@ from ddpg.export.engine_cache import (
 )
 from ddpg.export.onnx_metadata import EngineError, EngineInfo
 
+from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
+
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
                  "INT64": torch.int64, "BOOL": torch.bool, "INT8": torch.int8, "UINT8": torch.uint8}
 
@@ -229,7 +231,7 @@ class TensorRTDenoiser:
         self.name: str | None = self.info.prior
         self.schedule = self.info.schedule
         self.prior = None
-        self.class_labels = self._labels_tensor(class_labels)
+        self.class_labels = engine_class_labels(self.info, class_labels, self.device)
         if cuda_graph and not self.shapes.fixed:
             takes = "; ".join(p.describe() for p in self.shapes.profiles)
             raise ConfigError(f"{path}: CUDA-graph mode needs a fixed-shape engine (one profile with min = max, "
@@ -252,31 +254,11 @@ class TensorRTDenoiser:
         self._engine = engine_obj
         self._graph: torch.cuda.CUDAGraph | None = None
 
-    def _labels_tensor(self, class_labels) -> torch.Tensor | None:
-        if not self.info.conditional:
-            if class_labels is not None:
-                raise ConfigError(f"{self.engine_path}: this prior is not class-conditional; drop class_labels")
-            return None
-        if class_labels is None:
-            raise ConfigError(f"{self.engine_path}: this prior is class-conditional: pass class_labels "
-                              "(an int or a (B,) tensor of class indices)")
-        return torch.as_tensor(class_labels, dtype=torch.int64).reshape(-1).to(self.device)
-
     def _feeds(self, x_t: torch.Tensor, t) -> dict[str, torch.Tensor]:
-        batch = x_t.shape[0]
-        t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(batch)
-        if t.numel() != batch:
-            raise EngineError(f"{self.engine_path}: t has {t.numel()} values for a batch of {batch}")
-        feeds = {"x": x_t.detach(), "t": t.detach()}
+        batch, source = x_t.shape[0], str(self.engine_path)
+        feeds = {"x": x_t.detach(), "t": timesteps_for_batch(t, batch, x_t.device, source).detach()}
         if self.class_labels is not None:
-            labels = self.class_labels
-            if labels.numel() == 1:
-                labels = labels.expand(batch)
-            elif labels.numel() != batch:
-                raise EngineError(f"{self.engine_path}: {labels.numel()} class labels for a batch of {batch}")
-            feeds["y"] = labels
+            feeds["y"] = labels_for_batch(self.class_labels, batch, source)
         return feeds
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
