@@ -2,6 +2,8 @@
 # One call on a machine with one NVIDIA H100 produces the committed GPU results:
 #   benchmarks/results/bench_h100_celeba_hq.{json,md,png}
 #   benchmarks/results/bench_h100_imagenet256_uncond.{json,md,png}
+#   benchmarks/results/ort_cuda_validation.txt (when onnxruntime-gpu is installed: the fp16 exports of both priors
+#   validated against PyTorch fp32 on the CUDA execution provider, batch 1 and 8)
 # (random weights: timing does not depend on them; the fp16-vs-fp32 PSNR check then only measures agreement).
 #
 # Usage, from the repository root:  bash benchmarks/gpu_session.sh
@@ -56,6 +58,15 @@ if [ -n "${OUT:-}" ]; then
 fi
 
 status=0
+if [[ "$CONFIGS" == *ort-* ]]; then  # issue 6: full-size fp16 exports validate on the CUDA EP
+  for prior in ${PRIORS:-celeba_hq imagenet256_uncond}; do
+    echo "\$ ddpg export --prior $prior --random-weights --precision fp16 --batch 1:1:8 --device cuda" \
+      | tee -a "$RESULTS/ort_cuda_validation.txt"
+    $PY -m ddpg export --prior "$prior" --random-weights --precision fp16 --batch 1:1:8 --device cuda \
+      -o "/tmp/${prior}_fp16.onnx" 2>&1 | tee -a "$RESULTS/ort_cuda_validation.txt" || status=$?
+  done
+  if [ -n "${OUT:-}" ]; then cp "$RESULTS/ort_cuda_validation.txt" "$OUT"/ || true; fi
+fi
 for prior in ${PRIORS:-celeba_hq imagenet256_uncond}; do
   $PY benchmarks/bench_restore.py --prior "$prior" --configs "$CONFIGS" --batches "$BATCHES" --steps "$STEPS" \
     --max-plain-batch 8 --iters 20 --warmup 5 --repeats 2 --device cuda --resume \
