@@ -251,9 +251,9 @@ def check_device(device: str) -> None:
 
 
 def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engine: str | None, device: str,
-                  class_label: int | None = None):
-    """The denoiser of a backend: torch with ``prior`` (+ ``checkpoint``), or an ONNX/TensorRT ``engine``.
-    Unavailable backends raise ConfigError("backend X not available: reason")."""
+                  class_label: int | None = None, **options):
+    """The denoiser of a backend: torch with ``prior`` (+ ``checkpoint``), or an ONNX/TensorRT ``engine``
+    (``options`` go to its constructor). Unavailable backends raise ConfigError("backend X not available: reason")."""
     try:
         from ddpg.runtime.backends import BACKENDS
         from ddpg.runtime.backends import make_denoiser as backend_denoiser
@@ -266,7 +266,7 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
         if backend == "torch":
             return backend_denoiser("torch", prior=prior, checkpoint=checkpoint, device=device,
                                     class_labels=labels)
-        return backend_denoiser(backend, engine=engine, device=device, class_labels=labels)
+        return backend_denoiser(backend, engine=engine, device=device, class_labels=labels, **options)
     except ImportError as exc:
         raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
     except ConfigError as exc:
@@ -297,9 +297,6 @@ def check_speed_options(backend: str, device: str, precision: str, compile: bool
     if backend != "torch" and (precision != "fp32" or compile):
         raise ConfigError(f"--precision/--compile apply to the torch backend; an {backend} engine has its "
                           "precision built in (`ddpg export --precision`)")
-    if cuda_graph and backend == "onnxruntime":
-        raise ConfigError("--cuda-graph captures torch or TensorRT steps; ONNX Runtime has its own CUDA-graph "
-                          "mode (fixed-batch export, OrtDenoiser(cuda_graph=True))")
     if cuda_graph and torch.device(device).type != "cuda":
         raise ConfigError(f"--cuda-graph needs a CUDA device, not --device {device}")
 
@@ -410,9 +407,10 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     method's hyper-parameters; ``select_candidates`` turns on DDPG's noise-candidate selection.
     Speed (torch backend): ``precision`` fp16/bf16 runs the UNet torso in low precision (guidance stays float32),
     ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA, ddpg/idpg) captures each whole sampler step
-    in one CUDA graph. ``shard=(rank, world_size)``: handle only this rank's contiguous share of the sorted
-    inputs (indices, hence seeds and outputs, stay global). ``denoiser`` skips building one from
-    prior/checkpoint/backend."""
+    in one CUDA graph (torch, fixed-shape TensorRT engines) or, with ONNX Runtime, the engine call (ONNX
+    Runtime's own graph mode; fixed-batch exports). ``shard=(rank, world_size)``: handle only this rank's
+    contiguous share of the sorted inputs (indices, hence seeds and outputs, stay global). ``denoiser`` skips
+    building one from prior/checkpoint/backend."""
     progress = progress or NullProgress()
     outdir = Path(outdir)
     if bits not in (8, 16):
@@ -431,7 +429,8 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
 
         preset_prior = load_preset(preset).prior
     if backend != "torch" and denoiser is None:  # the engine says which prior it holds
-        denoiser = make_denoiser(None, None, backend, engine, device, class_label)
+        options = {"cuda_graph": True} if cuda_graph and backend == "onnxruntime" else {}
+        denoiser = make_denoiser(None, None, backend, engine, device, class_label, **options)
         prior = check_engine_prior(denoiser, preset_prior)
     prior = prior or (preset_prior or "gaussian" if backend == "torch" else None)
     settings = apply_hyper(resolve_settings(task, method, preset, prior or "", sigma_y, steps), hyper,
@@ -439,7 +438,8 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     mask_spec = parse_mask(mask)
     if kernel is not None and not Path(kernel).is_file():
         raise ConfigError(f"--kernel {kernel}: file not found")
-    if cuda_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
+    step_graph = cuda_graph and backend != "onnxruntime"  # ONNX Runtime captures its own engine call instead
+    if step_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
         raise ConfigError(f"--cuda-graph captures DDPG/IDPG steps; not method {settings.method}"
                           + (" with --select-candidates" if settings.hyper.get("select_candidates") else ""))
     if denoiser is None:
@@ -448,7 +448,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
         from ddpg.runtime.fast import FastDenoiser
 
         denoiser = FastDenoiser(denoiser, precision=precision, compile=compile, device=device)
-    if cuda_graph and not getattr(denoiser, "graph_safe", False):
+    if step_graph and not getattr(denoiser, "graph_safe", False):
         raise ConfigError(f"--cuda-graph: this denoiser ({getattr(denoiser, 'name', None) or backend}) cannot be "
                           "captured in a CUDA graph (the analytic prior, or an engine with a dynamic batch)")
     schedule = getattr(denoiser, "schedule", None)
@@ -526,7 +526,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
         restorer = Restorer(denoiser, operators[key], method=settings.method, sigma_y=sigma, steps=settings.steps,
                             hyper=settings.hyper)
         sampler = restorer.restore
-        if cuda_graph:  # one runner (buffers + graphs) per operator and σ_y, replaying the Restorer exactly
+        if step_graph:  # one runner (buffers + graphs) per operator and σ_y, replaying the Restorer exactly
             from ddpg.runtime.graph_sampler import FastDDPGRunner
 
             if (key, sigma) not in runners:
