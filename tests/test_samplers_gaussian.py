@@ -44,14 +44,6 @@ CASES = {"deblur_gauss_0.05": ("deblur_gauss", {"impl": "fft"}, 0.05),
          "deblur_gauss_0": ("deblur_gauss", {"impl": "fft"}, 0.0)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def dense_posterior_mean(prior, operator, y: torch.Tensor, sigma_y: float) -> torch.Tensor:
     """E[x | y] = μ + P Aᵀ (A P Aᵀ + σ²I)⁻¹ (y − Aμ), σ = 2σ_y, for any operator whose measurement has at most a
     few thousand entries: A P Aᵀ is built column by column from the measurement basis (float64)."""

@@ -21,14 +21,6 @@ OPERATORS = {
 NEEDS_BASIS = {"sr2_fft"}  # no singular basis: DDRM always, DDNM+ (σ_y > 0) refuse it
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def unets():
     out = {}

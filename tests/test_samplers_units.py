@@ -18,16 +18,6 @@ from ddpg.runtime.samplers.dpps import candidate_count
 from ddpg.runtime.samplers.dps import ancestral_steps, norm_and_grad, respaced_timesteps
 from ddpg.runtime.samplers.spectral import SpectralView
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two torch threads on 2 cores shared by other jobs slow tiny UNets ~10×; restore the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 MOTION_LIKE = torch.rand(7, 5, generator=torch.Generator().manual_seed(5)).numpy()  # asymmetric, non-square
 
 

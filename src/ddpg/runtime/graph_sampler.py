@@ -234,18 +234,11 @@ class FastDDPGRunner:
                 callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
         """As ``Restorer.restore``: x_T and every z from each image's own seed stream, so the output equals the
         Restorer's (and a batch equals the single runs)."""
-        from ddpg.runtime.restorer import SAMPLING_STREAM, stream_generator
+        from ddpg.runtime.restorer import seeded_start
 
         if len(seeds) != y.shape[0]:
             raise ConfigError(f"{len(seeds)} seeds for a batch of {y.shape[0]}")
-        gens = [stream_generator(s, SAMPLING_STREAM, self.device) for s in seeds]
-        shape = (1, 3, *self.operator.img_size)
-        x_T = torch.cat([torch.randn(shape, generator=g, device=self.device) for g in gens])
-
-        def noise(like: torch.Tensor) -> torch.Tensor:
-            return torch.cat([torch.randn((1, *like.shape[1:]), generator=g, device=like.device, dtype=like.dtype)
-                              for g in gens])
-
+        x_T, noise = seeded_start(seeds, self.operator.img_size, self.device)
         return self.sample(y, x_T=x_T, noise=noise, callback=callback)
 
     def release(self) -> None:

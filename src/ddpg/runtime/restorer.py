@@ -27,6 +27,19 @@ def stream_generator(seed: int, stream: int, device: torch.device | str = "cpu")
     return torch.Generator(device=device).manual_seed(state)
 
 
+def seeded_start(seeds: Sequence[int], img_size: tuple[int, int], device: torch.device | str
+                 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """x_T (B,3,H,W) and a per-step noise source, each image's drawn from its own sampling stream."""
+    gens = [stream_generator(s, SAMPLING_STREAM, device) for s in seeds]
+    x_T = torch.cat([torch.randn((1, 3, *img_size), generator=g, device=device) for g in gens])
+
+    def noise(like: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.randn((1, *like.shape[1:]), generator=g, device=like.device, dtype=like.dtype)
+                          for g in gens])
+
+    return x_T, noise
+
+
 class Restorer:
     """Restore batches with one method and operator. ``hyper``: the method's hyper-parameters."""
 
@@ -76,14 +89,7 @@ class Restorer:
                 callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Restorations (B,3,H,W) float32 in the [-1, 1] scale (not clamped) of measurements y."""
         self._check_seeds(y, seeds)
-        gens = [stream_generator(s, SAMPLING_STREAM, y.device) for s in seeds]
-        shape = (1, 3, *self.operator.img_size)
-        x_T = torch.cat([torch.randn(shape, generator=g, device=y.device) for g in gens])
-
-        def noise(like: torch.Tensor) -> torch.Tensor:
-            return torch.cat([torch.randn((1, *like.shape[1:]), generator=g, device=like.device, dtype=like.dtype)
-                              for g in gens])
-
+        x_T, noise = seeded_start(seeds, self.operator.img_size, y.device)
         return self.spec.fn(self.denoiser, self.operator, y, self.sigma_y, steps=self.steps, x_T=x_T,
                             noise=noise, callback=callback, **self.hyper)
 
