@@ -32,6 +32,15 @@ def make_images(folder, sizes):
 
 
 @pytest.fixture
+def tiny_unet(tmp_path):
+    """A random-weight tiny DDPM as (prior YAML, checkpoint) files."""
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(create_prior(TINY_DDPM).state_dict(), ckpt)
+    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY_DDPM))  # JSON is valid YAML
+    return tmp_path / "tiny.yaml", ckpt
+
+
+@pytest.fixture
 def images(tmp_path):
     return make_images(tmp_path / "in", [(32, 32)] * 3)
 
@@ -85,13 +94,11 @@ def test_degrade_then_observed_restore_equals_restoring_the_clean_image(images, 
     assert load_image(tmp_path / "c" / "img0_restored.png").shape == (3, 32, 32)
 
 
-def test_tiny_unet_checkpoint_native_size_padding_and_16bit(tmp_path):
+def test_tiny_unet_checkpoint_native_size_padding_and_16bit(tmp_path, tiny_unet):
     images = make_images(tmp_path / "in", [(30, 42)])
-    ckpt = tmp_path / "tiny.pt"
-    torch.save(create_prior(TINY_DDPM).state_dict(), ckpt)
-    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY_DDPM))  # JSON is valid YAML
+    yaml_path, ckpt = tiny_unet
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--prior", str(tmp_path / "tiny.yaml"),
+    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--prior", str(yaml_path),
                               "--checkpoint", str(ckpt), "--method", "idpg", "--task", "sr4", "--steps", "4",
                               "--bits", "16"])
     assert res.exit_code == 0, res.output
@@ -208,16 +215,14 @@ def test_onnx_engine_restore_records_the_engine_and_checks_the_preset(ddpm_engin
     assert res.exit_code == 2 and "holds 'face64' but the preset needs prior 'ffhq256'" in res.output
 
 
-def test_low_precision_unet_stays_close_to_fp32_and_is_recorded(tmp_path):
+def test_low_precision_unet_stays_close_to_fp32_and_is_recorded(tmp_path, tiny_unet):
     """--precision bf16 (the CPU's low-precision type) runs the UNet torso in bf16, the guidance in fp32."""
     images = make_images(tmp_path / "in", [(32, 32)])
-    ckpt = tmp_path / "tiny.pt"
-    torch.save(create_prior(TINY_DDPM).state_dict(), ckpt)
-    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY_DDPM))
+    yaml_path, ckpt = tiny_unet
     restored = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
-        res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--prior", str(tmp_path / "tiny.yaml"),
+        res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--prior", str(yaml_path),
                                   "--checkpoint", str(ckpt), "--task", "deblur_gauss", "--steps", "4",
                                   "--precision", precision, "-q"])
         assert res.exit_code == 0, res.output
@@ -229,13 +234,11 @@ def test_low_precision_unet_stays_close_to_fp32_and_is_recorded(tmp_path):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_graph_restore_equals_the_eager_restore(tmp_path):
+def test_cuda_graph_restore_equals_the_eager_restore(tmp_path, tiny_unet):
     """--cuda-graph replays each whole DDPG step from one CUDA graph: same outputs as the eager sampler."""
     images = make_images(tmp_path / "in", [(32, 32)] * 2)
-    ckpt = tmp_path / "tiny.pt"
-    torch.save(create_prior(TINY_DDPM).state_dict(), ckpt)
-    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY_DDPM))
-    common = dict(prior=str(tmp_path / "tiny.yaml"), checkpoint=str(ckpt), task="deblur_gauss", steps=6,
+    yaml_path, ckpt = tiny_unet
+    common = dict(prior=str(yaml_path), checkpoint=str(ckpt), task="deblur_gauss", steps=6,
                   device="cuda", batch_size=2)
     assert api.restore([images], tmp_path / "eager", **common).exit_code == 0
     assert api.restore([images], tmp_path / "graph", cuda_graph=True, **common).exit_code == 0

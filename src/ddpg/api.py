@@ -14,7 +14,7 @@ import platform
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -184,8 +184,7 @@ def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool)
     if unknown:
         raise ConfigError(f"--hyper {', '.join(unknown)}: not a hyper-parameter of {settings.method}; known: "
                           f"{', '.join(known) or 'none'}")
-    return Settings(settings.task, settings.method, settings.preset, settings.sigma_y, settings.steps, merged,
-                    settings.operator)
+    return replace(settings, hyper=merged)
 
 
 def parse_mask(spec: str | None) -> dict:
@@ -545,7 +544,6 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             y = restorer.degrade(x, [image_seed])
         describe.update({"size": list(hw), "padded_to": list(padded), "resized": bool(resize and not observed)})
         H, W = hw
-        scale = getattr(restorer.operator, "scale", 1)
         y_view = ((y[0, :, : math.ceil(H / scale), : math.ceil(W / scale)] + 1) / 2).clamp(0, 1).cpu()
         base = None
         if clean is not None:
