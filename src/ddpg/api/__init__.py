@@ -1,0 +1,17 @@
+"""The Python API behind the command line: :func:`restore`, :func:`degrade`, :func:`evaluate`.
+
+Each keeps going when one input fails, writes every output atomically (an image's files appear together,
+its JSON sidecar last), stops cleanly on KeyboardInterrupt, and returns a :class:`Report` naming what was
+done, skipped and failed. Setup problems (unknown task/preset/prior/backend, missing weights) raise
+``DdpgError`` before any input is touched. Images are read in [0, 1] and mapped to [-1, 1] for the samplers.
+"""
+
+from ddpg.api.degrade import degrade
+from ddpg.api.evaluate import evaluate
+from ddpg.api.report import NullProgress, Report
+from ddpg.api.restore import RUN_SUMMARY, restore, restore_on_ranks
+from ddpg.api.sample import restore_sample, sample_path
+from ddpg.api.settings import CLI_TASKS, DEFAULT_SIGMA_Y, parse_hyper
+
+__all__ = ["CLI_TASKS", "DEFAULT_SIGMA_Y", "RUN_SUMMARY", "NullProgress", "Report", "degrade", "evaluate",
+           "parse_hyper", "restore", "restore_on_ranks", "restore_sample", "sample_path"]

@@ -1,0 +1,116 @@
+"""The denoiser a restore call runs (torch prior or ONNX/TensorRT engine), and the checks that refuse a device,
+backend, speed option or engine before any input is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ddpg.api.settings import PRIOR_FAMILIES
+from ddpg.errors import ConfigError
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this torch build or machine does not have, before any work."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {device}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available (torch {torch.__version__}, "
+                          f"{torch.cuda.device_count()} GPUs visible)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} GPUs visible")
+
+
+def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engine: str | None, device: str,
+                  class_label: int | None = None, **options):
+    """The denoiser of a backend: torch with ``prior`` (+ ``checkpoint``), or an ONNX/TensorRT ``engine``
+    (``options`` go to its constructor). Unavailable backends raise ConfigError("backend X not available: reason")."""
+    try:
+        from ddpg.runtime.backends import BACKENDS
+        from ddpg.runtime.backends import make_denoiser as backend_denoiser
+    except ImportError as exc:
+        raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    labels = None if class_label is None else torch.tensor([int(class_label)])
+    try:
+        if backend == "torch":
+            return backend_denoiser("torch", prior=prior, checkpoint=checkpoint, device=device,
+                                    class_labels=labels)
+        return backend_denoiser(backend, engine=engine, device=device, class_labels=labels, **options)
+    except ImportError as exc:
+        raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
+    except ConfigError as exc:
+        if "class-conditional" in str(exc):
+            raise ConfigError(f"{exc} (use --class-label N)") from exc
+        raise
+
+
+def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:
+    """The prior an ONNX/TensorRT engine holds (its metadata); with a preset, the engine must hold the preset's
+    prior and diffusion schedule (EngineError otherwise)."""
+    from ddpg.export import check_engine_matches
+    from ddpg.models import prior_config
+
+    info = denoiser.info
+    if preset_prior is not None:
+        schedule = prior_config(preset_prior) if preset_prior in PRIOR_FAMILIES else None
+        check_engine_matches(info, preset_prior, schedule)
+    return info.prior
+
+
+def check_speed_options(backend: str, device: str, precision: str, compile: bool, cuda_graph: bool) -> None:
+    """Refuse speed options this backend or device cannot honour, before any work."""
+    from ddpg.runtime.fast import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if backend != "torch" and (precision != "fp32" or compile):
+        raise ConfigError(f"--precision/--compile apply to the torch backend; an {backend} engine has its "
+                          "precision built in (`ddpg export --precision`)")
+    if cuda_graph and torch.device(device).type != "cuda":
+        raise ConfigError(f"--cuda-graph needs a CUDA device, not --device {device}")
+
+
+def guess_prior_of(checkpoint: str) -> str:
+    """The named prior whose architecture a checkpoint file fits."""
+    from ddpg.models import read_state_dict
+    from ddpg.models.checkpoints import guess_prior
+
+    name = guess_prior({k: tuple(v.shape) for k, v in read_state_dict(checkpoint).items()})
+    if name is None:
+        raise ConfigError(f"--checkpoint {checkpoint}: matches no known prior; pass --prior NAME or a YAML config")
+    return name
+
+
+def size_multiple(denoiser) -> int:
+    """The factor the prior's image sides must be a multiple of (its UNet's total downsampling; 1 for the
+    Gaussian prior)."""
+    module = getattr(denoiser, "prior", None)
+    if getattr(module, "downsample_factor", None):
+        return int(module.downsample_factor)
+    cfg = getattr(denoiser, "config", {}) or {}
+    mult = cfg.get("ch_mult") or cfg.get("channel_mult")
+    if cfg.get("kind") in ("ddpm", "adm") and mult:
+        return 2 ** (len(mult) - 1)
+    return 1
+
+
+def prior_record(prior: str | None, checkpoint: str | None, backend: str, engine: str | None, denoiser) -> dict:
+    """The sidecar's ``prior`` entry: name, backend, engine, and the source checkpoint with its sha256."""
+    from ddpg.models.checkpoints import REGISTRY, sha256_file
+
+    record = {"spec": prior, "name": getattr(denoiser, "name", None), "backend": backend, "engine": engine,
+              "checkpoint": checkpoint, "checkpoint_sha256": None}
+    info = getattr(denoiser, "info", None)  # an engine: what it was exported from
+    if info is not None:
+        record.update(checkpoint=info.checkpoint or None, checkpoint_sha256=info.checkpoint_sha256 or None,
+                      precision=info.precision)
+    elif checkpoint is not None:
+        record["checkpoint_sha256"] = sha256_file(Path(checkpoint))
+    elif prior in REGISTRY:
+        record["checkpoint_sha256"] = REGISTRY[prior].sha256
+    return record

@@ -1,0 +1,61 @@
+"""What a batch call reports: :class:`Report`, the progress interface, failure messages and the versions
+recorded in every sidecar."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import ddpg
+
+
+@dataclass
+class Report:
+    """What a batch call did: outputs written, inputs skipped and failed (path, reason)."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """130 interrupted, 1 when an input failed, else 0."""
+        return 130 if self.interrupted else (1 if self.failed else 0)
+
+
+class NullProgress:
+    """The progress interface the API reports to (the CLI draws it; this one draws nothing)."""
+
+    def start(self, total: int, what: str) -> None:
+        """``total`` inputs are about to be processed."""
+
+    def step_callback(self, name: str, steps: int):
+        """A sampler callback ``(step, x_t, x0)`` for a batch named ``name`` of ``steps`` steps, or None."""
+        return None
+
+    def advance(self, count: int = 1) -> None:
+        """``count`` inputs finished (done, skipped or failed)."""
+
+
+def failure_reason(exc: BaseException, path: Path, outdir: Path | None = None) -> str:
+    """A failure message that names the file (for an OSError with ``outdir``: the output folder)."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and outdir is not None:
+        return f"cannot write outputs to {outdir}: {exc.strerror or text}" + \
+            (f" ({exc.filename})" if exc.filename else "")
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def versions(device: str | torch.device = "cpu") -> dict:
+    """The library, Python and platform versions (and the GPU's name on CUDA) a sidecar records."""
+    info = {"ddpg": ddpg.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info

@@ -1,0 +1,417 @@
+"""``ddpg restore``: restore image files (or their measurements) into a folder, batch by batch, with loading
+and writing overlapped with the sampling; :func:`restore_on_ranks` shares one call out across torchrun ranks."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ddpg.api.degrade import observation_meta
+from ddpg.api.denoisers import (
+    check_device,
+    check_engine_prior,
+    check_speed_options,
+    guess_prior_of,
+    make_denoiser,
+    prior_record,
+    size_multiple,
+)
+from ddpg.api.report import NullProgress, Report, failure_reason, versions
+from ddpg.api.settings import Settings, apply_hyper, operator_args, parse_mask, resolve_settings
+from ddpg.errors import ConfigError, DdpgError, InputError
+from ddpg.io import (
+    IMAGE_SUFFIXES,
+    MEASUREMENT_SUFFIXES,
+    StagedFiles,
+    center_crop_resize,
+    collect_inputs,
+    load_image,
+    load_measurement,
+    pad_bottom_right,
+    padded_size,
+    save_image,
+    save_json,
+)
+from ddpg.metrics import psnr, ssim
+
+log = logging.getLogger("ddpg")
+
+SIDECAR_KIND = "ddpg-restoration"
+RUN_SUMMARY = "run_summary.json"
+
+
+@dataclass
+class _Plan:
+    """What every input of one :func:`restore` call shares, and the operators and graph runners built so far
+    (keyed by operator, and by operator and σ_y)."""
+
+    settings: Settings
+    denoiser: object
+    device: str
+    outdir: Path
+    seed: int
+    observed: bool
+    sigma_y: float | None  # an explicit σ_y, which overrides an observation's metadata
+    mask: str | None  # the mask as given: None lets an observation's own mask apply
+    mask_spec: dict  # parse_mask(mask)
+    kernel: str | None
+    resize: bool
+    target: int | None  # the side length of resized inputs
+    multiple: int  # image sides must be multiples of this (the prior's downsampling)
+    step_graph: bool  # whole-step CUDA-graph runners instead of the Restorer's loop
+    bits: int
+    record: dict  # the sidecar entries every output shares
+    operators: dict = field(default_factory=dict)
+    runners: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    """One input, loaded and degraded, waiting for its batch."""
+
+    path: Path
+    stem: str
+    index: int
+    seed: int
+    size: tuple[int, int]  # restored size before padding (H, W)
+    padded: tuple[int, int]
+    clean: torch.Tensor | None  # (3, H, W) in [0, 1], clean inputs only
+    y: torch.Tensor  # (1, C, h', w') in [-1, 1] at the padded size, on the device
+    y_view: torch.Tensor  # (C, h, w) the unpadded measurement in [0, 1], CPU (the observed PNG)
+    baseline: torch.Tensor | None  # (3, H, W) bicubic / Tikhonov in [0, 1], CPU; clean inputs only
+    key: tuple
+    restorer: object
+    sampler: Callable  # restore(y, seeds, callback=None): the restorer's, or a CUDA-graph runner's
+    describe: dict
+    source: dict
+    t_load: float
+
+
+def output_stem(path: Path) -> str:
+    """Outputs of ``x.png`` and of its observation ``x_observed.pt`` share the stem ``x``."""
+    return path.stem[: -len("_observed")] if path.stem.endswith("_observed") else path.stem
+
+
+def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = None, preset: str | None = None,
+            prior: str | None = None, checkpoint: str | None = None, method: str | None = None,
+            sigma_y: float | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 1,
+            device: str = "cpu", observed: bool = False, backend: str = "torch", engine: str | None = None,
+            skip_existing: bool = False, resize: bool = False, size: int | None = None, mask: str | None = None,
+            kernel: str | None = None, bits: int = 8, class_label: int | None = None,
+            hyper: dict | None = None, select_candidates: bool = False, precision: str = "fp32",
+            compile: bool = False, cuda_graph: bool = False, shard: tuple[int, int] = (0, 1), progress=None,
+            denoiser=None) -> Report:
+    """Restore image files (or folders of them) into ``outdir``.
+
+    Per input ``x``: ``x_restored.png``, ``x_observed.png`` (the measurement mapped to [0, 1]) and ``x.json``
+    (settings, seeds, versions, timings; PSNR/SSIM against the clean input). By default an input is the clean
+    image and is degraded first with seed ``seed + index``; with ``observed`` it is the measurement itself
+    (an image, or the exact ``.pt``/``.npy`` of ``ddpg degrade``, whose metadata JSON supplies task, σ_y and
+    operator parameters). Sizes that the prior and operator cannot take are reflect-padded at the bottom and
+    right and cropped back: a clean image is padded before it is degraded (the operator is built at the
+    padded size, so the measurement is exact); an observed measurement is itself reflect-padded to the
+    matching measurement size (for SR ×s: to multiples of lcm(m, s)/s), so the restoration near the bottom
+    and right edges treats the mirrored margin as data; inpainting masks are padded the same way.
+    ``resize`` centre-crops and resizes to ``size`` (default: the prior's size). ``hyper`` overrides the
+    method's hyper-parameters; ``select_candidates`` turns on DDPG's noise-candidate selection.
+    Speed (torch backend): ``precision`` fp16/bf16 runs the UNet torso in low precision (guidance stays float32),
+    ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA, ddpg/idpg) captures each whole sampler step
+    in one CUDA graph (torch, fixed-shape TensorRT engines) or, with ONNX Runtime, the engine call (ONNX
+    Runtime's own graph mode; fixed-batch exports). ``shard=(rank, world_size)``: handle only this rank's
+    contiguous share of the sorted inputs (indices, hence seeds and outputs, stay global). ``denoiser`` skips
+    building one from prior/checkpoint/backend."""
+    progress = progress or NullProgress()
+    outdir = Path(outdir)
+    if bits not in (8, 16):
+        raise ConfigError(f"--bits must be 8 or 16, got {bits}")
+    if batch_size < 1 or seed < 0:
+        raise ConfigError("--batch-size must be >= 1 and --seed >= 0")
+    check_device(device)
+    check_speed_options(backend, device, precision, compile, cuda_graph)
+    if backend != "torch" and (prior is not None or checkpoint is not None):
+        raise ConfigError(f"--backend {backend} reads the prior from --engine; drop --prior/--checkpoint")
+    if prior is None and checkpoint is not None and backend == "torch" and denoiser is None:
+        prior = guess_prior_of(checkpoint)
+    preset_prior = None
+    if preset is not None:
+        from ddpg.runtime import load_preset
+
+        preset_prior = load_preset(preset).prior
+    if backend != "torch" and denoiser is None:  # the engine says which prior it holds
+        options = {"cuda_graph": True} if cuda_graph and backend == "onnxruntime" else {}
+        denoiser = make_denoiser(None, None, backend, engine, device, class_label, **options)
+        prior = check_engine_prior(denoiser, preset_prior)
+    prior = prior or (preset_prior or "gaussian" if backend == "torch" else None)
+    settings = apply_hyper(resolve_settings(task, method, preset, prior or "", sigma_y, steps), hyper,
+                           select_candidates)
+    mask_spec = parse_mask(mask)
+    if kernel is not None and not Path(kernel).is_file():
+        raise ConfigError(f"--kernel {kernel}: file not found")
+    step_graph = cuda_graph and backend != "onnxruntime"  # ONNX Runtime captures its own engine call instead
+    if step_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
+        raise ConfigError(f"--cuda-graph captures DDPG/IDPG steps; not method {settings.method}"
+                          + (" with --select-candidates" if settings.hyper.get("select_candidates") else ""))
+    if denoiser is None:
+        denoiser = make_denoiser(prior, checkpoint, backend, engine, device, class_label)
+    if backend == "torch" and (precision != "fp32" or compile or cuda_graph):
+        from ddpg.runtime.fast import FastDenoiser
+
+        denoiser = FastDenoiser(denoiser, precision=precision, compile=compile, device=device)
+    if step_graph and not getattr(denoiser, "graph_safe", False):
+        raise ConfigError(f"--cuda-graph: this denoiser ({getattr(denoiser, 'name', None) or backend}) cannot be "
+                          "captured in a CUDA graph (the analytic prior, or an engine with a dynamic batch)")
+    schedule = getattr(denoiser, "schedule", None)
+    if schedule is not None and settings.steps > len(schedule.betas):
+        raise ConfigError(f"--steps {settings.steps} exceeds the prior's {len(schedule.betas)} diffusion steps")
+    prior_size = (getattr(denoiser, "config", {}) or {}).get("image_size")
+    if resize and not (size or prior_size):
+        raise ConfigError(f"--resize needs --size N: the prior {prior} has no fixed image size")
+    record = {"task": settings.task, "method": settings.method, "preset": settings.preset,
+              "prior": prior_record(prior, checkpoint, backend, engine, denoiser), "steps": settings.steps,
+              "hyper": settings.hyper, "base_seed": seed, "device": str(device), "bits": bits,
+              "batch_size": batch_size, "speed": {"precision": precision, "compile": compile, "cuda_graph": cuda_graph},
+              "versions": versions(device)}
+    plan = _Plan(settings, denoiser, device, outdir, seed, observed, sigma_y, mask, mask_spec, kernel, resize,
+                 size or prior_size, size_multiple(denoiser), step_graph, bits, record)
+
+    suffixes = IMAGE_SUFFIXES | (MEASUREMENT_SUFFIXES if observed else frozenset())
+    files, problems = collect_inputs(inputs, suffixes)
+    from ddpg.runtime.distributed import shard_indices
+
+    mine = set(shard_indices(len(files), *shard))
+    report = Report(failed=[(str(p), why) for p, why in problems] if shard[0] == 0 else [])
+    stems: dict[str, Path] = {}
+    pending: list[tuple[int, Path]] = []
+    for index, path in enumerate(files):
+        stem = output_stem(path)
+        if stem in stems:
+            if index in mine:
+                report.failed.append((str(path), f"same output name {stem!r} as {stems[stem]}; rename one"))
+            continue
+        stems[stem] = path
+        if index not in mine:
+            continue
+        if skip_existing and (outdir / f"{stem}.json").is_file() and (outdir / f"{stem}_restored.png").is_file():
+            report.skipped.append(str(path))
+        else:
+            pending.append((index, path))
+    _run(plan, pending, batch_size, report, progress)
+    return report
+
+
+def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: Report, progress) -> None:
+    """Restore the ``pending`` (index, path) inputs in batches of ``batch_size`` into ``report``; the next inputs
+    load and degrade, and finished ones are written, in background threads while the sampler runs."""
+    from ddpg.runtime import get_sampler
+    from ddpg.runtime.fast import BackgroundWriter, Prefetcher
+
+    needs_grad = get_sampler(plan.settings.method).needs_grad
+
+    def write_and_count(job: _Job, out: torch.Tensor, timing: dict) -> None:
+        try:
+            report.done.append(_write(plan, job, out, timing))
+        except (DdpgError, OSError) as exc:
+            report.failed.append((str(job.path), failure_reason(exc, job.path, plan.outdir)))
+        finally:
+            progress.advance()
+
+    def run_batch(jobs: list[_Job]) -> None:
+        groups: dict = {}
+        for job in jobs:  # one sampler call per operator and σ_y; per-image seeds make batching invisible
+            groups.setdefault((job.key, job.restorer.sigma_y), []).append(job)
+        for group in groups.values():
+            callback = progress.step_callback(",".join(j.stem for j in group), plan.settings.steps)
+            t1 = time.perf_counter()
+            try:
+                with torch.enable_grad() if needs_grad else torch.no_grad():
+                    out = group[0].sampler(torch.cat([j.y for j in group]), [j.seed for j in group],
+                                           callback=callback).detach().cpu()
+            except (DdpgError, RuntimeError, ValueError) as exc:  # e.g. out of memory, a backend error
+                report.failed.extend((str(j.path), failure_reason(exc, j.path)) for j in group)
+                progress.advance(len(group))
+                continue
+            seconds = time.perf_counter() - t1
+            timing = {"restore_batch": round(seconds, 4), "restore_per_image": round(seconds / len(group), 4),
+                      "images_in_batch": len(group)}
+            for job, o in zip(group, out, strict=True):
+                writer.submit(write_and_count, job, o, timing)
+
+    progress.start(len(pending), "restore")
+    writer = BackgroundWriter(depth=2 * batch_size)
+    prefetch = Prefetcher(pending, lambda item: _prepare(plan, *item), depth=batch_size + 1)
+    try:
+        batch: list[_Job] = []
+        for (_, path), job, error in prefetch:
+            if error is not None:
+                if not isinstance(error, (DdpgError, OSError)):
+                    raise error
+                report.failed.append((str(path), failure_reason(error, path)))
+                progress.advance()
+                continue
+            batch.append(job)
+            if len(batch) == batch_size:
+                run_batch(batch)
+                batch = []
+        if batch:
+            run_batch(batch)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        prefetch.close()
+        for (job, *_), exc in writer.close():  # finished outputs are written (or failed) before returning
+            report.failed.append((str(job.path), failure_reason(exc, job.path, plan.outdir)))
+
+
+def _operator_task(plan: _Plan, index: int, path: Path) -> tuple[dict, float, dict, dict]:
+    """(operator task and parameters, σ_y, operator_args options, input description) of one input: the
+    settings', or for an observation written by ``ddpg degrade`` its metadata's, unless given explicitly."""
+    settings = plan.settings
+    op_task, sigma = dict(settings.operator), settings.sigma_y
+    # the reference draws the motion kernel of image i with seed 10·i
+    options = {"motion_seed": 10 * index, "mask": plan.mask_spec, "kernel": plan.kernel}
+    source = {"kind": "observed" if plan.observed else "clean"}
+    meta = observation_meta(path) if plan.observed else None
+    if meta is None:
+        return op_task, sigma, options, source
+    if meta["task"] != settings.task:
+        raise InputError(f"{path}: observed with task {meta['task']}, not {settings.task}; pass --task {meta['task']}")
+    args = dict(meta["operator_args"])
+    options["motion_seed"] = args.pop("seed", options["motion_seed"])
+    if plan.mask is None and "mask" in args:
+        options["mask"] = {"mask": str(path.parent / args.pop("mask"))}
+    if plan.kernel is None and args.get("kernel"):
+        options["kernel"] = args.pop("kernel")
+    op_task = {"task": meta["operator"]["name"], **{k: v for k, v in args.items() if k not in ("mask", "kernel")}}
+    sigma = meta["sigma_y"] if plan.sigma_y is None else float(plan.sigma_y)
+    source.update({"metadata": str(path.with_suffix(".json")), "degrade_seed": meta.get("seed")})
+    return op_task, sigma, options, source
+
+
+def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
+    """Load input ``index``, pad it to what the prior and operator take, build (or reuse) its operator and
+    sampler, and degrade it (clean inputs) or check it (observed ones)."""
+    from ddpg.operators import baseline, make_operator
+    from ddpg.runtime import Restorer
+
+    t0 = time.perf_counter()
+    op_task, sigma, options, source = _operator_task(plan, index, path)
+    scale = int(op_task.get("scale", 1)) if op_task["task"] in ("sr_bicubic", "sr_avgpool") else 1
+    clean = None
+    if plan.observed:
+        y = load_measurement(path) if path.suffix.lower() in MEASUREMENT_SUFFIXES else load_image(path) * 2 - 1
+        if op_task["task"] == "colorization" and y.shape[0] == 3:
+            y = y.mean(0, keepdim=True)
+        hw = (y.shape[1] * scale, y.shape[2] * scale)
+        padded_y = padded_size(tuple(y.shape[1:]), math.lcm(plan.multiple, scale) // scale)
+        padded = (padded_y[0] * scale, padded_y[1] * scale)
+    else:
+        clean = load_image(path)
+        if plan.resize:
+            clean = center_crop_resize(clean, plan.target)
+        hw = tuple(clean.shape[1:])
+        padded = padded_size(hw, math.lcm(plan.multiple, scale))
+    if padded != hw:
+        log.info("%s: %d×%d padded to %d×%d (the prior and operator need multiples of %d); output cropped "
+                 "back", path, hw[1], hw[0], padded[1], padded[0], math.lcm(plan.multiple, scale))
+    image_seed = plan.seed + index
+    try:
+        name, params, describe = operator_args(op_task, plan.settings.task, hw, padded, mask_seed=image_seed,
+                                               **options)
+        key = (name, padded, repr(sorted((k, v.tolist() if isinstance(v, torch.Tensor) else v)
+                                         for k, v in params.items())))
+        if key not in plan.operators:
+            plan.operators[key] = make_operator(name, padded, **params).to(plan.device)
+    except DdpgError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    operator = plan.operators[key]
+    restorer = Restorer(plan.denoiser, operator, method=plan.settings.method, sigma_y=sigma,
+                        steps=plan.settings.steps, hyper=plan.settings.hyper)
+    sampler = restorer.restore
+    if plan.step_graph:  # one runner (buffers + graphs) per operator and σ_y, replaying the Restorer exactly
+        from ddpg.runtime.graph_sampler import FastDDPGRunner
+
+        if (key, sigma) not in plan.runners:
+            plan.runners[(key, sigma)] = FastDDPGRunner.from_restorer(restorer, cuda_graph=True)
+        sampler = plan.runners[(key, sigma)].restore
+    if plan.observed:
+        y = pad_bottom_right(y, padded_y)[None].to(plan.device)
+        if name == "inpainting":
+            y = y * operator.mask.to(y)
+        try:
+            operator.check_measurement(y)
+        except DdpgError as exc:
+            raise InputError(f"{path}: {exc}") from exc
+    else:
+        x = pad_bottom_right(clean, padded)[None].to(plan.device) * 2 - 1
+        y = restorer.degrade(x, [image_seed])
+    describe.update({"size": list(hw), "padded_to": list(padded), "resized": bool(plan.resize and not plan.observed)})
+    H, W = hw
+    y_view = ((y[0, :, : math.ceil(H / scale), : math.ceil(W / scale)] + 1) / 2).clamp(0, 1).cpu()
+    base = None if clean is None else ((baseline(operator, y)[0, :, :H, :W] + 1) / 2).clamp(0, 1).cpu()
+    return _Job(path, output_stem(path), index, image_seed, hw, padded, clean, y, y_view, base, key, restorer,
+                sampler, describe, source, time.perf_counter() - t0)
+
+
+def _write(plan: _Plan, job: _Job, out: torch.Tensor, timing: dict) -> str:
+    """Write a job's images and its sidecar (last) atomically; returns the restored image's path. Runs in the
+    writer thread, so it touches CPU tensors only. ``out``: (3, H', W') in [-1, 1] at the padded size."""
+    t0 = time.perf_counter()
+    H, W = job.size
+    restored = ((out[:, :H, :W] + 1) / 2).clamp(0, 1).cpu()
+    op = job.restorer.operator
+    stem, outdir, bits = job.stem, plan.outdir, plan.bits
+    sidecar = {"kind": SIDECAR_KIND, "input": str(job.path),
+               "outputs": {"restored": f"{stem}_restored.png", "observed": f"{stem}_observed.png"},
+               **plan.record, "sigma_y": job.restorer.sigma_y,
+               "operator": {"name": op.name, **{k: v for k, v in op.params.items() if k != "mask"}, **job.describe},
+               "seed": job.seed, "index": job.index, "input_kind": job.source,
+               "timings_s": {"load_and_degrade": round(job.t_load, 4), **timing}}
+    if job.clean is not None:
+        metrics = {"psnr": round(psnr(restored, job.clean), 4),
+                   "baseline_psnr": round(psnr(job.baseline, job.clean), 4),
+                   "baseline": "bicubic" if getattr(op, "scale", 1) > 1 else "tikhonov (eta=1e-2)"}
+        if min(H, W) >= 11:
+            metrics["ssim"] = round(ssim(restored, job.clean), 4)
+        sidecar["metrics"] = metrics
+    with StagedFiles() as files:
+        if plan.resize and job.clean is not None:
+            files.add(outdir / f"{stem}_gt.png", lambda tmp: save_image(job.clean, tmp, bits))
+            sidecar["outputs"]["ground_truth"] = f"{stem}_gt.png"
+        files.add(outdir / f"{stem}_observed.png", lambda tmp: save_image(job.y_view, tmp, bits))
+        files.add(outdir / f"{stem}_restored.png", lambda tmp: save_image(restored, tmp, bits))
+        sidecar["timings_s"]["write"] = round(time.perf_counter() - t0, 4)
+        files.add(outdir / f"{stem}.json", lambda tmp: save_json(sidecar, tmp))
+    return str(outdir / f"{stem}_restored.png")
+
+
+def restore_on_ranks(inputs: list[str | Path], outdir: str | Path, *, device: str = "cpu", **options) -> Report:
+    """:func:`restore` as launched by ``torchrun --nproc-per-node N ddpg restore ...``: each rank restores its
+    contiguous share of the sorted inputs on its own device (``cuda`` → cuda:LOCAL_RANK; gloo on CPU, NCCL on
+    GPUs); rank 0 returns the merged report (``extra``: world size, per-rank summaries, images/s) and writes it
+    to ``outdir/run_summary.json``; the other ranks return their own. Seeds follow the global input index, so
+    the outputs equal a single-process run's. Without torchrun this is :func:`restore`."""
+    from ddpg.runtime import distributed
+
+    if not distributed.launched_by_torchrun():
+        return restore(inputs, outdir, device=device, **options)
+    ctx = distributed.dist_context(device)
+    start = time.perf_counter()
+    report = restore(inputs, outdir, device=str(ctx.device), shard=(ctx.rank, ctx.world_size), **options)
+    summary = distributed.gather_summary({
+        "rank": ctx.rank, "device": str(ctx.device), "done": report.done, "skipped": report.skipped,
+        "failed": [list(f) for f in report.failed], "interrupted": report.interrupted,
+        "exit_code": report.exit_code, "wall_s": round(time.perf_counter() - start, 4)})
+    distributed.finish()
+    if summary is None:
+        return report
+    merged = Report(done=summary["done"], skipped=summary["skipped"], failed=[tuple(f) for f in summary["failed"]],
+                    interrupted=summary["interrupted"],
+                    extra={k: summary[k] for k in ("world_size", "ranks", "wall_s", "images_per_s") if k in summary})
+    save_json({"kind": "ddpg-run-summary", **summary}, Path(outdir) / RUN_SUMMARY)
+    return merged

@@ -1,0 +1,154 @@
+"""What decides a restoration apart from its input and seed: the task, method, preset, σ_y, steps and
+hyper-parameters (:class:`Settings`), and the operator arguments of a task at an image's size."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ddpg.errors import ConfigError
+from ddpg.io import pad_bottom_right
+
+CLI_TASKS = ("sr4", "deblur_gauss", "deblur_motion", "inpaint", "denoise", "colorize")
+OPERATOR_OF_TASK = {"sr4": ("sr_bicubic", {"scale": 4}), "deblur_gauss": ("deblur_gauss", {}),
+                    "deblur_motion": ("deblur_motion", {}), "inpaint": ("inpainting", {}),
+                    "denoise": ("denoising", {}), "colorize": ("colorization", {})}
+DEFAULT_SIGMA_Y = 0.05
+PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
+
+@dataclass
+class Settings:
+    """Everything that decides a restoration apart from the input and its seed."""
+
+    task: str
+    method: str
+    preset: str | None
+    sigma_y: float
+    steps: int
+    hyper: dict
+    operator: dict  # preset operator parameters, "task" = make_operator task name
+
+
+def check_task(task: str) -> str:
+    """``task`` if it is one of :data:`CLI_TASKS` (ConfigError otherwise)."""
+    if task not in CLI_TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(CLI_TASKS)}")
+    return task
+
+
+def resolve_settings(task: str | None, method: str | None, preset: str | None, prior: str,
+                     sigma_y: float | None, steps: int | None) -> Settings:
+    """Settings from ``preset`` if named; else the paper preset of (method, prior, task) at the nearest
+    σ_y (priors without presets take the CelebA-HQ rows), with σ_y and steps overridden when given; else the
+    method's defaults. Explicit arguments always win."""
+    from ddpg.runtime import find_preset, get_sampler, load_preset
+
+    if sigma_y is not None and not sigma_y >= 0:
+        raise ConfigError(f"--sigma-y must be >= 0 (the [0, 1] scale), got {sigma_y}")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    overrides = {k: v for k, v in (("sigma_y", sigma_y), ("steps", steps)) if v is not None}
+    if preset is not None:
+        p = load_preset(preset, **overrides)
+        if method is not None and method != p.method:
+            raise ConfigError(f"--method {method} contradicts --preset {preset} (method {p.method})")
+        if task is not None and task != p.task:
+            p = load_preset(preset, task=check_task(task), **overrides)
+        return Settings(p.task, p.method, preset, p.sigma_y, p.steps, dict(p.hyper), dict(p.operator))
+    task = check_task(task or "sr4")
+    method = method or "ddpg"
+    spec = get_sampler(method)
+    family = prior if prior in PRIOR_FAMILIES else "celeba_hq"
+    found = find_preset(method, family, task, DEFAULT_SIGMA_Y if sigma_y is None else sigma_y)
+    if found is not None:
+        p = load_preset(found, **overrides)
+        return Settings(task, method, found, p.sigma_y, p.steps, dict(p.hyper), dict(p.operator))
+    name, params = OPERATOR_OF_TASK[task]
+    return Settings(task, method, None, DEFAULT_SIGMA_Y if sigma_y is None else float(sigma_y),
+                    steps or spec.default_steps, {}, {"task": name, **params})
+
+
+def parse_hyper(items: list[str] | None) -> dict:
+    """``--hyper KEY=VALUE`` pairs as a dict; values are read as YAML scalars (``0.5``, ``true``, ``10``)."""
+    import yaml
+
+    hyper: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--hyper {item!r}: expected KEY=VALUE, e.g. --hyper zeta=0.3")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--hyper {item!r}: unreadable value ({exc})") from exc
+        if not isinstance(parsed, (bool, int, float, str)):
+            raise ConfigError(f"--hyper {item!r}: the value must be a number, a boolean or a word")
+        hyper[key.strip()] = parsed
+    return hyper
+
+
+def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool) -> Settings:
+    """The settings with ``hyper`` overriding the preset's hyper-parameters (names checked against the
+    method's) and, with ``select_candidates``, DDPG's noise-candidate selection switched on."""
+    from ddpg.runtime import get_sampler
+
+    merged = {**settings.hyper, **(hyper or {})}
+    if select_candidates:
+        if settings.method != "ddpg":
+            raise ConfigError(f"--select-candidates chooses DDPG's injected noise; method {settings.method} "
+                              "has none (use --method ddpg, or dpps for DPS with selection)")
+        merged["select_candidates"] = True
+    known = get_sampler(settings.method).hyper_names
+    unknown = sorted(set(hyper or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"--hyper {', '.join(unknown)}: not a hyper-parameter of {settings.method}; known: "
+                          f"{', '.join(known) or 'none'}")
+    return replace(settings, hyper=merged)
+
+
+def parse_mask(spec: str | None) -> dict:
+    """``--mask``: None/"box" (a centred box of half the size missing), "random" or "random:R" (a fraction
+    R of pixels missing, default 0.5, seeded per image), or an image/.npy file (non-zero = kept)."""
+    if spec is None or spec == "box":
+        return {}
+    match = re.fullmatch(r"random(?::([0-9.]+))?", spec)
+    if match:
+        ratio = float(match.group(1) or 0.5)
+        if not 0 <= ratio < 1:
+            raise ConfigError(f"--mask random:R needs 0 <= R < 1, got {ratio}")
+        return {"ratio": ratio}
+    if not Path(spec).is_file():
+        raise ConfigError(f"--mask {spec}: file not found (or use 'box', 'random', 'random:0.7')")
+    return {"mask": str(spec)}
+
+
+def operator_args(task_params: dict, task: str, size: tuple[int, int], padded: tuple[int, int], *,
+                  motion_seed: int, mask: dict, mask_seed: int, kernel: str | None) -> tuple[str, dict, dict]:
+    """(make_operator task, its parameters at the padded size, a JSON description for sidecars).
+
+    deblur_motion: the reference kernel of ``motion_seed`` unless ``kernel`` (a file) is given; deblur_gauss
+    with ``kernel``: that kernel instead of the Gaussian; inpaint: ``mask`` as from :func:`parse_mask`, built
+    at the unpadded ``size`` (random masks seeded with ``mask_seed``) and reflect-padded with the image."""
+    from ddpg.operators import make_mask
+
+    name = task_params["task"]
+    params = {k: v for k, v in task_params.items() if k != "task"}
+    desc: dict = {}
+    if kernel is not None:
+        if name not in ("deblur_gauss", "deblur_motion", "deblur_kernel"):
+            raise ConfigError(f"--kernel applies to deblur_gauss and deblur_motion, not {task}")
+        name, params = ("deblur_motion" if name == "deblur_motion" else "deblur_kernel"), {}
+        params["kernel"] = kernel
+        desc["kernel"] = str(kernel)
+    elif name == "deblur_motion":
+        params["seed"] = motion_seed
+    if name == "inpainting":
+        m = make_mask(size, mask.get("mask"), None, mask.get("ratio"), mask_seed)
+        if tuple(padded) != tuple(size):
+            m = pad_bottom_right(m[None].float(), padded)[0] > 0.5
+        params = {"mask": m}
+        desc["mask"] = mask.get("mask") or (f"random {mask['ratio']} missing (seed {mask_seed})" if "ratio" in mask
+                                            else "centred box of half the size")
+    return name, params, desc
+
