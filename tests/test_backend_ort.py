@@ -139,12 +139,25 @@ def test_cuda_requested_without_cuda_fails_clearly(ddpm_engine):
         OrtDenoiser(ddpm_engine, device="cuda")
 
 
+def test_stream_zero_is_refused(ddpm_engine, monkeypatch):
+    """ORT's CUDA provider reads user_compute_stream 0 (torch's default stream) as "none" and would run on a
+    stream of its own; make_session refuses it before building a session (CUDA provider faked as present)."""
+    from ddpg.runtime.backends.onnxruntime import CPU_EP, CUDA_EP, make_session
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_EP, CPU_EP])
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: pytest.fail("no session for stream 0"))
+    with pytest.raises(ConfigError, match="stream 0"):
+        make_session(ddpm_engine, "cuda", stream=0)
+
+
 # ----------------------------------------------------------------------------------------------------- CUDA only
 @cuda_only
 def test_cuda_io_binding_matches_cpu(ddpm_engine, ddpm_small):
     _, prior = ddpm_small
     den = OrtDenoiser(ddpm_engine, device="cuda")
     assert den.session.get_providers()[0] == "CUDAExecutionProvider"
+    granted = den.session.get_provider_options()["CUDAExecutionProvider"]
+    assert granted["has_user_compute_stream"] == "1" and int(granted["user_compute_stream"]) == den._stream.cuda_stream
     x, t = torch.randn(3, 3, 32, 32), torch.tensor([999.0, 500.0, 0.0])
     with torch.no_grad():
         ref = prior(x, t)

@@ -3,8 +3,13 @@
 ``OrtDenoiser(path, device=...)(x_t (B,3,H,W) float32, t (B,) float32) -> eps (B,3,H,W) float32`` on the device
 of x_t. CPU: the CPU execution provider with numpy inputs (``sess.run``). CUDA: the CUDA execution provider with
 IO binding on torch CUDA buffers (allocated once per input shape; inputs copied in on the device, never through
-the host), ORT running on the torch stream that was current at construction, and an optional CUDA-graph mode
-for fixed-batch exports. The guidance maths stays in torch; the schedule and config come from the metadata.
+the host), ORT running on a torch stream of its own that is ordered against the caller's stream with events (no
+host synchronization), and an optional CUDA-graph mode for fixed-batch exports. The guidance maths stays in
+torch; the schedule and config come from the metadata.
+
+Why a stream of its own: the CUDA provider treats a ``user_compute_stream`` of 0, which is what torch's default
+stream reports, as no stream at all (``has_user_compute_stream = user_compute_stream != nullptr`` in
+onnxruntime/core/providers/cuda/cuda_execution_provider_info.cc) and would run on a stream torch knows nothing of.
 """
 
 from __future__ import annotations
@@ -38,9 +43,9 @@ def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_g
     """An InferenceSession on the CPU or CUDA execution provider, refusing to fall back silently.
 
     CPU: ORT's idle threads do not spin (unless ``sess_options`` says otherwise). CUDA: ``stream`` (a
-    cudaStream_t as int) becomes ORT's user compute stream; ``cuda_graph`` sets ``enable_cuda_graph``;
-    ``tf32=False`` keeps fp32 convolutions and matmuls exact (``use_tf32=0``); ``provider_options`` are added
-    to (and override) these.
+    cudaStream_t as int; not 0, which ORT would ignore) becomes ORT's user compute stream, and the session must
+    confirm it; ``cuda_graph`` sets ``enable_cuda_graph``; ``tf32=False`` keeps fp32 convolutions and matmuls
+    exact (``use_tf32=0``); ``provider_options`` are added to (and override) these.
     """
     ort = _ort()
     device = torch.device(device)
@@ -60,6 +65,9 @@ def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_g
         options = {"device_id": str(device.index or 0), "use_tf32": "1" if tf32 else "0",
                    "enable_cuda_graph": "1" if cuda_graph else "0"}
         if stream is not None:
+            if not stream:
+                raise ConfigError("user compute stream 0 (the legacy default stream) is ignored by ONNX Runtime's "
+                                  "CUDA provider; pass a torch.cuda.Stream's handle")
             options.update(has_user_compute_stream="1", user_compute_stream=str(stream))
         options.update({k: str(v) for k, v in (provider_options or {}).items()})
         providers = [(CUDA_EP, options)]
@@ -77,6 +85,8 @@ def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_g
         granted_opts = session.get_provider_options().get(CUDA_EP, {})
         if cuda_graph and granted_opts.get("enable_cuda_graph") != "1":
             raise EngineError(f"{path}: CUDA graph requested but the CUDA provider did not enable it")
+        if stream is not None and granted_opts.get("has_user_compute_stream") != "1":
+            raise EngineError(f"{path}: the CUDA provider did not take the compute stream it was given")
     return session
 
 
@@ -127,7 +137,7 @@ class OrtDenoiser:
             raise ConfigError(f"{self.engine_path}: CUDA-graph mode needs a fixed-shape export (ddpg export "
                               f"--batch N); this one takes batch {self.info.batch}")
         self.cuda_graph = cuda_graph
-        self._stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None  # never stream 0
         self.session = make_session(self.engine_path, self.device, cuda_graph=cuda_graph, tf32=tf32,
                                     stream=self._stream.cuda_stream if self._stream is not None else None,
                                     provider_options=provider_options, sess_options=sess_options)
@@ -181,9 +191,7 @@ class OrtDenoiser:
         current = torch.cuda.current_stream(self.device)
         io.x.copy_(x_t.detach())
         io.t.copy_(t.detach())
-        if current != self._stream:  # ORT runs on the construction-time stream; order it after our copies
-            self._stream.wait_stream(current)
+        self._stream.wait_stream(current)  # ORT's kernels start after our copies (and the last read of eps)
         self.session.run_with_iobinding(io.binding, self._run_options)
-        if current != self._stream:
-            current.wait_stream(self._stream)
+        current.wait_stream(self._stream)  # and our next work, after ORT's kernels
         return io.eps.clone()  # the bound buffer is overwritten by the next call
