@@ -139,15 +139,21 @@ def test_cuda_requested_without_cuda_fails_clearly(ddpm_engine):
         OrtDenoiser(ddpm_engine, device="cuda")
 
 
-def test_stream_zero_is_refused(ddpm_engine, monkeypatch):
+def test_cuda_session_preloads_libraries_and_refuses_stream_zero(ddpm_engine, monkeypatch):
     """ORT's CUDA provider reads user_compute_stream 0 (torch's default stream) as "none" and would run on a
     stream of its own; make_session refuses it before building a session (CUDA provider faked as present)."""
-    from ddpg.runtime.backends.onnxruntime import CPU_EP, CUDA_EP, make_session
+    from ddpg.runtime.backends import onnxruntime as backend
 
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_EP, CPU_EP])
+    preloads = []
+    backend.preload_cuda_libraries.cache_clear()
+    monkeypatch.setattr(ort, "preload_dlls", lambda: preloads.append(1), raising=False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [backend.CUDA_EP, backend.CPU_EP])
     monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: pytest.fail("no session for stream 0"))
-    with pytest.raises(ConfigError, match="stream 0"):
-        make_session(ddpm_engine, "cuda", stream=0)
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="stream 0"):
+            backend.make_session(ddpm_engine, "cuda", stream=0)
+    assert preloads == [1]  # the CUDA libraries are preloaded once, before the first CUDA session
+    backend.preload_cuda_libraries.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------------- CUDA only

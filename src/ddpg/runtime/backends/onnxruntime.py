@@ -14,6 +14,8 @@ onnxruntime/core/providers/cuda/cuda_execution_provider_info.cc) and would run o
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from ddpg.export.onnx_metadata import EngineError, EngineInfo, read_metadata
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
 
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
+log = logging.getLogger("ddpg")
 
 
 def _ort():
@@ -35,6 +38,20 @@ def _ort():
         raise ConfigError("backend 'onnxruntime' not available: the onnxruntime package is not installed "
                           "(pip install onnxruntime, or onnxruntime-gpu for CUDA)") from exc
     return onnxruntime
+
+
+@functools.cache
+def preload_cuda_libraries(ort) -> None:
+    """Load the CUDA and cuDNN libraries the CUDA provider links against, once per process, from the copies torch
+    (or the nvidia-* wheels) installed: onnxruntime-gpu ships none (``onnxruntime.preload_dlls``, ORT >= 1.21;
+    https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider). Without it the session may fall back to
+    the CPU, which :func:`make_session` then refuses."""
+    if not hasattr(ort, "preload_dlls"):
+        return
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # best effort: make_session's provider check reports what is missing
+        log.warning("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA/cuDNN libraries", exc)
 
 
 def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_graph: bool = False,
@@ -58,6 +75,7 @@ def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_g
             sess_options = ort.SessionOptions()
             sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     elif device.type == "cuda":
+        preload_cuda_libraries(ort)
         available = ort.get_available_providers()
         if CUDA_EP not in available:
             raise ConfigError(f"device {device} requested but ONNX Runtime {ort.__version__} offers only "
