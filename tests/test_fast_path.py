@@ -6,6 +6,7 @@ differs: the table holds √ᾱ etc. in float32 where the eager step multiplies 
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from ddpg.errors import ConfigError
 from ddpg.models import GaussianPrior, as_denoiser, create_prior, prior_config
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer, ddpg_sample
-from ddpg.runtime.fast import BackgroundWriter, FastDenoiser, Prefetcher
+from ddpg.runtime.fast import CAPTURE_LOCK, BackgroundWriter, FastDenoiser, Prefetcher
 from ddpg.runtime.graph_sampler import COLUMNS, FastDDPGRunner, fast_ddpg_sample, step_table
 from ddpg.runtime.samplers.ddpg import GuidanceParams
 from ddpg.runtime.schedule import linear_schedule
@@ -178,6 +179,136 @@ def test_background_writer_runs_jobs_in_order_and_collects_errors():
         writer.submit(job, 5)
 
 
+def lock_free_elsewhere() -> bool:
+    """Whether a third thread could take CAPTURE_LOCK right now."""
+    got = []
+
+    def probe():
+        got.append(CAPTURE_LOCK.acquire(blocking=False))
+        if got[0]:
+            CAPTURE_LOCK.release()
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return got[0]
+
+
+class FakeStream:
+    def __init__(self, device=None):
+        self.device = device
+
+    def wait_stream(self, other) -> None:
+        pass
+
+
+class FakeGraph:
+    def __init__(self, log: list):
+        self.log = log
+
+    def register_generator_state(self, generator) -> None:
+        self.log.append(("register", generator))
+
+
+def fake_cuda_graph_api(monkeypatch) -> list:
+    """Replace the torch.cuda calls of ``FastDDPGRunner._capture`` with recorders (CPU tests); returns the log."""
+    log: list = []
+
+    @contextmanager
+    def device(dev):
+        log.append(("device", torch.device(dev)))
+        yield
+        log.append(("device_exit",))
+
+    @contextmanager
+    def stream(s):
+        log.append(("stream", s, lock_free_elsewhere()))
+        yield
+
+    @contextmanager
+    def graph(cuda_graph, pool=None, stream=None, capture_error_mode="global"):
+        log.append(("capture", stream, capture_error_mode, lock_free_elsewhere()))
+        yield
+
+    def new_stream(dev=None):
+        s = FakeStream(dev)
+        log.append(("new_stream", s))
+        return s
+
+    for name, fake in {"device": device, "stream": stream, "graph": graph, "Stream": new_stream,
+                       "current_stream": FakeStream, "CUDAGraph": lambda: FakeGraph(log)}.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    return log
+
+
+def test_capture_runs_on_its_device_and_side_stream_under_the_capture_lock(monkeypatch):
+    op = make_operator("deblur_gauss", 32)
+    runner = FastDDPGRunner(gaussian_denoiser(), op, 0.05, steps=4)
+    b = runner._buffers_for(op.A(torch.zeros(1, 3, 32, 32)))
+    log = fake_cuda_graph_api(monkeypatch)
+    with torch.no_grad():
+        runner._capture(b, graph_noise=True)
+    kinds = [e[0] for e in log]
+    assert log[0] == ("device", runner.device) and kinds[-1] == "device_exit"
+    side = next(e[1] for e in log if e[0] == "new_stream")
+    warmup = next(e for e in log if e[0] == "stream")
+    capture = next(e for e in log if e[0] == "capture")
+    assert warmup[1] is side and not warmup[2]  # warm-up on the side stream, other threads locked out
+    assert capture[1:] == (side, "thread_local", False)  # explicit stream, lock held during capture
+    assert kinds.index("register") < kinds.index("capture") and log[kinds.index("register")][1] is runner.generator
+    assert isinstance(b.graph, FakeGraph) and b.graph_noise
+    assert lock_free_elsewhere()
+
+
+def test_prefetcher_loads_hold_the_capture_lock_and_wait_for_a_capture():
+    started, held = threading.Event(), []
+
+    def load(i):
+        started.set()
+        held.append(not lock_free_elsewhere())
+        return i
+
+    with CAPTURE_LOCK:  # as FastDDPGRunner._capture: no load may start meanwhile
+        pf = Prefetcher(range(2), load, depth=1)
+        assert not started.wait(0.2)
+    with pf:
+        assert [e[1] for e in pf] == [0, 1]
+    assert held == [True, True]
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_runner_refuses_compile_modes_that_make_their_own_cuda_graphs(mode):
+    class CompiledUNet:  # a FastDenoiser's speed attributes, without building one on a GPU
+        graph_safe, compiled, compile_mode, schedule = True, True, mode, None
+
+    op = make_operator("deblur_gauss", 32)
+    with pytest.raises(ConfigError, match=mode):
+        FastDDPGRunner(CompiledUNet(), op, 0.05, steps=4, cuda_graph=True, device="cuda:0")
+
+
+def test_release_waits_for_the_device_only_when_graphs_exist(monkeypatch):
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", synced.append)
+    op = make_operator("deblur_gauss", 32)
+    runner = FastDDPGRunner(gaussian_denoiser(), op, 0.05, steps=4)
+    runner._buffers_for(op.A(torch.zeros(1, 3, 32, 32)))
+    runner.release()
+    assert synced == [] and runner._buffers == {}
+    runner._buffers_for(op.A(torch.zeros(1, 3, 32, 32))).graph = object()
+    runner.release()
+    assert synced == [runner.device] and runner._buffers == {}
+
+
+def test_low_precision_keeps_norms_embeddings_and_head_in_float32():
+    fast = FastDenoiser(tiny_prior(), precision="bf16", channels_last=True).prior
+    assert fast.conv_in.weight.dtype == fast.down[0].block[0].conv1.weight.dtype == torch.bfloat16
+    assert fast.mid.attn_1.q.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for m in fast.modules() if isinstance(m, torch.nn.GroupNorm)
+               for p in m.parameters())
+    assert all(p.dtype == torch.float32 for p in [*fast.temb.parameters(), *fast.conv_out.parameters()])
+    assert fast.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 # --- CUDA only ----------------------------------------------------------------------------------------------
 
 @needs_cuda
@@ -208,3 +339,16 @@ def test_cuda_graph_in_graph_noise_is_seeded():
     a, b, c = runner.sample(y, seed=5), runner.sample(y, seed=5), runner.sample(y, seed=6)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.isfinite(a).all()
+
+
+@needs_cuda
+def test_cuda_graph_in_graph_noise_follows_the_eager_generator_stream(monkeypatch):
+    """manual_seed after capture is honoured and each replay advances the Philox offset as the eager draw does."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    den = FastDenoiser(tiny_prior().cuda(), precision="fp32")
+    op = make_operator("deblur_gauss", 32).to("cuda")
+    y = op.A(torch.rand(2, 3, 32, 32, device="cuda") * 2 - 1)
+    graph = FastDDPGRunner(den, op, 0.05, steps=6, cuda_graph=True)
+    eager = FastDDPGRunner(den, op, 0.05, steps=6, cuda_graph=False)
+    out_graph, out_eager = graph.sample(y, seed=3), eager.sample(y, seed=3)
+    assert rel_err(out_graph, out_eager) < 1e-4

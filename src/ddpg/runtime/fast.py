@@ -23,6 +23,12 @@ from ddpg.runtime.schedule import Schedule
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
+# torch.compile modes whose Inductor output records its own CUDA graphs (``triton.cudagraphs``; see
+# ``torch._inductor.list_mode_options``): they cannot run inside the whole-step graph of ``FastDDPGRunner``
+GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+# Held by ``Prefetcher`` around each load and by ``FastDDPGRunner`` around a CUDA-graph warm-up and capture:
+# PyTorch's CUDA-graph constraints forbid non-captured CUDA work on any thread while a capture is underway.
+CAPTURE_LOCK = threading.RLock()
 
 
 def parse_precision(precision: str | torch.dtype) -> torch.dtype:
@@ -125,7 +131,8 @@ class Prefetcher:
 
     Iterating yields ``(item, result, error)`` in input order; a failing load yields its exception as
     ``error`` (result None) instead of stopping the stream, so a batch command can report it and go on.
-    Use as a context manager (or call ``close``) to stop the thread early.
+    Use as a context manager (or call ``close``) to stop the thread early. Each load holds ``CAPTURE_LOCK``,
+    so loads that use CUDA never run while another thread captures a CUDA graph.
     """
 
     def __init__(self, items: Iterable[Any], load: Callable[[Any], Any], depth: int = 2):
@@ -148,7 +155,8 @@ class Prefetcher:
     def _work(self, items: Iterator, load: Callable) -> None:
         for item in items:
             try:
-                entry = (item, load(item), None)
+                with CAPTURE_LOCK:
+                    entry = (item, load(item), None)
             except Exception as exc:  # handed to the consumer, which decides
                 entry = (item, None, exc)
             if not self._put(entry):
@@ -216,5 +224,5 @@ class BackgroundWriter:
         self.close()
 
 
-__all__ = ["COMPILE_MODES", "PRECISIONS", "BackgroundWriter", "FastDenoiser", "Prefetcher", "parse_precision",
-           "precision_name"]
+__all__ = ["CAPTURE_LOCK", "COMPILE_MODES", "GRAPHING_COMPILE_MODES", "PRECISIONS", "BackgroundWriter",
+           "FastDenoiser", "Prefetcher", "parse_precision", "precision_name"]

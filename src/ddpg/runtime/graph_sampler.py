@@ -13,6 +13,11 @@ static z buffer, so a run replays ``ddpg_sample`` exactly (and ``restore(y, seed
 ``Restorer.restore``). Without them z is drawn inside the graph from the runner's own generator (seeded by
 ``seed``), registered with the graph so every replay advances it.
 
+Capture: warm-up and capture run on one side stream of the runner's device, under that device and under
+``ddpg.runtime.fast.CAPTURE_LOCK`` (which ``Prefetcher`` loads also hold), because PyTorch forbids
+non-captured CUDA work on any thread while a capture is underway; ``capture_error_mode="thread_local"``
+only keeps other threads' CUDA calls from invalidating the capture.
+
 On CPU (or ``cuda_graph=False``) the same step runs eagerly: the fallback and the reference for tests.
 """
 
@@ -26,6 +31,7 @@ import torch
 
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
+from ddpg.runtime.fast import CAPTURE_LOCK, GRAPHING_COMPILE_MODES
 from ddpg.runtime.samplers.ddpg import GuidanceParams, NoiseSource, check_measurement, gaussian_noise, step_scalars
 from ddpg.runtime.schedule import linear_schedule, time_pairs
 
@@ -90,10 +96,10 @@ class FastDDPGRunner:
         if cuda_graph and not graph_safe:
             raise ConfigError(f"cuda_graph: the {getattr(denoiser, 'backend', '?')} denoiser cannot be captured "
                               "in a torch CUDA graph (use the backend's own graph option)")
-        if cuda_graph and getattr(denoiser, "compile_mode", None) == "reduce-overhead" and \
-                getattr(denoiser, "compiled", False):
-            raise ConfigError("cuda_graph: torch.compile mode 'reduce-overhead' makes its own CUDA graphs; use "
-                              "compile_mode 'default' or 'max-autotune-no-cudagraphs' with the whole-step graph")
+        mode = getattr(denoiser, "compile_mode", None)
+        if cuda_graph and mode in GRAPHING_COMPILE_MODES and getattr(denoiser, "compiled", False):
+            raise ConfigError(f"cuda_graph: torch.compile mode {mode!r} makes its own CUDA graphs; use compile_mode "
+                              "'default' or 'max-autotune-no-cudagraphs' with the whole-step graph")
         self.cuda_graph = bool(on_cuda and graph_safe) if cuda_graph is None else bool(cuda_graph)
         self.warmup = max(1, int(warmup))
         schedule = getattr(denoiser, "schedule", None) or linear_schedule()
@@ -168,23 +174,26 @@ class FastDDPGRunner:
         return self._buffers[key]
 
     def _capture(self, b: _Buffers, graph_noise: bool, eps: torch.Tensor | None = None) -> None:
-        """Warm up on a side stream, then capture one step. Buffers hold junk afterwards; callers refill."""
-        b.row.copy_(self.table[0])
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
+        """Warm up on a side stream of ``self.device``, then capture one step on that stream. Buffers hold junk
+        afterwards; callers refill. Holds ``CAPTURE_LOCK`` throughout (see the module docstring)."""
+        with CAPTURE_LOCK, torch.cuda.device(self.device):
+            b.row.copy_(self.table[0])
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    self._step(b, graph_noise, eps)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            if graph_noise:  # before capture begins; its RNG state tensors go to the current device
+                if not hasattr(graph, "register_generator_state"):
+                    raise ConfigError("in-graph noise needs a torch with CUDAGraph.register_generator_state; pass "
+                                      "noise= or generator= instead")
+                graph.register_generator_state(self.generator)
+            # an explicit stream: graph's shared default capture stream lives on whichever device was current
+            # when the first graph in the process was made
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
                 self._step(b, graph_noise, eps)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        if graph_noise:
-            if not hasattr(graph, "register_generator_state"):
-                raise ConfigError("in-graph noise needs torch >= 2.5 (CUDAGraph.register_generator_state); pass "
-                                  "noise= or generator= instead")
-            graph.register_generator_state(self.generator)
-        # thread_local: a prefetch thread may use CUDA (host-to-device copies) while we capture
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self._step(b, graph_noise, eps)
         b.graph, b.graph_noise = graph, graph_noise
 
     # --- public -------------------------------------------------------------------------------------------
@@ -242,7 +251,11 @@ class FastDDPGRunner:
         return self.sample(y, x_T=x_T, noise=noise, callback=callback)
 
     def release(self) -> None:
-        """Drop every static buffer and captured graph (their memory returns to torch's caching allocator)."""
+        """Drop every static buffer and captured graph (their memory returns to torch's caching allocator).
+        Waits for the device first: a graph freed while a replay is in flight can free its RNG state tensors
+        under it."""
+        if any(b.graph is not None for b in self._buffers.values()):
+            torch.cuda.synchronize(self.device)
         self._buffers.clear()
 
     @torch.no_grad()
