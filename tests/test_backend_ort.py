@@ -3,6 +3,8 @@ batch, shape checks, metadata checks against presets, the backend factory. CUDA 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import onnx
 import pytest
@@ -154,6 +156,52 @@ def test_cuda_session_preloads_libraries_and_refuses_stream_zero(ddpm_engine, mo
             backend.make_session(ddpm_engine, "cuda", stream=0)
     assert preloads == [1]  # the CUDA libraries are preloaded once, before the first CUDA session
     backend.preload_cuda_libraries.cache_clear()
+
+
+class _FakeStream:
+    """A stand-in for torch.cuda.Stream that logs the orderings asked of it."""
+
+    def __init__(self, name: str, log: list):
+        self.name, self.log = name, log
+
+    def wait_stream(self, other: _FakeStream) -> None:
+        self.log.append(("wait", self.name, other.name))
+
+
+def test_cuda_run_keeps_buffer_traffic_on_ort_stream(monkeypatch):
+    """The bound buffers are written, run and read on ORT's stream only (a caller that switches streams between
+    calls cannot overwrite them while an earlier run still reads them), with the caller's stream ordered before
+    and after, and the result handed over with record_stream. CUDA faked: streams log, the session doubles x."""
+    from ddpg.runtime.backends import onnxruntime as backend
+
+    log: list = []
+    caller, ort_stream = _FakeStream("caller", log), _FakeStream("ort", log)
+    current = [caller]
+
+    @contextlib.contextmanager
+    def use_stream(stream):
+        current.append(stream)
+        yield
+        current.pop()
+
+    class Session:
+        def run_with_iobinding(self, binding, run_options):
+            log.append(("run", current[-1].name, binding, run_options))
+            io.eps.copy_(io.x * 2)
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[-1])
+    monkeypatch.setattr(torch.cuda, "stream", use_stream)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: log.append(("record", s.name)), raising=False)
+    den = object.__new__(OrtDenoiser)
+    den.device, den.session, den._stream, den._run_options = torch.device("cuda", 0), Session(), ort_stream, "opts"
+    io = backend._CudaIO(torch.zeros(2, 3, 4, 4), torch.zeros(2), None, torch.zeros(2, 3, 4, 4), "binding")
+    den._io = {(2, 3, 4, 4): io}
+    x = torch.randn(2, 3, 4, 4)
+    eps = den._run_cuda(x, torch.tensor([1.0, 2.0]))
+    assert torch.equal(eps, 2 * x) and eps.data_ptr() != io.eps.data_ptr() and torch.equal(io.t, torch.tensor([1., 2.]))
+    assert log == [("wait", "ort", "caller"), ("run", "ort", "binding", "opts"), ("wait", "caller", "ort"),
+                   ("record", "caller")]
 
 
 # ----------------------------------------------------------------------------------------------------- CUDA only

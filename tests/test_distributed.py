@@ -12,7 +12,15 @@ import torch
 import torch.multiprocessing as mp
 
 from ddpg.errors import ConfigError
-from ddpg.runtime.distributed import dist_context, finish, gather_summary, merge_summaries, shard, shard_indices
+from ddpg.runtime.distributed import (
+    COLLECTIVE_TIMEOUT,
+    dist_context,
+    finish,
+    gather_summary,
+    merge_summaries,
+    shard,
+    shard_indices,
+)
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -50,6 +58,32 @@ def test_single_process_context_and_summary(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ConfigError, match="WORLD_SIZE"):
         dist_context("cpu")
+
+
+def test_nccl_rank_sets_and_binds_its_gpu_with_a_long_timeout(monkeypatch):
+    """Under torchrun with --device cuda (CUDA faked on this CPU machine): rank 1 makes cuda:1 current before the
+    NCCL group forms (gather_object uses the current device), binds the group to it (device_id), and waits for
+    slower ranks longer than NCCL's 10-minute default."""
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: calls.append(("set_device", dev)))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kw: calls.append(("init", kw)))
+    ctx = dist_context("cuda")
+    assert ctx == (1, 2, torch.device("cuda", 1))
+    assert calls == [("set_device", torch.device("cuda", 1)),
+                     ("init", {"backend": "nccl", "rank": 1, "world_size": 2, "timeout": COLLECTIVE_TIMEOUT,
+                               "device_id": torch.device("cuda", 1)})]
+    assert COLLECTIVE_TIMEOUT.total_seconds() >= 24 * 3600
+    calls.clear()
+    dist_context("cpu")
+    assert calls == [("init", {"backend": "gloo", "rank": 1, "world_size": 2, "timeout": COLLECTIVE_TIMEOUT})]
+    with pytest.raises(ConfigError, match="under torchrun give --device cuda"):
+        dist_context("cuda:0")
 
 
 def test_merge_summaries():

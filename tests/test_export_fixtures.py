@@ -113,3 +113,20 @@ def test_face64_export_matches_torch(tmp_path):
     err = rel_err(make_denoiser("onnxruntime", engine=result.path)(x, t), ref)
     print(f"face64 ONNX Runtime vs torch, rel. L2 {err:.2e}")
     assert err < FP32_TOL
+
+
+CUDA_GRAPH_HAZARDS = {"Shape", "Size", "NonZero", "If", "Loop", "Scan", "SplitToSequence", "SequenceAt", "Range"}
+
+
+def test_fixed_batch_fp16_export_is_cuda_graph_ready(tmp_path):
+    """What ``OrtDenoiser(cuda_graph=True)`` needs of a fixed-batch export (deployment.md §7, §11): static I/O
+    shapes and no op whose output ONNX Runtime keeps on the CPU (Shape, Size: their consumers fall back to the CPU
+    provider with copies) nor control flow or sequences, which the CUDA provider refuses to capture. Learned-sigma
+    ADM in fp16: attention, GroupNorm casts, the channel slice."""
+    result = _export("adm_small_a", tmp_path / "g.onnx", precision="fp16", batch="2", validate=False)
+    model = onnx.load(result.path)
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    assert not CUDA_GRAPH_HAZARDS & set(ops), ops
+    assert ops["Slice"] == 1 and ops["Cast"] > 0  # learn_sigma channels dropped; the fp16 torso is really there
+    for value in list(model.graph.input) + list(model.graph.output):
+        assert all(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim), value

@@ -152,6 +152,9 @@ def test_argument_errors(tmp_path):
         BatchProfile.parse("1-8")
     with pytest.raises(ConfigError, match="--format 'coreml'"):
         export_prior(TINY_DDPM, out=out, format="coreml")
+    for device in ("gpu", "meta"):  # refused before the (slow) export, not after it
+        with pytest.raises(ConfigError, match=f"--device '{device}': validation runs ONNX Runtime on cpu, cuda"):
+            export_prior(TINY_DDPM, out=out, random_weights=True, device=device)
     assert list(tmp_path.iterdir()) == []
 
 

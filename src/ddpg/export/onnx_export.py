@@ -96,6 +96,16 @@ def check_opset_precision(opset: int, precision: str) -> None:
         raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
 
 
+def check_validation_device(device: str) -> None:
+    """``--device`` names where validation runs ONNX Runtime: cpu, cuda or cuda:N (checked before exporting)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: validation runs ONNX Runtime on cpu, cuda or cuda:N")
+
+
 def check_export_args(opset: int, precision: str, size: tuple[int, int], multiple: int) -> None:
     check_opset_precision(opset, precision)
     h, w = size
@@ -135,6 +145,8 @@ def export_module(model: nn.Module, out: str | Path, *, size: tuple[int, int] | 
         raise ConfigError("the model to export needs a prior .config with a 'kind' (see ddpg.models.create_prior)")
     size = tuple(size or (int(config.get("image_size", 0)),) * 2)
     check_export_args(opset, precision, size, int(getattr(model, "downsample_factor", 1)))
+    if validate:
+        check_validation_device(device)
     batch = batch if isinstance(batch, BatchProfile) else BatchProfile.parse(batch)
     conditional = is_conditional(model)
     meta = build_metadata(config, precision=precision, opset=opset, batch=batch, size=size,
@@ -283,6 +295,8 @@ def export_prior(prior: str | Path | dict | None = None, *, out: str | Path, che
         raise ConfigError(f"--format {format!r}: choose onnx or tensorrt")
     build_engine = _tensorrt_builder() if format == "tensorrt" else None
     check_opset_precision(opset, precision)
+    if validate:
+        check_validation_device(device)
     if precision == "bf16" and validate:
         raise ConfigError("--precision bf16: ONNX Runtime cannot run it (ONNX Conv takes bfloat16 only from opset 22; "
                           "ddpg exports 18–20), so it cannot be validated here; the bf16 graph is for TensorRT: "

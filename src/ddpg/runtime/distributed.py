@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 
 import torch
@@ -19,6 +20,10 @@ from ddpg.errors import ConfigError
 
 T = TypeVar("T")
 SHARD_MODES = ("contiguous", "strided")
+# The ranks meet only once, after their shares (gather_summary): a rank that finished (or skipped everything)
+# early waits there for the slowest one. torch's defaults (10 min under NCCL, 30 min otherwise) would abort it;
+# a rank that dies instead makes torchrun stop the others, so a long timeout hides no hang.
+COLLECTIVE_TIMEOUT = timedelta(days=7)
 
 
 class DistContext(NamedTuple):
@@ -54,7 +59,9 @@ def launched_by_torchrun() -> bool:
 
 def dist_context(device: str | torch.device = "auto", backend: str | None = None) -> DistContext:
     """Read torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; join the process group when there is more than
-    one rank (``backend``: "nccl" for CUDA devices, "gloo" otherwise, unless given).
+    one rank (``backend``: "nccl" for CUDA devices, "gloo" otherwise, unless given; collectives time out after
+    ``COLLECTIVE_TIMEOUT``). Under NCCL the rank's device is made current before the group is formed, and bound
+    to it (``device_id``): NCCL's object collectives use ``torch.cuda.current_device()``.
 
     ``device``: "auto" (CUDA when available, else CPU), "cpu", "cuda" (→ cuda:LOCAL_RANK under torchrun), or
     "cuda:N" (single process only: under torchrun each rank takes cuda:LOCAL_RANK).
@@ -82,7 +89,7 @@ def dist_context(device: str | torch.device = "auto", backend: str | None = None
     if world > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if requested.type == "cuda" else "gloo")
         kwargs = {"device_id": requested} if backend == "nccl" else {}
-        dist.init_process_group(backend=backend, rank=rank, world_size=world, **kwargs)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT, **kwargs)
     return DistContext(rank, world, requested)
 
 
@@ -148,5 +155,5 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["SHARD_MODES", "DistContext", "dist_context", "finish", "gather_summary", "launched_by_torchrun",
-           "merge_summaries", "shard", "shard_indices"]
+__all__ = ["COLLECTIVE_TIMEOUT", "SHARD_MODES", "DistContext", "dist_context", "finish", "gather_summary",
+           "launched_by_torchrun", "merge_summaries", "shard", "shard_indices"]

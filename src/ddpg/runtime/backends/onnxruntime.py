@@ -7,6 +7,14 @@ the host), ORT running on a torch stream of its own that is ordered against the 
 host synchronization), and an optional CUDA-graph mode for fixed-batch exports. The guidance maths stays in
 torch; the schedule and config come from the metadata.
 
+No host synchronization: the run option ``disable_synchronize_execution_providers=1`` skips the CUDA provider's
+cudaStreamSynchronize at the end of a run (onnxruntime_run_options_config_keys.h), and ORT flushes (synchronizes)
+only streams it owns, never a user compute stream (CudaStream::Flush). ORT does not synchronize bound inputs or
+outputs itself (IOBinding.synchronize_inputs/outputs are explicit calls): the stream ordering below does it.
+CUDA-graph mode: the first call runs the model twice, then captures and replays it on the user stream (the CUDA
+provider's min_num_runs_before_cuda_graph_capture_ = 2; InferenceSession::Run repeats itself until captured);
+replays reuse the bound buffers' addresses, hence one input shape only.
+
 Why a stream of its own: the CUDA provider treats a ``user_compute_stream`` of 0, which is what torch's default
 stream reports, as no stream at all (``has_user_compute_stream = user_compute_stream != nullptr`` in
 onnxruntime/core/providers/cuda/cuda_execution_provider_info.cc) and would run on a stream torch knows nothing of.
@@ -205,11 +213,16 @@ class OrtDenoiser:
         return self._io[shape]
 
     def _run_cuda(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The input copies, ORT's kernels and the output copy, all on ORT's stream, in order: a call can never
+        overwrite the bound buffers while an earlier call (issued from any caller stream) still uses them."""
         io = self._buffers(tuple(x_t.shape))
-        current = torch.cuda.current_stream(self.device)
-        io.x.copy_(x_t.detach())
-        io.t.copy_(t.detach())
-        self._stream.wait_stream(current)  # ORT's kernels start after our copies (and the last read of eps)
-        self.session.run_with_iobinding(io.binding, self._run_options)
-        current.wait_stream(self._stream)  # and our next work, after ORT's kernels
-        return io.eps.clone()  # the bound buffer is overwritten by the next call
+        caller = torch.cuda.current_stream(self.device)
+        self._stream.wait_stream(caller)  # x_t and t are written on the caller's stream
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):  # ORT's OnRunStart sets the device
+            io.x.copy_(x_t.detach())
+            io.t.copy_(t.detach())
+            self.session.run_with_iobinding(io.binding, self._run_options)
+            eps = io.eps.clone()  # the bound buffer is overwritten by the next call
+        caller.wait_stream(self._stream)
+        eps.record_stream(caller)  # allocated on ORT's stream, used on the caller's
+        return eps
