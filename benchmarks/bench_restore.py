@@ -6,8 +6,10 @@ README next to it lists the exact command lines.
         --batches 1,8,32 --steps 100 --out benchmarks/results/bench_h100_celeba_hq
 
 Each (configuration, batch size) runs separately and is written to ``<out>.raw/<config>__b<batch>.json`` as soon
-as it finishes; with ``--resume`` finished ones are loaded instead of re-run (a GPU session cut by a time limit
-continues). A run that fails is recorded with its error and the others still run.
+as it finishes (a failure to ``<config>__b<batch>.failed.json``). With ``--resume`` finished runs whose settings
+match are loaded instead of re-run, and failed ones are not retried (``--retry-failed`` retries them), so a GPU
+session cut by a time limit continues where it stopped. SIGTERM or Ctrl-C ends the run in progress and still
+writes the report of the finished runs (exit status 130).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import traceback
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from ddpg.bench import BenchConfig, make_report, run_bench, write_all
+import torch
+
+from ddpg.bench import BenchConfig, make_report, parse_prior_spec, run_bench, write_all
 from ddpg.bench.report import write_json
 
 # name → how it differs from the default BenchConfig (torch backend, fp32, channels-last, eager)
@@ -54,6 +59,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--configs", default="plain,fp16-graph", help=f"comma-separated, from: {', '.join(CONFIGS)}")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--max-plain-batch", type=int, default=8, help="largest batch for the slow plain baseline")
+    ap.add_argument("--compile-batches", default=None,
+                    help="batch sizes of the torch.compile configurations (default: --batches); each size "
+                         "compiles anew, and their accuracy check runs only when batch 1 is among them")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--task", default="sr4")
@@ -63,9 +71,110 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-accuracy", action="store_true")
-    ap.add_argument("--resume", action="store_true", help="reuse finished configurations from <out>.raw/")
+    ap.add_argument("--no-profile", action="store_true", help="skip the torch.profiler summaries")
+    ap.add_argument("--resume", action="store_true", help="reuse finished runs from <out>.raw/")
+    ap.add_argument("--retry-failed", action="store_true", help="with --resume, run failed runs again")
     ap.add_argument("--out", required=True, help="output stem: writes <out>.json, .md, .png")
     return ap.parse_args(argv)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def batch_sizes(cfg: BenchConfig, args: argparse.Namespace) -> list[int]:
+    """The batch sizes a configuration runs at: the plain baseline up to --max-plain-batch, compiled ones at
+    --compile-batches."""
+    if cfg.plain:
+        return [b for b in cfg.batches if b <= args.max_plain_batch] or cfg.batches[:1]
+    if cfg.compile and args.compile_batches:
+        return _ints(args.compile_batches)
+    return cfg.batches
+
+
+# settings that a saved run must share with the requested one to be reused by --resume
+SAME = ("prior", "checkpoint", "steps", "iters", "warmup", "repeats", "task", "sigma_y", "seed")
+
+
+def stale_settings(saved: dict, cfg: BenchConfig) -> list[str]:
+    """Names of the settings in which a saved run's ``config`` differs from ``cfg`` (empty: reusable)."""
+    wanted = {**asdict(cfg), "prior": parse_prior_spec(cfg.prior)}
+    diffs = [k for k in SAME if saved.get(k) != wanted[k]]
+    if cfg.size is not None and saved.get("size") not in ([cfg.size, cfg.size], cfg.size):
+        diffs.append("size")
+    if cfg.device != "auto" and torch.device(saved.get("device", "cpu")).type != torch.device(cfg.device).type:
+        diffs.append("device")
+    return diffs
+
+
+def _load(path: Path, cfg: BenchConfig) -> dict | None:
+    """A saved run or failure record if ``path`` exists and matches ``cfg``; None otherwise."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    diffs = stale_settings(saved["config"], cfg)
+    if diffs:
+        print(f"-- {path.name}: made with other settings ({', '.join(diffs)}): running again", file=sys.stderr)
+        return None
+    return saved
+
+
+STOP: list[int] = []  # the signal that asked to stop, once one has
+
+
+def _interrupt(signum, frame):
+    STOP.append(signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_one(name: str, cfg: BenchConfig, raw_dir: Path, args: argparse.Namespace) -> tuple[dict | None, dict | None]:
+    """(series part, failure) of one (configuration, batch size) run: loaded with --resume, else run and saved."""
+    B = cfg.batches[0]
+    raw, failed = raw_dir / f"{name}__b{B}.json", raw_dir / f"{name}__b{B}.failed.json"
+    if args.resume:
+        if (part := _load(raw, cfg)) is not None:
+            return part, None
+        if not args.retry_failed and (failure := _load(failed, cfg)) is not None:
+            print(f"-- {name} batch {B} failed before ({failure['error']}); --retry-failed runs it", file=sys.stderr)
+            return None, {"config": name, "batch": B, "error": failure["error"]}
+    print(f"== {name} batch {B}: {cfg.label}", file=sys.stderr)
+    try:
+        part = run_bench(cfg, log=lambda message: print(message, file=sys.stderr))
+    except Exception as exc:  # record and go on with the other runs
+        if STOP:  # a stop signal that surfaced as another error: not a failure of this configuration
+            raise KeyboardInterrupt from exc
+        traceback.print_exc()
+        failure = {"config": name, "batch": B, "error": f"{type(exc).__name__}: {exc}"}
+        write_json({**failure, "config": {**asdict(cfg), "prior": parse_prior_spec(cfg.prior)}}, failed)
+        return None, failure
+    failed.unlink(missing_ok=True)
+    write_json(part, raw)
+    return part, None
+
+
+def run_all(names: list[str], base: BenchConfig, raw_dir: Path, args: argparse.Namespace
+            ) -> tuple[list[dict], list[dict], bool]:
+    """(series, failures, interrupted) of every configuration; an interrupt keeps the finished runs."""
+    series, failures = [], []
+    try:
+        for name in names:
+            cfg = replace(base, **CONFIGS[name])
+            sizes, parts = batch_sizes(cfg, args), []
+            try:
+                for B in sizes:  # one run per batch size, saved at once
+                    if STOP:  # the interrupt surfaced as another error inside a run (e.g. a dead compile worker)
+                        raise KeyboardInterrupt
+                    accuracy = cfg.accuracy and B == sizes[0] and (B == 1 or not cfg.compile)
+                    part, failure = run_one(name, replace(cfg, batches=[B], accuracy=accuracy), raw_dir, args)
+                    parts += [part] if part else []
+                    failures += [failure] if failure else []
+            finally:
+                if parts:
+                    series.append(merge_parts(name, parts))
+    except KeyboardInterrupt:
+        print("-- interrupted: writing the report of the finished runs", file=sys.stderr)
+        return series, failures, True
+    return series, failures, False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,44 +185,28 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown --configs {unknown}; choose from {', '.join(CONFIGS)}", file=sys.stderr)
         return 2
-    batches = [int(b) for b in args.batches.split(",")]
-    base = BenchConfig(prior=args.prior, checkpoint=args.checkpoint, batches=batches, steps=args.steps,
+    base = BenchConfig(prior=args.prior, checkpoint=args.checkpoint, batches=_ints(args.batches), steps=args.steps,
                        size=args.size, task=args.task, sigma_y=args.sigma_y, device=args.device, iters=args.iters,
-                       warmup=args.warmup, repeats=args.repeats, accuracy=not args.no_accuracy)
+                       warmup=args.warmup, repeats=args.repeats, accuracy=not args.no_accuracy,
+                       profile=not args.no_profile)
     out = Path(args.out)
-    raw_dir = out.parent / f"{out.name}.raw"
-    series, failures = [], []
-    for name in names:
-        cfg = replace(base, **CONFIGS[name])
-        sizes = ([b for b in batches if b <= args.max_plain_batch] or batches[:1]) if cfg.plain else batches
-        parts = []
-        for B in sizes:  # one run per batch size, saved at once: a session cut by a time limit can resume
-            raw = raw_dir / f"{name}__b{B}.json"
-            if args.resume and raw.is_file():
-                parts.append(json.loads(raw.read_text()))
-                continue
-            print(f"== {name} batch {B}: {cfg.label}", file=sys.stderr)
-            try:
-                part = run_bench(replace(cfg, batches=[B], accuracy=cfg.accuracy and B == sizes[0]),
-                                 log=lambda message: print(message, file=sys.stderr))
-            except Exception as exc:  # record and go on with the other runs
-                traceback.print_exc()
-                failures.append({"config": name, "batch": B, "error": f"{type(exc).__name__}: {exc}"})
-                continue
-            write_json(part, raw)
-            parts.append(part)
-        if parts:
-            series.append(merge_parts(name, parts))
+    STOP.clear()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a time limit's SIGTERM still writes the report
+    try:
+        series, failures, interrupted = run_all(names, base, out.parent / f"{out.name}.raw", args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not series:
-        print(f"error: every configuration failed: {failures}", file=sys.stderr)
-        return 1
+        print(f"error: no configuration finished: {failures}", file=sys.stderr)
+        return 130 if interrupted else 1
     command = "python benchmarks/bench_restore.py " + " ".join(shlex.quote(a) for a in argv)
     prior_name = args.prior if not args.prior.strip().startswith("{") else "inline prior"
     report = make_report(series, title=f"{prior_name}, {args.task}, {args.steps} steps", command=command)
     report["failures"] = failures
+    report["interrupted"] = interrupted
     for path in write_all(report, out.with_suffix(".json")):
         print(f"wrote {path}", file=sys.stderr)
-    return 0 if not failures else 1
+    return 130 if interrupted else (1 if failures else 0)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,73 @@
 #!/usr/bin/env bash
-# One call on a machine with one NVIDIA H100 produces the committed GPU results:
+# One call on a machine with one NVIDIA H100/H200 produces the committed GPU results:
 #   benchmarks/results/bench_h100_celeba_hq.{json,md,png}
 #   benchmarks/results/bench_h100_imagenet256_uncond.{json,md,png}
-#   benchmarks/results/ort_cuda_validation.txt (when onnxruntime-gpu is installed: the fp16 exports of both priors
-#   validated against PyTorch fp32 on the CUDA execution provider, batch 1 and 8)
+#   benchmarks/results/ort_cuda_validation.txt (only when onnxruntime-gpu is installed and time is left: the fp16
+#   exports of both priors validated against PyTorch fp32 on the CUDA execution provider, batch 1 and 8)
 # (random weights: timing does not depend on them; the fp16-vs-fp32 PSNR check then only measures agreement).
 #
 # Usage, from the repository root:  bash benchmarks/gpu_session.sh
+# Device tool: run(command="bash benchmarks/gpu_session.sh", carry=[".wheels"], timeout_s=600).
+#
+# Time plan (a session has 15 min of device time, machine start included, and 10 min per command), estimated
+# from performance.md's UNet timings: every run does ~30 UNet-only calls, a 3-step warm-up and one timed
+# 100-step restoration (~135 NFE), plus a model build, a FLOP count and a profile (~5 s).
+#   phase 1, the latency / guidance / accuracy numbers and the baseline: fp16-graph at 1,8,32 and plain at 1,8
+#            celeba_hq ~90 s, imagenet256_uncond ~180 s (its fp16 batch 32 alone ~75 s)
+#   phase 2, the throughput numbers: fp16-compile-graph at batch 32 only (COMPILE_BATCHES; each batch size
+#            compiles anew, ~1 min for celeba_hq, ~2 min for the ADM, not measured yet)
+#            celeba_hq ~85 s, imagenet256_uncond ~160 s
+#   phase 3, only when ONNX Runtime's CUDA provider is installed: ort-fp16; then the fp16 export validation.
+# About 520 s in all for phases 1-2: every bench_restore.py call runs under `timeout` so the script ends by
+# DEADLINE_S (default 570 s) and still writes the report of the finished runs (SIGTERM is handled). The
+# defaults before this plan (repeats 2 and a full warm-up restoration per run, compile at every batch, the
+# export validation first) needed about 16 min.
+#
 # Environment: PRIORS (default "celeba_hq imagenet256_uncond"), BATCHES (default 1,8,32), STEPS (default 100),
-#   CONFIGS (default: the fast path without and with torch.compile, the eager fp32 baseline, and ONNX Runtime fp16
-#   when its CUDA provider is installed), PYTHON (default python3),
-#   OUT (set by the device tool): the final reports are copied to $OUT as each prior finishes, and every 30 s a
-#   snapshot of all per-run files goes to $OUT/bench_raw.tgz, so they come back even when the call is cut off.
+#   COMPILE_BATCHES (default 32), CONFIGS (one phase of exactly these configurations instead of the plan above),
+#   DEADLINE_S (default 570), PYTHON (default python3), RESULTS (default benchmarks/results), SESSION_LOG,
+#   OUT (set by the device tool): after every bench_restore.py call the reports are copied to $OUT, and every
+#   30 s $OUT/bench_results.tgz gets every per-run file made so far and $OUT/session.log the log (8 files in
+#   all, the device tool's limit), so results come back even when the call is cut off.
 # Every (configuration, batch) run is saved as soon as it finishes (<stem>.raw/<config>__b<batch>.json) and reused
 # on the next run (--resume): after a cut-off call, unpack what came back into benchmarks/results/
-# (tar xzf bench_raw.tgz -C benchmarks/results; untracked files travel with the working tree) and run again.
-# Python packages: the package runs from src/ (PYTHONPATH); wheels in .wheels/ (e.g. platformdirs, carried with
-# the tool's `carry`) are installed to /tmp/site first.
+# (tar xzf bench_results.tgz -C benchmarks/results; untracked files travel with the working tree) and run again.
+# Python packages: the package runs from src/ (PYTHONPATH). The device image has torch, triton, numpy, pillow,
+# pyyaml, typer, rich, matplotlib, onnx and onnxruntime, but not platformdirs: carry its wheel in .wheels/
+# (installed to /tmp/site); without it a one-function stand-in (user_cache_dir) is written to /tmp/ddpg_shim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+DEADLINE_S=${DEADLINE_S:-570}
+PRIORS=${PRIORS:-celeba_hq imagenet256_uncond}
+BATCHES=${BATCHES:-1,8,32}
+STEPS=${STEPS:-100}
+COMPILE_BATCHES=${COMPILE_BATCHES:-32}
+RESULTS=${RESULTS:-benchmarks/results}
+LOG=${SESSION_LOG:-/tmp/gpu_session.log}
+mkdir -p "$RESULTS"
+exec > >(tee -a "$LOG") 2>&1
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ddpg_inductor_cache}
+
 if ls .wheels/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .wheels/*.whl
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
-$PY -c "import platformdirs" 2>/dev/null || { echo "error: platformdirs missing: put its wheel in .wheels/" >&2; exit 2; }
-RESULTS=benchmarks/results
-mkdir -p "$RESULTS"
+if ! $PY -c "import platformdirs" 2>/dev/null; then
+  echo "warning: platformdirs missing (carry its wheel in .wheels/): using a user_cache_dir stand-in" >&2
+  mkdir -p /tmp/ddpg_shim
+  cat >/tmp/ddpg_shim/platformdirs.py <<'EOF'
+"""Stand-in written by benchmarks/gpu_session.sh: the only platformdirs function ddpg uses."""
+import os
+
+
+def user_cache_dir(appname=None, *args, **kwargs):
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, appname) if appname else base
+EOF
+  export PYTHONPATH="$PYTHONPATH:/tmp/ddpg_shim"
+fi
 
 $PY - <<'EOF'
 import torch
@@ -36,42 +76,62 @@ print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))
 EOF
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv || true
 
-DEFAULT_CONFIGS="fp16-graph,plain,fp16-compile-graph"
+ORT_CUDA=0
 if $PY -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" \
     2>/dev/null; then
-  DEFAULT_CONFIGS="$DEFAULT_CONFIGS,ort-fp16"
+  ORT_CUDA=1
 fi
-CONFIGS=${CONFIGS:-$DEFAULT_CONFIGS}
-BATCHES=${BATCHES:-1,8,32}
-STEPS=${STEPS:-100}
-export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ddpg_inductor_cache}
+if [ -n "${CONFIGS:-}" ]; then
+  PHASES=("$CONFIGS")
+else
+  PHASES=("fp16-graph,plain" "fp16-graph,plain,fp16-compile-graph")
+  if [ "$ORT_CUDA" = 1 ]; then PHASES+=("fp16-graph,plain,fp16-compile-graph,ort-fp16"); fi
+fi
 
-snapshot() {  # every per-run file made so far, into $OUT (atomically)
+publish() {  # reports, every per-run file (one tarball, renamed into place) and the log, into $OUT
   [ -n "${OUT:-}" ] || return 0
-  (cd "$RESULTS" && ls -d bench_h100_*.raw >/dev/null 2>&1 && tar czf "$OUT/.bench_raw.tgz" bench_h100_*.raw \
-    && mv "$OUT/.bench_raw.tgz" "$OUT/bench_raw.tgz") || true
+  (
+    cp "$RESULTS"/bench_h100_*.json "$RESULTS"/bench_h100_*.md "$RESULTS"/bench_h100_*.png "$OUT"/ 2>/dev/null
+    cd "$RESULTS" && tar czf "$OUT/.bench_results.$BASHPID.tgz" --ignore-failed-read bench_h100_* \
+      $(ls ort_cuda_validation.txt 2>/dev/null) && mv "$OUT/.bench_results.$BASHPID.tgz" "$OUT/bench_results.tgz"
+  ) || true
+  cp "$LOG" "$OUT/session.log" 2>/dev/null || true
 }
+left() { echo $((DEADLINE_S - SECONDS - 20)); }  # seconds a command may still take (20 s kept for publishing)
+limited() {  # limited CMD...: CMD under `timeout` (SIGTERM, then SIGKILL 15 s later) within the time left
+  if command -v timeout >/dev/null; then timeout -s TERM -k 15 "$(left)" "$@"; else "$@"; fi
+}
+
 if [ -n "${OUT:-}" ]; then
-  (while sleep 30; do snapshot; done) &
-  SNAPSHOTTER=$!
-  trap 'kill $SNAPSHOTTER 2>/dev/null || true' EXIT
+  (while sleep 30; do publish; done) >/dev/null 2>&1 &
+  PUBLISHER=$!
+  trap 'kill $PUBLISHER 2>/dev/null || true; publish' EXIT
 fi
 
 status=0
-if [[ "$CONFIGS" == *ort-* ]]; then  # issue 6: full-size fp16 exports validate on the CUDA EP
-  for prior in ${PRIORS:-celeba_hq imagenet256_uncond}; do
+for configs in "${PHASES[@]}"; do
+  for prior in $PRIORS; do
+    if [ "$(left)" -lt 60 ]; then
+      echo "-- skipped $prior [$configs]: $(left) s left before DEADLINE_S=$DEADLINE_S" >&2
+      status=1
+      continue
+    fi
+    echo "== $(date -u +%T) ($SECONDS s) $prior: $configs" >&2
+    limited $PY benchmarks/bench_restore.py --prior "$prior" --configs "$configs" --batches "$BATCHES" \
+      --compile-batches "$COMPILE_BATCHES" --steps "$STEPS" --max-plain-batch 8 --iters 20 --warmup 5 \
+      --repeats 1 --device cuda --resume --out "$RESULTS/bench_h100_$prior" || status=$?
+    publish
+  done
+done
+
+if [ "$ORT_CUDA" = 1 ] && [ -z "${CONFIGS:-}" ]; then  # issue 6: full-size fp16 exports validate on the CUDA EP
+  for prior in $PRIORS; do
+    if [ "$(left)" -lt 60 ]; then echo "-- skipped the $prior export validation: no time left" >&2; continue; fi
     echo "\$ ddpg export --prior $prior --random-weights --precision fp16 --batch 1:1:8 --device cuda" \
       | tee -a "$RESULTS/ort_cuda_validation.txt"
-    $PY -m ddpg export --prior "$prior" --random-weights --precision fp16 --batch 1:1:8 --device cuda \
+    limited $PY -m ddpg export --prior "$prior" --random-weights --precision fp16 --batch 1:1:8 --device cuda \
       -o "/tmp/${prior}_fp16.onnx" 2>&1 | tee -a "$RESULTS/ort_cuda_validation.txt" || status=$?
   done
-  if [ -n "${OUT:-}" ]; then cp "$RESULTS/ort_cuda_validation.txt" "$OUT"/ || true; fi
 fi
-for prior in ${PRIORS:-celeba_hq imagenet256_uncond}; do
-  $PY benchmarks/bench_restore.py --prior "$prior" --configs "$CONFIGS" --batches "$BATCHES" --steps "$STEPS" \
-    --max-plain-batch 8 --iters 20 --warmup 5 --repeats 2 --device cuda --resume \
-    --out "$RESULTS/bench_h100_$prior" || status=$?
-  snapshot
-  if [ -n "${OUT:-}" ]; then cp "$RESULTS/bench_h100_$prior".{json,md,png} "$OUT"/ 2>/dev/null || true; fi
-done
+echo "== done in $SECONDS s, status $status" >&2
 exit $status

@@ -47,6 +47,8 @@ def bench_command(
     warmup: int = typer.Option(3, help="Untimed calls before timing."),
     repeats: int = typer.Option(1, help="Timed whole restorations per batch size (after one warm-up)."),
     accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="Low-precision vs fp32 PSNR check."),
+    profile: bool = typer.Option(True, "--profile/--no-profile",
+                                 help="torch.profiler summary of a few UNet and guidance calls per batch size."),
     json_path: Path = typer.Option(None, "--json", help="Write JSON here, plus .md and .png with the same stem."),
 ) -> None:
     """Time whole restorations, UNet calls and the guidance; count FLOPs; check fp16 against fp32.
@@ -56,7 +58,8 @@ def bench_command(
     cfg = BenchConfig(prior=prior, checkpoint=checkpoint, backend=backend, engine=engine, precision=precision,
                       batches=parse_batches(batch), steps=steps, compile=compile, compile_mode=compile_mode,
                       cuda_graph=cuda_graph, channels_last=channels_last, plain=plain, size=size, task=task,
-                      sigma_y=sigma_y, device=device, iters=iters, warmup=warmup, repeats=repeats, accuracy=accuracy)
+                      sigma_y=sigma_y, device=device, iters=iters, warmup=warmup, repeats=repeats, accuracy=accuracy,
+                      profile=profile)
     try:
         series = run_bench(cfg, log=lambda message: print(message, file=sys.stderr))
     except DdpgError as exc:

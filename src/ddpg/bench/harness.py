@@ -1,7 +1,7 @@
 """The benchmark: one configuration (prior, backend, precision, graph/compile options) timed at several batch
 sizes — per-call UNet latency, per-step latency inside whole restorations, throughput, peak GPU memory, counted
-FLOPs against a measured matrix-product rate, the guidance's share of a step — and a low-precision accuracy
-check on the same x_T and noise.
+FLOPs against a measured matrix-product rate, the guidance's share of a step, a kernel profile — and a
+low-precision accuracy check on the same x_T and noise.
 
 Weights are random (default init, seed 0) unless ``checkpoint`` is given ("auto": the registry's bundled /
 cached file). Timing does not depend on the weights; the accuracy check is only meaningful with real weights.
@@ -9,6 +9,7 @@ cached file). Timing does not depend on the weights; the accuracy check is only 
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,10 +26,13 @@ from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample
 
 from .flops import count_flops
-from .report import CPU_NOTE, SCHEMA, environment, now_utc
+from .profile import profile_parts
+from .report import CPU_NOTE, SCHEMA, check_targets, environment, now_utc
 from .timing import Clock, matmul_rate, summarize_ms
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+WARMUP_STEPS = 3  # steps of the untimed restoration before the timed ones (capture, compilation, plans)
+PROFILE_CALLS = 3  # profiled UNet / guidance calls per batch size
 
 
 @dataclass
@@ -56,6 +60,7 @@ class BenchConfig:
     warmup: int = 3
     repeats: int = 1
     accuracy: bool = True
+    profile: bool = True
     check_precision: str = "fp16"
     seed: int = 0
 
@@ -69,6 +74,8 @@ class BenchConfig:
         for name in ("steps", "iters", "repeats"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
         if self.plain and (self.compile or self.cuda_graph or self.backend != "torch" or self.precision != "fp32"):
             raise ConfigError("--plain is the eager fp32 torch baseline: no --compile, --cuda-graph, other backend "
                               "or precision")
@@ -168,16 +175,18 @@ def ground_truth(size: tuple[int, int], device: torch.device) -> torch.Tensor:
 
 
 def _capture_unet(denoiser, x: torch.Tensor, t: torch.Tensor, warmup: int):
-    """The denoiser alone in a CUDA graph (static x, t): the UNet-only latency with launch overhead removed."""
-    side = torch.cuda.Stream(x.device)
-    side.wait_stream(torch.cuda.current_stream(x.device))
-    with torch.cuda.stream(side):
-        for _ in range(max(1, warmup)):
+    """The denoiser alone in a CUDA graph (static x, t): the UNet-only latency with launch overhead removed.
+    Warm-up and capture on one side stream of x's device (as ``FastDDPGRunner._capture``)."""
+    with torch.cuda.device(x.device):
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            for _ in range(max(1, warmup)):
+                denoiser(x, t)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
             denoiser(x, t)
-    torch.cuda.current_stream(x.device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        denoiser(x, t)
     return graph.replay
 
 
@@ -207,17 +216,38 @@ class _Path:
             return ddpg_sample(self.denoiser, self.operator, y, self.cfg.sigma_y, steps=self.cfg.steps,
                                generator=g, callback=callback)
 
-    def guidance_fn(self, y: torch.Tensor, eps: torch.Tensor):
-        """One step's guidance and re-noising with a fixed ε (eager on the plain path)."""
-        runner = self.runner or FastDDPGRunner(self.denoiser, self.operator, self.cfg.sigma_y, steps=self.cfg.steps,
-                                               cuda_graph=False)
+    def guidance_fn(self, y: torch.Tensor, eps: torch.Tensor, *, eager: bool = False):
+        """One step's guidance and re-noising with a fixed ε: the runner's (graph-captured when it uses graphs)
+        or, with ``eager`` or on the plain path, an eager step."""
+        runner = self.runner
+        if runner is None or eager:
+            runner = FastDDPGRunner(self.denoiser, self.operator, self.cfg.sigma_y, steps=self.cfg.steps,
+                                    cuda_graph=False)
         return runner.guidance_only(y, eps)
 
+    def warm_up(self, y: torch.Tensor, steps: int = WARMUP_STEPS) -> None:
+        """A restoration stopped after ``steps`` steps (lazy init, graph capture, compilation, FFT plans)."""
 
-def _psnr01(x: torch.Tensor, gt: torch.Tensor) -> float:
+        def stop(i, x_t, x0):
+            if i + 1 >= steps:
+                raise _WarmupDone
+
+        try:
+            self.sample(y, callback=stop)
+        except _WarmupDone:
+            pass
+
+
+class _WarmupDone(Exception):
+    """Raised by the warm-up restoration's callback to end it early."""
+
+
+def _psnr01(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """PSNR (dB) of x against ref, both (B,3,H,W) on the [-1, 1] scale, each mapped to [0, 1] and clamped (ref
+    may be an unclamped restoration)."""
     from ddpg.metrics import psnr
 
-    return psnr(((x + 1) / 2).clamp(0, 1).cpu(), ((gt + 1) / 2).cpu())
+    return psnr(((x + 1) / 2).clamp(0, 1).cpu(), ((ref + 1) / 2).clamp(0, 1).cpu())
 
 
 def accuracy_check(cfg: BenchConfig, prior, path: _Path, gt: torch.Tensor, y: torch.Tensor,
@@ -245,28 +275,22 @@ def accuracy_check(cfg: BenchConfig, prior, path: _Path, gt: torch.Tensor, y: to
             "sigma_y": cfg.sigma_y, "seed": cfg.seed}
 
 
-def bench_batch(cfg: BenchConfig, B: int, path: _Path, gt: torch.Tensor, clock: Clock, flops_module: nn.Module,
-                labels: torch.Tensor | None, matmul: dict | None) -> dict:
-    """Every measurement at batch size ``B``."""
-    device, denoiser, operator = clock.device, path.denoiser, path.operator
-    if path.runner is not None:
-        path.runner.release()  # graphs of the previous batch size would count in this one's peak memory
-    if clock.cuda:
-        torch.cuda.empty_cache()
-    H, W = operator.img_size
-    y = measurements(cfg, operator, gt, B)
-    x = torch.randn(B, 3, H, W, device=device)
-    t = torch.full((B,), 500.0, device=device)
+def _call_latencies(cfg: BenchConfig, path: _Path, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                    clock: Clock) -> tuple[list[float], list[float], torch.Tensor]:
+    """Milliseconds of each timed UNet-only and guidance-only call, and the ε (B,3,H,W) the guidance used.
+    Their graphs are freed on return, before the restorations' peak memory is measured."""
+    denoiser = path.denoiser
     with torch.no_grad():
         graph_unet = cfg.cuda_graph and clock.cuda and getattr(denoiser, "graph_safe", False)
         unet = _capture_unet(denoiser, x, t, cfg.warmup) if graph_unet else (lambda: denoiser(x, t))
         unet_ms = clock.time_calls(unet, cfg.iters, cfg.warmup)
         eps = denoiser(x, t).float()
         guidance_ms = clock.time_calls(path.guidance_fn(y, eps), cfg.iters, cfg.warmup)
-    path.sample(y)  # warm-up restoration: lazy init, graph capture, compilation
-    if clock.cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+    return unet_ms, guidance_ms, eps
+
+
+def _restorations(cfg: BenchConfig, path: _Path, y: torch.Tensor, clock: Clock) -> tuple[list[float], list[float]]:
+    """``cfg.repeats`` whole restorations: milliseconds of every step, and of each restoration."""
     step_ms, restore_ms = [], []
     for _ in range(cfg.repeats):
         marks = [clock.mark()]
@@ -274,17 +298,60 @@ def bench_batch(cfg: BenchConfig, B: int, path: _Path, gt: torch.Tensor, clock: 
         clock.sync()
         step_ms += [clock.elapsed_ms(a, b) for a, b in zip(marks[:-1], marks[1:], strict=True)]
         restore_ms.append(clock.elapsed_ms(marks[0], marks[-1]))
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if clock.cuda else None
+    return step_ms, restore_ms
+
+
+def _free_cached(clock: Clock) -> None:
+    """Collect garbage and return cached, unused GPU blocks to the driver (CUDA only)."""
+    gc.collect()
+    if clock.cuda:
+        torch.cuda.synchronize(clock.device)
+        torch.cuda.empty_cache()
+
+
+def _profile(path: _Path, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
+             device: torch.device) -> dict:
+    """``profile.profile_parts`` of eager UNet and guidance calls (graph replays hide nothing but the launch
+    overhead); an error is recorded instead of raised, so a profiler failure never loses the timings."""
+    try:
+        with torch.no_grad():
+            parts = {"unet": lambda: path.denoiser(x, t), "guidance": path.guidance_fn(y, eps, eager=True)}
+            return profile_parts(parts, device, calls=PROFILE_CALLS)
+    except Exception as exc:  # a diagnostic only
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def bench_batch(cfg: BenchConfig, B: int, path: _Path, gt: torch.Tensor, clock: Clock, flops_module: nn.Module,
+                labels: torch.Tensor | None, matmul: dict | None, baseline_bytes: int = 0) -> dict:
+    """Every measurement at batch size ``B``. Peak memory (MiB, CUDA only): the most allocated by torch during
+    the timed restorations, less ``baseline_bytes`` (what was allocated before this configuration was built)."""
+    device, operator = clock.device, path.operator
+    if path.runner is not None:
+        path.runner.release()  # graphs of the previous batch size would count in this one's peak memory
+    H, W = operator.img_size
+    y = measurements(cfg, operator, gt, B)
+    x = torch.randn(B, 3, H, W, device=device)
+    t = torch.full((B,), 500.0, device=device)
+    unet_ms, guidance_ms, eps = _call_latencies(cfg, path, x, t, y, clock)
+    path.warm_up(y)
+    _free_cached(clock)
+    if clock.cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    step_ms, restore_ms = _restorations(cfg, path, y, clock)
+    peak = (torch.cuda.max_memory_allocated(device) - baseline_bytes) / 2**20 if clock.cuda else None
+    reserved = torch.cuda.max_memory_reserved(device) / 2**20 if clock.cuda else None
     flops = count_flops(flops_module, B, (H, W), device=device, class_labels=labels)
+    profile = _profile(path, x, t, y, eps, device) if cfg.profile else None
     restore_s = sum(restore_ms) / len(restore_ms) / 1e3
     step, guidance = summarize_ms(step_ms), summarize_ms(guidance_ms)
     achieved = flops * cfg.steps / restore_s / 1e12
     return {"batch": B, "unet_ms": summarize_ms(unet_ms), "step_ms": step, "guidance_ms": guidance,
             "guidance_share": min(1.0, guidance["p50"] / step["p50"]), "restore_s": restore_s,
             "restore_s_all": [m / 1e3 for m in restore_ms], "s_per_image": restore_s / B,
-            "images_per_s": B / restore_s, "peak_mem_mib": peak, "flops_per_nfe": flops,
-            "restoration_tflop": flops * cfg.steps / 1e12, "achieved_tflops": achieved,
-            "fraction_of_matmul": achieved / matmul["tflops"] if matmul and matmul["tflops"] > 0 else None}
+            "images_per_s": B / restore_s, "peak_mem_mib": peak, "peak_reserved_mib": reserved,
+            "flops_per_nfe": flops, "restoration_tflop": flops * cfg.steps / 1e12, "achieved_tflops": achieved,
+            "fraction_of_matmul": achieved / matmul["tflops"] if matmul and matmul["tflops"] > 0 else None,
+            "profile": profile}
 
 
 def measurements(cfg: BenchConfig, operator, gt: torch.Tensor, batch: int) -> torch.Tensor:
@@ -303,6 +370,8 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every configuration, the plain baseline included
     clock = Clock(device)
+    _free_cached(clock)
+    baseline = torch.cuda.memory_allocated(device) if clock.cuda else 0  # left by earlier runs in this process
     prior = build_prior(cfg.prior, cfg.checkpoint, device)
     size = cfg.size or (getattr(prior, "config", {}) or {}).get("image_size") or 256
     name, params = ALIASES.get(cfg.task, (cfg.task, {}))
@@ -317,7 +386,7 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
         results = []
         for B in cfg.batches:
             log(f"{cfg.label}: batch {B}")
-            results.append(bench_batch(cfg, B, path, gt, clock, flops_module, _labels(prior), matmul))
+            results.append(bench_batch(cfg, B, path, gt, clock, flops_module, _labels(prior), matmul, baseline))
         accuracy = None
         if cfg.accuracy:
             log(f"{cfg.label}: accuracy check")
@@ -326,16 +395,19 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     config.update({"size": list(operator.img_size), "operator": {"name": operator.name, **operator.params},
                    "device": str(device), "weights": "random (seed 0)" if cfg.checkpoint is None else cfg.checkpoint,
                    "denoiser_options": getattr(denoiser, "options", dict)()})
+    fp32_bytes = sum(t.numel() * t.element_size() for t in (*prior.parameters(), *prior.buffers()))
     return {"label": cfg.label, "config": config, "matmul": matmul, "results": results, "accuracy": accuracy,
-            "params": sum(p.numel() for p in prior.parameters())}
+            "params": sum(p.numel() for p in prior.parameters()),
+            "fp32_prior_mib": None if cfg.plain else fp32_bytes / 2**20}
 
 
 def make_report(series: list[dict], *, title: str, command: str | None = None) -> dict:
-    """The report dict that ``report.write_all`` writes: environment, note (CPU runs), series."""
+    """The report dict that ``report.write_all`` writes: environment, note (CPU runs), series (each with its
+    prior's ``targets`` checked, ``report.check_targets``)."""
     device = torch.device(series[0]["config"]["device"]) if series else torch.device("cpu")
     return {"schema": SCHEMA, "title": title, "created_utc": now_utc(), "command": command,
             "note": CPU_NOTE if device.type == "cpu" else None, "environment": environment(device),
-            "series": series}
+            "series": [{**s, "targets": check_targets(s)} for s in series]}
 
 
 __all__ = ["BACKENDS", "BenchConfig", "build_denoiser", "build_prior", "make_report", "parse_prior_spec", "run_bench"]

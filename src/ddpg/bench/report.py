@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,6 +20,10 @@ from ddpg.errors import ConfigError
 from ddpg.io import _atomic
 
 SCHEMA = "ddpg-bench/1"
+# performance.md "Targets": whole restoration of 100 steps, one GPU (H100)
+TARGETS = {"celeba_hq": {"latency_s": 0.5, "images_per_s": 8.0, "guidance_share": 0.05},
+           "imagenet256": {"latency_s": 1.5, "images_per_s": 2.4, "guidance_share": 0.02}}
+PSNR_TOLERANCE_DB = 0.1  # fp16 restoration vs the fp32 path on the same noise
 CPU_NOTE = ("CPU smoke run of the benchmark harness: these numbers check that the harness works and are not "
             "speed claims (the targets in performance.md are for one H100).")
 
@@ -30,19 +35,33 @@ def _version(package: str) -> str | None:
         return None
 
 
+SMI_FIELDS = (("name", "name"), ("driver", "driver_version"), ("max_sm_clock", "clocks.max.sm"),
+              ("max_mem_clock", "clocks.max.mem"), ("power_limit", "power.limit"))
+
+
+def _smi_query(exe: str, fields: tuple[str, ...]) -> list[str] | None:
+    """The first GPU's values of ``fields`` (``nvidia-smi --query-gpu``), or None when the call fails."""
+    try:
+        out = subprocess.run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    values = [v.strip() for v in lines[0].split(",")] if lines else []
+    return values if len(values) == len(fields) else None
+
+
 def _nvidia_smi() -> dict:
+    """GPU name, driver, maximum clocks and power limit from nvidia-smi; only name and driver when the full
+    query is refused (a field this driver does not know fails the whole query); {} without nvidia-smi."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return {}
-    try:
-        out = subprocess.run([exe, "--query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit",
-                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    first = out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
-    fields = [f.strip() for f in first.split(",")]
-    keys = ("name", "driver", "max_sm_clock", "max_mem_clock", "power_limit")
-    return dict(zip(keys, fields, strict=False))
+    for keys in (SMI_FIELDS, SMI_FIELDS[:2]):
+        values = _smi_query(exe, tuple(field for _, field in keys))
+        if values is not None:
+            return {key: value for (key, _), value in zip(keys, values, strict=True)}
+    return {}
 
 
 def _cpu_name() -> str:
@@ -62,7 +81,8 @@ def environment(device: torch.device) -> dict:
     env = {"device": str(device), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
            "platform": platform.platform(), "ddpg": ddpg.__version__, "torch": torch.__version__,
-           "cuda": torch.version.cuda, "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+           "cuda": torch.version.cuda, "triton": _version("triton"),
+           "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
            "tensorrt": _version("tensorrt") or _version("tensorrt-cu12"), "numpy": _version("numpy")}
     if torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -118,8 +138,8 @@ def markdown(report: dict) -> str:
     lines += ["", "Whole restoration = steps × (UNet + guidance) per image; latency per step from CUDA events "
               "(perf_counter on CPU) after warm-up.", "",
               "| series | batch | steps | s / image | images / s | step p50 / p90 / p99 ms | UNet p50 / p90 / p99 ms "
-              "| guidance share | peak MiB | TFLOP/s | of matmul rate |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| guidance share | peak MiB | GFLOP / NFE | TFLOP/s | of matmul rate |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in report["series"]:
         for r in s["results"]:
             st, un = r["step_ms"], r["unet_ms"]
@@ -128,8 +148,15 @@ def markdown(report: dict) -> str:
                 f"| {s['label']} | {r['batch']} | {s['config']['steps']} | {_fmt(r['s_per_image'])} | "
                 f"{_fmt(r['images_per_s'])} | {_fmt(st['p50'])} / {_fmt(st['p90'])} / {_fmt(st['p99'])} | "
                 f"{_fmt(un['p50'])} / {_fmt(un['p90'])} / {_fmt(un['p99'])} | {100 * r['guidance_share']:.1f} % | "
-                f"{_fmt(r.get('peak_mem_mib'))} | {_fmt(r['achieved_tflops'])} | "
+                f"{_fmt(r.get('peak_mem_mib'))} | {_fmt(r['flops_per_nfe'] / 1e9)} | {_fmt(r['achieved_tflops'])} | "
                 f"{'–' if frac is None else f'{100 * frac:.1f} %'} |")
+    extra = [f"{s['label']}: {s['fp32_prior_mib']:.0f} MiB" for s in report["series"] if s.get("fp32_prior_mib")]
+    if any(r.get("peak_mem_mib") is not None for s in report["series"] for r in s["results"]):
+        lines += ["", "Peak MiB: the most torch allocated during the timed restorations, less what was allocated "
+                  "before the configuration was built (CUDA graph pools and ONNX Runtime's own arena are not "
+                  "counted; `peak_reserved_mib` in the JSON has torch's reserved peak)."
+                  + (" It includes the fp32 prior the harness keeps for the accuracy check: " + "; ".join(extra)
+                     if extra else "")]
     rates = [(s["label"], s.get("matmul")) for s in report["series"] if s.get("matmul")]
     if rates:
         lines += ["", "Matrix-product reference rate, measured in each series' run (the denominator of its last "
@@ -144,7 +171,85 @@ def markdown(report: dict) -> str:
             lines.append(f"| {label} | {a['reference']} | {_fmt(a['psnr_reference'], 4)} | {a['precision']} | "
                          f"{_fmt(a['psnr_low'], 4)} | {_fmt(a['psnr_difference_db'], 3)} | "
                          f"{_fmt(a['psnr_low_vs_reference'], 4)} | {_fmt(a['rel_l2'], 3)} |")
+    lines += _targets_lines(report) + _where_time_goes(report)
+    if report.get("interrupted"):
+        lines += ["", "**The run was interrupted (time limit): configurations or batch sizes are missing.**"]
+    if report.get("failures"):
+        lines += ["", "Failed runs:", ""] + [f"- {f['config']} batch {f['batch']}: {f['error']}"
+                                           for f in report["failures"]]
     return "\n".join(lines) + "\n"
+
+
+def prior_targets(prior) -> dict | None:
+    """``TARGETS`` of a named prior (or YAML path) whose name starts with a key; None for others."""
+    if not isinstance(prior, str):
+        return None
+    stem = Path(prior).stem
+    return next((t for key, t in TARGETS.items() if stem.startswith(key)), None)
+
+
+def _check(target: str, batch: int | None, value: float, limit: float, met: bool) -> dict:
+    return {"target": target, "batch": batch, "value": value, "limit": limit, "met": bool(met)}
+
+
+def check_targets(series: dict) -> list[dict]:
+    """Each performance target of the series' prior: latency at batch 1 (s/image ≤), throughput at the best
+    batch (images/s ≥), the guidance share of a step at every batch (≤), the low-precision PSNR difference
+    (|dB| ≤ 0.1). [] for priors without targets."""
+    targets = prior_targets(series["config"]["prior"])
+    rows = series["results"]
+    if targets is None or not rows:
+        return []
+    checks = [_check("latency_s", 1, r["s_per_image"], targets["latency_s"], r["s_per_image"] <= targets["latency_s"])
+              for r in rows if r["batch"] == 1]
+    best = max(rows, key=lambda r: r["images_per_s"])
+    checks.append(_check("images_per_s", best["batch"], best["images_per_s"], targets["images_per_s"],
+                         best["images_per_s"] >= targets["images_per_s"]))
+    checks += [_check("guidance_share", r["batch"], r["guidance_share"], targets["guidance_share"],
+                      r["guidance_share"] <= targets["guidance_share"]) for r in rows]
+    acc = series.get("accuracy")
+    if acc and acc.get("psnr_difference_db") is not None:
+        diff = acc["psnr_difference_db"]
+        checks.append(_check("psnr_difference_db", 1, diff, PSNR_TOLERANCE_DB, abs(diff) <= PSNR_TOLERANCE_DB))
+    return checks
+
+
+def _targets_lines(report: dict) -> list[str]:
+    rows = [(s["label"], c) for s in report["series"] for c in s.get("targets") or check_targets(s)]
+    if not rows:
+        return []
+    lines = ["", "Targets (performance.md; latency at batch 1, throughput at the best batch):", "",
+             "| series | target | batch | value | limit | met |", "|---|---|---|---|---|---|"]
+    lines += [f"| {label} | {c['target']} | {c['batch']} | {_fmt(c['value'], 4)} | {c['limit']} | "
+              f"{'yes' if c['met'] else '**no**'} |" for label, c in rows]
+    return lines
+
+
+def _profile_lines(label: str, batch: int, prof: dict) -> list[str]:
+    if "error" in prof:
+        return ["", f"{label}, batch {batch}: profile failed ({prof['error']})"]
+    shares = ", ".join(f"{name} {100 * v:.1f} %" for name, v in prof["shares"].items())
+    parts = ", ".join(f"{name} {100 * v:.1f} %" for name, v in prof["part_shares"].items())
+    lines = ["", f"**{label}, batch {batch}** — kernel time by part: {parts}; by kind: {shares}", "",
+             "| kernel | part | kind | µs / call | launches / call | share |", "|---|---|---|---|---|---|"]
+    lines += [f"| `{k['name'][:90]}` | {k['part']} | {k['category']} | {_fmt(k['us_per_call'])} | "
+              f"{_fmt(k['launches_per_call'])} | {100 * k['share']:.1f} % |" for k in prof["top"][:8]]
+    return lines
+
+
+def _where_time_goes(report: dict) -> list[str]:
+    """Profile summaries of the rows behind every missed target (the PSNR check has no profile)."""
+    lines = []
+    for s in report["series"]:
+        missed = sorted({c["batch"] for c in (s.get("targets") or check_targets(s))
+                         if not c["met"] and c["target"] != "psnr_difference_db"})
+        for r in s["results"]:
+            if r["batch"] in missed and r.get("profile"):
+                lines += _profile_lines(s["label"], r["batch"], r["profile"])
+    if not lines:
+        return []
+    return ["", "Where the time goes, for the rows that miss a target (torch.profiler, eager UNet and guidance "
+            "calls; kinds from kernel names):", *lines]
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -187,15 +292,19 @@ def write_plot(report: dict, path: Path) -> None:
 
 
 def write_all(report: dict, json_path: Path) -> list[Path]:
-    """``json_path`` plus the Markdown and PNG next to it (same stem); returns the three paths. The JSON and
-    Markdown are written first, so they exist even when the plot cannot be made."""
+    """``json_path`` plus the Markdown and PNG next to it (same stem); returns the paths written. The JSON and
+    Markdown are written first; without matplotlib the PNG is skipped with a warning."""
     json_path = Path(json_path)
     paths = [json_path, json_path.with_suffix(".md"), json_path.with_suffix(".png")]
     write_json(report, paths[0])
     write_markdown(report, paths[1])
-    write_plot(report, paths[2])
+    try:
+        write_plot(report, paths[2])
+    except ConfigError as exc:  # matplotlib missing: the JSON and Markdown stand without the plot
+        warnings.warn(str(exc), stacklevel=2)
+        return paths[:2]
     return paths
 
 
-__all__ = ["CPU_NOTE", "SCHEMA", "environment", "markdown", "now_utc", "write_all", "write_json", "write_markdown",
-           "write_plot"]
+__all__ = ["CPU_NOTE", "PSNR_TOLERANCE_DB", "SCHEMA", "TARGETS", "check_targets", "environment", "markdown",
+           "now_utc", "prior_targets", "write_all", "write_json", "write_markdown", "write_plot"]
