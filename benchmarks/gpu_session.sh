@@ -7,7 +7,7 @@
 # (random weights: timing does not depend on them; the fp16-vs-fp32 PSNR check then only measures agreement).
 #
 # Usage, from the repository root:  bash benchmarks/gpu_session.sh
-# Device tool: run(command="bash benchmarks/gpu_session.sh", carry=[".wheels"], timeout_s=600).
+# Device tool: run(command="bash benchmarks/gpu_session.sh", timeout_s=600).
 #
 # Time plan (a session has 15 min of device time, machine start included, and 10 min per command), estimated
 # from performance.md's UNet timings: every run does ~30 UNet-only calls, a 3-step warm-up and one timed
@@ -32,9 +32,9 @@
 # Every (configuration, batch) run is saved as soon as it finishes (<stem>.raw/<config>__b<batch>.json) and reused
 # on the next run (--resume): after a cut-off call, unpack what came back into benchmarks/results/
 # (tar xzf bench_results.tgz -C benchmarks/results; untracked files travel with the working tree) and run again.
-# Python packages: the package runs from src/ (PYTHONPATH). The device image has torch, triton, numpy, pillow,
-# pyyaml, typer, rich, matplotlib, onnx and onnxruntime, but not platformdirs: carry its wheel in .wheels/
-# (installed to /tmp/site); without it a one-function stand-in (user_cache_dir) is written to /tmp/ddpg_shim.
+# Python packages: the package runs from src/ (PYTHONPATH). The device image has all it needs here (torch, triton,
+# numpy, pillow, pyyaml, typer, rich, matplotlib, onnx, onnxruntime); wheels in .wheels/ (carried with the device
+# tool's `carry`) are installed to /tmp/site first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -53,20 +53,6 @@ export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ddpg_inductor_cac
 if ls .wheels/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .wheels/*.whl
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
-fi
-if ! $PY -c "import platformdirs" 2>/dev/null; then
-  echo "warning: platformdirs missing (carry its wheel in .wheels/): using a user_cache_dir stand-in" >&2
-  mkdir -p /tmp/ddpg_shim
-  cat >/tmp/ddpg_shim/platformdirs.py <<'EOF'
-"""Stand-in written by benchmarks/gpu_session.sh: the only platformdirs function ddpg uses."""
-import os
-
-
-def user_cache_dir(appname=None, *args, **kwargs):
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, appname) if appname else base
-EOF
-  export PYTHONPATH="$PYTHONPATH:/tmp/ddpg_shim"
 fi
 
 $PY - <<'EOF'

@@ -410,3 +410,17 @@ def test_gpu_session_skips_what_the_deadline_leaves_no_time_for(tmp_path):
     rc, calls, out = _gpu_session(tmp_path, 70)
     assert rc == 1 and calls == []
     assert "skipped celeba_hq" in (tmp_path / "stdout").read_text()
+
+
+def test_bench_and_export_need_no_platformdirs():
+    """The GPU image has no platformdirs: the benchmark and export paths (random weights, no checkpoint cache)
+    must import and build a prior without it."""
+    code = ("import sys; sys.modules['platformdirs'] = None\n"
+            "import ddpg.bench.harness, ddpg.export, ddpg.cli.main\n"
+            "from ddpg.bench.harness import build_prior\n"
+            "build_prior('face64', None, 'cpu')\n"
+            "assert sys.modules['platformdirs'] is None\n")
+    src = Path(__file__).resolve().parents[1] / "src"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(src)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import platformdirs
 import torch
 from torch import nn
 
@@ -65,8 +64,13 @@ REGISTRY: dict[str, CheckpointEntry] = {
 
 
 def cache_dir() -> Path:
-    """``$DDPG_HOME`` if set, else the platform's user cache dir for ddpg."""
-    return Path(os.environ.get("DDPG_HOME") or platformdirs.user_cache_dir("ddpg"))
+    """``$DDPG_HOME`` if set, else the platform's user cache dir for ddpg (``platformdirs``, imported only here:
+    nothing that runs without a checkpoint cache needs it)."""
+    if os.environ.get("DDPG_HOME"):
+        return Path(os.environ["DDPG_HOME"])
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("ddpg"))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
