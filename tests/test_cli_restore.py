@@ -246,3 +246,41 @@ def test_cuda_graph_restore_equals_the_eager_restore(tmp_path, tiny_unet):
         eager = load_image(tmp_path / "eager" / f"img{i}_restored.png")
         graph = load_image(tmp_path / "graph" / f"img{i}_restored.png")
         assert (eager - graph).abs().max() <= 1 / 255 + 1e-6  # at most one 8-bit level (TF32/cuDNN choices)
+
+
+def test_graph_runners_are_capped_and_the_least_recently_used_is_released(tmp_path, monkeypatch):
+    """--cuda-graph keeps one whole-step runner per operator and σ_y; past MAX_GRAPH_RUNNERS the least recently
+    used one releases its graphs (runners faked: CUDA graphs need a GPU)."""
+    from ddpg.api import restoration
+    from ddpg.api.denoisers import make_denoiser
+    from ddpg.api.settings import resolve_settings
+    from ddpg.runtime.graph_sampler import FastDDPGRunner
+
+    class FakeRunner:
+        def __init__(self, size):
+            self.size = size
+
+        def release(self):
+            released.append(self.size)
+
+        def restore(self, y, seeds, callback=None):
+            return y
+
+    released, made = [], []
+
+    def from_restorer(cls, restorer, **options):
+        made.append(restorer.operator.img_size)
+        return FakeRunner(restorer.operator.img_size)
+
+    monkeypatch.setattr(FastDDPGRunner, "from_restorer", classmethod(from_restorer))
+    sizes = [(8 + 2 * i, 8 + 2 * i) for i in range(restoration.MAX_GRAPH_RUNNERS + 2)]
+    folder = make_images(tmp_path / "in", sizes)
+    plan = restoration._Plan(resolve_settings("deblur_gauss", None, None, "gaussian", None, 2),
+                                make_denoiser("gaussian", None, "torch", None, "cpu"), "cpu", tmp_path / "out", 0,
+                                False, None, None, {}, None, False, None, 1, True, 8, {})
+    order = [0, 1, 2, 3, 0, 4, 5, 0]  # image 0 is used again before it would be evicted
+    jobs = [restoration._prepare(plan, i, folder / f"img{i}.png") for i in order]
+    assert made == [sizes[i] for i in (0, 1, 2, 3, 4, 5)]  # image 0's runner was reused, not rebuilt
+    assert released == [sizes[1], sizes[2]]  # least recently used first; image 0's survived
+    assert list(k[0][1] for k in plan.runners) == [sizes[3], sizes[4], sizes[5], sizes[0]]
+    assert all(job.sampler.__self__.size == job.padded for job in jobs)

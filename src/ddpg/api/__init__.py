@@ -6,10 +6,10 @@ done, skipped and failed. Setup problems (unknown task/preset/prior/backend, mis
 ``DdpgError`` before any input is touched. Images are read in [0, 1] and mapped to [-1, 1] for the samplers.
 """
 
-from ddpg.api.degrade import degrade
-from ddpg.api.evaluate import evaluate
+from ddpg.api.degradation import degrade
+from ddpg.api.evaluation import evaluate
 from ddpg.api.report import NullProgress, Report
-from ddpg.api.restore import RUN_SUMMARY, restore, restore_on_ranks
+from ddpg.api.restoration import RUN_SUMMARY, restore, restore_on_ranks
 from ddpg.api.sample import restore_sample, sample_path
 from ddpg.api.settings import CLI_TASKS, DEFAULT_SIGMA_Y, parse_hyper
 

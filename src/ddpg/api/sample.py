@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from ddpg.api.report import Report
-from ddpg.api.restore import restore
+from ddpg.api.restoration import restore
 from ddpg.api.settings import operator_args, resolve_settings
 from ddpg.io import load_image, save_image
 

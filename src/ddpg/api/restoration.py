@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ddpg.api.degrade import observation_meta
+from ddpg.api.degradation import observation_meta
 from ddpg.api.denoisers import (
     check_device,
     check_engine_prior,
@@ -44,6 +44,7 @@ log = logging.getLogger("ddpg")
 
 SIDECAR_KIND = "ddpg-restoration"
 RUN_SUMMARY = "run_summary.json"
+MAX_GRAPH_RUNNERS = 4  # CUDA-graph runners kept at once (one per operator and σ_y), least recently used dropped
 
 
 @dataclass
@@ -336,9 +337,11 @@ def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
     if plan.step_graph:  # one runner (buffers + graphs) per operator and σ_y, replaying the Restorer exactly
         from ddpg.runtime.graph_sampler import FastDDPGRunner
 
-        if (key, sigma) not in plan.runners:
-            plan.runners[(key, sigma)] = FastDDPGRunner.from_restorer(restorer, cuda_graph=True)
-        sampler = plan.runners[(key, sigma)].restore
+        runner = plan.runners.pop((key, sigma), None) or FastDDPGRunner.from_restorer(restorer, cuda_graph=True)
+        plan.runners[(key, sigma)] = runner  # now the most recently used
+        if len(plan.runners) > MAX_GRAPH_RUNNERS:  # each holds graphs and their private memory pools
+            plan.runners.pop(next(iter(plan.runners))).release()  # it captures again if its inputs come back
+        sampler = runner.restore
     if plan.observed:
         y = pad_bottom_right(y, padded_y)[None].to(plan.device)
         if name == "inpainting":
