@@ -284,3 +284,20 @@ def test_graph_runners_are_capped_and_the_least_recently_used_is_released(tmp_pa
     assert released == [sizes[1], sizes[2]]  # least recently used first; image 0's survived
     assert list(k[0][1] for k in plan.runners) == [sizes[3], sizes[4], sizes[5], sizes[0]]
     assert all(job.sampler.__self__.size == job.padded for job in jobs)
+
+
+def test_cudnn_autotune_is_scoped_to_the_call():
+    from ddpg.api.restoration import cudnn_autotune
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with pytest.raises(KeyboardInterrupt), cudnn_autotune(True):
+            assert torch.backends.cudnn.benchmark
+            raise KeyboardInterrupt
+        assert torch.backends.cudnn.benchmark is False
+        torch.backends.cudnn.benchmark = True  # a caller's own setting is never turned off
+        with cudnn_autotune(False):
+            assert torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = before

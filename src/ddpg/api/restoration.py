@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,17 @@ class _Job:
     t_load: float
 
 
+@contextmanager
+def cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` set to ``enabled`` inside the block (when True), restored after."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def output_stem(path: Path) -> str:
     """Outputs of ``x.png`` and of its observation ``x_observed.pt`` share the stem ``x``."""
     return path.stem[: -len("_observed")] if path.stem.endswith("_observed") else path.stem
@@ -124,7 +136,8 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     Speed (torch backend): ``precision`` fp16/bf16 runs the UNet torso in low precision (guidance stays float32),
     ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA, ddpg/idpg) captures each whole sampler step
     in one CUDA graph (torch, fixed-shape TensorRT engines) or, with ONNX Runtime, the engine call (ONNX
-    Runtime's own graph mode; fixed-batch exports). ``shard=(rank, world_size)``: handle only this rank's
+    Runtime's own graph mode; fixed-batch exports); on CUDA any of them also turns on cuDNN's algorithm timing
+    (``cudnn.benchmark``) for the call. ``shard=(rank, world_size)``: handle only this rank's
     contiguous share of the sorted inputs (indices, hence seeds and outputs, stay global). ``denoiser`` skips
     building one from prior/checkpoint/backend."""
     progress = progress or NullProgress()
@@ -173,11 +186,14 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     prior_size = (getattr(denoiser, "config", {}) or {}).get("image_size")
     if resize and not (size or prior_size):
         raise ConfigError(f"--resize needs --size N: the prior {prior} has no fixed image size")
+    # the speed options also let cuDNN time its convolution algorithms per shape (as `ddpg bench` does); the
+    # plain path keeps cuDNN's heuristic choice, which does not vary from run to run
+    tune = torch.device(device).type == "cuda" and (precision != "fp32" or compile or cuda_graph)
     record = {"task": settings.task, "method": settings.method, "preset": settings.preset,
               "prior": prior_record(prior, checkpoint, backend, engine, denoiser), "steps": settings.steps,
               "hyper": settings.hyper, "base_seed": seed, "device": str(device), "bits": bits,
-              "batch_size": batch_size, "speed": {"precision": precision, "compile": compile, "cuda_graph": cuda_graph},
-              "versions": versions(device)}
+              "batch_size": batch_size, "versions": versions(device),
+              "speed": {"precision": precision, "compile": compile, "cuda_graph": cuda_graph, "cudnn_autotune": tune}}
     plan = _Plan(settings, denoiser, device, outdir, seed, observed, sigma_y, mask, mask_spec, kernel, resize,
                  size or prior_size, size_multiple(denoiser), step_graph, bits, record)
 
@@ -202,7 +218,8 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             report.skipped.append(str(path))
         else:
             pending.append((index, path))
-    _run(plan, pending, batch_size, report, progress)
+    with cudnn_autotune(tune):
+        _run(plan, pending, batch_size, report, progress)
     return report
 
 
