@@ -137,6 +137,22 @@ def test_download_resumes_after_a_cut(tmp_path, server):
     assert _RangeHandler.requests[-1] == f"bytes={len(payload) // 3}-"
 
 
+def test_unreachable_download_says_where_to_get_the_file(tmp_path):
+    entry = checkpoints.CheckpointEntry("gone", "gone.pt", urls=((tmp_path / "missing.pt").as_uri(),),
+                                        manual="the authors' drive folder X")
+    dest = tmp_path / "cache" / "gone.pt"
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.download(entry, dest, quiet=True)
+    text = str(info.value)
+    assert text.startswith("gone: download failed (file:")
+    assert "partial file" not in text  # nothing was downloaded, so nothing is kept
+    hint = f"or get gone.pt by hand (the authors' drive folder X) and pass --checkpoint PATH, or put it at {dest}"
+    assert hint in text
+    no_url = checkpoints.CheckpointEntry("local", "local.pt")
+    with pytest.raises(CheckpointError, match="local: no download URL; get local.pt by hand and pass --checkpoint"):
+        checkpoints.download(no_url, tmp_path / "local.pt", quiet=True)
+
+
 def test_download_finishes_a_complete_part_file(tmp_path, server):
     """A .part left whole (stopped before the rename): the server answers 416 and the file is verified."""
     payload = _RangeHandler.payload

@@ -28,7 +28,7 @@ class CheckpointEntry:
     urls: tuple[str, ...] = ()
     size: int | None = None
     sha256: str | None = None
-    manual: str | None = None  # instructions when no direct URL exists
+    manual: str | None = None  # where else the file can be had by hand (named in download errors)
     bundled: str | None = None  # package-relative path for weights shipped with ddpg
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -37,7 +37,7 @@ REGISTRY: dict[str, CheckpointEntry] = {
     "celeba_hq": CheckpointEntry(
         "celeba_hq", "celeba_hq.ckpt",
         urls=("https://image-editing-test-12345.s3-us-west-2.amazonaws.com/checkpoints/celeba_hq.ckpt",),
-        manual="or Google Drive file id 1wSoA5fm_d6JBZk4RZ1SzWLMgev4WqH21 (DDPG README)",
+        manual="Google Drive file id 1wSoA5fm_d6JBZk4RZ1SzWLMgev4WqH21, from the DDPG README",
     ),
     "imagenet256_uncond": CheckpointEntry(
         "imagenet256_uncond", "256x256_diffusion_uncond.pt",
@@ -50,8 +50,8 @@ REGISTRY: dict[str, CheckpointEntry] = {
     "ffhq256": CheckpointEntry(
         "ffhq256", "ffhq_10m.pt",
         urls=("https://huggingface.co/deepinv/diffunet/resolve/main/diffusion_ffhq_10m.pt",),
-        manual="or the DPS Google Drive folder 1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh (file id "
-               "1BGwhRWUoguF-D8wlZ65tf227gp3cDUDh)",
+        manual="the DPS Google Drive folder 1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh, file id "
+               "1BGwhRWUoguF-D8wlZ65tf227gp3cDUDh",
     ),
     "face64": CheckpointEntry(
         "face64", "face64_ema.pt", size=35_908_697,
@@ -117,9 +117,10 @@ def download(entry: CheckpointEntry, dest: Path | None = None, *, quiet: bool = 
     dest = dest or cache_dir() / entry.filename
     if dest.exists():
         return dest
+    by_hand = (f"get {entry.filename} by hand" + (f" ({entry.manual})" if entry.manual else "")
+               + f" and pass --checkpoint PATH, or put it at {dest}")
     if not entry.urls:
-        raise CheckpointError(f"{entry.name}: no download URL; get {entry.filename} manually "
-                              f"{entry.manual or ''} and pass --checkpoint PATH or put it in {dest.parent}")
+        raise CheckpointError(f"{entry.name}: no download URL; {by_hand}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     errors = []
@@ -130,8 +131,8 @@ def download(entry: CheckpointEntry, dest: Path | None = None, *, quiet: bool = 
         except (urllib.error.URLError, OSError) as exc:
             errors.append(f"{url}: {exc}")
     else:
-        raise CheckpointError(f"{entry.name}: download failed ({'; '.join(errors)}); the partial file "
-                              f"{part} is kept for resuming. {entry.manual or ''}")
+        kept = f"the partial file {part} is kept for resuming (run again); " if part.exists() else ""
+        raise CheckpointError(f"{entry.name}: download failed ({'; '.join(errors)}); {kept}or {by_hand}")
     try:
         verify_file(part, entry)
     except CheckpointError:
