@@ -146,7 +146,7 @@ def test_unreachable_download_says_where_to_get_the_file(tmp_path):
     text = str(info.value)
     assert text.startswith("gone: download failed (file:")
     assert "partial file" not in text  # nothing was downloaded, so nothing is kept
-    hint = f"or get gone.pt by hand (the authors' drive folder X) and pass --checkpoint PATH, or put it at {dest}"
+    hint = f"); get gone.pt by hand (the authors' drive folder X) and pass --checkpoint PATH, or put it at {dest}"
     assert hint in text
     no_url = checkpoints.CheckpointEntry("local", "local.pt")
     with pytest.raises(CheckpointError, match="local: no download URL; get local.pt by hand and pass --checkpoint"):

@@ -131,8 +131,8 @@ def download(entry: CheckpointEntry, dest: Path | None = None, *, quiet: bool = 
         except (urllib.error.URLError, OSError) as exc:
             errors.append(f"{url}: {exc}")
     else:
-        kept = f"the partial file {part} is kept for resuming (run again); " if part.exists() else ""
-        raise CheckpointError(f"{entry.name}: download failed ({'; '.join(errors)}); {kept}or {by_hand}")
+        kept = f"the partial file {part} is kept for resuming (run again), or " if part.exists() else ""
+        raise CheckpointError(f"{entry.name}: download failed ({'; '.join(errors)}); {kept}{by_hand}")
     try:
         verify_file(part, entry)
     except CheckpointError:
