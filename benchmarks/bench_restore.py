@@ -96,9 +96,14 @@ def batch_sizes(cfg: BenchConfig, args: argparse.Namespace) -> list[int]:
 SAME = ("prior", "checkpoint", "steps", "iters", "warmup", "repeats", "task", "sigma_y", "seed")
 
 
+def config_record(cfg: BenchConfig) -> dict:
+    """``cfg`` as a saved run's ``config`` holds it (the prior spec parsed, as ``run_bench`` records it)."""
+    return {**asdict(cfg), "prior": parse_prior_spec(cfg.prior)}
+
+
 def stale_settings(saved: dict, cfg: BenchConfig) -> list[str]:
     """Names of the settings in which a saved run's ``config`` differs from ``cfg`` (empty: reusable)."""
-    wanted = {**asdict(cfg), "prior": parse_prior_spec(cfg.prior)}
+    wanted = config_record(cfg)
     diffs = [k for k in SAME if saved.get(k) != wanted[k]]
     if cfg.size is not None and saved.get("size") not in ([cfg.size, cfg.size], cfg.size):
         diffs.append("size")
@@ -145,7 +150,7 @@ def run_one(name: str, cfg: BenchConfig, raw_dir: Path, args: argparse.Namespace
             raise KeyboardInterrupt from exc
         traceback.print_exc()
         failure = {"config": name, "batch": B, "error": f"{type(exc).__name__}: {exc}"}
-        write_json({**failure, "config": {**asdict(cfg), "prior": parse_prior_spec(cfg.prior)}}, failed)
+        write_json({**failure, "config": config_record(cfg)}, failed)
         return None, failure
     failed.unlink(missing_ok=True)
     write_json(part, raw)

@@ -420,7 +420,6 @@ def test_bench_and_export_need_no_platformdirs():
             "from ddpg.bench.harness import build_prior\n"
             "build_prior('face64', None, 'cpu')\n"
             "assert sys.modules['platformdirs'] is None\n")
-    src = Path(__file__).resolve().parents[1] / "src"
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(src)},
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
