@@ -3,12 +3,17 @@
 Flat spectral layout (``Vt``/``V``, ``Ut``/``U``): coefficients of the M non-trivial singular directions
 come first, channel-major, paired with ``singulars()`` (length M); the remaining (null-space) coefficients
 follow. Zero singular values inside the first M (truncation) are allowed.
+
+The layout is a fixed permutation of the flat (3·H·W) coefficients, so ``Vt``/``V``/``Ut``/``U`` gather with
+int64 index tensors built once per device (``index_select``): no boolean-mask indexing, mask copies or
+``int(mask.sum())``, each of which synchronizes the host with a CUDA device on every DDRM/DDNM step.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ddpg.errors import OperatorError
 
@@ -21,6 +26,34 @@ def svd_1d(mat: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, n
     U, s, Vt = np.linalg.svd(np.asarray(mat, dtype=np.float64), full_matrices=True)
     return U, np.where(s < threshold, 0.0, s), Vt.T
 
+
+class SpectralOrder:
+    """The flat layout of ``Vt``/``V`` for coefficients (B, 3, H, W) split by a (H, W) boolean ``head`` mask:
+    the head positions of channels 0, 1, 2 (row-major within each), then the other positions of channels 0, 1,
+    2. ``gather``/``scatter`` use int64 permutations built once per device (no host synchronization)."""
+
+    def __init__(self, head: torch.Tensor):
+        self.hw = tuple(head.shape)
+        head = head.flatten().bool()
+        n = head.numel()
+        kept, rest = head.nonzero().flatten(), (~head).nonzero().flatten()
+        channels = torch.arange(3)[:, None] * n
+        self.n_head = 3 * kept.numel()
+        self.size = 3 * n
+        order = torch.cat([(channels + kept).flatten(), (channels + rest).flatten()])
+        self._perm = DeviceCache(lambda dev, dt: order.to(dev))
+        self._inverse = DeviceCache(lambda dev, dt: torch.argsort(order).to(dev))
+
+    def gather(self, c: torch.Tensor, *, head_only: bool = False) -> torch.Tensor:
+        """(B, 3·H·W) — or (B, n_head) with ``head_only`` — from coefficients (B, 3, H, W)."""
+        perm = self._perm.get(c.device, torch.int64)
+        return c.reshape(c.shape[0], -1).index_select(1, perm[: self.n_head] if head_only else perm)
+
+    def scatter(self, v: torch.Tensor) -> torch.Tensor:
+        """Coefficients (B, 3, H, W) from the flat layout (B, 3·H·W)."""
+        if v.shape[-1] != self.size:
+            raise OperatorError(f"expected {self.size} spectral coefficients per image, got {v.shape[-1]}")
+        return v.index_select(1, self._inverse.get(v.device, torch.int64)).reshape(v.shape[0], 3, *self.hw)
 
 class SeparableSVD(Operator):
     """Y_c = A_h X_c A_wᵀ per channel with 1-D matrices A_h (m_h×H), A_w (m_w×W); 2-D singular values
@@ -46,6 +79,9 @@ class SeparableSVD(Operator):
         (self._Uh, self._sh, self._Vh), (self._Uw, self._sw, self._Vw) = h_factors, w_factors
         self.m = (len(self._sh), len(self._sw))
         self._mats = DeviceCache(self._build)
+        head = torch.zeros(self.img_size, dtype=torch.bool)
+        head[: self.m[0], : self.m[1]] = True
+        self._order = SpectralOrder(head)
 
     def _build(self, device, dtype):
         def t(a):
@@ -91,31 +127,15 @@ class SeparableSVD(Operator):
 
     # DDRM interface -----------------------------------------------------------------------------------
     def singulars(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        s = torch.as_tensor(np.outer(self._sh, self._sw), dtype=dtype, device=self.device)
-        return s.flatten().repeat(3)
+        return self._mats.get(self.device, dtype)["s2d"].flatten().repeat(3)
 
     def Vt(self, x: torch.Tensor) -> torch.Tensor:
         M = self._get(x)
-        c = M["Vh"].T @ x @ M["Vw"]  # (B, 3, H, W) spectral coefficients
-        mh, mw = self.m
-        head = c[..., :mh, :mw].reshape(x.shape[0], -1)
-        mask = torch.ones(c.shape[-2:], dtype=torch.bool, device=x.device)
-        mask[:mh, :mw] = False
-        tail = c[..., mask].reshape(x.shape[0], -1)
-        return torch.cat([head, tail], dim=1)
+        return self._order.gather(M["Vh"].T @ x @ M["Vw"])  # spectral coefficients (B, 3, H, W), reordered
 
     def V(self, v: torch.Tensor) -> torch.Tensor:
-        H, W = self.img_size
-        mh, mw = self.m
-        B = v.shape[0]
-        n_head = 3 * mh * mw
         M = self._get(v)
-        c = v.new_zeros(B, 3, H, W)
-        c[..., :mh, :mw] = v[:, :n_head].reshape(B, 3, mh, mw)
-        mask = torch.ones(H, W, dtype=torch.bool, device=v.device)
-        mask[:mh, :mw] = False
-        c[..., mask] = v[:, n_head:].reshape(B, 3, -1)
-        return M["Vh"] @ c @ M["Vw"].T
+        return M["Vh"] @ self._order.scatter(v) @ M["Vw"].T
 
     def Ut(self, y: torch.Tensor) -> torch.Tensor:
         M = self._get(y)
@@ -218,6 +238,7 @@ class Inpainting(Operator):
         self.mask = mask.bool()
         self.params = {"kept": int(self.mask.sum())}
         self._m = DeviceCache(lambda dev, dt: self.mask.to(dev, dt))
+        self._order = SpectralOrder(self.mask)
 
     def A(self, x):
         self.check_image(x)
@@ -235,27 +256,19 @@ class Inpainting(Operator):
         return self.At(r)
 
     def singulars(self, dtype=torch.float32):
-        return torch.ones(3 * int(self.mask.sum()), device=self.device, dtype=dtype)
+        return torch.ones(3 * self.params["kept"], device=self.device, dtype=dtype)
 
     def Vt(self, x):
-        m = self.mask.to(x.device)
-        return torch.cat([x[..., m].reshape(x.shape[0], -1), x[..., ~m].reshape(x.shape[0], -1)], dim=1)
+        return self._order.gather(x)
 
     def V(self, v):
-        m = self.mask.to(v.device)
-        k = 3 * int(m.sum())
-        out = v.new_zeros(v.shape[0], 3, *self.img_size)
-        out[..., m] = v[:, :k].reshape(v.shape[0], 3, -1)
-        out[..., ~m] = v[:, k:].reshape(v.shape[0], 3, -1)
-        return out
+        return self._order.scatter(v)
 
     def Ut(self, y):
-        return y[..., self.mask.to(y.device)].reshape(y.shape[0], -1)
+        return self._order.gather(y, head_only=True)
 
     def U(self, c):
-        out = c.new_zeros(c.shape[0], 3, *self.img_size)
-        out[..., self.mask.to(c.device)] = c.reshape(c.shape[0], 3, -1)
-        return out
+        return self._order.scatter(F.pad(c, (0, 3 * self.img_size[0] * self.img_size[1] - c.shape[1])))
 
 
 class Colorization(Operator):
