@@ -74,6 +74,13 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _tensorrt_version() -> str | None:
+    """The installed TensorRT: the ``tensorrt`` distribution, or one of NVIDIA's per-CUDA wheels."""
+    from ddpg.export.tensorrt_build import TENSORRT_WHEELS
+
+    return next((v for v in map(_version, ("tensorrt", *TENSORRT_WHEELS)) if v), None)
+
+
 def environment(device: torch.device) -> dict:
     """Device, driver and library versions recorded with every result (deployment.md §15)."""
     import ddpg
@@ -83,7 +90,7 @@ def environment(device: torch.device) -> dict:
            "platform": platform.platform(), "ddpg": ddpg.__version__, "torch": torch.__version__,
            "cuda": torch.version.cuda, "triton": _version("triton"),
            "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
-           "tensorrt": _version("tensorrt") or _version("tensorrt-cu12"), "numpy": _version("numpy")}
+           "tensorrt": _tensorrt_version(), "numpy": _version("numpy")}
     if torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update({"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),

@@ -91,13 +91,27 @@ class TensorRTBuildError(DdpgError, RuntimeError):
 # TensorRT and the GPU
 
 
+TENSORRT_WHEELS = ("tensorrt-cu13", "tensorrt-cu12")  # NVIDIA's pip packages, one per CUDA major
+
+
+def tensorrt_wheel(cuda_version: str | None) -> str:
+    """The TensorRT pip package matching a CUDA version such as torch's ``torch.version.cuda`` ("13.0" →
+    ``tensorrt-cu13``); for an unknown CUDA (a CPU torch) the choice, worded for a message."""
+    major = str(cuda_version or "").split(".")[0]
+    wheel = f"tensorrt-cu{major}"
+    return wheel if wheel in TENSORRT_WHEELS else " or ".join(TENSORRT_WHEELS) + " (the one matching your CUDA)"
+
+
 def require_tensorrt():
     """The ``tensorrt`` module, or ConfigError saying why it cannot be imported."""
     try:
         import tensorrt
     except ImportError as exc:
+        import torch
+
         raise ConfigError(f"TensorRT is not available here ({exc}); install NVIDIA TensorRT 10 or 11 for your CUDA "
-                          "(pip install tensorrt-cu12) on a machine with an NVIDIA GPU") from exc
+                          f"(pip install {tensorrt_wheel(torch.version.cuda)}) on a machine with an NVIDIA "
+                          "GPU") from exc
     return tensorrt
 
 

@@ -29,15 +29,22 @@ def stream_generator(seed: int, stream: int, device: torch.device | str = "cpu")
 
 def seeded_start(seeds: Sequence[int], img_size: tuple[int, int], device: torch.device | str
                  ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """x_T (B,3,H,W) and a per-step noise source, each image's drawn from its own sampling stream."""
+    """x_T (B,3,H,W) and a per-step noise source, each image's drawn from its own sampling stream.
+
+    Every draw fills one preallocated (B, ...) tensor row by row (``normal_`` on the row, which draws exactly what
+    ``randn`` of that row's shape would): one allocation per step instead of B draws and a ``cat``."""
     gens = [stream_generator(s, SAMPLING_STREAM, device) for s in seeds]
-    x_T = torch.cat([torch.randn((1, 3, *img_size), generator=g, device=device) for g in gens])
+
+    def draw(shape: tuple[int, ...], device, dtype=torch.float32) -> torch.Tensor:
+        out = torch.empty((len(gens), *shape), device=device, dtype=dtype)
+        for row, g in zip(out, gens, strict=True):
+            row.normal_(generator=g)
+        return out
 
     def noise(like: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.randn((1, *like.shape[1:]), generator=g, device=like.device, dtype=like.dtype)
-                          for g in gens])
+        return draw(tuple(like.shape[1:]), like.device, like.dtype)
 
-    return x_T, noise
+    return draw((3, *img_size), device), noise
 
 
 class Restorer:
