@@ -28,14 +28,17 @@ import torch
 from ddpg.bench import BenchConfig, make_report, parse_prior_spec, run_bench, write_all
 from ddpg.bench.report import write_json
 
-# name → how it differs from the default BenchConfig (torch backend, fp32, channels-last, eager)
+# name → how it differs from the default BenchConfig (torch backend, fp32, eager, the mode's default layout:
+# NCHW eager, channels-last under torch.compile); "-cl" / "-nchw" force the other layout, to compare the two
 CONFIGS: dict[str, dict] = {
     "plain": {"plain": True, "channels_last": False},
     "fp32": {},
     "fp32-graph": {"cuda_graph": True},
     "fp16": {"precision": "fp16"},
     "fp16-graph": {"precision": "fp16", "cuda_graph": True},
+    "fp16-graph-cl": {"precision": "fp16", "cuda_graph": True, "channels_last": True},
     "fp16-compile-graph": {"precision": "fp16", "compile": True, "cuda_graph": True},
+    "fp16-compile-graph-nchw": {"precision": "fp16", "compile": True, "cuda_graph": True, "channels_last": False},
     "bf16-compile-graph": {"precision": "bf16", "compile": True, "cuda_graph": True},
     "ort-fp16": {"backend": "onnxruntime", "precision": "fp16"},
     "ort-fp32": {"backend": "onnxruntime", "precision": "fp32"},

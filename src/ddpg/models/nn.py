@@ -14,10 +14,22 @@ from torch import nn
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 (parameters stay float32) and cast back to the input dtype."""
+    """GroupNorm with float32 statistics and affine maths (parameters stay float32), output in the input dtype.
+
+    Eager, the native kernels already accumulate in float32 for fp16/bf16 inputs (CUDA: ``acc_type``; CPU: the
+    mixed-dtype path), so the input goes in as it is, without a float32 copy of the activation and a cast back:
+    the CUDA kernel reads weight and bias in the input's dtype (cast here, C values), the CPU kernel takes the
+    float32 ones. Traced (``torch.compile``, ONNX export) the cast is explicit, so an exported fp16 graph
+    computes the norm in float32 (deployment.md §4) and Inductor fuses the casts into its kernel.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        if x.dtype == torch.float32 or torch.compiler.is_compiling():
+            return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        weight, bias = self.weight, self.bias
+        if x.is_cuda and weight is not None:
+            weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        return F.group_norm(x, self.num_groups, weight, bias, self.eps)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, *, sin_first: bool, denominator_offset: int) -> torch.Tensor:
@@ -38,14 +50,20 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, *, sin_first: bool, denomina
     return emb
 
 
+def exporting() -> bool:
+    """Whether the model is being traced for ONNX export (``torch.export``-based or TorchScript-based)."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q kᵀ·scale) v for q, k, v of shape (B, heads, T, ch); softmax in float32.
 
-    float32 inputs, and low-precision CUDA tensors in eager mode, go through scaled_dot_product_attention
-    (its CUDA kernels accumulate the softmax in float32). Low-precision tensors on CPU or under export/compile
-    tracing use explicit float32 logits and softmax, so an exported fp16/bf16 graph keeps Softmax in float32.
+    float32 inputs, and low-precision CUDA tensors (eager or under ``torch.compile``), go through
+    scaled_dot_product_attention (its CUDA kernels accumulate the softmax in float32). Low-precision tensors on
+    CPU or under ONNX export use explicit float32 logits and softmax, so an exported fp16/bf16 graph keeps
+    Softmax in float32.
     """
-    fused = q.dtype == torch.float32 or (q.is_cuda and not torch.compiler.is_compiling())
+    fused = q.dtype == torch.float32 or (q.is_cuda and not exporting())
     if fused:  # strided views take a slow path: pass contiguous tensors
         return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
     logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale

@@ -1,5 +1,13 @@
-"""The fast torch path: a prior in fp16/bf16 with channels-last memory and optional ``torch.compile`` behind
-the denoiser interface, and background loading/saving so image I/O overlaps GPU compute.
+"""The fast torch path: a prior in fp16/bf16 with optional ``torch.compile`` (and, with it, channels-last
+memory) behind the denoiser interface, and background loading/saving so image I/O overlaps GPU compute.
+
+Memory layout per mode (``default_channels_last``): eager (plain or inside a CUDA graph) keeps NCHW, because
+CUDA's ``native_group_norm`` makes its input contiguous (NCHW) whatever its layout (aten
+``native/group_norm.cpp``), so a channels-last UNet pays a layout round trip at every GroupNorm; under
+``torch.compile`` Inductor generates its own norm kernels and channels-last suits the convolutions. Not yet
+measured on a GPU: ``ddpg bench``/``gpu_session.sh`` time both layouts (``--channels-last/--no-channels-last``;
+configurations ``fp16-graph-cl`` and ``fp16-compile-graph-nchw``) so the first GPU session can confirm or flip
+this default.
 
 ``FastDenoiser(prior, precision="fp16")(x_t (B,3,H,W) float32, t (B,) float32) -> eps (B,3,H,W) float32``:
 the same contract as ``ddpg.models.Denoiser``; only the UNet torso runs in low precision (``prior.to_dtype``),
@@ -46,19 +54,26 @@ def precision_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in PRECISIONS.items()}[dtype]
 
 
+def default_channels_last(compile: bool) -> bool:
+    """The memory layout of a mode when none is asked for: channels-last only under ``torch.compile`` (see the
+    module docstring)."""
+    return bool(compile)
+
+
 class FastDenoiser:
     """ε-prediction with a prior converted for speed. Same interface as ``ddpg.models.Denoiser``.
 
     ``prior``: a UNet module or a ``Denoiser`` (its ``.prior`` and class labels are used). The module is
     deep-copied (``inplace=False``) before ``to_dtype``/channels-last, so the caller's module is untouched.
     ``compile``: wrap the module in ``torch.compile(mode=compile_mode)``; compilation happens on the first call.
+    ``channels_last``: the memory layout; None = ``default_channels_last(compile)``.
     ``eager_prior`` keeps the uncompiled converted module (FLOP counting, export).
     """
 
     backend = "torch"
     supports_grad = True
 
-    def __init__(self, prior, *, precision: str | torch.dtype = "fp32", channels_last: bool = True,
+    def __init__(self, prior, *, precision: str | torch.dtype = "fp32", channels_last: bool | None = None,
                  compile: bool = False, compile_mode: str = "default", class_labels: torch.Tensor | None = None,
                  device: torch.device | str | None = None, inplace: bool = False):
         if hasattr(prior, "prior") and not isinstance(prior, nn.Module):  # a Denoiser
@@ -77,7 +92,7 @@ class FastDenoiser:
                 raise ConfigError(f"prior {getattr(module, 'config', {}).get('kind')!r} has no mixed-precision "
                                   f"path (to_dtype); use precision fp32")
             module.to_dtype(self.dtype)
-        self.channels_last = bool(channels_last)
+        self.channels_last = default_channels_last(compile) if channels_last is None else bool(channels_last)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.eager_prior = module.eval()
@@ -225,4 +240,4 @@ class BackgroundWriter:
 
 
 __all__ = ["CAPTURE_LOCK", "COMPILE_MODES", "GRAPHING_COMPILE_MODES", "PRECISIONS", "BackgroundWriter",
-           "FastDenoiser", "Prefetcher", "parse_precision", "precision_name"]
+           "FastDenoiser", "Prefetcher", "default_channels_last", "parse_precision", "precision_name"]
