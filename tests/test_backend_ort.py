@@ -18,6 +18,7 @@ from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import degrade, make_operator
 from ddpg.runtime import ddpg_sample
 from ddpg.runtime.backends import BACKENDS, get_backend, make_denoiser
+from ddpg.runtime.backends.cuda_stream import SideStream
 from ddpg.runtime.backends.onnxruntime import OrtDenoiser
 from ddpg.runtime.schedule import Schedule
 
@@ -193,8 +194,11 @@ def test_cuda_run_keeps_buffer_traffic_on_ort_stream(monkeypatch):
     monkeypatch.setattr(torch.cuda, "stream", use_stream)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: log.append(("record", s.name)), raising=False)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: ort_stream)
+    ort_stream.cuda_stream = 7
     den = object.__new__(OrtDenoiser)
-    den.device, den.session, den._stream, den._run_options = torch.device("cuda", 0), Session(), ort_stream, "opts"
+    den.device, den.session, den._run_options, den.cuda_graph = torch.device("cuda", 0), Session(), "opts", False
+    den._side = SideStream(den.device)
     io = backend._CudaIO(torch.zeros(2, 3, 4, 4), torch.zeros(2), None, torch.zeros(2, 3, 4, 4), "binding")
     den._io = {(2, 3, 4, 4): io}
     x = torch.randn(2, 3, 4, 4)
@@ -211,7 +215,7 @@ def test_cuda_io_binding_matches_cpu(ddpm_engine, ddpm_small):
     den = OrtDenoiser(ddpm_engine, device="cuda")
     assert den.session.get_providers()[0] == "CUDAExecutionProvider"
     granted = den.session.get_provider_options()["CUDAExecutionProvider"]
-    assert granted["has_user_compute_stream"] == "1" and int(granted["user_compute_stream"]) == den._stream.cuda_stream
+    assert granted["has_user_compute_stream"] == "1" and int(granted["user_compute_stream"]) == den._side.handle
     x, t = torch.randn(3, 3, 32, 32), torch.tensor([999.0, 500.0, 0.0])
     with torch.no_grad():
         ref = prior(x, t)

@@ -135,7 +135,7 @@ def test_bindings_refuse_engines_that_do_not_match_the_export():
         Bindings(trt, FakeEngine(trt, profiles=1), shapes, torch.device("cpu"), stream=lambda: 0)
     with pytest.raises(EngineError, match=r"e\.plan: TensorRT refused optimization profile 0 \(Error in set "
                                           r"optimization profile async\.\)"):
-        Bindings(trt, FakeEngine(trt, refuse_profile=True), shapes, torch.device("cpu"), stream=lambda: 0)
+        Bindings(trt, FakeEngine(trt, refuse_profile=True), shapes, torch.device("cpu"), stream=lambda: 1234)
     odd = FakeEngine(trt, io=(("x", "in", "fp4"), ("t", "in", "f32"), ("eps", "out", "f32")))
     with pytest.raises(EngineError, match="engine tensor type fp4 has no torch equivalent"):
         Bindings(trt, odd, shapes, torch.device("cpu"), stream=lambda: 0)

@@ -13,11 +13,14 @@ only streams it owns, never a user compute stream (CudaStream::Flush). ORT does 
 outputs itself (IOBinding.synchronize_inputs/outputs are explicit calls): the stream ordering below does it.
 CUDA-graph mode: the first call runs the model twice, then captures and replays it on the user stream (the CUDA
 provider's min_num_runs_before_cuda_graph_capture_ = 2; InferenceSession::Run repeats itself until captured);
-replays reuse the bound buffers' addresses, hence one input shape only.
+replays reuse the bound buffers' addresses, hence one input shape only. ORT captures with
+``cudaStreamCaptureModeGlobal`` ("cuda graph can only work with a single thread", CUDAGraphManager::CaptureBegin
+in onnxruntime/core/providers/cuda/cuda_graph.cc), so CUDA work from any other thread during the capture (the
+restore command's prefetcher copies inputs to the GPU) would invalidate it: the first ``GRAPH_CAPTURE_RUNS``
+runs of a shape hold ``CAPTURE_LOCK``, which the prefetcher takes around each load (:func:`run_bound`).
 
-Why a stream of its own: the CUDA provider treats a ``user_compute_stream`` of 0, which is what torch's default
-stream reports, as no stream at all (``has_user_compute_stream = user_compute_stream != nullptr`` in
-onnxruntime/core/providers/cuda/cuda_execution_provider_info.cc) and would run on a stream torch knows nothing of.
+Why a stream of its own (``cuda_stream.SideStream``): the CUDA provider treats a ``user_compute_stream`` of 0,
+which is what torch's default stream reports, as no stream at all and would run on a stream torch knows nothing of.
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ import torch
 
 from ddpg.errors import ConfigError
 from ddpg.export.onnx_metadata import EngineError, EngineInfo, read_metadata
+from ddpg.runtime.fast import CAPTURE_LOCK
 
+from .cuda_stream import SideStream
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
 
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
+# runs of one input shape that may warm up or capture ORT's CUDA graph: the provider's two regular runs, then the
+# capturing one (a margin should InferenceSession::Run not repeat itself until captured)
+GRAPH_CAPTURE_RUNS = 3
 log = logging.getLogger("ddpg")
 
 
@@ -60,6 +68,37 @@ def preload_cuda_libraries(ort) -> None:
         ort.preload_dlls()
     except Exception as exc:  # best effort: make_session's provider check reports what is missing
         log.warning("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA/cuDNN libraries", exc)
+
+
+def probe_cuda(ort=None) -> tuple[bool, str]:
+    """(whether ONNX Runtime really runs on CUDA here, why). ``get_available_providers()`` lists the CUDA provider
+    whenever the wheel has it, even when its CUDA/cuDNN libraries cannot load; this creates a session on a
+    one-node model with the CUDA provider only, checks that the session was granted it and runs it, and compares
+    the wheel's CUDA major (``onnxruntime.cuda_version``) with torch's. ``ort``: the module (tests)."""
+    ort = _ort() if ort is None else ort
+    if CUDA_EP not in ort.get_available_providers():
+        return False, f"onnxruntime {ort.__version__} has no CUDA provider (install onnxruntime-gpu)"
+    wheel_cuda, torch_cuda = str(getattr(ort, "cuda_version", "") or ""), torch.version.cuda
+    if wheel_cuda and torch_cuda and wheel_cuda.split(".")[0] != torch_cuda.split(".")[0]:
+        return False, (f"onnxruntime {ort.__version__} is built for CUDA {wheel_cuda}, torch {torch.__version__} for "
+                       f"CUDA {torch_cuda}: install the onnxruntime-gpu build for CUDA {torch_cuda.split('.')[0]}")
+    preload_cuda_libraries(ort)
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [value],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=[CUDA_EP])
+        granted = session.get_providers()
+        session.run(None, {"x": np.zeros(1, np.float32)})
+    except Exception as exc:  # ORT raises its own types when the provider's libraries cannot load
+        return False, f"onnxruntime {ort.__version__}: a CUDA session failed ({type(exc).__name__}: {exc})"
+    if not granted or granted[0] != CUDA_EP:
+        return False, (f"onnxruntime {ort.__version__}: the CUDA provider did not load (granted {granted}; CUDA or "
+                       "cuDNN libraries missing or mismatched)")
+    return True, f"onnxruntime {ort.__version__} runs on CUDA {wheel_cuda or '?'} (torch CUDA {torch_cuda})"
 
 
 def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_graph: bool = False,
@@ -131,6 +170,7 @@ class _CudaIO:
     y: torch.Tensor | None
     eps: torch.Tensor
     binding: object
+    runs: int = 0  # runs made with this binding (CUDA-graph mode: the first ones warm up and capture)
 
 
 class OrtDenoiser:
@@ -163,9 +203,9 @@ class OrtDenoiser:
             raise ConfigError(f"{self.engine_path}: CUDA-graph mode needs a fixed-shape export (ddpg export "
                               f"--batch N); this one takes batch {self.info.batch}")
         self.cuda_graph = cuda_graph
-        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None  # never stream 0
+        self._side = SideStream(self.device) if self.device.type == "cuda" else None  # never stream 0
         self.session = make_session(self.engine_path, self.device, cuda_graph=cuda_graph, tf32=tf32,
-                                    stream=self._stream.cuda_stream if self._stream is not None else None,
+                                    stream=self._side.handle if self._side is not None else None,
                                     provider_options=provider_options, sess_options=sess_options)
         self._io: dict[tuple[int, ...], _CudaIO] = {}
         self._run_options = None
@@ -217,12 +257,22 @@ class OrtDenoiser:
         overwrite the bound buffers while an earlier call (issued from any caller stream) still uses them."""
         io = self._buffers(tuple(x_t.shape))
         caller = torch.cuda.current_stream(self.device)
-        self._stream.wait_stream(caller)  # x_t and t are written on the caller's stream
-        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):  # ORT's OnRunStart sets the device
+        with self._side.ordered():  # after the caller's writes of x_t and t; ORT's OnRunStart sets the device too
             io.x.copy_(x_t.detach())
             io.t.copy_(t.detach())
-            self.session.run_with_iobinding(io.binding, self._run_options)
+            run_bound(self.session, io.binding, self._run_options,
+                      capture=self.cuda_graph and io.runs < GRAPH_CAPTURE_RUNS)
+            io.runs += 1
             eps = io.eps.clone()  # the bound buffer is overwritten by the next call
-        caller.wait_stream(self._stream)
         eps.record_stream(caller)  # allocated on ORT's stream, used on the caller's
         return eps
+
+
+def run_bound(session, binding, run_options, *, capture: bool) -> None:
+    """``session.run_with_iobinding``, holding ``CAPTURE_LOCK`` when the run may warm up or capture ORT's CUDA
+    graph (``capture``): no other thread launches CUDA work during ORT's global-mode stream capture."""
+    if not capture:
+        session.run_with_iobinding(binding, run_options)
+        return
+    with CAPTURE_LOCK:
+        session.run_with_iobinding(binding, run_options)

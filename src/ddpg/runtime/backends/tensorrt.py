@@ -10,7 +10,10 @@ the GPU, with no host round trip (deployment.md §10–11):
   ``set_optimization_profile_async``, then one stream synchronization); its input/output buffers are torch CUDA
   tensors allocated once at the profile's largest shape and bound once with ``set_tensor_address`` (a batch-b view
   of a contiguous buffer keeps the same address), so a call is ``copy_`` in, ``set_input_shape`` when the batch
-  changes, and ``execute_async_v3`` on the current torch stream;
+  changes, and ``execute_async_v3``;
+- TensorRT runs on a CUDA stream of its own (``cuda_stream.SideStream``: never the legacy default stream 0, which
+  a plain restore's current torch stream is and on which TensorRT adds device synchronizations), ordered against
+  the caller's stream with events, and every call pins the engine's device (``torch.cuda.device``);
 - shapes are checked against the profiles before any CUDA work: a fixed-size engine rejects other shapes
   with a message that says which shapes it takes;
 - ``cuda_graph=True`` (fixed-shape engines) captures the engine call into a ``torch.cuda.CUDAGraph`` after
@@ -59,7 +62,9 @@ from ddpg.export.engine_cache import (
     sidecar_key,
 )
 from ddpg.export.onnx_metadata import EngineError, EngineInfo
+from ddpg.runtime.fast import CAPTURE_LOCK
 
+from .cuda_stream import SideStream, check_stream_handle
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
 
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
@@ -125,8 +130,9 @@ class _Slot:
 
 class Bindings:
     """Execution contexts (one per profile) with buffers allocated and bound once. ``stream`` returns the CUDA
-    stream handle to launch on (the current torch stream); ``synchronize`` waits for the stream the profiles were
-    selected on (TensorRT requires it before an enqueue on another stream); ``device`` is where the buffers live."""
+    stream handle to launch on (the engine's own stream; 0, the legacy default stream, is refused);
+    ``synchronize`` waits for the stream the profiles were selected on (TensorRT requires it before an enqueue
+    on another stream); ``device`` is where the buffers live."""
 
     def __init__(self, trt, engine, shapes: EngineShapes, device: torch.device, stream: Callable[[], int],
                  synchronize: Callable[[], None] | None = None):
@@ -150,7 +156,7 @@ class Bindings:
         if context is None:
             raise EngineError(f"{self.shapes.source}: TensorRT could not create an execution context (GPU memory?)")
         try:
-            accepted = context.set_optimization_profile_async(index, self.stream())
+            accepted = context.set_optimization_profile_async(index, self._stream())
         except RuntimeError as exc:  # the Python binding raises where the C++ call returns false
             raise EngineError(f"{self.shapes.source}: TensorRT refused optimization profile {index} ({exc})") from exc
         if not accepted:
@@ -178,8 +184,11 @@ class Bindings:
         for name, value in feeds.items():
             slot.buffers[name][: value.shape[0]].copy_(value)
 
+    def _stream(self) -> int:
+        return check_stream_handle(self.stream(), self.shapes.source)
+
     def enqueue(self, slot: _Slot) -> None:
-        if not slot.context.execute_async_v3(self.stream()):
+        if not slot.context.execute_async_v3(self._stream()):
             raise EngineError(f"{self.shapes.source}: TensorRT execute_async_v3 failed")
 
     def output(self, slot: _Slot, batch: int) -> torch.Tensor:
@@ -248,9 +257,9 @@ class TensorRTDenoiser:
             if engine_obj is None:
                 raise EngineError(f"{path}: TensorRT {trt.__version__} could not deserialize this plan; rebuild it "
                                   "with `ddpg export --format tensorrt`")
-            self.bindings = Bindings(trt, engine_obj, self.shapes, self.device,
-                                     lambda: torch.cuda.current_stream(self.device).cuda_stream,
-                                     torch.cuda.current_stream(self.device).synchronize)
+            self._side = SideStream(self.device)
+            self.bindings = Bindings(trt, engine_obj, self.shapes, self.device, lambda: self._side.handle,
+                                     self._side.synchronize)
         self._engine = engine_obj
         self._graph: torch.cuda.CUDAGraph | None = None
 
@@ -268,20 +277,39 @@ class TensorRTDenoiser:
             raise EngineError(f"{self.engine_path}: x_t is on {x_t.device} but this engine runs on {self.device}; "
                               "move the tensors to the GPU first (no host round trip here)")
         batch = x_t.shape[0]
-        slot = self.bindings.prepare(profile, batch)
-        self.bindings.load(slot, self._feeds(x_t, t))
-        if self.cuda_graph and not torch.cuda.is_current_stream_capturing():
-            self._replay(slot)
-        else:
+        with torch.cuda.device(self.device):
+            slot = self.bindings.prepare(profile, batch)
+            feeds = self._feeds(x_t, t)
+            if self.cuda_graph and not torch.cuda.is_current_stream_capturing():
+                self.bindings.load(slot, feeds)
+                self._replay(slot)
+                return self.bindings.output(slot, batch).float().clone()
+            return self._run(slot, feeds, batch)
+
+    def _run(self, slot: _Slot, feeds: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
+        """Inputs copied in, the engine and the output copy, all on the engine's stream, in order (a call never
+        overwrites the bound buffers while an earlier one still uses them, whichever stream issued it)."""
+        capturing = torch.cuda.is_current_stream_capturing()
+        caller = torch.cuda.current_stream(self.device)
+        with self._side.ordered():
+            self.bindings.load(slot, feeds)
             self.bindings.enqueue(slot)
-        return self.bindings.output(slot, batch).float().clone()
+            eps = self.bindings.output(slot, batch).float().clone()
+        if not capturing:  # inside a capture eps lives in the graph's private pool, never freed by a replay
+            eps.record_stream(caller)  # allocated on the engine's stream, used on the caller's
+        return eps
 
     def _replay(self, slot: _Slot) -> None:
+        """The engine call as a CUDA graph: captured on the first call (one eager warm-up first, which lets
+        TensorRT finish its lazy setup), then replayed on the current stream. The capture holds ``CAPTURE_LOCK``
+        (no prefetch thread may launch CUDA work meanwhile)."""
         if self._graph is None:
-            self.bindings.enqueue(slot)  # eager warm-up: TensorRT finishes its lazy setup outside the capture
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self.bindings.enqueue(slot)  # the stream handle is the capture stream here
+            with CAPTURE_LOCK:
+                with self._side.ordered():
+                    self.bindings.enqueue(slot)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"), self._side.ordered():
+                    self.bindings.enqueue(slot)  # on the engine's stream, forked from and joined to the capture
             self._graph = graph
         self._graph.replay()
 
