@@ -17,7 +17,12 @@
 #   phase 2, the throughput numbers: fp16-compile-graph at batch 32 only (COMPILE_BATCHES; each batch size
 #            compiles anew, ~1 min for celeba_hq, ~2 min for the ADM, not measured yet)
 #            celeba_hq ~85 s, imagenet256_uncond ~160 s
-#   phase 3, only when ONNX Runtime's CUDA provider is installed: ort-fp16; then the fp16 export validation.
+#   phase 3, only when ONNX Runtime's CUDA provider really runs (a CUDA session is created and run, and the
+#            wheel's CUDA major equals torch's): ort-fp16
+#   phase 4, the memory layout of each mode: fp16-graph-cl (channels-last, eager default is NCHW) and
+#            fp16-compile-graph-nchw (NCHW, compile default is channels-last), to confirm or flip the defaults of
+#            ddpg.runtime.fast.default_channels_last; about as long as phases 1-2 again, so it usually finishes in
+#            the next call (--resume); then the fp16 export validation on the CUDA provider.
 # About 520 s in all for phases 1-2: every bench_restore.py call runs under `timeout` so the script ends by
 # DEADLINE_S (default 570 s) and still writes the report of the finished runs (SIGTERM is handled). The
 # defaults before this plan (repeats 2 and a full warm-up restoration per run, compile at every batch, the
@@ -49,10 +54,14 @@ mkdir -p "$RESULTS"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ddpg_inductor_cache}
+export DDPG_CACHE=${DDPG_CACHE:-/tmp/ddpg_cache}  # the bench's ONNX exports and TensorRT engines, reused across runs
 
 if ls .wheels/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .wheels/*.whl
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+if [ -d /tmp/ort/onnxruntime ]; then  # onnxruntime-gpu installed there by the part calls (benchmarks/README.md)
+  export PYTHONPATH="/tmp/ort:$PYTHONPATH"
 fi
 
 $PY - <<'EOF'
@@ -62,16 +71,18 @@ print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))
 EOF
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv || true
 
-ORT_CUDA=0
-if $PY -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" \
-    2>/dev/null; then
+ORT_CUDA=0  # a real CUDA session (get_available_providers lists CUDA even when its libraries cannot load)
+if $PY -c "import sys; from ddpg.runtime.backends.onnxruntime import probe_cuda as p; ok, why = p(); print(why);
+sys.exit(not ok)"; then
   ORT_CUDA=1
 fi
 if [ -n "${CONFIGS:-}" ]; then
   PHASES=("$CONFIGS")
 else
   PHASES=("fp16-graph,plain" "fp16-graph,plain,fp16-compile-graph")
-  if [ "$ORT_CUDA" = 1 ]; then PHASES+=("fp16-graph,plain,fp16-compile-graph,ort-fp16"); fi
+  ORT=""
+  if [ "$ORT_CUDA" = 1 ]; then ORT=",ort-fp16"; PHASES+=("fp16-graph,plain,fp16-compile-graph$ORT"); fi
+  PHASES+=("fp16-graph,plain,fp16-compile-graph$ORT,fp16-graph-cl,fp16-compile-graph-nchw")
 fi
 
 publish() {  # reports, every per-run file (one tarball, renamed into place) and the log, into $OUT

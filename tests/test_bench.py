@@ -94,7 +94,7 @@ def test_bench_command_writes_consistent_reports(tmp_path):
     assert 0 < acc["rel_l2"] < 1e-2  # fp16 torso vs fp32 on the same noise: close but not identical
     assert acc["psnr_low_vs_reference"] > 30  # both restorations clamped to [0, 1] before comparing
     md = out.with_suffix(".md").read_text()
-    assert "| torch fp32 channels-last | 2 | 2 |" in md and "CPU smoke run" in md
+    assert "| torch fp32 | 2 | 2 |" in md and "CPU smoke run" in md
     with Image.open(out.with_suffix(".png")) as im:
         assert im.format == "PNG" and im.size[0] > 300
     assert not list(out.parent.glob("*.part"))  # atomic writes leave no temporaries
@@ -353,8 +353,7 @@ def test_bench_restore_batch_plans_and_accuracy_runs(tmp_path, monkeypatch):
     compiled = "torch fp16 channels-last compile(default) +graph"
     assert seen == [("torch fp32 eager (plain path)", 1, True), ("torch fp32 eager (plain path)", 8, False),
                     (compiled, 32, False),  # the batch-1 accuracy check would compile a second time
-                    ("torch fp16 channels-last +graph", 1, True), ("torch fp16 channels-last +graph", 8, False),
-                    ("torch fp16 channels-last +graph", 32, False)]
+                    ("torch fp16 +graph", 1, True), ("torch fp16 +graph", 8, False), ("torch fp16 +graph", 32, False)]
 
 
 # --- gpu_session.sh with a stand-in python ---------------------------------------------------------------------
@@ -393,9 +392,11 @@ def test_gpu_session_runs_the_phases_in_order_and_fills_out(tmp_path):
     rc, calls, out = _gpu_session(tmp_path, 600)
     assert rc == 0, (tmp_path / "stdout").read_text()
     plan = [(c.split("--prior ")[1].split()[0], c.split("--configs ")[1].split()[0]) for c in calls]
+    layouts = "fp16-graph,plain,fp16-compile-graph,fp16-graph-cl,fp16-compile-graph-nchw"
     assert plan == [("celeba_hq", "fp16-graph,plain"), ("imagenet256_uncond", "fp16-graph,plain"),
                     ("celeba_hq", "fp16-graph,plain,fp16-compile-graph"),
-                    ("imagenet256_uncond", "fp16-graph,plain,fp16-compile-graph")]
+                    ("imagenet256_uncond", "fp16-graph,plain,fp16-compile-graph"),
+                    ("celeba_hq", layouts), ("imagenet256_uncond", layouts)]
     assert all("--resume" in c and "--compile-batches 32" in c and "--repeats 1" in c for c in calls)
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and "bench_results.tgz" in files and "session.log" in files

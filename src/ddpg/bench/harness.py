@@ -10,7 +10,6 @@ cached file). Timing does not depend on the weights; the accuracy check is only 
 from __future__ import annotations
 
 import gc
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from torch import nn
 
 from ddpg.errors import ConfigError
 from ddpg.operators import ALIASES, make_operator
-from ddpg.runtime.fast import FastDenoiser, parse_precision
+from ddpg.runtime.fast import FastDenoiser, default_channels_last, parse_precision
 from ddpg.runtime.graph_sampler import FastDDPGRunner
 from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample
@@ -50,7 +49,7 @@ class BenchConfig:
     compile: bool = False
     compile_mode: str = "default"
     cuda_graph: bool = False
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: the mode's default (``fast.default_channels_last``)
     plain: bool = False
     size: int | None = None
     task: str = "sr4"
@@ -86,7 +85,8 @@ class BenchConfig:
             return "torch fp32 eager (plain path)"
         parts = [self.backend, self.precision]
         if self.backend == "torch":
-            parts += ["channels-last"] if self.channels_last else []
+            layout = default_channels_last(self.compile) if self.channels_last is None else self.channels_last
+            parts += ["channels-last"] if layout else []
             parts += [f"compile({self.compile_mode})"] if self.compile else []
         parts += ["+graph"] if self.cuda_graph else []
         return " ".join(parts)
@@ -134,9 +134,10 @@ def _labels(prior: torch.nn.Module) -> torch.Tensor | None:
     return torch.zeros(1, dtype=torch.long) if getattr(prior, "num_classes", None) is not None else None
 
 
-def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.device, workdir: Path):
-    """The benchmarked denoiser: the plain ``Denoiser``, a ``FastDenoiser``, or an ONNX Runtime / TensorRT one
-    (exported from ``prior`` into ``workdir`` unless ``cfg.engine`` is given)."""
+def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.device, batch: int | None = None,
+                   *, cache_dir: Path | None = None):
+    """The benchmarked denoiser: the plain ``Denoiser``, a ``FastDenoiser``, or an ONNX Runtime / TensorRT one for
+    ``batch`` images (``cfg.engine``, or the prior's export for that batch from :func:`bench_export`)."""
     from ddpg.models import as_denoiser
 
     if cfg.plain:
@@ -146,21 +147,61 @@ def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.devic
                             compile_mode=cfg.compile_mode, class_labels=_labels(prior))
     from ddpg.runtime.backends import make_denoiser
 
-    engine = cfg.engine
-    if engine is None:
-        from ddpg.export import export_prior
+    engine = cfg.engine or bench_export(cfg, batch or min(cfg.batches), cache_dir=cache_dir)
+    options = {"cache_dir": None if cache_dir is None else cache_dir / "engines"} if cfg.backend == "tensorrt" else {}
+    return make_denoiser(cfg.backend, engine=engine, device=device, class_labels=_labels(prior), **options)
 
-        if isinstance(cfg.prior, dict):
-            raise ConfigError(f"--backend {cfg.backend} with an inline prior config: export it first and pass "
-                              "--engine")
-        out = workdir / ("bench.plan" if cfg.backend == "tensorrt" else "bench.onnx")
-        export_prior(cfg.prior, out=out, checkpoint=None if cfg.checkpoint in (None, "auto") else cfg.checkpoint,
-                     format="tensorrt" if cfg.backend == "tensorrt" else "onnx", precision=cfg.precision,
-                     batch=f"{min(cfg.batches)}:{min(cfg.batches)}:{max(cfg.batches)}",
-                     random_weights=cfg.checkpoint is None,
-                     size=None if cfg.size is None else (cfg.size, cfg.size), validate=False, device=str(device))
-        engine = str(out)
-    return make_denoiser(cfg.backend, engine=engine, device=device, class_labels=_labels(prior))
+
+def export_key(cfg: BenchConfig, batch: int) -> dict:
+    """What a bench export depends on: prior, weights, precision, the (fixed) batch, size and the exporting code."""
+    import ddpg
+
+    weights: object = "random"
+    if cfg.checkpoint == "auto":
+        from ddpg.models.checkpoints import REGISTRY
+
+        entry = REGISTRY.get(str(cfg.prior))
+        weights = {"registry": str(cfg.prior), "sha256": entry.sha256 if entry else None}
+    elif cfg.checkpoint is not None:
+        stat = Path(cfg.checkpoint).stat()
+        weights = {"file": str(Path(cfg.checkpoint).resolve()), "bytes": stat.st_size, "mtime": stat.st_mtime}
+    return {"prior": cfg.prior, "weights": weights, "precision": cfg.precision, "batch": int(batch),
+            "size": cfg.size, "ddpg": ddpg.__version__, "torch": torch.__version__}
+
+
+def bench_export(cfg: BenchConfig, batch: int, *, cache_dir: Path | None = None, log=None) -> Path:
+    """The ONNX export of ``cfg.prior`` that the engine backends run at ``batch``: one fixed batch profile (a
+    TensorRT engine is tuned for its profile's opt shape, so each benchmarked batch gets its own), exported once
+    per (prior, weights, precision, batch, size) into ``<cache>/bench-onnx/`` and reused while its files match the
+    sha256 its sidecar records. ``cache_dir``: default ``$DDPG_CACHE`` or the user cache folder."""
+    import hashlib
+    import json
+
+    from ddpg.export import export_prior
+    from ddpg.export.engine_cache import default_cache_dir
+    from ddpg.export.onnx_export import sha256_of
+
+    if isinstance(cfg.prior, dict):
+        raise ConfigError(f"--backend {cfg.backend} with an inline prior config: export it first and pass --engine")
+    key = export_key(cfg, batch)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir().parent) / "bench-onnx"
+    out = root / f"{Path(str(cfg.prior)).stem}-{cfg.precision}-b{batch}-{digest}.onnx"
+    sidecar = out.with_name(out.name + ".json")
+    if out.is_file() and sidecar.is_file():
+        files = json.loads(sidecar.read_text()).get("files", {})
+        if files and all((root / f["name"]).is_file() and sha256_of(root / f["name"]) == f["sha256"]
+                         for f in files.values()):
+            return out
+    export_prior(cfg.prior, out=out, checkpoint=None if cfg.checkpoint in (None, "auto") else cfg.checkpoint,
+                 precision=cfg.precision, batch=str(batch), random_weights=cfg.checkpoint is None,
+                 size=None if cfg.size is None else (cfg.size, cfg.size), validate=False, log=log)
+    return out
+
+
+def _engine_per_batch(cfg: BenchConfig) -> bool:
+    """Whether each batch size runs its own export (engine backends without a given --engine)."""
+    return cfg.backend != "torch" and not cfg.plain and cfg.engine is None
 
 
 def ground_truth(size: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -251,7 +292,7 @@ def _psnr01(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def accuracy_check(cfg: BenchConfig, prior, path: _Path, gt: torch.Tensor, y: torch.Tensor,
-                   device: torch.device, workdir: Path) -> dict:
+                   device: torch.device) -> dict:
     """Restore one image with the plain fp32 path and with a low-precision path on the same x_T and noise
     (the image's seed streams): PSNR of each against the ground truth, their difference, and the PSNR and
     relative L2 between the two restorations (deployment.md §14). The low-precision path is the benchmarked
@@ -263,7 +304,9 @@ def accuracy_check(cfg: BenchConfig, prior, path: _Path, gt: torch.Tensor, y: to
     low_path = path
     if cfg.backend == "torch" and cfg.precision == "fp32":
         low_cfg = replace(cfg, plain=False, compile=False, precision=cfg.check_precision)
-        low_path = _Path(low_cfg, build_denoiser(low_cfg, prior, device, workdir), path.operator)
+        low_path = _Path(low_cfg, build_denoiser(low_cfg, prior, device), path.operator)
+    elif _engine_per_batch(cfg):  # the check restores one image: the batch-1 export
+        low_path = _Path(cfg, build_denoiser(cfg, prior, device, 1), path.operator)
     seeds = [cfg.seed]
     ref = reference.restore(y, seeds)
     low = low_path.restore(y, seeds)
@@ -378,19 +421,20 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     params = {**params, "impl": "fft"} if name == "sr_bicubic" else dict(params)
     operator = make_operator(name, size, **params).to(device)
     gt = ground_truth(operator.img_size, device)
-    with tempfile.TemporaryDirectory(prefix="ddpg-bench-") as tmp:
-        denoiser = build_denoiser(cfg, prior, device, Path(tmp))
-        path = _Path(cfg, denoiser, operator)
-        flops_module = getattr(denoiser, "eager_prior", None) or prior
-        matmul = matmul_rate(device) if measure_matmul else None
-        results = []
-        for B in cfg.batches:
-            log(f"{cfg.label}: batch {B}")
-            results.append(bench_batch(cfg, B, path, gt, clock, flops_module, _labels(prior), matmul, baseline))
-        accuracy = None
-        if cfg.accuracy:
-            log(f"{cfg.label}: accuracy check")
-            accuracy = accuracy_check(cfg, prior, path, gt, measurements(cfg, operator, gt, 1), device, Path(tmp))
+    denoiser = build_denoiser(cfg, prior, device, cfg.batches[0])
+    path = _Path(cfg, denoiser, operator)
+    flops_module = getattr(denoiser, "eager_prior", None) or prior
+    matmul = matmul_rate(device) if measure_matmul else None
+    results = []
+    for B in cfg.batches:
+        log(f"{cfg.label}: batch {B}")
+        if _engine_per_batch(cfg) and B != cfg.batches[0]:  # this batch's own export (fixed profile)
+            path = _Path(cfg, build_denoiser(cfg, prior, device, B), operator)
+        results.append(bench_batch(cfg, B, path, gt, clock, flops_module, _labels(prior), matmul, baseline))
+    accuracy = None
+    if cfg.accuracy:
+        log(f"{cfg.label}: accuracy check")
+        accuracy = accuracy_check(cfg, prior, path, gt, measurements(cfg, operator, gt, 1), device)
     config = asdict(cfg)
     config.update({"size": list(operator.img_size), "operator": {"name": operator.name, **operator.params},
                    "device": str(device), "weights": "random (seed 0)" if cfg.checkpoint is None else cfg.checkpoint,
@@ -410,4 +454,5 @@ def make_report(series: list[dict], *, title: str, command: str | None = None) -
             "series": [{**s, "targets": check_targets(s)} for s in series]}
 
 
-__all__ = ["BACKENDS", "BenchConfig", "build_denoiser", "build_prior", "make_report", "parse_prior_spec", "run_bench"]
+__all__ = ["BACKENDS", "BenchConfig", "bench_export", "build_denoiser", "build_prior", "export_key", "make_report",
+           "parse_prior_spec", "run_bench"]

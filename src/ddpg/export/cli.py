@@ -25,6 +25,8 @@ def export_command(
     format: str = typer.Option("onnx", "--format", help="onnx | tensorrt"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 (torso only; I/O float32)."),
     batch: str = typer.Option(DEFAULT_BATCH, "--batch", help="N (fixed) or MIN:OPT:MAX (dynamic batch)."),
+    opt_batch: int = typer.Option(None, "--opt-batch", help="The deployment batch, which TensorRT tunes for "
+                                                            "(replaces OPT of --batch; within MIN..MAX)."),
     size: tuple[int, int] = typer.Option((0, 0), "--size", show_default=False,
                                         help="H W (default: the prior's image size)."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset, 18..20."),
@@ -36,12 +38,12 @@ def export_command(
 ) -> None:
     """Export a prior to ONNX (and check it against PyTorch).
 
-    Example: `ddpg export --prior face64 --precision fp16 --batch 1:4:8 -o face64_fp16.onnx`
+    Example: `ddpg export --prior face64 --precision fp16 --batch 1:1:8 --opt-batch 4 -o face64_fp16.onnx`
     """
     try:
         result = export_prior(prior, out=out, checkpoint=checkpoint, format=format, precision=precision, batch=batch,
                               size=size if size != (0, 0) else None, opset=opset, random_weights=random_weights,
-                              validate=validate, rtol=rtol, atol=atol, device=device,
+                              validate=validate, rtol=rtol, atol=atol, device=device, opt_batch=opt_batch,
                               log=lambda message: console.print(escape(message), highlight=False))
     except ExportError as exc:
         console.print("[red]error:[/red]", escape(str(exc)), highlight=False)

@@ -106,6 +106,18 @@ def check_validation_device(device: str) -> None:
         raise ConfigError(f"--device {device!r}: validation runs ONNX Runtime on cpu, cuda or cuda:N")
 
 
+def batch_profile(batch: BatchProfile | str, opt_batch: int | None = None) -> BatchProfile:
+    """``--batch`` as a profile, with ``--opt-batch`` (the deployment batch, which TensorRT's builder tunes its
+    tactics for) as its opt; ``opt_batch`` must lie in the batch range (equal N for a fixed batch N)."""
+    profile = batch if isinstance(batch, BatchProfile) else BatchProfile.parse(batch)
+    if opt_batch is None:
+        return profile
+    if not profile.min <= opt_batch <= profile.max:
+        raise ConfigError(f"--opt-batch {opt_batch}: must lie in the --batch range {profile.min}..{profile.max}"
+                          + (f" (a fixed batch {profile.min} takes only {profile.min})" if profile.fixed else ""))
+    return BatchProfile(profile.min, int(opt_batch), profile.max)
+
+
 def check_export_args(opset: int, precision: str, size: tuple[int, int], multiple: int) -> None:
     check_opset_precision(opset, precision)
     h, w = size
@@ -286,13 +298,16 @@ def export_prior(prior: str | Path | dict | None = None, *, out: str | Path, che
                  format: str = "onnx", precision: str = "fp32", batch: BatchProfile | str = DEFAULT_BATCH,
                  size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, random_weights: bool = False,
                  validate: bool = True, rtol: float | None = None, atol: float | None = None, device: str = "cpu",
-                 optimize: bool = True, log: Callable[[str], None] | None = None) -> ExportResult:
+                 optimize: bool = True, log: Callable[[str], None] | None = None,
+                 opt_batch: int | None = None) -> ExportResult:
     """``ddpg export``: load a prior (name, YAML or config dict; weights from ``checkpoint``, the registry, or
     random), convert its torso to ``precision`` (``to_dtype``), export to ONNX at ``out`` and validate it against
-    the float32 prior under ONNX Runtime on ``device``. ``format="tensorrt"`` also builds a TensorRT engine from
-    the ONNX (``out`` with suffix .onnx) with ``ddpg.export.tensorrt_build``."""
+    the float32 prior (run on ``device`` too) under ONNX Runtime on ``device``. ``format="tensorrt"`` also builds
+    a TensorRT engine from the ONNX (``out`` with suffix .onnx) with ``ddpg.export.tensorrt_build``, its profile
+    the batch range with ``opt_batch`` (the deployment batch; default the range's own opt) as opt."""
     if format not in ("onnx", "tensorrt"):
         raise ConfigError(f"--format {format!r}: choose onnx or tensorrt")
+    batch = batch_profile(batch, opt_batch)
     build_engine = _tensorrt_builder() if format == "tensorrt" else None
     check_opset_precision(opset, precision)
     if validate:

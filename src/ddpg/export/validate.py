@@ -96,10 +96,25 @@ def validation_inputs(batch: int, timesteps: Sequence[int], size: tuple[int, int
         yield x_t, torch.tensor(ts, dtype=torch.float32), y
 
 
-def _reference_eps(reference: Callable, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    params = list(reference.parameters()) if isinstance(reference, torch.nn.Module) else []
-    dev = params[0].device if params else torch.device("cpu")
-    args = (x.to(dev), t.to(dev)) + (() if y is None else (y.to(dev),))
+def reference_on(reference: Callable, device: str | torch.device) -> Callable:
+    """``reference`` computing on ``device``: a module whose tensors live elsewhere runs with copies of its
+    parameters and buffers on ``device`` (``torch.func.functional_call``; the module itself is not moved); any
+    other callable is returned as it is."""
+    if not isinstance(reference, torch.nn.Module):
+        return reference
+    device = torch.device(device)
+    tensors = {**dict(reference.named_parameters()), **dict(reference.named_buffers())}
+    if all(v.device.type == device.type and (device.index is None or v.device.index == device.index)
+           for v in tensors.values()):
+        return reference
+    moved = {name: value.detach().to(device) for name, value in tensors.items()}
+    return lambda *args: torch.func.functional_call(reference, moved, args)
+
+
+def _reference_eps(reference: Callable, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+                   device: torch.device) -> torch.Tensor:
+    """The reference's ε (on the CPU, float32) for inputs computed on ``device``, TF32 off."""
+    args = (x.to(device), t.to(device)) + (() if y is None else (y.to(device),))
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -115,19 +130,21 @@ def validate_onnx(onnx_path: str | Path, reference: Callable, *, precision: str 
                   rtol: float | None = None, atol: float | None = None, device: str = "cpu",
                   seed: int = 0) -> ValidationReport:
     """Run the ONNX model under ONNX Runtime on ``device`` and ``reference(x, t[, y])`` (the float32 prior;
-    output channels beyond 3 are ignored) on the same inputs; compare. ``rtol`` defaults per precision."""
+    output channels beyond 3 are ignored), also on ``device`` (``reference_on``), on the same inputs; compare.
+    ``rtol`` defaults per precision."""
     from ddpg.runtime.backends.onnxruntime import make_session
 
     rtol = default_rtol(precision) if rtol is None else float(rtol)
     start = time.perf_counter()
     session = make_session(onnx_path, device)
+    reference = reference_on(reference, device)
     generator = torch.Generator().manual_seed(seed)
     diffs, sq_err, sq_ref = [], {t: 0.0 for t in timesteps}, {t: 0.0 for t in timesteps}
     for batch in batches:
         for x, t, y in validation_inputs(batch, timesteps, size, schedule, generator, num_classes):
             feeds = {"x": x.numpy(), "t": t.numpy()} | ({} if y is None else {"y": y.numpy()})
             got = torch.from_numpy(session.run(["eps"], feeds)[0]).double()
-            ref = _reference_eps(reference, x, t, y).double()
+            ref = _reference_eps(reference, x, t, y, torch.device(device)).double()
             delta = got - ref
             diffs.append(delta.abs().flatten())
             for i, ti in enumerate(t.tolist()):
