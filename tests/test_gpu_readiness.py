@@ -127,6 +127,43 @@ def test_tensorrt_calls_run_on_their_own_stream_and_device_never_stream_0(monkey
     assert inner == [("wait", 77, 0), ("stream", 77), ("wait", 0, 77), ("record", 0)]
 
 
+def test_tensorrt_own_graph_is_captured_on_an_explicit_stream_under_the_capture_lock(monkeypatch):
+    from ddpg.runtime.backends.cuda_stream import SideStream
+    from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes, TensorRTDenoiser
+    from test_tensorrt_runtime import FakeEngine, fake_trt
+
+    log: list = []
+    fake_cuda(monkeypatch, log)
+
+    class Graph:
+        def replay(self):
+            log.append(("replay",))
+
+    @contextlib.contextmanager
+    def capture(graph, pool=None, stream=None, capture_error_mode="global"):
+        log.append(("capture", stream.cuda_stream, capture_error_mode, not lock_free_elsewhere()))
+        yield
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    trt = fake_trt()
+    engine = FakeEngine(trt, profiles=1)
+    fixed = ShapeProfile.from_mapping({"x": ((1, 3, 8, 8),) * 3, "t": ((1,),) * 3})
+    den = object.__new__(TensorRTDenoiser)
+    den.device, den.engine_path, den.class_labels, den.cuda_graph = torch.device("cpu"), "e.plan", None, True
+    den.shapes, den._graph = EngineShapes([fixed], "e.plan"), None
+    den._side = SideStream(den.device)
+    den.bindings = Bindings(trt, engine, den.shapes, den.device, lambda: den._side.handle, den._side.synchronize)
+    engine.contexts[0].buffers = den.bindings.slots[0].buffers
+    x = torch.randn(1, 3, 8, 8)
+    for _ in range(2):
+        den(x, torch.tensor([1.0]))
+    assert [e for e in log if e[0] in ("capture", "replay")] == [("capture", 77, "thread_local", True), ("replay",),
+                                                                  ("replay",)]
+    assert [e[-1] for e in engine.log if e[0] == "execute"] == [77, 77]  # the warm-up and the captured call
+    assert lock_free_elsewhere()
+
+
 def test_tensorrt_bindings_refuse_stream_0():
     from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes
     from test_tensorrt_runtime import FakeEngine, fake_trt

@@ -307,8 +307,12 @@ class TensorRTDenoiser:
             with CAPTURE_LOCK:
                 with self._side.ordered():
                     self.bindings.enqueue(slot)
+                # an explicit capture stream on the engine's device (torch's shared default capture stream lives
+                # on whichever device was current when the process made its first graph), as FastDDPGRunner does
+                capture = torch.cuda.Stream(self.device)
+                capture.wait_stream(torch.cuda.current_stream(self.device))
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"), self._side.ordered():
+                with torch.cuda.graph(graph, stream=capture, capture_error_mode="thread_local"), self._side.ordered():
                     self.bindings.enqueue(slot)  # on the engine's stream, forked from and joined to the capture
             self._graph = graph
         self._graph.replay()
