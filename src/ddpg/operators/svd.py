@@ -34,7 +34,7 @@ class SpectralOrder:
 
     def __init__(self, head: torch.Tensor):
         self.hw = tuple(head.shape)
-        head = head.flatten().bool()
+        head = head.flatten().bool().cpu()
         n = head.numel()
         kept, rest = head.nonzero().flatten(), (~head).nonzero().flatten()
         channels = torch.arange(3)[:, None] * n
@@ -54,6 +54,7 @@ class SpectralOrder:
         if v.shape[-1] != self.size:
             raise OperatorError(f"expected {self.size} spectral coefficients per image, got {v.shape[-1]}")
         return v.index_select(1, self._inverse.get(v.device, torch.int64)).reshape(v.shape[0], 3, *self.hw)
+
 
 class SeparableSVD(Operator):
     """Y_c = A_h X_c A_wᵀ per channel with 1-D matrices A_h (m_h×H), A_w (m_w×W); 2-D singular values
