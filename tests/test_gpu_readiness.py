@@ -257,6 +257,17 @@ def test_export_opt_batch_is_the_profiles_opt_and_is_validated():
         batch_profile("4", 2)
 
 
+def test_export_command_refuses_an_opt_batch_outside_the_range(tmp_path):
+    from typer.testing import CliRunner
+
+    from ddpg.cli.main import app
+
+    res = CliRunner().invoke(app, ["export", "--prior", "face64", "--random-weights", "--batch", "1:1:8",
+                                   "--opt-batch", "16", "-o", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 2 and "--opt-batch 16: must lie in the --batch range 1..8" in res.output
+    assert not list(tmp_path.iterdir())
+
+
 def test_one_bench_run_exports_once_per_prior_precision_and_batch_profile(tmp_path, monkeypatch):
     import ddpg.export
     from ddpg.bench.harness import BenchConfig, bench_export
