@@ -96,7 +96,7 @@ def test_output_folder_under_a_file(images, tmp_path):
     (tmp_path / "file").write_text("x")
     res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(tmp_path / "file" / "out"),
                               "--steps", "2", "-q"])
-    assert res.exit_code == 1 and "cannot write outputs to" in res.output
+    assert res.exit_code == 2 and "-o/--outdir" in res.output and "cannot write there" in res.output
 
 
 def test_ctrl_c_mid_batch_stops_with_130_and_keeps_finished_outputs(images, tmp_path, monkeypatch):
