@@ -13,8 +13,10 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -185,8 +187,31 @@ def check_pixels(size: tuple[int, int], max_pixels: int, path: Path) -> None:
     """Refuse an image of ``size`` (W, H) with more than ``max_pixels`` pixels, before it is decoded."""
     W, H = size
     if W * H > max_pixels:
-        raise InputError(f"{path}: {W}×{H} = {W * H:,} pixels is more than the limit of {max_pixels:,} "
-                         "(max_pixels; a decompression bomb, or raise the limit)")
+        _too_many(f"{W}×{H} = {W * H:,}", max_pixels, path)
+
+
+def _too_many(pixels: str, max_pixels: int, path: Path) -> None:
+    raise InputError(f"{path}: {pixels} pixels is more than the limit of {max_pixels:,} (max_pixels; a "
+                     "decompression bomb, or raise the limit)")
+
+
+@contextmanager
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """A Pillow image opened lazily (header only) and refused, before any pixel is decoded, when it has more
+    than ``max_pixels`` pixels. Pillow's own bomb check (2 × ``Image.MAX_IMAGE_PIXELS``) still applies first;
+    an image it refuses is reported against ``max_pixels`` when that is the lower limit."""
+    path = Path(path)
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else None
+        if pixels is not None and pixels > max_pixels:
+            _too_many(f"{pixels:,}", max_pixels, path)
+        raise InputError(f"{path}: cannot read image ({exc})") from exc
+    with im:
+        check_pixels(im.size, max_pixels, path)
+        yield im
 
 
 def decode_png16(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -229,11 +254,10 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.
     try:
         if _png_header(path) in {(16, c) for c in (2, 4, 6)}:
             arr = decode_png16(path.read_bytes(), path, max_pixels).astype(np.float64) / 65535.0
-            with Image.open(path) as im:
+            with open_image(path, max_pixels) as im:
                 orientation = im.getexif().get(0x0112, 1)
             return _tensor(_to_rgb(_apply_orientation(arr, orientation), path))
-        with Image.open(path) as im:
-            check_pixels(im.size, max_pixels, path)
+        with open_image(path, max_pixels) as im:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.clip(np.asarray(im, dtype=np.float64) / 65535.0, 0, 1)[..., None]
@@ -253,8 +277,6 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.
         raise InputError(f"{path}: permission denied") from exc
     except MemoryError as exc:
         raise InputError(f"{path}: cannot read image (not enough memory to decode it)") from exc
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, png.Error) as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from exc
     except Exception as exc:  # decoders raise many other types (struct.error, IndexError, ...) on damaged files

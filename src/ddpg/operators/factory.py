@@ -55,11 +55,11 @@ def load_array(source, what: str) -> np.ndarray:
             if path.suffix == ".npy":
                 arr = np.load(path, allow_pickle=False)
             else:
-                from PIL import Image
+                from ddpg.io import open_image
 
-                with Image.open(path) as im:
+                with open_image(path) as im:
                     arr = np.asarray(im.convert("L"), dtype=np.float64)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SyntaxError) as exc:
             raise OperatorError(f"{path}: cannot read {what}: {exc}") from exc
     else:
         arr = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
