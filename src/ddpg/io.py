@@ -33,6 +33,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 MEASUREMENT_SUFFIXES = frozenset({".pt", ".npy"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_MAX_PIXELS = 2**25  # 33.5 M pixels (e.g. 8192 × 4096): larger images are refused before decoding
+MAX_BYTES_PER_PIXEL = 16  # the largest uncompressed sample layout (RGBA, 32 bits per channel)
 
 # ---------------------------------------------------------------------------------------------- writing
 
@@ -195,14 +196,26 @@ def _too_many(pixels: str, max_pixels: int, path: Path) -> None:
                      "decompression bomb, or raise the limit)")
 
 
+def read_bounded(path: Path, max_pixels: int) -> bytes:
+    """The bytes of an image file, refused when it is larger than an uncompressed image of ``max_pixels``
+    pixels could be. Decoders then read from memory: a chunk length in a damaged header cannot make a file
+    read allocate for more bytes than the file holds."""
+    size = path.stat().st_size
+    if size > MAX_BYTES_PER_PIXEL * max_pixels + (1 << 20):
+        raise InputError(f"{path}: a file of {size:,} bytes is larger than any image of {max_pixels:,} pixels "
+                         "(max_pixels)")
+    return path.read_bytes()
+
+
 @contextmanager
 def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
     """A Pillow image opened lazily (header only) and refused, before any pixel is decoded, when it has more
     than ``max_pixels`` pixels. Pillow's own bomb check (2 × ``Image.MAX_IMAGE_PIXELS``) still applies first;
-    an image it refuses is reported against ``max_pixels`` when that is the lower limit."""
+    an image it refuses is reported against ``max_pixels`` when that is the lower limit. The file is read into
+    memory first (:func:`read_bounded`)."""
     path = Path(path)
     try:
-        im = Image.open(path)
+        im = Image.open(io.BytesIO(read_bounded(path, max_pixels)))
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = int(found.group(1)) if found else None
@@ -253,7 +266,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.
         raise InputError(f"{path}: is a folder, not an image")
     try:
         if _png_header(path) in {(16, c) for c in (2, 4, 6)}:
-            arr = decode_png16(path.read_bytes(), path, max_pixels).astype(np.float64) / 65535.0
+            arr = decode_png16(read_bounded(path, max_pixels), path, max_pixels).astype(np.float64) / 65535.0
             with open_image(path, max_pixels) as im:
                 orientation = im.getexif().get(0x0112, 1)
             return _tensor(_to_rgb(_apply_orientation(arr, orientation), path))
