@@ -372,3 +372,18 @@ def test_a_file_put_in_the_cache_by_hand_is_checked_once_then_recorded(tmp_path,
     with pytest.raises(CheckpointError, match="not the celeba_hq prior's weights"):
         checkpoints.resolve_checkpoint("celeba_hq")
     assert not (tmp_path / "c.pt.sha256").exists()
+
+
+def test_each_methods_default_sigma_y_and_operator_are_in_the_help_and_the_sidecar(images, tmp_path):
+    from ddpg.api.settings import method_defaults
+
+    res = runner.invoke(app, ["restore", "--help"], env={"COLUMNS": "400"})
+    text = " ".join(res.output.replace("│", " ").split())
+    for method in ("ddpg", "ddnm", "dps"):
+        d = method_defaults("sr4", method, "gaussian")
+        assert f"{method}: σ_y {d['sigma_y']:g}, {d['steps']} steps, sr_bicubic ×4 ({d['operator']['impl']})" in text
+    assert method_defaults("sr4", "ddnm", "gaussian")["sigma_y"] == 0  # what a user of --method ddnm gets
+    api.restore([images / "img0.png"], tmp_path / "out", method="ddnm", task="denoise", steps=2)
+    meta = json.loads((tmp_path / "out" / "img0.json").read_text())
+    assert meta["method_defaults"] == method_defaults("denoise", "ddnm", "gaussian")
+    assert meta["method_defaults"]["operator"]["task"] == "denoising"

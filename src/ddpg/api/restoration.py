@@ -33,6 +33,7 @@ from ddpg.api.settings import (
     check_int,
     check_sigma_y,
     check_task_files,
+    method_defaults,
     operator_args,
     resolve_settings,
 )
@@ -222,6 +223,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
               "prior": prior_record(prior, checkpoint, backend, engine, denoiser), "steps": settings.steps,
               "hyper": settings.hyper, "base_seed": seed, "device": str(device), "bits": bits,
               "batch_size": batch_size, "versions": versions(device),
+              "method_defaults": method_defaults(settings.task, settings.method, prior or ""),
               "speed": {"precision": precision, "compile": compile, "cuda_graph": cuda_graph, "cudnn_autotune": tune}}
     from ddpg.runtime import get_sampler
 

@@ -106,6 +106,27 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
                     steps or spec.default_steps, {}, {"task": name, **params})
 
 
+def method_defaults(task: str, method: str, prior: str) -> dict:
+    """What ``method`` uses for ``task`` with ``prior`` when σ_y, steps and the preset are not given: the preset
+    it picks, its σ_y, steps and operator (sidecars record it; the command line's help shows it per method)."""
+    s = resolve_settings(task, method, None, prior, None, None)
+    return {"preset": s.preset, "sigma_y": s.sigma_y, "steps": s.steps, "operator": s.operator}
+
+
+def describe_method_defaults(task: str = "sr4", prior: str = "gaussian") -> str:
+    """One line per method: ``ddpg: σ_y 0.05, 100 steps, sr_bicubic ×4 (svd)`` for ``task`` with ``prior``."""
+    from ddpg.runtime.samplers import SAMPLERS
+
+    lines = []
+    for method in SAMPLERS:
+        d = method_defaults(task, method, prior)
+        op = dict(d["operator"])
+        name, scale, impl = op.pop("task"), op.pop("scale", None), op.pop("impl", None)
+        lines.append(f"{method}: σ_y {d['sigma_y']:g}, {d['steps']} steps, {name}" + (f" ×{scale}" if scale else "")
+                     + (f" ({impl})" if impl else ""))
+    return "; ".join(lines)
+
+
 def parse_hyper(items: list[str] | None) -> dict:
     """``--hyper KEY=VALUE`` pairs as a dict; values are read as YAML scalars (``0.5``, ``true``, ``10``)."""
     import yaml

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
+from ddpg.api.settings import describe_method_defaults
 from ddpg.errors import DdpgError, ParameterError
 
 from .progress import RichProgress, console, setup_logging
@@ -36,6 +37,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(presets_app, name="presets")
 
 TASK_HELP = "sr4 | deblur_gauss | deblur_motion | inpaint | denoise | colorize"
+METHOD_DEFAULTS = describe_method_defaults("sr4", "gaussian")
 QUIET = typer.Option(False, "-q", "--quiet", help="No progress bars or info logs (warnings and errors only).")
 
 
@@ -115,7 +117,9 @@ def restore(
     sigma_y: float = typer.Option(None, "--sigma-y", help="Measurement noise std on the [0, 1] scale "
                                                           "(default: preset's, or 0.05)."),
     steps: int = typer.Option(None, help="Sampling steps (default: the preset's, 100)."),
-    method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg)."),
+    method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg). "
+                               "Without --sigma-y/--steps/--preset each takes its paper preset; for sr4 with the "
+                               f"gaussian prior: {METHOD_DEFAULTS}. Other tasks and priors: `ddpg presets list`."),
     hyper: list[str] = typer.Option(None, "--hyper", help="Override a method hyper-parameter, KEY=VALUE "
                                                            "(repeatable), e.g. --hyper zeta=0.3."),
     select_candidates: bool = typer.Option(False, "--select-candidates", help="ddpg: pick the injected noise "
