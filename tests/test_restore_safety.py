@@ -387,3 +387,17 @@ def test_each_methods_default_sigma_y_and_operator_are_in_the_help_and_the_sidec
     meta = json.loads((tmp_path / "out" / "img0.json").read_text())
     assert meta["method_defaults"] == method_defaults("denoise", "ddnm", "gaussian")
     assert meta["method_defaults"]["operator"]["task"] == "denoising"
+
+
+def test_out_of_memory_while_preparing_or_sampling_one_image_fails_that_image_only(images, tmp_path, monkeypatch):
+    real_load = restoration.load_image
+
+    def load(path, *args):
+        if Path(path).name == "img1.png":
+            raise MemoryError  # as torch or NumPy raise it while degrading a huge image
+        return real_load(path, *args)
+
+    monkeypatch.setattr(restoration, "load_image", load)
+    report = api.restore([images], tmp_path / "out", steps=2)
+    assert dict(report.failed) == {str(images / "img1.png"): f"{images / 'img1.png'}: MemoryError"}
+    assert len(report.done) == 2

@@ -58,6 +58,9 @@ log = logging.getLogger("ddpg")
 
 SIDECAR_KIND = "ddpg-restoration"
 RUN_SUMMARY = "run_summary.json"
+# what loading, degrading or restoring one input may raise without stopping the others (torch reports running
+# out of memory as a RuntimeError or MemoryError); anything else is a bug and stops the run
+PER_IMAGE_ERRORS = (DdpgError, OSError, RuntimeError, ValueError, MemoryError)
 MAX_GRAPH_RUNNERS = 4  # CUDA-graph runners kept at once (one per operator and σ_y), least recently used dropped
 
 
@@ -364,7 +367,7 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
     def write_and_count(job: _Job, out: torch.Tensor, timing: dict) -> None:
         try:
             report.done.append(_write(plan, job, out, timing))
-        except (DdpgError, OSError) as exc:
+        except (DdpgError, OSError, MemoryError) as exc:
             report.failed.append((str(job.path), failure_reason(exc, job.path, plan.outdir)))
         finally:
             progress.advance()
@@ -380,7 +383,7 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
                 with torch.enable_grad() if needs_grad else torch.no_grad():
                     out = group[0].sampler(torch.cat([j.y for j in group]), [j.seed for j in group],
                                            callback=callback).detach().cpu()
-            except (DdpgError, RuntimeError, ValueError) as exc:  # e.g. out of memory, a backend error
+            except PER_IMAGE_ERRORS as exc:  # e.g. out of memory, a backend error
                 report.failed.extend((str(j.path), failure_reason(exc, j.path)) for j in group)
                 progress.advance(len(group))
                 continue
@@ -401,7 +404,7 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
         batch: list[_Job] = []
         for (_, path), job, error in prefetch:
             if error is not None:
-                if not isinstance(error, (DdpgError, OSError)):
+                if not isinstance(error, PER_IMAGE_ERRORS):
                     raise error
                 report.failed.append((str(path), failure_reason(error, path)))
                 progress.advance()
