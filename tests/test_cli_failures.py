@@ -1,6 +1,7 @@
 """Failures end with a clear message, no half-written file, and the rest of the batch processed: a corrupt
-image, an unreadable folder, a wrong-size mask, a full disk, an output path under a file; Ctrl-C stops
-cleanly with exit code 130 (in process and as a real SIGINT to `python -m ddpg`)."""
+image, an unreadable folder, a wrong-size mask, a full disk, an output path under a file (exit 2, before any
+work); Ctrl-C stops cleanly with exit code 130 (in process, and as a real SIGINT or SIGTERM to a real process,
+sent at a known sampling step)."""
 
 import errno
 import os

@@ -184,21 +184,15 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
         from ddpg.runtime import load_preset
 
         preset_prior = load_preset(preset).prior
-    settings = None
-    if backend == "torch" or denoiser is not None:  # checked before an engine is loaded, where the prior is known
-        settings = apply_hyper(resolve_settings(task, method, preset, prior or preset_prior or "gaussian", sigma_y,
-                                                steps), hyper, select_candidates)
-        mask_spec = check_task_files(settings.task, mask, kernel)
     files, problems = _collect(inputs, outdir, observed)
     if backend != "torch" and denoiser is None:  # the engine says which prior it holds
         options = {"cuda_graph": True} if cuda_graph and backend == "onnxruntime" else {}
         denoiser = make_denoiser(None, None, backend, engine, device, class_label, **options)
         prior = check_engine_prior(denoiser, preset_prior)
     prior = prior or (preset_prior or "gaussian" if backend == "torch" else None)
-    if settings is None:
-        settings = apply_hyper(resolve_settings(task, method, preset, prior or "", sigma_y, steps), hyper,
-                               select_candidates)
-        mask_spec = check_task_files(settings.task, mask, kernel)
+    settings = apply_hyper(resolve_settings(task, method, preset, prior or "", sigma_y, steps), hyper,
+                           select_candidates)
+    mask_spec = check_task_files(settings.task, mask, kernel)
     step_graph = cuda_graph and backend != "onnxruntime"  # ONNX Runtime captures its own engine call instead
     if step_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
         raise ConfigError(f"--cuda-graph captures DDPG/IDPG steps; not method {settings.method}"
@@ -214,7 +208,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
                           "captured in a CUDA graph (the analytic prior, or an engine with a dynamic batch)")
     schedule = getattr(denoiser, "schedule", None)
     if schedule is not None and settings.steps > len(schedule.betas):
-        raise ConfigError(f"--steps {settings.steps} exceeds the prior's {len(schedule.betas)} diffusion steps")
+        raise ParameterError("steps", settings.steps, f"exceeds the prior's {len(schedule.betas)} diffusion steps")
     prior_size = (getattr(denoiser, "config", {}) or {}).get("image_size")
     if resize and not (size or prior_size):
         raise ConfigError(f"--resize needs --size N: the prior {prior} has no fixed image size")
@@ -314,8 +308,9 @@ def _job_settings(plan: _Plan, index: int, path: Path) -> dict:
     _, sigma, options, _ = _operator_task(plan, index, path)
     prior = plan.record.get("prior", {})
     return json.loads(json.dumps({
-        "input": str(path), "observed": plan.observed, "task": plan.settings.task, "method": plan.settings.method,
-        "steps": plan.settings.steps, "sigma_y": sigma, "seed": plan.seed + index, "hyper": plan.settings.hyper,
+        "input": str(path.resolve()), "observed": plan.observed, "task": plan.settings.task,
+        "method": plan.settings.method, "steps": plan.settings.steps, "sigma_y": sigma, "seed": plan.seed + index,
+        "hyper": plan.settings.hyper,
         "prior": prior.get("name") or prior.get("spec"), "checkpoint_sha256": prior.get("checkpoint_sha256"),
         "mask": options["mask"], "kernel": options["kernel"], "resize": plan.resize,
         "size": plan.target if plan.resize else None, "bits": plan.bits}, default=str))
