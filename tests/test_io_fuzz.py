@@ -171,3 +171,32 @@ def test_random_options_are_refused_cleanly_before_any_input_is_read(tmp_path, m
     sigma = options.get("sigma_y")
     assert sigma is None or (math.isfinite(sigma) and 0 <= sigma <= 1)
     assert options.get("batch_size", 1) >= 1 and options.get("max_pixels", 1) >= 1 and options.get("bits", 8) in (8, 16)
+
+
+@FUZZ
+@given(shape=st.lists(st.integers(0, 2**20), min_size=1, max_size=4), raw=st.binary(max_size=256),
+       suffix=st.sampled_from([".npy", ".pt"]))
+def test_measurement_files_with_random_headers_fail_as_input_errors(tmp_path, shape, raw, suffix):
+    """An .npy header claiming any shape, or random bytes as .pt: refused before an array of more than the
+    limit is allocated (the header is read first)."""
+    from ddpg.io import load_measurement
+
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(_npy(tuple(shape), raw) if suffix == ".npy" else raw)
+    tracemalloc.start()
+    try:
+        y = load_measurement(path, max_pixels=LIMIT)
+        assert y.ndim == 3 and y.shape[1] * y.shape[2] <= 3 * LIMIT
+    except InputError as exc:
+        assert str(exc).startswith(f"{path}: ")
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < BUDGET
+
+
+def _npy(shape: tuple, payload: bytes) -> bytes:
+    """An .npy file (format 1.0, float32) whose header claims ``shape``, followed by ``payload``."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + payload

@@ -463,7 +463,7 @@ def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
     scale = int(op_task.get("scale", 1)) if op_task["task"] in ("sr_bicubic", "sr_avgpool") else 1
     clean = None
     if plan.observed:
-        y = load_measurement(path) if path.suffix.lower() in MEASUREMENT_SUFFIXES else \
+        y = load_measurement(path, plan.max_pixels) if path.suffix.lower() in MEASUREMENT_SUFFIXES else \
             load_image(path, plan.max_pixels) * 2 - 1
         if op_task["task"] == "colorization" and y.shape[0] == 3:
             y = y.mean(0, keepdim=True)
