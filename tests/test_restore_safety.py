@@ -159,8 +159,10 @@ def test_memory_guard_compares_the_estimate_with_what_is_free(images, tmp_path, 
     report = api.restore([images / "img0.png"], tmp_path / "out", prior="face64", steps=2, batch_size=2)
     why = dict(report.failed)[str(images / "img0.png")]
     assert "more than the 0.0 GiB free on cpu" in why and "or a smaller batch size" in why
-    est = api.memory.restore_bytes
-    face = checkpoints.prior_config("face64")
+    from ddpg.api.memory import restore_bytes as est
+    from ddpg.models import prior_config
+
+    face = prior_config("face64")
     assert est(face, 2, (64, 64), False) > est(face, 1, (64, 64), False)  # grows with the batch
     assert est(face, 1, (64, 64), True) > est(face, 1, (64, 64), False)  # autograd keeps the activations
     assert est({"kind": "gaussian"}, 1, (64, 64), False) is None

@@ -301,24 +301,30 @@ def _tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1).contiguous()
 
 
+def load_npy(path: Path, max_values: int) -> np.ndarray:
+    """An ``.npy`` array (no pickles), refused when its header claims more than ``max_values`` values, before
+    the array is allocated."""
+    data = io.BytesIO(read_bounded(path, max_values))
+    fmt = np.lib.format
+    read_header = fmt.read_array_header_1_0 if fmt.read_magic(data) == (1, 0) else fmt.read_array_header_2_0
+    shape, _, _ = read_header(data)
+    if math.prod(shape) > max_values:
+        raise InputError(f"{path}: an array of shape {shape} is more than the limit of {max_values:,} values "
+                         "(max_pixels)")
+    data.seek(0)
+    return np.load(data, allow_pickle=False)
+
+
 def load_measurement(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """An exact float measurement (C, h, w) in the [-1, 1] scale from ``.pt`` or ``.npy`` (as written by
     ``ddpg degrade``); a leading batch dimension of 1 is dropped. A file larger than ``max_pixels`` pixels can
     be, or an ``.npy`` header that claims more, is refused before its data is read."""
     path = Path(path)
     try:
-        data = io.BytesIO(read_bounded(path, max_pixels))
         if path.suffix == ".npy":
-            fmt = np.lib.format
-            read_header = fmt.read_array_header_1_0 if fmt.read_magic(data) == (1, 0) else fmt.read_array_header_2_0
-            shape, _, _ = read_header(data)
-            if math.prod(shape) > 3 * max_pixels:
-                raise InputError(f"{path}: shape {shape} is more than 3 × the limit of {max_pixels:,} pixels "
-                                 "(max_pixels)")
-            data.seek(0)
-            y = torch.from_numpy(np.load(data, allow_pickle=False).astype(np.float32))
+            y = torch.from_numpy(load_npy(path, 3 * max_pixels).astype(np.float32))
         else:
-            y = torch.load(data, map_location="cpu", weights_only=True)
+            y = torch.load(io.BytesIO(read_bounded(path, max_pixels)), map_location="cpu", weights_only=True)
     except InputError:
         raise
     except FileNotFoundError as exc:

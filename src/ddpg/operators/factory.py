@@ -52,11 +52,11 @@ def load_array(source, what: str) -> np.ndarray:
         if not path.is_file():
             raise OperatorError(f"{path}: {what} file not found")
         try:
-            if path.suffix == ".npy":
-                arr = np.load(path, allow_pickle=False)
-            else:
-                from ddpg.io import open_image
+            from ddpg.io import DEFAULT_MAX_PIXELS, load_npy, open_image
 
+            if path.suffix == ".npy":
+                arr = load_npy(path, DEFAULT_MAX_PIXELS)
+            else:
                 with open_image(path) as im:
                     arr = np.asarray(im.convert("L"), dtype=np.float64)
         except (OSError, ValueError, SyntaxError) as exc:
