@@ -527,10 +527,11 @@ def _check_memory(plan: _Plan, path: Path, padded: tuple[int, int]) -> None:
     need = restore_bytes(config, plan.batch_size, padded, plan.needs_grad)
     have = available_bytes(plan.device) if need is not None else None
     if need is not None and have is not None and need > have:
-        smaller = " or a smaller batch size" if plan.batch_size > 1 else ""
+        smaller = " or a smaller batch (--batch-size)" if plan.batch_size > 1 else ""
         raise InputError(f"{path}: not restored: {padded[1]}×{padded[0]} with the {config.get('name') or 'given'} "
                          f"prior at batch {plan.batch_size} needs about {need / 2**30:.1f} GiB, more than the "
-                         f"{have / 2**30:.1f} GiB free on {plan.device}; resize it (resize, size){smaller}")
+                         f"{have / 2**30:.1f} GiB free on {plan.device}; use --resize --size N (resize=True, size=N in "
+                         f"the API){smaller}")
 
 
 def _write(plan: _Plan, job: _Job, out: torch.Tensor, timing: dict) -> str:
