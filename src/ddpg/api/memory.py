@@ -13,13 +13,20 @@ import torch
 NO_GRAD_FACTOR = 6  # peak ≈ 6 × the largest tensor of one UNet call without autograd (face64 CPU, 64–256 px: 4.7–5)
 
 
+@functools.lru_cache(maxsize=4)
+def _meta_model(config_json: str) -> torch.nn.Module:
+    """The prior of a config built on the meta device (parameters without memory), once per config."""
+    from ddpg.models import create_prior
+
+    with torch.device("meta"):
+        return create_prior(json.loads(config_json))
+
+
 @functools.lru_cache(maxsize=64)
 def _trace(config_json: str, batch: int, size: tuple[int, int]) -> tuple[int, int] | None:
     """(bytes of every tensor one forward pass creates, bytes of its largest one) for ``batch`` images of
     ``size``; None when the prior cannot be traced on the meta device."""
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from ddpg.models import create_prior
 
     class Count(TorchDispatchMode):
         def __init__(self) -> None:
@@ -36,9 +43,9 @@ def _trace(config_json: str, batch: int, size: tuple[int, int]) -> tuple[int, in
             return out
 
     try:
+        config = json.loads(config_json)
+        model = _meta_model(config_json)
         with torch.device("meta"):
-            config = json.loads(config_json)
-            model = create_prior(config)
             x, t = torch.zeros(batch, 3, *size), torch.zeros(batch)
             kwargs = {"y": torch.zeros(batch, dtype=torch.long)} if config.get("num_classes") else {}
             count = Count()
