@@ -403,3 +403,9 @@ def test_out_of_memory_while_preparing_or_sampling_one_image_fails_that_image_on
     report = api.restore([images], tmp_path / "out", steps=2)
     assert dict(report.failed) == {str(images / "img1.png"): f"{images / 'img1.png'}: MemoryError"}
     assert len(report.done) == 2
+
+
+def test_an_earlier_output_named_explicitly_is_an_input(images, tmp_path):
+    api.restore([images / "img0.png"], tmp_path / "first", steps=2)
+    report = api.restore([tmp_path / "first" / "img0_observed.png"], tmp_path / "second", steps=2, observed=True)
+    assert report.done == [str(tmp_path / "second" / "img0_restored.png")]
