@@ -1,6 +1,7 @@
 """Failures end with a clear message, no half-written file, and the rest of the batch processed: a corrupt
-image, an unreadable folder, a wrong-size mask, a full disk, an output path under a file; Ctrl-C stops
-cleanly with exit code 130 (in process and as a real SIGINT to `python -m ddpg`)."""
+image, an unreadable folder, a wrong-size mask, a full disk, an output path under a file (exit 2, before any
+work); Ctrl-C stops cleanly with exit code 130 (in process, and as a real SIGINT or SIGTERM to a real process,
+sent at a known sampling step)."""
 
 import errno
 import os
@@ -96,7 +97,7 @@ def test_output_folder_under_a_file(images, tmp_path):
     (tmp_path / "file").write_text("x")
     res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(tmp_path / "file" / "out"),
                               "--steps", "2", "-q"])
-    assert res.exit_code == 1 and "cannot write outputs to" in res.output
+    assert res.exit_code == 2 and "-o/--outdir" in res.output and "cannot write there" in res.output
 
 
 def test_ctrl_c_mid_batch_stops_with_130_and_keeps_finished_outputs(images, tmp_path, monkeypatch):
@@ -123,24 +124,61 @@ def test_ctrl_c_mid_batch_stops_with_130_and_keeps_finished_outputs(images, tmp_
     assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2
 
 
-def test_real_process_and_real_sigint(tmp_path):
-    images = make_images(tmp_path / "in", [(32, 32)] * 6)
+# `python -m ddpg` whose sampler, at step 1 of img1, writes a marker and then waits for ever: img0 is finished
+# by then and img1 cannot finish before the signal arrives, however fast or busy the machine is.
+BLOCKING_RUN = """
+import pathlib, sys, threading
+from ddpg.cli import progress
+from ddpg.cli.main import app
+
+marker = pathlib.Path(sys.argv[1])
+real = progress.RichProgress.step_callback
+
+def step_callback(self, name, steps):
+    inner = real(self, name, steps)
+
+    def callback(step, x, x0):
+        inner(step, x, x0)
+        if name == "img1" and step == 1:
+            marker.write_text("img1 at step 1")
+            threading.Event().wait()  # returns only by the signal's KeyboardInterrupt
+
+    return callback
+
+progress.RichProgress.step_callback = step_callback
+sys.argv = ["ddpg", *sys.argv[2:]]
+app()
+"""
+
+
+def test_real_process_runs_to_the_end(images, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-m", "ddpg", "restore", str(images / "img0.png"), "-o",
                            str(tmp_path / "a"), "--steps", "3", "-q"], capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "a" / "img0_restored.png").exists() and (tmp_path / "a" / "img0.json").exists()
-    out = tmp_path / "b"
-    proc = subprocess.Popen([sys.executable, "-m", "ddpg", "restore", str(images), "-o", str(out),
-                             "--steps", "150", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            text=True)
-    deadline = time.time() + 120
-    while not (out / "img0.json").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_real_signal_at_a_known_step(images, tmp_path, signum):
+    """A real SIGINT (Ctrl-C) or SIGTERM to a real process, sent once it is known to be inside img1's sampling:
+    exit 130, img0 complete, nothing of img1 or img2, no temporary file."""
+    out, marker = tmp_path / "out", tmp_path / "at_step"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKING_RUN, str(marker), "restore", str(images), "-o", str(out),
+                             "--steps", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hung test, not a race: the process waits for us
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate(timeout=60)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130, err
-    assert "interrupted" in err
-    assert (out / "img0_restored.png").exists() and leftovers(out) == []
-    assert not (out / "img5.json").exists()
+    assert "interrupted: 1 restored" in err
+    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0_observed.png", "img0_restored.png"]
+    assert leftovers(out) == []

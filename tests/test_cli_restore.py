@@ -138,7 +138,7 @@ def test_task_options_motion_kernel_seed_and_masks(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--task", "sr3"], "unknown task"),
     (["--preset", "ddpg/nope/sr4/0"], "unknown preset"),
-    (["--bits", "12"], "--bits must be 8 or 16"),
+    (["--bits", "12"], "--bits 12: must be 8 or 16"),
     (["--backend", "tensorrt", "--engine", "ENGINE"], "backend 'tensorrt' not available"),
     (["--backend", "onnxruntime"], "needs an engine file"),
     (["--resize"], "--resize needs --size"),

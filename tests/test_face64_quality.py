@@ -1,5 +1,5 @@
-"""The bundled face64 prior restores real faces (8 held-out UTKFace faces from ../shared/data; skipped when
-absent — those images stay out of the project).
+"""The bundled face64 prior restores real faces (the first 8 of the held-out UTKFace dev faces in
+tests/fixtures/faces64_dev).
 
 Measured on this machine (CPU, faces face_256 … face_263, seeds 0–7, σ_y = 0.05, 100 steps, the CelebA-HQ
 presets, FFT operators as in the prior's README; mean PSNR in dB):
@@ -17,15 +17,14 @@ IDPG 26.05.) The test asserts the issue's bound: both methods ≥ 3 dB above the
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import FIXTURES
 from ddpg.io import load_image
 from ddpg.metrics import psnr
 from ddpg.models import as_denoiser, load_prior
 from ddpg.operators import baseline, make_operator
 from ddpg.runtime import Restorer, load_preset
 
-FACES = sorted((SHARED / "data" / "faces64_dev").glob("*.png"))[:8]
-pytestmark = pytest.mark.skipif(len(FACES) < 8, reason="../shared/data/faces64_dev not available")
+FACES = sorted((FIXTURES / "faces64_dev").glob("*.png"))[:8]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,6 +38,7 @@ def _two_threads():
 
 @pytest.fixture(scope="module")
 def faces():
+    assert [f.name for f in FACES] == [f"face_{i}.png" for i in range(256, 264)]  # the faces measured above
     return torch.stack([load_image(f) for f in FACES]) * 2 - 1
 
 

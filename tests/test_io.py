@@ -1,4 +1,4 @@
-"""Image files: 8/16-bit PNG (our 16-bit codec against an independent filtered encoder), grey, RGBA, EXIF,
+"""Image files: 8/16-bit PNG (the 16-bit codec, pypng, against an independent filtered encoder), grey, RGBA, EXIF,
 corrupt files, atomic and staged writes, input collection, padding and resizing."""
 
 import errno

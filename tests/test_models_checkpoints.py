@@ -178,6 +178,8 @@ def test_load_prior_uses_cache_then_downloads(tmp_path, server, monkeypatch):
     payload = _RangeHandler.payload
     entry = checkpoints.CheckpointEntry("celeba_hq", "small.pt", urls=(server,), size=len(payload))
     monkeypatch.setitem(checkpoints.REGISTRY, "celeba_hq", replace(entry))
+    small = {k: tuple(v.shape) for k, v in checkpoints.read_state_dict(FIXTURES / "priors" / "ddpm_small.pt").items()}
+    monkeypatch.setattr(checkpoints, "state_manifest", lambda name: small)  # the payload stands in for celeba_hq
     path = checkpoints.resolve_checkpoint("celeba_hq", quiet=True)
     assert path == tmp_path / "small.pt" and path.read_bytes() == payload
     n = len(_RangeHandler.requests)

@@ -19,3 +19,12 @@ class OperatorError(DdpgError, ValueError):
 
 class InputError(DdpgError, ValueError):
     """An input image or measurement that cannot be used."""
+
+
+class ParameterError(ConfigError):
+    """An invalid value of one named parameter (``param`` as the Python API spells it, e.g. ``sigma_y``); the
+    command line names its flag (``--sigma-y``) instead."""
+
+    def __init__(self, param: str, value: object, problem: str):
+        self.param, self.value, self.problem = param, value, problem
+        super().__init__(f"{param}={value}: {problem}")

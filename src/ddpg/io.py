@@ -13,13 +13,14 @@ import json
 import logging
 import math
 import os
-import struct
+import re
 import tempfile
-import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import png
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,23 +32,50 @@ log = logging.getLogger("ddpg")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 MEASUREMENT_SUFFIXES = frozenset({".pt", ".npy"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type → samples per pixel
+DEFAULT_MAX_PIXELS = 2**25  # 33.5 M pixels (e.g. 8192 × 4096): larger images are refused before decoding
+MAX_BYTES_PER_PIXEL = 16  # the largest uncompressed sample layout (RGBA, 32 bits per channel)
 
 # ---------------------------------------------------------------------------------------------- writing
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system says it (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temporary(path: Path) -> Path:
+    """An empty temporary file next to ``path`` (a hidden ``.name.xxxx.part``), its folder made first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file over ``path``, with the mode a new file gets under the umask (a
+    temporary file is created 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``. On any
     exception (including KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    tmp = _temporary(path)
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
+        write(tmp)
+        _publish(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -68,17 +96,15 @@ class StagedFiles:
 
     def add(self, path: str | Path, write: Callable[[Path], None]) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        self._staged.append((Path(tmp), path))
-        write(Path(tmp))
+        tmp = _temporary(path)
+        self._staged.append((tmp, path))
+        write(tmp)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
                 for tmp, path in self._staged:
-                    os.replace(tmp, path)
+                    _publish(tmp, path)
         finally:
             for tmp, _ in self._staged:
                 tmp.unlink(missing_ok=True)
@@ -95,18 +121,11 @@ def to_uint(img: torch.Tensor, bits: int = 8) -> np.ndarray:
 
 
 def encode_png16(arr: np.ndarray) -> bytes:
-    """A 16-bit PNG of (H, W) grey or (H, W, 3) RGB uint16 samples (Pillow writes 16-bit grey only)."""
-    arr = np.ascontiguousarray(arr, dtype=">u2")
+    """A 16-bit PNG (pypng) of (H, W) grey or (H, W, 3) RGB uint16 samples (Pillow writes 16-bit grey only)."""
     H, W = arr.shape[:2]
-    colour = 0 if arr.ndim == 2 else 2
-    rows = arr.reshape(H, -1).view(np.uint8)
-    raw = np.concatenate([np.zeros((H, 1), np.uint8), rows], axis=1).tobytes()  # filter type 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", W, H, 16, colour, 0, 0, 0)
-    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    buf = io.BytesIO()
+    png.Writer(W, H, bitdepth=16, greyscale=arr.ndim == 2).write(buf, np.ascontiguousarray(arr).reshape(H, -1))
+    return buf.getvalue()
 
 
 def save_image(img: torch.Tensor, path: str | Path, bits: int = 8) -> Path:
@@ -121,8 +140,20 @@ def save_image(img: torch.Tensor, path: str | Path, bits: int = 8) -> Path:
     return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
+def _finite_or_none(value):
+    """``value`` with every NaN or infinite float (at any depth) replaced by None: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def save_json(data: dict, path: str | Path) -> Path:
-    text = json.dumps(data, indent=2, default=str) + "\n"
+    """``data`` as strict JSON: a NaN or infinite float is written as null (``NaN`` is not JSON)."""
+    text = json.dumps(_finite_or_none(data), indent=2, default=str, allow_nan=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
@@ -153,66 +184,60 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
-def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+def check_pixels(size: tuple[int, int], max_pixels: int, path: Path) -> None:
+    """Refuse an image of ``size`` (W, H) with more than ``max_pixels`` pixels, before it is decoded."""
+    W, H = size
+    if W * H > max_pixels:
+        _too_many(f"{W}×{H} = {W * H:,}", max_pixels, path)
 
 
-def decode_png16(data: bytes, path: Path) -> np.ndarray:
-    """(H, W, C) uint16 samples of a non-interlaced 16-bit PNG (Pillow reduces 16-bit RGB to 8 bits)."""
-    pos, idat, header = len(PNG_SIGNATURE), [], None
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    if header is None or not idat:
-        raise InputError(f"{path}: cannot read image (PNG without IHDR or IDAT)")
-    W, H, depth, colour, _, _, interlace = header
-    if depth != 16 or colour not in PNG_CHANNELS or interlace:
-        raise InputError(f"{path}: unsupported PNG layout (depth {depth}, colour type {colour}, "
-                         f"interlace {interlace})")
-    bpp = 2 * PNG_CHANNELS[colour]
+def _too_many(pixels: str, max_pixels: int, path: Path) -> None:
+    raise InputError(f"{path}: {pixels} pixels is more than the limit of {max_pixels:,} (max_pixels; a "
+                     "decompression bomb, or raise the limit)")
+
+
+def read_bounded(path: Path, max_pixels: int) -> bytes:
+    """The bytes of an image file, refused when it is larger than an uncompressed image of ``max_pixels``
+    pixels could be. Decoders then read from memory: a chunk length in a damaged header cannot make a file
+    read allocate for more bytes than the file holds."""
+    size = path.stat().st_size
+    if size > MAX_BYTES_PER_PIXEL * max_pixels + (1 << 20):
+        raise InputError(f"{path}: a file of {size:,} bytes is larger than any image of {max_pixels:,} pixels "
+                         "(max_pixels)")
+    return path.read_bytes()
+
+
+@contextmanager
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """A Pillow image opened lazily (header only) and refused, before any pixel is decoded, when it has more
+    than ``max_pixels`` pixels. Pillow's own bomb check (2 × ``Image.MAX_IMAGE_PIXELS``) still applies first;
+    an image it refuses is reported against ``max_pixels`` when that is the lower limit. The file is read into
+    memory first (:func:`read_bounded`)."""
+    path = Path(path)
     try:
-        raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
-    except zlib.error as exc:
-        raise InputError(f"{path}: cannot read image (corrupt PNG data: {exc})") from exc
-    stride = W * bpp
-    if raw.size != H * (stride + 1):
-        raise InputError(f"{path}: cannot read image (truncated PNG data)")
-    rows = raw.reshape(H, stride + 1)
-    out = np.zeros((H, stride), np.int64)
-    prev = np.zeros(stride, np.int64)
-    for r in range(H):
-        kind, line = rows[r, 0], rows[r, 1:].astype(np.int64)
-        if kind == 0:
-            cur = line
-        elif kind == 2:
-            cur = (line + prev) % 256
-        elif kind == 1:  # Sub: a running sum per byte lane
-            cur = np.cumsum(line.reshape(W, bpp), axis=0).reshape(-1) % 256
-        elif kind in (3, 4):  # Average / Paeth depend on the reconstructed left neighbour: pixel by pixel
-            cur = np.zeros(stride, np.int64)
-            left = np.zeros(bpp, np.int64)
-            up_left = np.zeros(bpp, np.int64)
-            for i in range(W):
-                sl = slice(i * bpp, (i + 1) * bpp)
-                up = prev[sl]
-                pred = (left + up) // 2 if kind == 3 else _paeth(left, up, up_left)
-                left = (line[sl] + pred) % 256
-                cur[sl] = left
-                up_left = up
-        else:
-            raise InputError(f"{path}: cannot read image (PNG filter type {kind})")
-        out[r] = prev = cur
-    samples = out.astype(np.uint8).reshape(H, W * bpp // 2, 2)
-    return (samples[..., 0].astype(np.uint16) << 8 | samples[..., 1]).reshape(H, W, bpp // 2)
+        im = Image.open(io.BytesIO(read_bounded(path, max_pixels)))
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else None
+        if pixels is not None and pixels > max_pixels:
+            _too_many(f"{pixels:,}", max_pixels, path)
+        raise InputError(f"{path}: cannot read image ({exc})") from exc
+    with im:
+        check_pixels(im.size, max_pixels, path)
+        yield im
+
+
+def decode_png16(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """(H, W, C) uint16 samples of a 16-bit PNG (pypng; Pillow reduces 16-bit RGB to 8 bits). The header's size
+    is checked against ``max_pixels`` before any pixel is decompressed."""
+    reader = png.Reader(bytes=data)
+    reader.preamble()
+    check_pixels((reader.width, reader.height), max_pixels, path)
+    W, H, rows, info = reader.asDirect()
+    if info["bitdepth"] != 16:
+        raise InputError(f"{path}: cannot read image (expected 16-bit samples, got {info['bitdepth']})")
+    arr = np.vstack([np.asarray(row, dtype=np.uint16).reshape(1, -1) for row in rows])
+    return arr.reshape(H, W, info["planes"])
 
 
 def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -231,19 +256,21 @@ def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr.repeat(3, axis=2) if arr.shape[2] == 1 else arr
 
 
-def load_image(path: str | Path) -> torch.Tensor:
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """(3, H, W) float32 in [0, 1]: EXIF orientation applied, grey expanded to RGB, alpha dropped with a
-    warning, 16-bit PNGs (grey and RGB) kept at full precision."""
+    warning, 16-bit PNGs (grey and RGB) kept at full precision. Every decoder reads the header first and
+    refuses more than ``max_pixels`` pixels; whatever a decoder raises on a damaged or hostile file (and a
+    MemoryError) becomes an InputError naming the file."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an image")
     try:
         if _png_header(path) in {(16, c) for c in (2, 4, 6)}:
-            arr = decode_png16(path.read_bytes(), path).astype(np.float64) / 65535.0
-            with Image.open(path) as im:
+            arr = decode_png16(read_bounded(path, max_pixels), path, max_pixels).astype(np.float64) / 65535.0
+            with open_image(path, max_pixels) as im:
                 orientation = im.getexif().get(0x0112, 1)
             return _tensor(_to_rgb(_apply_orientation(arr, orientation), path))
-        with Image.open(path) as im:
+        with open_image(path, max_pixels) as im:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.clip(np.asarray(im, dtype=np.float64) / 65535.0, 0, 1)[..., None]
@@ -255,12 +282,18 @@ def load_image(path: str | Path) -> torch.Tensor:
                     ("L" if im.mode in ("L", "1") else "RGB")
                 arr = np.asarray(im.convert(target), dtype=np.float64) / 255.0
                 arr = arr[..., None] if arr.ndim == 2 else arr
+    except InputError:
+        raise
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
     except PermissionError as exc:
         raise InputError(f"{path}: permission denied") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except MemoryError as exc:
+        raise InputError(f"{path}: cannot read image (not enough memory to decode it)") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, png.Error) as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from exc
+    except Exception as exc:  # decoders raise many other types (struct.error, IndexError, ...) on damaged files
+        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
     return _tensor(_to_rgb(arr, path))
 
 
@@ -268,15 +301,32 @@ def _tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1).contiguous()
 
 
-def load_measurement(path: str | Path) -> torch.Tensor:
+def load_npy(path: Path, max_values: int) -> np.ndarray:
+    """An ``.npy`` array (no pickles), refused when its header claims more than ``max_values`` values, before
+    the array is allocated."""
+    data = io.BytesIO(read_bounded(path, max_values))
+    fmt = np.lib.format
+    read_header = fmt.read_array_header_1_0 if fmt.read_magic(data) == (1, 0) else fmt.read_array_header_2_0
+    shape, _, _ = read_header(data)
+    if math.prod(shape) > max_values:
+        raise InputError(f"{path}: an array of shape {shape} is more than the limit of {max_values:,} values "
+                         "(max_pixels)")
+    data.seek(0)
+    return np.load(data, allow_pickle=False)
+
+
+def load_measurement(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """An exact float measurement (C, h, w) in the [-1, 1] scale from ``.pt`` or ``.npy`` (as written by
-    ``ddpg degrade``); a leading batch dimension of 1 is dropped."""
+    ``ddpg degrade``); a leading batch dimension of 1 is dropped. A file larger than ``max_pixels`` pixels can
+    be, or an ``.npy`` header that claims more, is refused before its data is read."""
     path = Path(path)
     try:
         if path.suffix == ".npy":
-            y = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+            y = torch.from_numpy(load_npy(path, 3 * max_pixels).astype(np.float32))
         else:
-            y = torch.load(path, map_location="cpu", weights_only=True)
+            y = torch.load(io.BytesIO(read_bounded(path, max_pixels)), map_location="cpu", weights_only=True)
+    except InputError:
+        raise
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
     except Exception as exc:  # torch and NumPy raise many types for damaged or unsafe files
@@ -291,12 +341,15 @@ def load_measurement(path: str | Path) -> torch.Tensor:
     return y.float()
 
 
-def collect_inputs(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_SUFFIXES
-                   ) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files from files and folders (a folder: its files with ``suffixes``, sorted; not recursive).
-    When a folder holds several files of one stem (``a.png`` and ``a.pt``), the first suffix in the order
-    .pt, .npy, then images is taken. Returns (files, problems) with a reason per unusable path."""
+def collect_inputs(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_SUFFIXES,
+                   exclude: Iterable[str | Path] = ()) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files from files and folders (a folder: its files with ``suffixes``, sorted; not recursive; files
+    named in ``exclude`` left out). When a folder holds a measurement and images of one stem (``a.pt`` and
+    ``a.png``, as ``ddpg degrade`` writes), the measurement is taken (.pt before .npy); images of one stem
+    (``a.png``, ``a.jpg``) are all returned, for the caller to tell apart. Returns (files, problems) with a
+    reason per unusable path."""
     suffixes = {s.lower() for s in suffixes}
+    excluded = {Path(p).resolve() for p in exclude}
     rank = {".pt": 0, ".npy": 1}
     files: list[Path] = []
     problems: list[tuple[Path, str]] = []
@@ -304,16 +357,18 @@ def collect_inputs(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_
         if p.is_dir():
             try:
                 entries = [q for q in p.iterdir() if q.suffix.lower() in suffixes and q.is_file()
-                           and not q.name.startswith(".")]
+                           and not q.name.startswith(".") and q.resolve() not in excluded]
             except OSError as exc:
                 problems.append((p, f"cannot list folder ({exc.strerror or exc})"))
                 continue
-            best: dict[str, Path] = {}
+            by_stem: dict[str, list[Path]] = {}
             for q in sorted(entries, key=lambda q: (q.stem, rank.get(q.suffix.lower(), 2), q.name)):
-                best.setdefault(q.stem, q)
-            if not best:
+                kept = by_stem.setdefault(q.stem, [])
+                if not kept or (q.suffix.lower() not in rank and kept[0].suffix.lower() not in rank):
+                    kept.append(q)
+            if not by_stem:
                 problems.append((p, f"folder holds no input files ({', '.join(sorted(suffixes))})"))
-            files.extend(best[s] for s in sorted(best))
+            files.extend(q for s in sorted(by_stem) for q in by_stem[s])
         elif p.is_file():
             files.append(p)
         elif p.exists():

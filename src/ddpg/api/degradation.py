@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 
 from ddpg.api.report import NullProgress, Report, failure_reason, versions
-from ddpg.api.settings import DEFAULT_SIGMA_Y, OPERATOR_OF_TASK, check_task, operator_args, parse_mask
+from ddpg.api.settings import (
+    DEFAULT_SIGMA_Y,
+    OPERATOR_OF_TASK,
+    check_sigma_y,
+    check_task,
+    check_task_files,
+    operator_args,
+)
 from ddpg.errors import ConfigError, DdpgError, InputError
 from ddpg.io import (
     StagedFiles,
@@ -36,17 +43,14 @@ def degrade(inputs: list[str | Path], outdir: str | Path, *, task: str = "sr4", 
 
     progress = progress or NullProgress()
     check_task(task)
-    if not sigma_y >= 0:
-        raise ConfigError(f"--sigma-y must be >= 0 (the [0, 1] scale), got {sigma_y}")
+    check_sigma_y(sigma_y)
     if fmt not in ("pt", "npy"):
         raise ConfigError(f"--format must be pt or npy, got {fmt!r}")
     if resize and not size:
         raise ConfigError("--resize needs --size N")
     if seed < 0:
         raise ConfigError("--seed must be >= 0")
-    if kernel is not None and not Path(kernel).is_file():
-        raise ConfigError(f"--kernel {kernel}: file not found")
-    mask_spec = parse_mask(mask)
+    mask_spec = check_task_files(task, mask, kernel)
     outdir = Path(outdir)
     name0, base_params = OPERATOR_OF_TASK[task]
     files, problems = collect_inputs(inputs)

@@ -3,8 +3,10 @@ and writing overlapped with the sampling; :func:`restore_on_ranks` shares one ca
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,10 +25,21 @@ from ddpg.api.denoisers import (
     prior_record,
     size_multiple,
 )
+from ddpg.api.memory import available_bytes, restore_bytes
 from ddpg.api.report import NullProgress, Report, failure_reason, versions
-from ddpg.api.settings import Settings, apply_hyper, operator_args, parse_mask, resolve_settings
-from ddpg.errors import ConfigError, DdpgError, InputError
+from ddpg.api.settings import (
+    Settings,
+    apply_hyper,
+    check_int,
+    check_sigma_y,
+    check_task_files,
+    method_defaults,
+    operator_args,
+    resolve_settings,
+)
+from ddpg.errors import ConfigError, DdpgError, InputError, ParameterError
 from ddpg.io import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     MEASUREMENT_SUFFIXES,
     StagedFiles,
@@ -45,6 +58,9 @@ log = logging.getLogger("ddpg")
 
 SIDECAR_KIND = "ddpg-restoration"
 RUN_SUMMARY = "run_summary.json"
+# what loading, degrading or restoring one input may raise without stopping the others (torch reports running
+# out of memory as a RuntimeError or MemoryError); anything else is a bug and stops the run
+PER_IMAGE_ERRORS = (DdpgError, OSError, RuntimeError, ValueError, MemoryError)
 MAX_GRAPH_RUNNERS = 4  # CUDA-graph runners kept at once (one per operator and σ_y), least recently used dropped
 
 
@@ -69,6 +85,9 @@ class _Plan:
     step_graph: bool  # whole-step CUDA-graph runners instead of the Restorer's loop
     bits: int
     record: dict  # the sidecar entries every output shares
+    batch_size: int = 1
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    needs_grad: bool = False
     operators: dict = field(default_factory=dict)
     runners: dict = field(default_factory=dict)
 
@@ -93,6 +112,7 @@ class _Job:
     describe: dict
     source: dict
     t_load: float
+    settings: dict  # what the sidecar's "settings" records and --skip-existing compares
 
 
 @contextmanager
@@ -117,6 +137,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
             device: str = "cpu", observed: bool = False, backend: str = "torch", engine: str | None = None,
             skip_existing: bool = False, resize: bool = False, size: int | None = None, mask: str | None = None,
             kernel: str | None = None, bits: int = 8, class_label: int | None = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS,
             hyper: dict | None = None, select_candidates: bool = False, precision: str = "fp32",
             compile: bool = False, cuda_graph: bool = False, shard: tuple[int, int] = (0, 1), progress=None,
             denoiser=None) -> Report:
@@ -143,13 +164,19 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     progress = progress or NullProgress()
     outdir = Path(outdir)
     if bits not in (8, 16):
-        raise ConfigError(f"--bits must be 8 or 16, got {bits}")
-    if batch_size < 1 or seed < 0:
-        raise ConfigError("--batch-size must be >= 1 and --seed >= 0")
+        raise ParameterError("bits", bits, "must be 8 or 16")
+    check_int("batch_size", batch_size, 1)
+    check_int("seed", seed, 0)
+    check_int("max_pixels", max_pixels, 1)
+    if size is not None:
+        check_int("size", size, 1)
+    check_sigma_y(sigma_y)
     check_device(device)
     check_speed_options(backend, device, precision, compile, cuda_graph)
     if backend != "torch" and (prior is not None or checkpoint is not None):
         raise ConfigError(f"--backend {backend} reads the prior from --engine; drop --prior/--checkpoint")
+    if checkpoint is not None and prior == "gaussian":
+        raise ParameterError("checkpoint", checkpoint, "the gaussian prior is analytic and takes no weights")
     if prior is None and checkpoint is not None and backend == "torch" and denoiser is None:
         prior = guess_prior_of(checkpoint)
     preset_prior = None
@@ -157,6 +184,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
         from ddpg.runtime import load_preset
 
         preset_prior = load_preset(preset).prior
+    files, problems = _collect(inputs, outdir, observed)
     if backend != "torch" and denoiser is None:  # the engine says which prior it holds
         options = {"cuda_graph": True} if cuda_graph and backend == "onnxruntime" else {}
         denoiser = make_denoiser(None, None, backend, engine, device, class_label, **options)
@@ -164,9 +192,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     prior = prior or (preset_prior or "gaussian" if backend == "torch" else None)
     settings = apply_hyper(resolve_settings(task, method, preset, prior or "", sigma_y, steps), hyper,
                            select_candidates)
-    mask_spec = parse_mask(mask)
-    if kernel is not None and not Path(kernel).is_file():
-        raise ConfigError(f"--kernel {kernel}: file not found")
+    mask_spec = check_task_files(settings.task, mask, kernel)
     step_graph = cuda_graph and backend != "onnxruntime"  # ONNX Runtime captures its own engine call instead
     if step_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
         raise ConfigError(f"--cuda-graph captures DDPG/IDPG steps; not method {settings.method}"
@@ -182,10 +208,11 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
                           "captured in a CUDA graph (the analytic prior, or an engine with a dynamic batch)")
     schedule = getattr(denoiser, "schedule", None)
     if schedule is not None and settings.steps > len(schedule.betas):
-        raise ConfigError(f"--steps {settings.steps} exceeds the prior's {len(schedule.betas)} diffusion steps")
+        raise ParameterError("steps", settings.steps, f"exceeds the prior's {len(schedule.betas)} diffusion steps")
     prior_size = (getattr(denoiser, "config", {}) or {}).get("image_size")
     if resize and not (size or prior_size):
         raise ConfigError(f"--resize needs --size N: the prior {prior} has no fixed image size")
+    batch_size = _engine_batch(denoiser, batch_size)
     # the speed options also let cuDNN time its convolution algorithms per shape (as `ddpg bench` does); the
     # plain path keeps cuDNN's heuristic choice, which does not vary from run to run
     tune = torch.device(device).type == "cuda" and (precision != "fp32" or compile or cuda_graph)
@@ -193,12 +220,14 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
               "prior": prior_record(prior, checkpoint, backend, engine, denoiser), "steps": settings.steps,
               "hyper": settings.hyper, "base_seed": seed, "device": str(device), "bits": bits,
               "batch_size": batch_size, "versions": versions(device),
+              "method_defaults": method_defaults(settings.task, settings.method, prior or ""),
               "speed": {"precision": precision, "compile": compile, "cuda_graph": cuda_graph, "cudnn_autotune": tune}}
-    plan = _Plan(settings, denoiser, device, outdir, seed, observed, sigma_y, mask, mask_spec, kernel, resize,
-                 size or prior_size, size_multiple(denoiser), step_graph, bits, record)
+    from ddpg.runtime import get_sampler
 
-    suffixes = IMAGE_SUFFIXES | (MEASUREMENT_SUFFIXES if observed else frozenset())
-    files, problems = collect_inputs(inputs, suffixes)
+    plan = _Plan(settings, denoiser, device, outdir, seed, observed, sigma_y, mask, mask_spec, kernel, resize,
+                 size or prior_size, size_multiple(denoiser), step_graph, bits, record, batch_size, max_pixels,
+                 get_sampler(settings.method).needs_grad)
+
     from ddpg.runtime.distributed import shard_indices
 
     mine = set(shard_indices(len(files), *shard))
@@ -209,32 +238,131 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
         stem = output_stem(path)
         if stem in stems:
             if index in mine:
-                report.failed.append((str(path), f"same output name {stem!r} as {stems[stem]}; rename one"))
+                report.failed.append((str(path), f"not restored: same output name {stem!r} as {stems[stem]} "
+                                                 "(rename one)"))
             continue
         stems[stem] = path
         if index not in mine:
             continue
-        if skip_existing and (outdir / f"{stem}.json").is_file() and (outdir / f"{stem}_restored.png").is_file():
-            report.skipped.append(str(path))
-        else:
-            pending.append((index, path))
+        try:
+            if _existing_outputs(plan, index, path, stem) and skip_existing:
+                report.skipped.append(str(path))
+                continue
+        except DdpgError as exc:
+            report.failed.append((str(path), failure_reason(exc, path)))
+            continue
+        pending.append((index, path))
+    if pending:
+        _writable(outdir)
     with cudnn_autotune(tune):
         _run(plan, pending, batch_size, report, progress)
     return report
 
 
+def _collect(inputs: list[str | Path], outdir: Path, observed: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The input files (outputs of earlier restorations, as their sidecars name them, left out) and their
+    problems; refuses an output folder that holds an input of this run."""
+    suffixes = IMAGE_SUFFIXES | (MEASUREMENT_SUFFIXES if observed else frozenset())
+    folders = {Path(p).resolve() for p in inputs if Path(p).is_dir()}
+    files, problems = collect_inputs(inputs, suffixes, exclude=[q for f in folders for q in _own_outputs(f)])
+    holders = folders | {f.resolve().parent for f in files}
+    if outdir.resolve() in holders:
+        raise ParameterError("outdir", outdir, "holds inputs of this run: outputs would overwrite them or be "
+                                               "read back as inputs; choose another output folder")
+    return files, problems
+
+
+def _writable(outdir: Path) -> None:
+    """Make the output folder and write a temporary file in it (ParameterError if that fails), before any input
+    is read."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=outdir):
+            pass
+    except OSError as exc:
+        raise ParameterError("outdir", outdir, f"cannot write there ({exc.strerror or exc})") from exc
+
+
+def _own_outputs(folder: Path) -> list[Path]:
+    """The files that restoration sidecars in ``folder`` name as their outputs."""
+    names = []
+    for sidecar in folder.glob("*.json"):
+        record = _read_sidecar(sidecar)
+        if record is not None:
+            names.extend(folder / str(n) for n in (record.get("outputs") or {}).values())
+    return names
+
+
+def _read_sidecar(path: Path) -> dict | None:
+    """A restoration sidecar's contents, None for any other file."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("kind") == SIDECAR_KIND else None
+
+
+def _job_settings(plan: _Plan, index: int, path: Path) -> dict:
+    """What decides input ``index``'s outputs (its sidecar's ``settings``): input, task, method, steps, σ_y,
+    seed, hyper-parameters, prior and checkpoint, operator options, size handling and bit depth."""
+    _, sigma, options, _ = _operator_task(plan, index, path)
+    prior = plan.record.get("prior", {})
+    return json.loads(json.dumps({
+        "input": str(path.resolve()), "observed": plan.observed, "task": plan.settings.task,
+        "method": plan.settings.method, "steps": plan.settings.steps, "sigma_y": sigma, "seed": plan.seed + index,
+        "hyper": plan.settings.hyper,
+        "prior": prior.get("name") or prior.get("spec"), "checkpoint_sha256": prior.get("checkpoint_sha256"),
+        "mask": options["mask"], "kernel": options["kernel"], "resize": plan.resize,
+        "size": plan.target if plan.resize else None, "bits": plan.bits}, default=str))
+
+
+def _existing_outputs(plan: _Plan, index: int, path: Path, stem: str) -> bool:
+    """Whether input ``index`` already has complete outputs of these settings in the output folder. Raises
+    InputError when restoring it would overwrite a file no restoration of these settings wrote (a user's file,
+    or the outputs of other settings, with the difference)."""
+    names = [f"{stem}_restored.png", f"{stem}_observed.png", f"{stem}_gt.png", f"{stem}.json"]
+    present = [n for n in names if (plan.outdir / n).exists()]
+    if not present:
+        return False
+    sidecar_path = plan.outdir / f"{stem}.json"
+    record = _read_sidecar(sidecar_path) if sidecar_path.exists() else None
+    if record is None:
+        raise InputError(f"{path}: not restored: {plan.outdir / present[0]} exists and no restoration sidecar "
+                         f"names it; it is never overwritten (choose another output folder)")
+    listed = set((record.get("outputs") or {}).values()) | {sidecar_path.name}
+    foreign = [n for n in present if n not in listed]
+    if foreign:
+        raise InputError(f"{path}: not restored: {plan.outdir / foreign[0]} was not written by the restoration "
+                         f"in {sidecar_path.name}; it is never overwritten (choose another output folder)")
+    wanted, held = _job_settings(plan, index, path), record.get("settings") or {}
+    if held != wanted:
+        diff = [f"{k} {held.get(k)!r} there, {wanted[k]!r} now" for k in wanted if held.get(k) != wanted[k]]
+        raise InputError(f"{path}: not restored: {sidecar_path} holds a restoration with other settings "
+                         f"({'; '.join(diff)}); choose another output folder, or remove those outputs")
+    return (plan.outdir / f"{stem}_restored.png").exists()
+
+
+def _engine_batch(denoiser, batch_size: int) -> int:
+    """``batch_size``, lowered to the largest batch an ONNX/TensorRT engine takes (a batch is split to fit)."""
+    profile = getattr(getattr(denoiser, "info", None), "batch", None)
+    largest = getattr(profile, "max", None)
+    if isinstance(largest, int) and batch_size > largest:
+        log.info("batch size %d split into batches of %d: the engine takes at most %d", batch_size, largest, largest)
+        return largest
+    return batch_size
+
+
 def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: Report, progress) -> None:
     """Restore the ``pending`` (index, path) inputs in batches of ``batch_size`` into ``report``; the next inputs
     load and degrade, and finished ones are written, in background threads while the sampler runs."""
-    from ddpg.runtime import get_sampler
     from ddpg.runtime.fast import BackgroundWriter, Prefetcher
 
-    needs_grad = get_sampler(plan.settings.method).needs_grad
+    needs_grad = plan.needs_grad
 
     def write_and_count(job: _Job, out: torch.Tensor, timing: dict) -> None:
         try:
             report.done.append(_write(plan, job, out, timing))
-        except (DdpgError, OSError) as exc:
+        except (DdpgError, OSError, MemoryError) as exc:
             report.failed.append((str(job.path), failure_reason(exc, job.path, plan.outdir)))
         finally:
             progress.advance()
@@ -250,7 +378,7 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
                 with torch.enable_grad() if needs_grad else torch.no_grad():
                     out = group[0].sampler(torch.cat([j.y for j in group]), [j.seed for j in group],
                                            callback=callback).detach().cpu()
-            except (DdpgError, RuntimeError, ValueError) as exc:  # e.g. out of memory, a backend error
+            except PER_IMAGE_ERRORS as exc:  # e.g. out of memory, a backend error
                 report.failed.extend((str(j.path), failure_reason(exc, j.path)) for j in group)
                 progress.advance(len(group))
                 continue
@@ -258,7 +386,11 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
             timing = {"restore_batch": round(seconds, 4), "restore_per_image": round(seconds / len(group), 4),
                       "images_in_batch": len(group)}
             for job, o in zip(group, out, strict=True):
-                writer.submit(write_and_count, job, o, timing)
+                if torch.isfinite(o).all():
+                    writer.submit(write_and_count, job, o, timing)
+                else:
+                    report.failed.append((str(job.path), _not_finite(plan, job)))
+                    progress.advance()
 
     progress.start(len(pending), "restore")
     writer = BackgroundWriter(depth=2 * batch_size)
@@ -267,7 +399,7 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
         batch: list[_Job] = []
         for (_, path), job, error in prefetch:
             if error is not None:
-                if not isinstance(error, (DdpgError, OSError)):
+                if not isinstance(error, PER_IMAGE_ERRORS):
                     raise error
                 report.failed.append((str(path), failure_reason(error, path)))
                 progress.advance()
@@ -284,6 +416,15 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
         prefetch.close()
         for (job, *_), exc in writer.close():  # finished outputs are written (or failed) before returning
             report.failed.append((str(job.path), failure_reason(exc, job.path, plan.outdir)))
+
+
+def _not_finite(plan: _Plan, job: _Job) -> str:
+    """Why a restoration came out NaN or infinite: the checkpoint or the hyper-parameters, named."""
+    prior = plan.record["prior"]
+    source = prior["checkpoint"] or prior["engine"] or prior["name"] or prior["spec"]
+    return (f"{job.path}: not written: the restoration has NaN or infinite values (the sampler diverged); check the "
+            f"prior's weights ({source}) and the hyper-parameters of {plan.settings.method} "
+            f"({json.dumps(plan.settings.hyper)}, σ_y {job.restorer.sigma_y}, {plan.settings.steps} steps)")
 
 
 def _operator_task(plan: _Plan, index: int, path: Path) -> tuple[dict, float, dict, dict]:
@@ -322,18 +463,20 @@ def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
     scale = int(op_task.get("scale", 1)) if op_task["task"] in ("sr_bicubic", "sr_avgpool") else 1
     clean = None
     if plan.observed:
-        y = load_measurement(path) if path.suffix.lower() in MEASUREMENT_SUFFIXES else load_image(path) * 2 - 1
+        y = load_measurement(path, plan.max_pixels) if path.suffix.lower() in MEASUREMENT_SUFFIXES else \
+            load_image(path, plan.max_pixels) * 2 - 1
         if op_task["task"] == "colorization" and y.shape[0] == 3:
             y = y.mean(0, keepdim=True)
         hw = (y.shape[1] * scale, y.shape[2] * scale)
         padded_y = padded_size(tuple(y.shape[1:]), math.lcm(plan.multiple, scale) // scale)
         padded = (padded_y[0] * scale, padded_y[1] * scale)
     else:
-        clean = load_image(path)
+        clean = load_image(path, plan.max_pixels)
         if plan.resize:
             clean = center_crop_resize(clean, plan.target)
         hw = tuple(clean.shape[1:])
         padded = padded_size(hw, math.lcm(plan.multiple, scale))
+    _check_memory(plan, path, padded)
     if padded != hw:
         log.info("%s: %d×%d padded to %d×%d (the prior and operator need multiples of %d); output cropped "
                  "back", path, hw[1], hw[0], padded[1], padded[0], math.lcm(plan.multiple, scale))
@@ -375,7 +518,20 @@ def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
     y_view = ((y[0, :, : math.ceil(H / scale), : math.ceil(W / scale)] + 1) / 2).clamp(0, 1).cpu()
     base = None if clean is None else ((baseline(operator, y)[0, :, :H, :W] + 1) / 2).clamp(0, 1).cpu()
     return _Job(path, output_stem(path), index, image_seed, hw, padded, clean, y, y_view, base, key, restorer,
-                sampler, describe, source, time.perf_counter() - t0)
+                sampler, describe, source, time.perf_counter() - t0, _job_settings(plan, index, path))
+
+
+def _check_memory(plan: _Plan, path: Path, padded: tuple[int, int]) -> None:
+    """Refuse an input whose restoration at the padded size would need more memory than the device has free."""
+    config = getattr(plan.denoiser, "config", None)
+    need = restore_bytes(config, plan.batch_size, padded, plan.needs_grad)
+    have = available_bytes(plan.device) if need is not None else None
+    if need is not None and have is not None and need > have:
+        smaller = " or a smaller batch (--batch-size)" if plan.batch_size > 1 else ""
+        raise InputError(f"{path}: not restored: {padded[1]}×{padded[0]} with the {config.get('name') or 'given'} "
+                         f"prior at batch {plan.batch_size} needs about {need / 2**30:.1f} GiB, more than the "
+                         f"{have / 2**30:.1f} GiB free on {plan.device}; use --resize --size N (resize=True, size=N in "
+                         f"the API){smaller}")
 
 
 def _write(plan: _Plan, job: _Job, out: torch.Tensor, timing: dict) -> str:
@@ -390,7 +546,7 @@ def _write(plan: _Plan, job: _Job, out: torch.Tensor, timing: dict) -> str:
                "outputs": {"restored": f"{stem}_restored.png", "observed": f"{stem}_observed.png"},
                **plan.record, "sigma_y": job.restorer.sigma_y,
                "operator": {"name": op.name, **{k: v for k, v in op.params.items() if k != "mask"}, **job.describe},
-               "seed": job.seed, "index": job.index, "input_kind": job.source,
+               "seed": job.seed, "index": job.index, "input_kind": job.source, "settings": job.settings,
                "timings_s": {"load_and_degrade": round(job.t_load, 4), **timing}}
     if job.clean is not None:
         metrics = {"psnr": round(psnr(restored, job.clean), 4),

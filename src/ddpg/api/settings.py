@@ -3,11 +3,13 @@ hyper-parameters (:class:`Settings`), and the operator arguments of a task at an
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ddpg.errors import ConfigError
+from ddpg.errors import ConfigError, DdpgError, ParameterError
 from ddpg.io import pad_bottom_right
 
 CLI_TASKS = ("sr4", "deblur_gauss", "deblur_motion", "inpaint", "denoise", "colorize")
@@ -16,6 +18,8 @@ OPERATOR_OF_TASK = {"sr4": ("sr_bicubic", {"scale": 4}), "deblur_gauss": ("deblu
                     "denoise": ("denoising", {}), "colorize": ("colorization", {})}
 DEFAULT_SIGMA_Y = 0.05
 PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
+MAX_SIGMA_Y = 1.0  # a noise std beyond the whole [0, 1] image range is a mistake, not a measurement
+KERNEL_TASKS = ("deblur_gauss", "deblur_motion")
 
 @dataclass
 class Settings:
@@ -37,6 +41,40 @@ def check_task(task: str) -> str:
     return task
 
 
+def check_sigma_y(sigma_y: float | None) -> None:
+    """Refuse a σ_y that is not a finite number in [0, :data:`MAX_SIGMA_Y`] (None: the default applies)."""
+    if sigma_y is None:
+        return
+    if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or not math.isfinite(sigma_y) \
+            or not 0 <= sigma_y <= MAX_SIGMA_Y:
+        raise ParameterError("sigma_y", sigma_y, f"must be a finite number in [0, {MAX_SIGMA_Y:g}] (the noise "
+                                                 "std on the [0, 1] image scale)")
+
+
+def check_int(param: str, value: object, minimum: int) -> None:
+    """Refuse ``value`` unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ParameterError(param, value, f"must be an integer >= {minimum}")
+
+
+def check_task_files(task: str, mask: str | None, kernel: str | None) -> dict:
+    """Refuse a mask or kernel the ``task`` does not use, or one that cannot be read, before any input is;
+    returns :func:`parse_mask` of ``mask``."""
+    from ddpg.operators.factory import load_array, normalised
+
+    mask_spec = parse_mask(mask)
+    if mask is not None and task != "inpaint":
+        raise ParameterError("mask", mask, f"applies to the inpaint task, not {task}")
+    if kernel is not None:
+        if task not in KERNEL_TASKS:
+            raise ParameterError("kernel", kernel, f"applies to {' and '.join(KERNEL_TASKS)}, not {task}")
+        try:
+            normalised(load_array(kernel, "kernel"), "kernel")
+        except DdpgError as exc:
+            raise ParameterError("kernel", kernel, str(exc)) from exc
+    return mask_spec
+
+
 def resolve_settings(task: str | None, method: str | None, preset: str | None, prior: str,
                      sigma_y: float | None, steps: int | None) -> Settings:
     """Settings from ``preset`` if named; else the paper preset of (method, prior, task) at the nearest
@@ -44,10 +82,9 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
     method's defaults. Explicit arguments always win."""
     from ddpg.runtime import find_preset, get_sampler, load_preset
 
-    if sigma_y is not None and not sigma_y >= 0:
-        raise ConfigError(f"--sigma-y must be >= 0 (the [0, 1] scale), got {sigma_y}")
-    if steps is not None and steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    check_sigma_y(sigma_y)
+    if steps is not None:
+        check_int("steps", steps, 1)
     overrides = {k: v for k, v in (("sigma_y", sigma_y), ("steps", steps)) if v is not None}
     if preset is not None:
         p = load_preset(preset, **overrides)
@@ -67,6 +104,27 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
     name, params = OPERATOR_OF_TASK[task]
     return Settings(task, method, None, DEFAULT_SIGMA_Y if sigma_y is None else float(sigma_y),
                     steps or spec.default_steps, {}, {"task": name, **params})
+
+
+def method_defaults(task: str, method: str, prior: str) -> dict:
+    """What ``method`` uses for ``task`` with ``prior`` when σ_y, steps and the preset are not given: the preset
+    it picks, its σ_y, steps and operator (sidecars record it; the command line's help shows it per method)."""
+    s = resolve_settings(task, method, None, prior, None, None)
+    return {"preset": s.preset, "sigma_y": s.sigma_y, "steps": s.steps, "operator": s.operator}
+
+
+def describe_method_defaults(task: str = "sr4", prior: str = "gaussian") -> str:
+    """One line per method: ``ddpg: σ_y 0.05, 100 steps, sr_bicubic ×4 (svd)`` for ``task`` with ``prior``."""
+    from ddpg.runtime.samplers import SAMPLERS
+
+    lines = []
+    for method in SAMPLERS:
+        d = method_defaults(task, method, prior)
+        op = dict(d["operator"])
+        name, scale, impl = op.pop("task"), op.pop("scale", None), op.pop("impl", None)
+        lines.append(f"{method}: σ_y {d['sigma_y']:g}, {d['steps']} steps, {name}" + (f" ×{scale}" if scale else "")
+                     + (f" ({impl})" if impl else ""))
+    return "; ".join(lines)
 
 
 def parse_hyper(items: list[str] | None) -> dict:
@@ -102,9 +160,38 @@ def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool)
     known = get_sampler(settings.method).hyper_names
     unknown = sorted(set(hyper or {}) - set(known))
     if unknown:
-        raise ConfigError(f"--hyper {', '.join(unknown)}: not a hyper-parameter of {settings.method}; known: "
-                          f"{', '.join(known) or 'none'}")
+        raise ParameterError("hyper", ", ".join(unknown), f"not a hyper-parameter of {settings.method}; known: "
+                                                          f"{', '.join(known) or 'none'}")
+    defaults = hyper_defaults()
+    for key, value in (hyper or {}).items():
+        kind = type(defaults.get(key, value))
+        if not _fits(value, kind):
+            raise ParameterError("hyper", f"{key}={value}", f"{key} of {settings.method} takes "
+                                 + {bool: "true or false", int: "an integer", float: "a finite number",
+                                    str: "a word"}.get(kind, kind.__name__))
     return replace(settings, hyper=merged)
+
+
+def _fits(value: object, kind: type) -> bool:
+    """Whether a hyper-parameter ``value`` has the type of its default (an int passes for a float)."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def hyper_defaults() -> dict:
+    """Every hyper-parameter's default value, from the samplers' signatures (the type a value must have)."""
+    from ddpg.runtime.samplers import SAMPLERS
+    from ddpg.runtime.samplers.ddpg import ddpg_sample
+
+    defaults: dict = {}
+    for fn in [ddpg_sample, *(spec.fn for spec in SAMPLERS.values())]:
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty and p.default is not None:
+                defaults.setdefault(name, p.default)
+    return defaults
 
 
 def parse_mask(spec: str | None) -> dict:
@@ -112,14 +199,20 @@ def parse_mask(spec: str | None) -> dict:
     R of pixels missing, default 0.5, seeded per image), or an image/.npy file (non-zero = kept)."""
     if spec is None or spec == "box":
         return {}
-    match = re.fullmatch(r"random(?::([0-9.]+))?", spec)
+    match = re.fullmatch(r"random(?::([0-9]*\.?[0-9]+))?", spec)
     if match:
         ratio = float(match.group(1) or 0.5)
         if not 0 <= ratio < 1:
-            raise ConfigError(f"--mask random:R needs 0 <= R < 1, got {ratio}")
+            raise ParameterError("mask", spec, "random:R needs 0 <= R < 1")
         return {"ratio": ratio}
+    from ddpg.operators.factory import load_array
+
     if not Path(spec).is_file():
-        raise ConfigError(f"--mask {spec}: file not found (or use 'box', 'random', 'random:0.7')")
+        raise ParameterError("mask", spec, "file not found (or use 'box', 'random', 'random:0.7')")
+    try:
+        load_array(spec, "mask")
+    except DdpgError as exc:
+        raise ParameterError("mask", spec, str(exc)) from exc
     return {"mask": str(spec)}
 
 

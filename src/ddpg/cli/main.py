@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +18,15 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from ddpg.errors import DdpgError
+from ddpg.api.settings import describe_method_defaults
+from ddpg.errors import DdpgError, ParameterError
 
 from .progress import RichProgress, console, setup_logging
 
 if TYPE_CHECKING:
     from ddpg import api
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                   help="Diffusion-prior image restoration (DDPG/IDPG and peers).\n\n"
                        "Example: `ddpg restore photos/ -o out --task sr4 --prior face64`")
 models_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
@@ -35,7 +37,32 @@ app.add_typer(models_app, name="models")
 app.add_typer(presets_app, name="presets")
 
 TASK_HELP = "sr4 | deblur_gauss | deblur_motion | inpaint | denoise | colorize"
+METHOD_DEFAULTS = describe_method_defaults("sr4", "gaussian")
 QUIET = typer.Option(False, "-q", "--quiet", help="No progress bars or info logs (warnings and errors only).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ddpg import __version__
+
+        print(f"ddpg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Diffusion-prior image restoration (DDPG/IDPG and peers)."""
+
+
+FLAGS = {"outdir": "-o/--outdir"}  # API parameter names whose flag is not --name-with-dashes
+
+
+def flag_message(exc: DdpgError) -> str:
+    """An error's message, naming a bad parameter by its command-line flag (``sigma_y`` → ``--sigma-y``)."""
+    if isinstance(exc, ParameterError):
+        return f"{FLAGS.get(exc.param, '--' + exc.param.replace('_', '-'))} {exc.value}: {exc.problem}"
+    return str(exc)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -43,16 +70,24 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(action: Callable[[], api.Report], quiet: bool) -> api.Report:
-    """Run an API call with logging set up; setup errors exit 2, Ctrl-C before any input exits 130."""
+    """Run an API call with logging set up; setup errors exit 2, Ctrl-C (or SIGTERM, handled the same way)
+    before any input exits 130."""
     setup_logging(quiet)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return action()
     except DdpgError as exc:
-        fail(str(exc))
+        fail(flag_message(exc))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow] before any input finished")
         raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def finish(report: api.Report, what: str) -> None:
@@ -82,7 +117,9 @@ def restore(
     sigma_y: float = typer.Option(None, "--sigma-y", help="Measurement noise std on the [0, 1] scale "
                                                           "(default: preset's, or 0.05)."),
     steps: int = typer.Option(None, help="Sampling steps (default: the preset's, 100)."),
-    method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg)."),
+    method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg). "
+                               "Without --sigma-y/--steps/--preset each takes its paper preset; for sr4 with the "
+                               f"gaussian prior: {METHOD_DEFAULTS}. Other tasks and priors: `ddpg presets list`."),
     hyper: list[str] = typer.Option(None, "--hyper", help="Override a method hyper-parameter, KEY=VALUE "
                                                            "(repeatable), e.g. --hyper zeta=0.3."),
     select_candidates: bool = typer.Option(False, "--select-candidates", help="ddpg: pick the injected noise "
@@ -101,6 +138,8 @@ def restore(
                                           "motion kernel (10·i)."),
     bits: int = typer.Option(8, help="Output PNG bit depth: 8 or 16."),
     class_label: int = typer.Option(None, help="Class for class-conditional priors (imagenet256_cond)."),
+    max_pixels: int = typer.Option(None, help="Refuse input images with more pixels than this (read from the "
+                                   "header, before decoding) [default: 2^25 = 33,554,432, e.g. 8192×4096]."),
     precision: str = typer.Option("fp32", help="torch backend: UNet torso in fp32 | fp16 | bf16 (guidance stays "
                                                "fp32)."),
     compile: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the UNet."),
@@ -124,6 +163,8 @@ def restore(
 
     if not sample and not inputs:
         fail("give input images or folders (or --sample)")
+    if sample and inputs:
+        fail(f"--sample restores the bundled face; drop the inputs ({', '.join(map(str, inputs))}) or --sample")
     quiet = quiet or os.environ.get("RANK", "0") not in ("", "0")  # under torchrun only rank 0 draws progress
     with RichProgress(quiet) as progress:
         if sample:
@@ -137,7 +178,7 @@ def restore(
                 backend=backend, engine=engine, skip_existing=skip_existing, resize=resize, size=size, mask=mask,
                 kernel=kernel, bits=bits, class_label=class_label, hyper=api.parse_hyper(hyper),
                 select_candidates=select_candidates, precision=precision, compile=compile, cuda_graph=cuda_graph,
-                progress=progress), quiet)
+                progress=progress, **({} if max_pixels is None else {"max_pixels": max_pixels})), quiet)
     if sample and report.extra:
         console.print(f"PSNR {report.extra['psnr']:.2f} dB (baseline {report.extra['baseline_psnr']:.2f} dB); "
                       f"grid: {report.extra['grid']}")

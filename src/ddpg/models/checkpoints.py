@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -138,11 +139,64 @@ def download(entry: CheckpointEntry, dest: Path | None = None, *, quiet: bool = 
         raise CheckpointError(f"{entry.name}: download failed ({'; '.join(errors)}); {kept}{by_hand}")
     try:
         verify_file(part, entry)
+        check_manifest(part, entry)
     except CheckpointError:
         part.unlink(missing_ok=True)
         raise
+    record_sha256(part, dest)
     os.replace(part, dest)
     return dest
+
+
+def state_manifest(name: str) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of a named prior's state dict (what its strict load needs)."""
+    return meta_state_shapes(name)
+
+
+def check_manifest(path: Path, entry: CheckpointEntry) -> None:
+    """Refuse a file whose state dict does not hold exactly the keys and shapes of ``entry``'s prior (for
+    entries of a known prior; other entries are not checked)."""
+    if entry.name not in PRIOR_NAMES:
+        return
+    shapes = {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
+    problems = shape_mismatch(state_manifest(entry.name), shapes)
+    if problems:
+        raise CheckpointError(f"{path}: not the {entry.name} prior's weights: {', '.join(problems)}")
+
+
+def sha256_record(path: Path) -> Path:
+    """Where the sha256 of a downloaded file is kept: ``<file>.sha256`` beside it in the cache."""
+    return path.with_name(path.name + ".sha256")
+
+
+def record_sha256(source: Path, dest: Path) -> None:
+    """Write the sha256 of ``source`` (soon renamed to ``dest``) to ``dest``'s record, atomically."""
+    record = sha256_record(dest)
+    tmp = record.with_name(record.name + ".part")
+    tmp.write_text(f"{sha256_file(source)}  {dest.name}\n")
+    os.replace(tmp, record)
+
+
+def verify_recorded(path: Path, entry: CheckpointEntry) -> None:
+    """Check a cached file against the sha256 recorded when it was downloaded (each file hashed once per
+    process). A file placed in the cache by hand has no record: it is checked against the prior's manifest and
+    its sha256 recorded then."""
+    record = sha256_record(path)
+    if not record.exists():
+        check_manifest(path, entry)
+        record_sha256(path, path)
+        return
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime)
+    if key in _VERIFIED:
+        return
+    expected = record.read_text().split()[0] if record.read_text().split() else ""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise CheckpointError(f"{path}: sha256 {actual} differs from the one recorded when it was downloaded "
+                              f"({expected or 'empty record'} in {record}); the file changed: delete both to "
+                              "download it again")
+    _VERIFIED.add(key)
 
 
 def _fetch(url: str, part: Path, *, quiet: bool) -> None:
@@ -198,11 +252,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unsafe or damaged pickles
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise CheckpointError(f"{path}: not a plain tensor checkpoint (refused by weights_only loading: "
-                                  f"{text})") from exc
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {text}") from exc
+        raise CheckpointError(_load_failure(path, exc)) from exc
     for key in ("state_dict", "model", "ema"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -217,6 +267,20 @@ def _strip_module(obj, path: Path) -> dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
+def _load_failure(path: Path, exc: Exception) -> str:
+    """What a failed ``torch.load(weights_only=True)`` means, without torch's advice to load the file unsafely:
+    a pickle that names code to run, bytes that are no checkpoint at all, or a damaged archive."""
+    text = str(exc)
+    detail = re.search(r"WeightsUnpickler error: (.+?)(?:\n\n|$)", text, re.S)
+    reason = " ".join((detail.group(1) if detail else text.splitlines()[0] if text else type(exc).__name__).split())
+    if "Unsupported global" in text:
+        return f"{path}: not a plain tensor checkpoint: it names code to run, which safe loading refuses ({reason})"
+    if detail:
+        return f"{path}: not a checkpoint: neither a torch archive nor a tensor pickle (random or damaged bytes: " \
+               f"{reason})"
+    return f"{path}: cannot read checkpoint (truncated or corrupt?): {reason}"
+
+
 def guess_prior(shapes: dict[str, tuple[int, ...]]) -> str | None:
     """The named prior whose parameter names and shapes equal ``shapes``, if any."""
     for name in PRIOR_NAMES:
@@ -225,27 +289,32 @@ def guess_prior(shapes: dict[str, tuple[int, ...]]) -> str | None:
     return None
 
 
+def shape_mismatch(own: dict[str, tuple[int, ...]], given: dict[str, tuple[int, ...]]) -> list[str]:
+    """How the keys and shapes ``given`` differ from a model's ``own``: missing, unexpected and mis-shaped keys
+    (each with a count and the first); empty when they fit (a class-conditional model's class count may differ)."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    misshaped = [k for k in own if k in given and given[k] != own[k]]
+    if misshaped == ["label_emb.weight"]:
+        misshaped = []
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+    if misshaped:
+        k = misshaped[0]
+        parts.append(f"{len(misshaped)} with other shapes (first: {k} {given[k]} vs {own[k]})")
+    return parts
+
+
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """``load_state_dict(strict=True)`` with an error that names the first missing, unexpected and
     mis-shaped keys and which known prior the file matches instead. Stored tensors of another floating dtype
     (float16 safetensors) are copied into the model's own dtype."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    misshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    # a class-conditional config may take its class count from the file
-    if misshaped == ["label_emb.weight"]:
-        misshaped = []
-    if missing or unexpected or misshaped:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
-        if misshaped:
-            k = misshaped[0]
-            parts.append(f"{len(misshaped)} with other shapes (first: {k} {tuple(state[k].shape)} vs "
-                         f"{tuple(own[k].shape)})")
+    parts = shape_mismatch({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                           {k: tuple(v.shape) for k, v in state.items()})
+    if parts:
         guess = guess_prior({k: tuple(v.shape) for k, v in state.items()})
         hint = f"; the file looks like the {guess!r} prior" if guess else "; it matches no known prior"
         name = getattr(model, "config", {}).get("name", "this prior")
@@ -259,6 +328,8 @@ def resolve_checkpoint(name: str, *, quiet: bool = False) -> Path:
     path = local_path(entry)
     if path.exists():
         verify_file(path, entry)
+        if not entry.bundled:
+            verify_recorded(path, entry)
         return path
     return download(entry, path, quiet=quiet)
 

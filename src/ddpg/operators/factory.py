@@ -52,14 +52,14 @@ def load_array(source, what: str) -> np.ndarray:
         if not path.is_file():
             raise OperatorError(f"{path}: {what} file not found")
         try:
-            if path.suffix == ".npy":
-                arr = np.load(path, allow_pickle=False)
-            else:
-                from PIL import Image
+            from ddpg.io import DEFAULT_MAX_PIXELS, load_npy, open_image
 
-                with Image.open(path) as im:
+            if path.suffix == ".npy":
+                arr = load_npy(path, DEFAULT_MAX_PIXELS)
+            else:
+                with open_image(path) as im:
                     arr = np.asarray(im.convert("L"), dtype=np.float64)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SyntaxError) as exc:
             raise OperatorError(f"{path}: cannot read {what}: {exc}") from exc
     else:
         arr = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
