@@ -134,13 +134,18 @@ def measure(url: str, run) -> dict:
 
 
 def offline(args, files: list[Path]) -> dict:
-    """``ddpg restore`` of ``files`` at ``--max-batch`` in this process: images/s."""
+    """``ddpg restore`` of ``files`` at ``--max-batch`` in this process, the prior loaded and warmed up first
+    (the server's is resident too): images/s."""
     from ddpg import api
+    from ddpg.api.denoisers import make_denoiser
 
+    denoiser = make_denoiser(args.prior, None, "torch", None, "cpu")
+    options = {"task": args.task, "prior": args.prior, "steps": args.steps, "batch_size": args.max_batch,
+               "denoiser": denoiser}
     with tempfile.TemporaryDirectory() as out:
+        api.restore([str(f) for f in files[: args.max_batch]], Path(out) / "warm", **options)
         t0 = time.perf_counter()
-        report = api.restore([str(f) for f in files], out, task=args.task, prior=args.prior, steps=args.steps,
-                             batch_size=args.max_batch, seed=0)
+        report = api.restore([str(f) for f in files], out, **options)
         wall = time.perf_counter() - t0
     if report.failed:
         raise RuntimeError(f"offline restore failed: {report.failed}")
@@ -184,8 +189,10 @@ def markdown(report: dict) -> str:
     a = report["args"]
     lines = [f"# ddpg serve load benchmark ({a['prior']}, {a['task']}, {a['steps']} steps, max batch "
              f"{a['max_batch']})", "", f"Machine: {report['machine']}", "", f"Command: `{report['command']}`", "",
-             f"Offline `ddpg restore` at batch {a['max_batch']}: {report['offline']['images_per_s']:.3f} images/s "
-             f"({report['offline']['images']} images in {report['offline']['wall_s']:.1f} s).", "",
+             f"Offline `ddpg restore` at batch {a['max_batch']} (prior resident, warmed up): "
+             f"{report['offline']['images_per_s']:.3f} images/s, the faster of "
+             + " and ".join(f"{r['images_per_s']:.3f}" for r in report["offline"]["runs"])
+             + " (before and after the servers).", "",
              "| policy | point | offered req/s | images/s | p50 s | p95 s | p99 s | mean batch |",
              "|---|---|---|---|---|---|---|---|"]
     for policy, points in report["policies"].items():
@@ -240,13 +247,16 @@ def main() -> None:
     images = [f.read_bytes() for f in files]
     report = {"command": shlex.join(["python", "benchmarks/bench_serve.py", *sys.argv[1:]]), "machine": args.machine,
               "args": {k: v for k, v in vars(args).items() if k not in ("machine",)}}
-    report["offline"] = offline(args, files[: 2 * args.max_batch])
-    print(json.dumps(report["offline"]), flush=True)
+    # offline is measured before and after the servers (the shared machine's load drifts); the faster is the
+    # reference, so the saturation target is judged against the harder figure
+    before = offline(args, files[: 2 * args.max_batch])
+    print("offline", json.dumps(before), flush=True)
     report["policies"] = {}
     for i, policy in enumerate(args.policies.split(",")):
-        report["policies"][policy] = run_policy(args, policy, args.port + i, images,
-                                                report["offline"]["images_per_s"])
+        report["policies"][policy] = run_policy(args, policy, args.port + i, images, before["images_per_s"])
         print(policy, json.dumps(report["policies"][policy]), flush=True)
+    after = offline(args, files[: 2 * args.max_batch])
+    report["offline"] = {**max(before, after, key=lambda r: r["images_per_s"]), "runs": [before, after]}
     if {"continuous", "request"} <= set(report["policies"]):
         report["targets"] = targets(report)
     else:

@@ -171,6 +171,33 @@ def test_shared_batch_restorations_equal_their_restore_twins_and_full_queue_is_4
     assert after[("ddpg_serve_request_seconds_count", ())] - before[("ddpg_serve_request_seconds_count", ())] == 4
 
 
+def test_observed_measurement_and_uploaded_mask_equal_their_twins(server, images, tmp_path):
+    """A measurement restored as it is (``observed``), and inpainting with a mask file sent beside the image."""
+    low = tmp_path / "low.png"
+    save_image(torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(2)), low)
+    mask = tmp_path / "mask.png"
+    keep = torch.zeros(3, 32, 32)
+    keep[:, ::2] = 1
+    save_image(keep, mask)
+    image = images / "face2.png"
+
+    async def both():
+        async with httpx.AsyncClient(timeout=WAIT_S, headers=server.headers) as client:
+            observed = client.post(server.url + "/v1/restore", files={"image": ("low.png", low.read_bytes())},
+                                   data={"task": "sr4", "observed": "true", "steps": str(STEPS), "seed": "4"})
+            masked = client.post(server.url + "/v1/restore", data={"task": "inpaint", "steps": str(STEPS)},
+                                 files={"image": ("face2.png", image.read_bytes()),
+                                        "mask": ("mask.png", mask.read_bytes())})
+            return await asyncio.gather(observed, masked)
+
+    observed, masked = asyncio.run(both())
+    assert observed.status_code == 200 and masked.status_code == 200, (observed.text, masked.text)
+    assert observed.content == twin_png(low, tmp_path / "obs", "--task", "sr4", "--observed", "--steps", str(STEPS),
+                                        "--seed", "4")
+    assert masked.content == twin_png(image, tmp_path / "mask", "--task", "inpaint", "--mask", str(mask),
+                                      "--steps", str(STEPS))
+
+
 @pytest.mark.parametrize("fields, field", [({"sigma_y": -1}, "sigma_y"), ({"method": "ddnm"}, "method"),
                                             ({"task": "sr8"}, "task"), ({"steps": "many"}, "steps"),
                                             ({"hyper": {"zeta": 2}}, "hyper"), ({"colour": "red"}, "colour"),

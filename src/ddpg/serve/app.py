@@ -171,6 +171,8 @@ async def _restore(state: ServeState, request: Request, t0: float) -> Response:
         try:
             raw, image, filename, files = await read_upload(state, request, workdir)
             fields = parse_fields(raw)
+            if len(state.scheduler.queue) >= state.scheduler.max_queue:  # refuse before the work of preparing
+                raise QueueFull(state.scheduler.retry_after_s())
             prepared = await run_in_threadpool(state.preparer.prepare, fields, image, filename, files.get("kernel"),
                                                files.get("mask"), workdir, t0)
             future = asyncio.wrap_future(state.scheduler.submit(prepared.sample))
