@@ -192,6 +192,9 @@ def write_result(prepared: Prepared, out: torch.Tensor, timing: dict) -> tuple[b
     stem = prepared.job.stem
     sidecar = json.loads((prepared.workdir / f"{stem}.json").read_text())
     sidecar["input"] = prepared.filename
+    for name in ("kernel", "mask"):  # uploaded files: their temporary paths mean nothing to the client
+        if str(sidecar["operator"].get(name, "")).startswith(str(prepared.workdir)):
+            sidecar["operator"][name] = f"uploaded {name}"
     return (prepared.workdir / f"{stem}_restored.png").read_bytes(), sidecar
 
 
