@@ -279,3 +279,11 @@ def test_sigterm_drains_requests_in_flight_refuses_new_ones_and_exits(images, tm
         assert server.proc.wait(timeout=WAIT_S) == 0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("args, message", [(["--token-file", "/nonexistent/token"], "--token-file"),
+                                           (["--policy", "eager"], "--policy"),
+                                           (["--max-batch", "8", "--engine-batch", "4"], "--engine-batch")])
+def test_bad_server_options_exit_2_naming_the_flag(args, message):
+    result = CliRunner().invoke(app, ["serve", "--prior", "gaussian", *args])
+    assert result.exit_code == 2 and message in result.output
