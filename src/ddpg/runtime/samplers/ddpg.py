@@ -112,7 +112,7 @@ def _sqrt(v: Scalar) -> Scalar:
 
 def _coef(v: Scalar, like: torch.Tensor) -> Scalar:
     """A scalar ready to multiply ``like``: a float as it is (torch rounds it to like's dtype), a per-sample
-    float64 tensor rounded to like's dtype, so both forms give the same bits."""
+    float64 tensor rounded to like's dtype, so both forms enter the product with the same value."""
     return v.to(like.dtype) if isinstance(v, torch.Tensor) else v
 
 
@@ -147,7 +147,8 @@ def guidance(x0: torch.Tensor, y: torch.Tensor, operator: Operator, k: StepScala
 def ddpg_step(x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor, operator: Operator, k: StepScalars,
               p: GuidanceParams, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pure DDPG/IDPG step: returns (x_{t'}, x̂₀, x̃). ``k``: one step's floats, or per-sample tensors
-    (:func:`stack_scalars`); either way sample i gets the same bits as a step of its own row."""
+    (:func:`stack_scalars`); on the CPU sample i gets the same bits either way (tested); on CUDA the last bit
+    may differ (a division by a Python scalar can run as a multiplication by its reciprocal there)."""
     sqrt_a, sqrt_1a = _coef(_sqrt(k.a), x), _coef(_sqrt(1 - k.a), x)
     x0 = (x - sqrt_1a * eps) / sqrt_a
     x_tilde = guidance(x0, y, operator, k, p.eta, p.scale_ls)
