@@ -378,6 +378,9 @@ def _register_optional_commands() -> None:
     app.command("build-engine")(build_engine_command)
     app.command("bench")(bench_command)
     app.command("doctor")(doctor_command)
+    from .serve import serve_command
+
+    app.command("serve")(serve_command)
 
 
 _register_optional_commands()

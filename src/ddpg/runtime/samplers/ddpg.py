@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -64,19 +64,60 @@ class GuidanceParams:
         return max(1e-4, self.sigma**2 * self.eta_tilde)
 
 
+def guidance_params(sigma_y: float, **hyper) -> GuidanceParams:
+    """Validated :class:`GuidanceParams` from σ_y and hyper-parameters named as its fields (the others keep
+    their defaults)."""
+    names = {f.name for f in fields(GuidanceParams)} - {"sigma_y"}
+    unknown = sorted(set(hyper) - names)
+    if unknown:
+        raise ConfigError(f"unknown DDPG hyper-parameter(s) {unknown}; known: {sorted(names)}")
+    mode = hyper.get("step_size_mode", 1)
+    if isinstance(mode, bool) or mode not in (0, 1, 2):
+        raise ConfigError(f"step_size_mode must be 0, 1 or 2, got {mode!r}")
+    kinds = {"step_size_mode": int, "inject_noise": bool}
+    p = GuidanceParams(float(sigma_y), **{k: kinds.get(k, float)(v) for k, v in hyper.items()})
+    p.validate()
+    return p
+
+
+Scalar = float | torch.Tensor  # a Python float, or one float64 value per sample shaped (B, 1, 1, 1)
+
+
 @dataclass(frozen=True)
 class StepScalars:
-    """Everything a step needs besides tensors, as Python floats computed before the loop."""
+    """Everything a step needs besides tensors: Python floats computed before the loop (one row of the step
+    table), or, from :func:`stack_scalars`, per-sample float64 (B, 1, 1, 1) tensors so that samples at
+    different steps share one call."""
 
-    t: int
-    t_next: int
-    a: float
-    a_next: float
-    delta: float
-    w: float
-    step: float
-    step_bp: float
-    step_ls: float
+    t: Scalar
+    t_next: Scalar
+    a: Scalar
+    a_next: Scalar
+    delta: Scalar
+    w: Scalar
+    step: Scalar
+    step_bp: Scalar
+    step_ls: Scalar
+
+
+def stack_scalars(rows: list[StepScalars], device: torch.device | str = "cpu") -> StepScalars:
+    """One StepScalars whose fields are the rows' values as float64 (B, 1, 1, 1) tensors (row i → sample i)."""
+    return StepScalars(*(torch.tensor([float(getattr(r, f.name)) for r in rows], dtype=torch.float64,
+                                      device=device).view(-1, 1, 1, 1) for f in fields(StepScalars)))
+
+
+def _sqrt(v: Scalar) -> Scalar:
+    return v.sqrt() if isinstance(v, torch.Tensor) else math.sqrt(v)
+
+
+def _coef(v: Scalar, like: torch.Tensor) -> Scalar:
+    """A scalar ready to multiply ``like``: a float as it is (torch rounds it to like's dtype), a per-sample
+    float64 tensor rounded to like's dtype, so both forms enter the product with the same value."""
+    return v.to(like.dtype) if isinstance(v, torch.Tensor) else v
+
+
+def _any(condition: bool | torch.Tensor) -> bool:
+    return bool(condition.any()) if isinstance(condition, torch.Tensor) else bool(condition)
 
 
 def step_scalars(schedule: Schedule, pairs: list[tuple[int, int]], p: GuidanceParams) -> list[StepScalars]:
@@ -92,27 +133,31 @@ def step_scalars(schedule: Schedule, pairs: list[tuple[int, int]], p: GuidancePa
 
 def guidance(x0: torch.Tensor, y: torch.Tensor, operator: Operator, k: StepScalars, eta: float,
              scale_ls: float) -> torch.Tensor:
-    """x̃ = x̂₀ − s·[s_BP(1−δ)·P_η(A x̂₀ − y) + s_LS·δ·c·Aᵀ(A x̂₀ − y)] (float32, (B,3,H,W))."""
+    """x̃ = x̂₀ − s·[s_BP(1−δ)·P_η(A x̂₀ − y) + s_LS·δ·c·Aᵀ(A x̂₀ − y)] (float32, (B,3,H,W)); ``k`` holds
+    floats or per-sample tensors (a term is computed when any sample needs it; the others get a zero factor)."""
     r = operator.A(x0) - y
     update = torch.zeros_like(x0)
-    if k.delta < 1:
-        update = update + (k.step_bp * (1 - k.delta)) * operator.pinv_eta(r, eta)
-    if k.delta > 0 and scale_ls > 0:
-        update = update + (k.step_ls * k.delta * scale_ls) * operator.At(r)
-    return x0 - k.step * update
+    if _any(k.delta < 1):
+        update = update + _coef(k.step_bp * (1 - k.delta), x0) * operator.pinv_eta(r, eta)
+    if _any(k.delta > 0) and scale_ls > 0:
+        update = update + _coef(k.step_ls * k.delta * scale_ls, x0) * operator.At(r)
+    return x0 - _coef(k.step, x0) * update
 
 
 def ddpg_step(x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor, operator: Operator, k: StepScalars,
               p: GuidanceParams, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One pure DDPG/IDPG step: returns (x_{t'}, x̂₀, x̃)."""
-    x0 = (x - math.sqrt(1 - k.a) * eps) / math.sqrt(k.a)
+    """One pure DDPG/IDPG step: returns (x_{t'}, x̂₀, x̃). ``k``: one step's floats, or per-sample tensors
+    (:func:`stack_scalars`); on the CPU sample i gets the same bits either way (tested); on CUDA the last bit
+    may differ (a division by a Python scalar can run as a multiplication by its reciprocal there)."""
+    sqrt_a, sqrt_1a = _coef(_sqrt(k.a), x), _coef(_sqrt(1 - k.a), x)
+    x0 = (x - sqrt_1a * eps) / sqrt_a
     x_tilde = guidance(x0, y, operator, k, p.eta, p.scale_ls)
     if p.inject_noise:
-        eps_hat = (x - math.sqrt(k.a) * x_tilde) / math.sqrt(1 - k.a)
-        mix = math.sqrt(p.zeta) * z + (math.sqrt(1 - p.zeta) * k.w) * eps_hat
-        x_next = math.sqrt(k.a_next) * x_tilde + math.sqrt(1 - k.a_next) * mix
+        eps_hat = (x - sqrt_a * x_tilde) / sqrt_1a
+        mix = math.sqrt(p.zeta) * z + _coef(math.sqrt(1 - p.zeta) * k.w, x) * eps_hat
+        x_next = _coef(_sqrt(k.a_next), x) * x_tilde + _coef(_sqrt(1 - k.a_next), x) * mix
     else:
-        x_next = math.sqrt(k.a_next) * x_tilde
+        x_next = _coef(_sqrt(k.a_next), x) * x_tilde
     return x_next, x0, x_tilde
 
 
@@ -160,11 +205,8 @@ def ddpg_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *
     ``denoiser(x_t, t)`` → ε; ``noise(like)`` supplies z once per step (default: N(0, I) from ``generator``);
     ``x_T`` defaults to N(0, I) from ``generator``; ``callback(step, x_t, x0)`` after every step.
     """
-    if isinstance(step_size_mode, bool) or step_size_mode not in (0, 1, 2):
-        raise ConfigError(f"step_size_mode must be 0, 1 or 2, got {step_size_mode!r}")
-    p = GuidanceParams(float(sigma_y), float(gamma), float(zeta), float(eta_tilde), float(xi),
-                       int(step_size_mode), float(scale_ls), bool(inject_noise))
-    p.validate()
+    p = guidance_params(sigma_y, gamma=gamma, zeta=zeta, eta_tilde=eta_tilde, xi=xi,
+                        step_size_mode=step_size_mode, scale_ls=scale_ls, inject_noise=inject_noise)
     schedule, y, x, noise = prepare(denoiser, operator, y, x_T, noise, generator)
     scalars = step_scalars(schedule, time_pairs(steps, schedule.num_timesteps), p)
     t_steps = [torch.full((y.shape[0],), float(k.t), device=y.device) for k in scalars]  # (B,) per step

@@ -1,0 +1,261 @@
+"""The ASGI app of ``ddpg serve`` (Starlette): restore, models, health, readiness and metrics routes over one
+:class:`Scheduler`.
+
+``POST /v1/restore`` takes a multipart upload (``image`` file; optional ``mask`` and ``kernel`` files; the
+settings as form fields) or JSON (``image`` base64; optional ``mask_png``/``kernel_npy`` base64; the settings
+as members). Settings: task, method, preset, sigma_y, steps, seed, observed, mask (box | random[:R]), hyper
+(an object), bits, response (png | json), deadline_s. It answers the restored PNG with the sidecar's metrics
+in ``X-DDPG-*`` headers, or with ``response=json`` ``{"png": base64, "sidecar": {...}}``. Errors are JSON
+``{"error": message, "field": name}``: 401 no or wrong token, 413 too many pixels or bytes, 422 a bad field,
+429 queue full (``Retry-After``), 503 shutting down, 504 deadline passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import time
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ddpg.api.settings import CLI_TASKS
+from ddpg.errors import DdpgError
+from ddpg.io import IMAGE_SUFFIXES
+
+from .jobs import (
+    FIELDS,
+    SERVED_METHODS,
+    FieldError,
+    Preparer,
+    TooLarge,
+    new_workdir,
+    parse_fields,
+    remove_workdir,
+    write_result,
+)
+from .metrics import ServeMetrics
+from .scheduler import QueueFull, Scheduler, ServeError
+
+OUTCOME_OF_STATUS = {401: "unauthorized", 413: "too_large", 422: "invalid", 429: "queue_full", 503: "draining",
+                     504: "deadline", 499: "disconnected"}
+FILE_FIELDS = {"mask_png": ("mask", ".png"), "kernel_npy": ("kernel", ".npy")}  # JSON base64 members
+
+
+def error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, **({"field": field} if field else {})}, status, headers=headers)
+
+
+class ServeState:
+    """What the routes share: the scheduler, the request builder, metrics, the token and the limits."""
+
+    def __init__(self, scheduler: Scheduler, preparer: Preparer, metrics: ServeMetrics, workroot: Path, *,
+                 token: str | None = None, max_body_bytes: int = 32 << 20, model_info: dict | None = None,
+                 test_hooks: bool = False):
+        self.scheduler, self.preparer, self.metrics, self.workroot = scheduler, preparer, metrics, workroot
+        self.token, self.max_body_bytes, self.test_hooks = token, max_body_bytes, test_hooks
+        self.model_info = model_info or {}
+        self.ready = False
+
+
+def authorized(state: ServeState, request: Request) -> bool:
+    if state.token is None:
+        return True
+    given = request.headers.get("authorization", "")
+    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), state.token.encode())
+
+
+async def read_upload(state: ServeState, request: Request, workdir: Path) -> tuple[dict, Path, str, dict]:
+    """(raw settings, image path, client file name, {"mask"/"kernel": path}) of a multipart or JSON request."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > state.max_body_bytes:
+        raise TooLarge(f"request body of {length} bytes is over this server's limit of {state.max_body_bytes}")
+    files: dict[str, Path] = {}
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_part_size=state.max_body_bytes)
+        raw: dict = {}
+        filename = "image.png"
+        for key, value in form.multi_items():
+            if hasattr(value, "read"):  # an uploaded file
+                if key not in ("image", "mask", "kernel"):
+                    raise FieldError(key, "unknown file field; send image, mask or kernel")
+                name = value.filename or f"{key}.png"
+                suffix = Path(name).suffix.lower() or ".png"
+                files[key] = workdir / f"{key}{suffix}"
+                files[key].write_bytes(await value.read())
+                if key == "image":
+                    filename = name
+            else:
+                raw[key] = value
+        if "hyper" in raw:
+            try:
+                raw["hyper"] = json.loads(raw["hyper"])
+            except json.JSONDecodeError:
+                raise FieldError("hyper", f"expected a JSON object, got {raw['hyper']!r}") from None
+    else:
+        body = await request.body()
+        if len(body) > state.max_body_bytes:
+            raise TooLarge(f"request body of {len(body)} bytes is over this server's limit of {state.max_body_bytes}")
+        try:
+            raw = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise FieldError("body", "expected multipart/form-data or a JSON object") from None
+        if not isinstance(raw, dict):
+            raise FieldError("body", "expected a JSON object")
+        filename = str(raw.pop("filename", "image.png"))
+        for key in ("image", *FILE_FIELDS):
+            if key in raw:
+                name, suffix = FILE_FIELDS.get(key, ("image", Path(filename).suffix.lower() or ".png"))
+                try:
+                    data = base64.b64decode(raw.pop(key), validate=True)
+                except (binascii.Error, TypeError, ValueError):
+                    raise FieldError(key, "expected base64 data") from None
+                files[name] = workdir / f"{name}{suffix}"
+                files[name].write_bytes(data)
+    if "image" not in files:
+        raise FieldError("image", "missing: send the image as a file field or base64")
+    if files["image"].suffix not in IMAGE_SUFFIXES:
+        raise FieldError("image", f"{filename}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return raw, files.pop("image"), filename, files
+
+
+async def wait_or_disconnect(request: Request, future: asyncio.Future) -> bool:
+    """Wait for ``future``; False (and the future left alone) if the client disconnects first."""
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    return future in done
+
+
+def restore_response(png: bytes, sidecar: dict, kind: str, queue_s: float, total_s: float) -> Response:
+    metrics = sidecar.get("metrics", {})
+    headers = {f"X-DDPG-{k.replace('_', '-').title()}": str(v) for k, v in metrics.items()}
+    headers.update({"X-DDPG-Seed": str(sidecar["seed"]), "X-DDPG-Steps": str(sidecar["steps"]),
+                    "X-DDPG-Method": sidecar["method"], "X-DDPG-Queue-S": f"{queue_s:.4f}",
+                    "X-DDPG-Total-S": f"{total_s:.4f}"})
+    if kind == "json":
+        return JSONResponse({"png": base64.b64encode(png).decode(), "sidecar": sidecar}, headers=headers)
+    return Response(png, media_type="image/png", headers=headers)
+
+
+async def restore(request: Request) -> Response:
+    state: ServeState = request.app.state.serve
+    t0 = time.monotonic()
+    response = await _restore(state, request, t0)
+    outcome = "ok" if response.status_code == 200 else OUTCOME_OF_STATUS.get(response.status_code, "error")
+    state.metrics.count(outcome)
+    if outcome == "ok":
+        state.metrics.latency.observe(time.monotonic() - t0)
+        state.metrics.images.inc()
+    return response
+
+
+async def _restore(state: ServeState, request: Request, t0: float) -> Response:
+    if state.scheduler.draining:
+        return error(503, "the server is shutting down and admits no new requests")
+    workdir = new_workdir(state.workroot)
+    try:
+        try:
+            raw, image, filename, files = await read_upload(state, request, workdir)
+            fields = parse_fields(raw)
+            if len(state.scheduler.queue) >= state.scheduler.max_queue:  # refuse before the work of preparing
+                raise QueueFull(state.scheduler.retry_after_s())
+            prepared = await run_in_threadpool(state.preparer.prepare, fields, image, filename, files.get("kernel"),
+                                               files.get("mask"), workdir, t0)
+            future = asyncio.wrap_future(state.scheduler.submit(prepared.sample))
+        except FieldError as exc:
+            return error(422, exc.message, exc.field)
+        except TooLarge as exc:
+            return error(413, str(exc))
+        except QueueFull as exc:
+            return error(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+        except ServeError as exc:
+            return error(exc.status, str(exc))
+        admitted = time.monotonic()
+        if not await wait_or_disconnect(request, future):
+            state.scheduler.cancel(prepared.sample)
+            return error(499, "the client disconnected")
+        try:
+            out = future.result()
+        except ServeError as exc:
+            return error(exc.status, str(exc))
+        total = time.monotonic() - t0
+        timing = {"queue_and_restore": round(time.monotonic() - admitted, 4),
+                  "mean_batch": round(prepared.sample.ticks_shared / max(1, len(prepared.sample.rows)), 3)}
+        png, sidecar = await run_in_threadpool(write_result, prepared, out, timing)
+        return restore_response(png, sidecar, prepared.response, admitted - t0, total)
+    except DdpgError as exc:
+        return error(500, f"restoration failed: {exc}")
+    finally:
+        remove_workdir(workdir)
+
+
+async def models(request: Request) -> Response:
+    state: ServeState = request.app.state.serve
+    return JSONResponse({"models": [{**state.model_info, "methods": list(SERVED_METHODS), "tasks": list(CLI_TASKS),
+                                     "fields": sorted(FIELDS), "max_batch": state.scheduler.max_batch,
+                                     "policy": state.scheduler.policy}]})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    state: ServeState = request.app.state.serve
+    if state.scheduler.draining:
+        return JSONResponse({"status": "draining"}, 503)
+    return JSONResponse({"status": "ready"} if state.ready else {"status": "warming up"}, 200 if state.ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    state: ServeState = request.app.state.serve
+    return Response(state.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def test_pause(request: Request) -> Response:
+    """Test hook (``--test-hooks`` only): hold (``?paused=1``) or release the engine at a tick boundary."""
+    state: ServeState = request.app.state.serve
+    state.scheduler.pause(request.query_params.get("paused", "1") == "1")
+    return JSONResponse({"queued": len(state.scheduler.queue), "active": len(state.scheduler.active)})
+
+
+def make_app(state: ServeState) -> BearerAuth:
+    routes = [Route("/v1/restore", restore, methods=["POST"]), Route("/v1/models", models),
+              Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    if state.test_hooks:
+        routes.append(Route("/test/pause", test_pause, methods=["POST"]))
+    app = Starlette(routes=routes)
+    app.state.serve = state
+    return BearerAuth(app, state)
+
+
+class BearerAuth:
+    """ASGI wrapper: with a token, every route but ``/healthz`` needs ``Authorization: Bearer TOKEN`` (401)."""
+
+    def __init__(self, app: Starlette, state: ServeState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/healthz" and \
+                not authorized(self.state, Request(scope)):
+            if scope["path"] == "/v1/restore":
+                self.state.metrics.count("unauthorized")
+            response = error(401, "missing or wrong bearer token (Authorization: Bearer ...)",
+                             headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

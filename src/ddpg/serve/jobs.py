@@ -1,0 +1,206 @@
+"""A restore request as ``ddpg restore`` would run it: settings checked field by field, the upload loaded,
+padded and degraded by the same code as ``ddpg restore`` (its plan and ``_prepare``), and the result written
+by the same ``_write`` (PNG and sidecar), so a served restoration equals its ``ddpg restore`` twin of one
+input with the same seed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ddpg.api.denoisers import prior_record, size_multiple
+from ddpg.api.report import versions
+from ddpg.api.restoration import _Job, _Plan, _prepare, _write
+from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
+from ddpg.errors import DdpgError
+from ddpg.runtime.samplers.ddpg import guidance_params
+
+from .scheduler import Sample, start_sample
+
+SERVED_METHODS = ("ddpg", "idpg")  # methods whose step the scheduler batches per sample
+RESPONSES = ("png", "json")
+# the request's fields: type, and the ddpg restore flag its library errors name
+FIELDS = {"task": str, "method": str, "preset": str, "sigma_y": float, "steps": int, "seed": int,
+          "observed": bool, "mask": str, "hyper": dict, "bits": int, "response": str, "deadline_s": float}
+FLAG_OF_FIELD = {"task": "--task", "method": "--method", "preset": "--preset", "sigma_y": "--sigma-y",
+                 "steps": "--steps", "hyper": "--hyper", "mask": "--mask", "kernel": "--kernel"}
+MAX_OPERATORS = 32  # operators kept for reuse (one per task, size and mask or kernel); the oldest dropped
+
+
+class FieldError(DdpgError):
+    """A request field that is missing or invalid (HTTP 422)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+class TooLarge(DdpgError):
+    """An upload over the pixel or byte limit (HTTP 413)."""
+
+
+@dataclass
+class Prepared:
+    """A request ready for the scheduler, and what its response needs."""
+
+    job: _Job
+    plan: _Plan
+    sample: Sample
+    workdir: Path
+    response: str
+    filename: str
+
+
+def parse_fields(raw: dict) -> dict:
+    """Request settings (JSON values or multipart strings) converted to their types; FieldError names the
+    first bad one. Unknown fields are refused, so a typo does not silently fall back to a default."""
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise FieldError(unknown[0], f"unknown field; known: {', '.join(sorted(FIELDS))}")
+    out: dict = {}
+    for name, value in raw.items():
+        if value is None or value == "":
+            continue
+        kind = FIELDS[name]
+        try:
+            if kind is bool:
+                text = str(value).lower()
+                if text not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[name] = text in ("true", "1")
+            elif kind is dict:
+                out[name] = json.loads(value) if isinstance(value, str) else value
+                if not isinstance(out[name], dict):
+                    raise ValueError
+            elif kind is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                out[name] = int(value)
+            else:
+                out[name] = kind(value)
+        except (TypeError, ValueError):
+            raise FieldError(name, f"expected {'an object' if kind is dict else kind.__name__}, got {value!r}") \
+                from None
+    if out.get("seed", 0) < 0:
+        raise FieldError("seed", f"must be >= 0, got {out['seed']}")
+    if out.get("bits", 8) not in (8, 16):
+        raise FieldError("bits", f"must be 8 or 16, got {out['bits']}")
+    if out.get("response", "png") not in RESPONSES:
+        raise FieldError("response", f"must be png or json, got {out['response']!r}")
+    if not out.get("deadline_s", 1) > 0:
+        raise FieldError("deadline_s", f"must be > 0, got {out['deadline_s']}")
+    return out
+
+
+def field_of(exc: DdpgError, default: str) -> str:
+    """The request field a library error is about (it names the ``ddpg restore`` flag), else ``default``."""
+    text = str(exc)
+    for name, flag in FLAG_OF_FIELD.items():
+        if flag in text or text.startswith(f"unknown {name}") or text.startswith(f"{name} "):
+            return name
+    return default
+
+
+def check_pixels(path: Path, filename: str, max_pixels: int) -> None:
+    """Refuse an image over ``max_pixels`` from its header, before decoding it (TooLarge)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError):
+        raise FieldError("image", f"{filename}: cannot read image (not a PNG/JPEG/... file)") from None
+    if w * h > max_pixels:
+        raise TooLarge(f"image: {w}×{h} = {w * h} pixels is over this server's limit of {max_pixels}")
+
+
+class Preparer:
+    """Builds requests into samples for one denoiser (the server's prior on its device)."""
+
+    def __init__(self, denoiser, prior: str, device: str, *, max_pixels: int, default_deadline_s: float | None):
+        self.denoiser, self.prior, self.device = denoiser, prior, device
+        self.max_pixels, self.default_deadline_s = max_pixels, default_deadline_s
+        self.multiple = size_multiple(denoiser)
+        self.prior_record = prior_record(prior, None, getattr(denoiser, "backend", "torch"), None, denoiser)
+        self.versions = versions(device)
+        self.operators: dict = {}  # shared by every request, so equal operators group in one guidance call
+
+    def prepare(self, fields: dict, image: Path, filename: str, kernel: Path | None, mask_file: Path | None,
+                workdir: Path, now: float) -> Prepared:
+        """The upload ``image`` (in ``workdir``) as a sample; FieldError/TooLarge for a bad request."""
+        check_pixels(image, filename, self.max_pixels)
+        settings = self._settings(fields)
+        mask = str(mask_file) if mask_file is not None else fields.get("mask")
+        try:
+            mask_spec = parse_mask(mask)
+        except DdpgError as exc:
+            raise FieldError("mask", str(exc)) from None
+        seed = fields.get("seed", 0)
+        record = {"task": settings.task, "method": settings.method, "preset": settings.preset,
+                  "prior": self.prior_record, "steps": settings.steps, "hyper": settings.hyper, "base_seed": seed,
+                  "device": self.device, "bits": fields.get("bits", 8), "batch_size": 1, "versions": self.versions,
+                  "speed": {"precision": "fp32", "compile": False, "cuda_graph": False, "cudnn_autotune": False}}
+        plan = _Plan(settings, self.denoiser, self.device, workdir, seed, fields.get("observed", False),
+                     fields.get("sigma_y"), mask, mask_spec, None if kernel is None else str(kernel), False, None,
+                     self.multiple, False, fields.get("bits", 8), record, operators=self.operators)
+        try:
+            job = _prepare(plan, 0, image)
+        except DdpgError as exc:
+            raise FieldError(field_of(exc, "image"), str(exc).replace(str(image), filename)) from None
+        while len(self.operators) > MAX_OPERATORS:
+            self.operators.pop(next(iter(self.operators)))
+        params = guidance_params(job.restorer.sigma_y, inject_noise=settings.method == "ddpg",
+                                 **{k: v for k, v in settings.hyper.items() if k not in ("select_candidates", "n_max")})
+        deadline_s = fields.get("deadline_s", self.default_deadline_s)
+        sample = start_sample(self.denoiser, job.restorer.operator, job.y, params, settings.steps, job.seed,
+                              (job.key, params), None if deadline_s is None else now + deadline_s)
+        return Prepared(job, plan, sample, workdir, fields.get("response", "png"), filename)
+
+    def _settings(self, fields: dict):
+        try:
+            settings = resolve_settings(fields.get("task"), fields.get("method"), fields.get("preset"), self.prior,
+                                        fields.get("sigma_y"), fields.get("steps"))
+        except DdpgError as exc:
+            raise FieldError(field_of(exc, "preset"), str(exc)) from None
+        if settings.method not in SERVED_METHODS:
+            raise FieldError("method", f"{settings.method}: `ddpg serve` batches the steps of "
+                             f"{' and '.join(SERVED_METHODS)}; restore with {settings.method} by `ddpg restore`")
+        try:
+            settings = apply_hyper(settings, fields.get("hyper"), False)
+        except DdpgError as exc:
+            raise FieldError("hyper", str(exc)) from None
+        if settings.hyper.get("select_candidates"):
+            raise FieldError("hyper", "select_candidates: `ddpg serve` does not batch DDPG's candidate selection")
+        schedule = getattr(self.denoiser, "schedule", None)
+        if schedule is not None and settings.steps > len(schedule.betas):
+            raise FieldError("steps", f"{settings.steps} exceeds the prior's {len(schedule.betas)} diffusion steps")
+        try:
+            guidance_params(settings.sigma_y, **{k: v for k, v in settings.hyper.items()
+                                                 if k not in ("select_candidates", "n_max")})
+        except DdpgError as exc:
+            raise FieldError("sigma_y" if "sigma_y" in str(exc) else "hyper", str(exc)) from None
+        return settings
+
+
+def write_result(prepared: Prepared, out: torch.Tensor, timing: dict) -> tuple[bytes, dict]:
+    """(restored PNG bytes, sidecar) written by ``ddpg restore``'s own writer into the request's folder."""
+    _write(prepared.plan, prepared.job, out, timing)
+    stem = prepared.job.stem
+    sidecar = json.loads((prepared.workdir / f"{stem}.json").read_text())
+    sidecar["input"] = prepared.filename
+    for name in ("kernel", "mask"):  # uploaded files: their temporary paths mean nothing to the client
+        if str(sidecar["operator"].get(name, "")).startswith(str(prepared.workdir)):
+            sidecar["operator"][name] = f"uploaded {name}"
+    return (prepared.workdir / f"{stem}_restored.png").read_bytes(), sidecar
+
+
+def new_workdir(root: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix="req-", dir=root))
+
+
+def remove_workdir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,281 @@
+"""Step-level continuous batching: one engine loop per (prior, device) runs every restoration in flight.
+
+Each :class:`Sample` carries its own step index, its own rows of the DDPG step table and its own seeded noise
+stream. A tick runs one denoiser call over all active samples of an image size (padded to ``engine_batch``
+rows when the engine needs a fixed batch), then :func:`ddpg_step` — the eager sampler's step — once per group
+of samples sharing an operator and guidance parameters, with per-sample scalars. New samples join at the
+next tick boundary; finished, cancelled and overdue samples leave there, so a sample's result does not
+depend on what else shared its ticks (bit for bit where the denoiser and operators are batch-invariant).
+
+Policies (the same loop, for comparison): ``continuous`` (admit at every tick), ``request`` (request-level
+batching: wait up to ``batch_wait_s`` to fill a batch, then run it to the end before admitting more) and
+``single`` (one request at a time).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from ddpg.errors import DdpgError
+from ddpg.operators.base import Operator
+from ddpg.runtime.restorer import seeded_start
+from ddpg.runtime.samplers.ddpg import (
+    GuidanceParams,
+    NoiseSource,
+    StepScalars,
+    ddpg_step,
+    prepare,
+    stack_scalars,
+    step_scalars,
+)
+from ddpg.runtime.schedule import time_pairs
+
+POLICIES = ("continuous", "request", "single")
+
+
+class ServeError(DdpgError):
+    """A request the scheduler cannot take or finish; ``status`` is its HTTP status."""
+
+    status = 500
+
+
+class QueueFull(ServeError):
+    status = 429
+
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"the queue is full; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class Draining(ServeError):
+    status = 503
+
+
+class DeadlineExceeded(ServeError):
+    status = 504
+
+
+class Cancelled(ServeError):
+    status = 499  # the client went away
+
+
+@dataclass(eq=False)
+class Sample:
+    """One restoration in flight: x_t (1,3,H,W) float32, y (1,C,h,w) float32, its step rows and noise."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    operator: Operator
+    params: GuidanceParams
+    rows: list[StepScalars]
+    noise: NoiseSource
+    group: Hashable  # samples with equal groups share one guidance call (same operator and params)
+    deadline: float | None = None  # time.monotonic() after which the sample is dropped
+    future: Future = field(default_factory=Future)
+    index: int = 0  # the next step
+    x0: torch.Tensor | None = None
+    x_tilde: torch.Tensor | None = None
+    ticks_shared: int = 0  # sum over its steps of the samples in the same denoiser call
+
+    @property
+    def result(self) -> torch.Tensor:
+        """The restoration (3,H,W) float32, [-1, 1] scale: the last x̃ when σ = 0, else the last x̂₀."""
+        return (self.x_tilde if self.params.sigma == 0 else self.x0)[0]
+
+
+def start_sample(denoiser, operator: Operator, y: torch.Tensor, params: GuidanceParams, steps: int, seed: int,
+                 group: Hashable, deadline: float | None = None) -> Sample:
+    """A sample that replays ``ddpg_sample`` of ``Restorer.restore(y, [seed])``: the same x_T, step table and
+    per-step noise (each drawn from the seed's sampling stream). ``y``: (1,C,h,w) on the denoiser's device."""
+    x_T, noise = seeded_start([seed], operator.img_size, y.device)
+    schedule, y, x, noise = prepare(denoiser, operator, y, x_T, noise, None)
+    rows = step_scalars(schedule, time_pairs(steps, schedule.num_timesteps), params)
+    return Sample(x, y, operator, params, rows, noise, group, deadline)
+
+
+class Scheduler:
+    """The engine loop, in its own thread. ``submit`` returns the sample's future (result: (3,H,W) CPU)."""
+
+    def __init__(self, denoiser, *, max_batch: int = 8, max_queue: int = 64, policy: str = "continuous",
+                 batch_wait_s: float = 0.05, engine_batch: int | None = None, metrics=None):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if max_batch < 1 or max_queue < 0 or (engine_batch is not None and engine_batch < max_batch):
+            raise ValueError("need max_batch >= 1, max_queue >= 0 and engine_batch >= max_batch")
+        self.denoiser, self.policy, self.metrics = denoiser, policy, metrics
+        self.max_batch = 1 if policy == "single" else max_batch
+        self.max_queue, self.batch_wait_s, self.engine_batch = max_queue, batch_wait_s, engine_batch
+        self.queue: deque[tuple[float, Sample]] = deque()  # (arrival time, sample)
+        self.active: list[Sample] = []
+        self.draining = False
+        self.tick_s = 0.0  # moving average of a tick's seconds, for Retry-After
+        self._cv = threading.Condition()
+        self._paused = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="ddpg-engine", daemon=True)
+        self._thread.start()
+
+    # --- the client side ---------------------------------------------------------------------------------
+
+    def submit(self, sample: Sample) -> Future:
+        with self._cv:
+            if self.draining or self._stop:
+                raise Draining("the server is shutting down and admits no new requests")
+            if len(self.queue) >= self.max_queue:
+                raise QueueFull(self.retry_after_s())
+            self.queue.append((time.monotonic(), sample))
+            self._changed()
+        return sample.future
+
+    def cancel(self, sample: Sample) -> None:
+        """Free a sample's place (queued: at once; active: at the next tick boundary)."""
+        with self._cv:
+            for entry in self.queue:
+                if entry[1] is sample:
+                    self.queue.remove(entry)
+                    break
+            else:
+                if sample in self.active:
+                    self.active.remove(sample)
+            self._fail(sample, Cancelled("the client disconnected"))
+            self._changed()
+
+    def retry_after_s(self) -> int:
+        """Seconds until a queued place is likely free: one restoration's length at the recent tick rate."""
+        steps = max((len(s.rows) - s.index for s in self.active), default=0)
+        return max(1, math.ceil(self.tick_s * steps))
+
+    def pause(self, paused: bool) -> None:
+        """Hold the loop at the next tick boundary (test hook: makes queue states reproducible)."""
+        with self._cv:
+            self._paused = paused
+            self._cv.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Stop admitting; wait up to ``timeout_s`` for the queued and active samples to finish; True if all did."""
+        end = time.monotonic() + timeout_s
+        with self._cv:
+            self.draining = True
+            while self.queue or self.active:
+                if not self._cv.wait(timeout=max(0.0, end - time.monotonic())) and time.monotonic() >= end:
+                    return False
+            return True
+
+    def close(self) -> None:
+        """Stop the loop; samples still queued or active fail with Draining."""
+        with self._cv:
+            self._stop = True
+            for _, s in self.queue:
+                self._fail(s, Draining("the server stopped before this request finished"))
+            for s in self.active:
+                self._fail(s, Draining("the server stopped before this request finished"))
+            self.queue.clear()
+            self.active.clear()
+            self._changed()
+        self._thread.join(timeout=30)
+
+    # --- the engine side ---------------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Publish the queue state (callers hold the lock) and wake the loop and drain waiters."""
+        if self.metrics is not None:
+            self.metrics.set_depths(len(self.queue), len(self.active))
+        self._cv.notify_all()
+
+    @staticmethod
+    def _fail(sample: Sample, exc: Exception) -> None:
+        if not sample.future.done():
+            sample.future.set_exception(exc)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and (self._paused or not (self.queue or self.active)):
+                    self._cv.wait()
+                if self._stop:
+                    return
+                self._admit()
+                self._drop_overdue()
+                batch = list(self.active)
+            if batch:
+                self._tick(batch)
+
+    def _admit(self) -> None:
+        """Move queued samples into the active set at this boundary, as the policy allows (holding the lock)."""
+        if self.policy == "request":
+            if self.active:
+                return  # run the batch to its end
+            while (self.queue and len(self.queue) < self.max_batch and not self._stop and not self._paused
+                   and time.monotonic() < self.queue[0][0] + self.batch_wait_s):
+                self._cv.wait(timeout=self.queue[0][0] + self.batch_wait_s - time.monotonic())
+        while self.queue and len(self.active) < self.max_batch:
+            self.active.append(self.queue.popleft()[1])
+        self._changed()
+
+    def _drop_overdue(self) -> None:
+        now = time.monotonic()
+        for where in (self.active, [s for _, s in self.queue]):
+            for s in [s for s in where if s.deadline is not None and now > s.deadline]:
+                self._fail(s, DeadlineExceeded("the request's deadline passed before its restoration finished"))
+        self.active = [s for s in self.active if not s.future.done()]
+        self.queue = deque(e for e in self.queue if not e[1].future.done())
+
+    def _tick(self, batch: list[Sample]) -> None:
+        """One step of every sample in ``batch``: a denoiser call per image size, a guidance call per group."""
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                advance(self.denoiser, batch, self.engine_batch)
+        except (DdpgError, RuntimeError, ValueError) as exc:  # e.g. out of memory: these samples fail
+            for s in batch:
+                self._fail(s, ServeError(f"restoration failed: {exc}"))
+        seconds = time.perf_counter() - t0
+        self.tick_s = seconds if self.tick_s == 0 else 0.8 * self.tick_s + 0.2 * seconds
+        with self._cv:
+            for s in batch:
+                if not s.future.done() and s.index == len(s.rows):
+                    s.future.set_result(s.result.cpu())
+            self.active = [s for s in self.active if not s.future.done()]
+            self._changed()
+        if self.metrics is not None:
+            self.metrics.observe_tick(len(batch), seconds)
+
+def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) -> None:
+    """One step of every sample (each at its own step index): a denoiser call per image size over its
+    samples (padded to ``engine_batch`` rows when given), then :func:`ddpg_step` per group with per-sample
+    scalars and each sample's own z. Finished samples must have left ``samples``."""
+    for same_size in _grouped(samples, lambda s: tuple(s.x.shape[-2:])):
+        x = torch.cat([s.x for s in same_size])
+        t = torch.tensor([float(s.rows[s.index].t) for s in same_size], device=x.device)
+        if engine_batch is not None and len(same_size) < engine_batch:  # fixed-batch engines
+            pad = engine_batch - len(same_size)
+            x = torch.cat([x, x[:1].expand(pad, -1, -1, -1)])
+            t = torch.cat([t, t[:1].expand(pad)])
+        eps = denoiser(x, t).float()
+        position = {id(s): i for i, s in enumerate(same_size)}
+        for members in _grouped(same_size, lambda s: s.group):
+            first = members[0]
+            rows = stack_scalars([s.rows[s.index] for s in members], x.device)
+            z = torch.cat([s.noise(s.x) for s in members])  # every step draws z, as the eager sampler does
+            x_next, x0, x_tilde = ddpg_step(torch.cat([s.x for s in members]), eps[[position[id(s)] for s in members]],
+                                            torch.cat([s.y for s in members]), first.operator, rows, first.params, z)
+            for j, s in enumerate(members):
+                s.x, s.x0, s.x_tilde = x_next[j:j + 1], x0[j:j + 1], x_tilde[j:j + 1]
+                s.index += 1
+                s.ticks_shared += len(same_size)
+
+
+def _grouped(samples: list[Sample], key) -> list[list[Sample]]:
+    """``samples`` split by ``key``, groups in order of first appearance, members in order."""
+    groups: dict = {}
+    for s in samples:
+        groups.setdefault(key(s), []).append(s)
+    return list(groups.values())

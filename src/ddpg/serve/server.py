@@ -1,0 +1,139 @@
+"""Run ``ddpg serve``: load the prior once on its device, warm it up, and serve the app with uvicorn.
+
+SIGTERM (or a first Ctrl-C) drains: new restore requests get 503 and ``/readyz`` says draining, the queued
+and active samples finish within ``drain_timeout_s`` (those left then get 503), and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import uvicorn
+
+from ddpg.api.denoisers import check_device, check_engine_prior, make_denoiser
+from ddpg.errors import ConfigError
+
+from .app import ServeState, make_app
+from .jobs import Preparer
+from .metrics import ServeMetrics
+from .scheduler import POLICIES, Scheduler
+
+log = logging.getLogger("ddpg")
+
+
+@dataclass
+class ServeOptions:
+    """Everything ``ddpg serve`` takes (see the CLI's help for each)."""
+
+    prior: str | None = "face64"
+    backend: str = "torch"
+    engine: str | None = None
+    device: str = "cpu"
+    class_label: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 8
+    max_queue: int = 64
+    engine_batch: int | None = None
+    policy: str = "continuous"
+    batch_wait_ms: float = 50.0
+    max_pixels: int = 1 << 20
+    max_body_bytes: int = 32 << 20
+    request_timeout_s: float | None = 600.0
+    drain_timeout_s: float = 30.0
+    token_file: str | None = None
+    test_hooks: bool = False
+
+
+def read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"--token-file {path}: cannot read it ({exc.strerror or exc})") from exc
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(f"--token-file {path}: expected one token without spaces")
+    return token
+
+
+def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
+    """Check the options, load the denoiser and build the scheduler, request builder and metrics."""
+    check_device(opts.device)
+    if opts.policy not in POLICIES:
+        raise ConfigError(f"--policy {opts.policy!r}: choose one of {', '.join(POLICIES)}")
+    if opts.max_batch < 1 or opts.max_queue < 0 or opts.max_pixels < 1:
+        raise ConfigError("--max-batch and --max-pixels must be >= 1, --max-queue >= 0")
+    if opts.engine_batch is not None and opts.engine_batch < opts.max_batch:
+        raise ConfigError(f"--engine-batch {opts.engine_batch} is below --max-batch {opts.max_batch}")
+    token = read_token(opts.token_file) if opts.token_file else None
+    if opts.backend == "torch":
+        denoiser = make_denoiser(opts.prior, None, "torch", None, opts.device, opts.class_label)
+        prior = opts.prior
+    else:
+        denoiser = make_denoiser(None, None, opts.backend, opts.engine, opts.device, opts.class_label)
+        prior = check_engine_prior(denoiser, None)
+    metrics = ServeMetrics(opts.max_batch)
+    scheduler = Scheduler(denoiser, max_batch=opts.max_batch, max_queue=opts.max_queue, policy=opts.policy,
+                          batch_wait_s=opts.batch_wait_ms / 1000, engine_batch=opts.engine_batch, metrics=metrics)
+    preparer = Preparer(denoiser, prior, opts.device, max_pixels=opts.max_pixels,
+                        default_deadline_s=opts.request_timeout_s)
+    info = {"prior": prior, "backend": opts.backend, "device": opts.device,
+            "image_size": (getattr(denoiser, "config", {}) or {}).get("image_size")}
+    return ServeState(scheduler, preparer, metrics, workroot, token=token, max_body_bytes=opts.max_body_bytes,
+                      model_info=info, test_hooks=opts.test_hooks)
+
+
+def warm_up(state: ServeState) -> None:
+    """One denoiser call at the full batch (kernels chosen, memory reserved), then ready."""
+    size = state.model_info.get("image_size") or 64
+    batch = state.scheduler.engine_batch or state.scheduler.max_batch
+    device = state.preparer.device
+    with torch.no_grad():
+        state.scheduler.denoiser(torch.zeros(batch, 3, size, size, device=device),
+                                 torch.full((batch,), 500.0, device=device))
+    state.ready = True
+    log.info("ddpg serve: ready")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn with a draining first SIGTERM/SIGINT (a second SIGINT exits at once)."""
+
+    def __init__(self, config: uvicorn.Config, state: ServeState, drain_timeout_s: float):
+        super().__init__(config)
+        self.serve_state, self.drain_timeout_s = state, drain_timeout_s
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self._draining:
+            if sig == signal.SIGINT:
+                super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self.serve_state.scheduler.draining = True  # new requests get 503 from now on
+        threading.Thread(target=self._drain, name="ddpg-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        scheduler = self.serve_state.scheduler
+        if not scheduler.drain(self.drain_timeout_s):
+            log.warning("ddpg serve: drain bound of %.0f s passed; failing the requests left", self.drain_timeout_s)
+            scheduler.close()
+        self.should_exit = True
+
+
+def serve(opts: ServeOptions) -> None:
+    """Serve until SIGTERM/SIGINT; returns after the drain."""
+    with tempfile.TemporaryDirectory(prefix="ddpg-serve-") as workroot:
+        state = build_state(opts, Path(workroot))
+        config = uvicorn.Config(make_app(state), host=opts.host, port=opts.port, log_level="warning",
+                                timeout_graceful_shutdown=10, lifespan="off")
+        server = DrainingServer(config, state, opts.drain_timeout_s)
+        threading.Thread(target=warm_up, args=(state,), name="ddpg-warmup", daemon=True).start()
+        try:
+            server.run()
+        finally:
+            state.scheduler.close()

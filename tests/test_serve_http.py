@@ -1,0 +1,289 @@
+"""``ddpg serve`` as a real uvicorn server in a subprocess (Gaussian prior, 32-px images, few steps), talked to
+with httpx: shared-batch restorations equal their ``ddpg restore`` twins byte for byte; 401/413/422/429, a
+deadline, a client that disconnects, the SIGTERM drain; ``/metrics`` parses and its counters match.
+
+No test waits on timing: the engine is held at a tick boundary with the server's test hook
+(``--test-hooks``: ``POST /test/pause``) and each test waits for the queue state it needs in ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from ddpg.cli.main import app
+from ddpg.io import save_image
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TOKEN = "s3cret-token"
+STEPS = 6
+WAIT_S = 120  # the most any wait for a server state may take before the test fails
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, tmp: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "ddpg", "serve", "--prior", "gaussian", "--port", str(self.port),
+               "--test-hooks", "-q", *extra]
+        self.log = open(tmp / f"server-{self.port}.log", "w")  # noqa: SIM115 (closed in stop)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.headers = {"Authorization": f"Bearer {TOKEN}"} if "--token-file" in extra else {}
+        self.wait_until(lambda: httpx.get(self.url + "/readyz", headers=self.headers).status_code == 200)
+
+    def wait_until(self, condition) -> None:
+        end = time.monotonic() + WAIT_S
+        while time.monotonic() < end:
+            assert self.proc.poll() is None, f"the server exited: {Path(self.log.name).read_text()}"
+            try:
+                if condition():
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server state not reached in {WAIT_S} s")
+
+    def metrics(self) -> dict:
+        text = httpx.get(self.url + "/metrics", headers=self.headers).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def queued(self) -> float:
+        return self.metrics()[("ddpg_serve_queue_depth", ())]
+
+    def pause(self, paused: bool) -> None:
+        httpx.post(self.url + "/test/pause", params={"paused": "1" if paused else "0"}, headers=self.headers)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    gen = torch.Generator().manual_seed(1)
+    for i in range(3):
+        save_image(torch.rand(3, 32, 32, generator=gen), folder / f"face{i}.png")
+    save_image(torch.rand(3, 40, 40, generator=gen), folder / "big.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    (tmp / "token").write_text(TOKEN + "\n")
+    proc = ServerProcess(tmp, "--max-batch", "4", "--max-queue", "3", "--max-pixels", str(32 * 32),
+                         "--token-file", str(tmp / "token"))
+    yield proc
+    proc.stop()
+
+
+def counter(metrics: dict, outcome: str) -> float:
+    return metrics[("ddpg_serve_requests_total", (("outcome", outcome),))]
+
+
+def twin_png(image: Path, out: Path, *args: str) -> bytes:
+    """The restored PNG of ``ddpg restore image`` with the same settings."""
+    result = CliRunner().invoke(app, ["restore", str(image), "-o", str(out), "--prior", "gaussian", "-q", *args])
+    assert result.exit_code == 0, result.output
+    return (out / f"{image.stem}_restored.png").read_bytes()
+
+
+async def post(server: ServerProcess, image: Path, **fields) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=WAIT_S, headers=server.headers) as client:
+        if fields.pop("as_json", False):
+            body = {"image": base64.b64encode(image.read_bytes()).decode(), "filename": image.name, **fields}
+            return await client.post(server.url + "/v1/restore", json=body)
+        data = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
+        return await client.post(server.url + "/v1/restore", data=data,
+                                 files={"image": (image.name, image.read_bytes(), "image/png")})
+
+
+def test_shared_batch_restorations_equal_their_restore_twins_and_full_queue_is_429(server, images, tmp_path):
+    """Three requests (different seeds, tasks, methods, σ_y, one as JSON) queue while the engine is held, so
+    they start together and share every tick; a fourth finds the queue full. A fifth arrives while the three
+    run. Each equals ``ddpg restore`` with its settings."""
+    jobs = [({"task": "sr4", "seed": 3, "steps": STEPS}, ["--task", "sr4", "--seed", "3", "--steps", str(STEPS)]),
+            ({"task": "deblur_gauss", "seed": 8, "steps": STEPS + 2, "sigma_y": 0.1, "method": "idpg"},
+             ["--task", "deblur_gauss", "--seed", "8", "--steps", str(STEPS + 2), "--sigma-y", "0.1",
+              "--method", "idpg"]),
+            ({"task": "inpaint", "seed": 5, "steps": STEPS, "mask": "random:0.5", "as_json": True,
+              "response": "json"},
+             ["--task", "inpaint", "--seed", "5", "--steps", str(STEPS), "--mask", "random:0.5"])]
+    late = ({"task": "sr4", "seed": 11, "steps": STEPS, "hyper": {"zeta": 0.3}},
+            ["--task", "sr4", "--seed", "11", "--steps", str(STEPS), "--hyper", "zeta=0.3"])
+    files = [images / f"face{i}.png" for i in range(3)]
+
+    async def scenario():
+        server.pause(True)
+        held = [asyncio.ensure_future(post(server, f, **dict(fields)))
+                for f, (fields, _) in zip(files, jobs, strict=True)]
+        while server.queued() < 3:
+            await asyncio.sleep(0.05)
+        refused = await post(server, files[0], task="sr4", steps=STEPS)
+        server.pause(False)
+        later = asyncio.ensure_future(post(server, files[1], **late[0]))
+        return refused, await asyncio.gather(*held), await later
+
+    before = server.metrics()
+    refused, responses, later = asyncio.run(scenario())
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    for i, (response, (fields, args)) in enumerate(zip(responses, jobs, strict=True)):
+        assert response.status_code == 200, response.text
+        if fields.get("response") == "json":
+            payload = response.json()
+            png = base64.b64decode(payload["png"])
+            assert payload["sidecar"]["seed"] == fields["seed"] and "psnr" in payload["sidecar"]["metrics"]
+            assert payload["sidecar"]["timings_s"]["mean_batch"] > 1  # it shared its ticks
+        else:
+            png = response.content
+            assert response.headers["content-type"] == "image/png"
+            assert float(response.headers["X-DDPG-Psnr"]) > 0
+        assert png == twin_png(files[i], tmp_path / f"twin{i}", *args)
+    assert later.status_code == 200 and later.content == twin_png(files[1], tmp_path / "late", *late[1])
+    after = server.metrics()
+    assert counter(after, "ok") - counter(before, "ok") == 4
+    assert counter(after, "queue_full") - counter(before, "queue_full") == 1
+    assert after[("ddpg_serve_images_restored_total", ())] - before[("ddpg_serve_images_restored_total", ())] == 4
+    assert after[("ddpg_serve_request_seconds_count", ())] - before[("ddpg_serve_request_seconds_count", ())] == 4
+
+
+def test_observed_measurement_and_uploaded_mask_equal_their_twins(server, images, tmp_path):
+    """A measurement restored as it is (``observed``), and inpainting with a mask file sent beside the image."""
+    low = tmp_path / "low.png"
+    save_image(torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(2)), low)
+    mask = tmp_path / "mask.png"
+    keep = torch.zeros(3, 32, 32)
+    keep[:, ::2] = 1
+    save_image(keep, mask)
+    image = images / "face2.png"
+
+    async def both():
+        async with httpx.AsyncClient(timeout=WAIT_S, headers=server.headers) as client:
+            observed = client.post(server.url + "/v1/restore", files={"image": ("low.png", low.read_bytes())},
+                                   data={"task": "sr4", "observed": "true", "steps": str(STEPS), "seed": "4"})
+            masked = client.post(server.url + "/v1/restore", data={"task": "inpaint", "steps": str(STEPS)},
+                                 files={"image": ("face2.png", image.read_bytes()),
+                                        "mask": ("mask.png", mask.read_bytes())})
+            return await asyncio.gather(observed, masked)
+
+    observed, masked = asyncio.run(both())
+    assert observed.status_code == 200 and masked.status_code == 200, (observed.text, masked.text)
+    assert observed.content == twin_png(low, tmp_path / "obs", "--task", "sr4", "--observed", "--steps", str(STEPS),
+                                        "--seed", "4")
+    assert masked.content == twin_png(image, tmp_path / "mask", "--task", "inpaint", "--mask", str(mask),
+                                      "--steps", str(STEPS))
+
+
+@pytest.mark.parametrize("fields, field", [({"sigma_y": -1}, "sigma_y"), ({"method": "ddnm"}, "method"),
+                                            ({"task": "sr8"}, "task"), ({"steps": "many"}, "steps"),
+                                            ({"hyper": {"zeta": 2}}, "hyper"), ({"colour": "red"}, "colour"),
+                                            ({"seed": -3}, "seed")])
+def test_bad_settings_are_422_naming_the_field(server, images, fields, field):
+    before = counter(server.metrics(), "invalid")
+    response = asyncio.run(post(server, images / "face0.png", **{"steps": STEPS, **fields}))
+    assert response.status_code == 422 and response.json()["field"] == field, response.text
+    assert counter(server.metrics(), "invalid") == before + 1
+
+
+def test_too_many_pixels_is_413_and_unreadable_image_is_422(server, images, tmp_path):
+    before = server.metrics()
+    assert asyncio.run(post(server, images / "big.png", steps=STEPS)).status_code == 413
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png")
+    response = asyncio.run(post(server, junk, steps=STEPS))
+    assert response.status_code == 422 and response.json()["field"] == "image"
+    after = server.metrics()
+    assert counter(after, "too_large") == counter(before, "too_large") + 1
+    assert counter(after, "invalid") == counter(before, "invalid") + 1
+
+
+def test_every_route_but_healthz_needs_the_token(server, images):
+    before = counter(server.metrics(), "unauthorized")
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    for path in ("/readyz", "/metrics", "/v1/models"):
+        assert httpx.get(server.url + path).status_code == 401
+    wrong = httpx.post(server.url + "/v1/restore", headers={"Authorization": "Bearer nope"},
+                       files={"image": ("a.png", (images / "face0.png").read_bytes())})
+    assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+    assert counter(server.metrics(), "unauthorized") == before + 1
+    models = httpx.get(server.url + "/v1/models", headers=server.headers).json()["models"][0]
+    assert models["prior"] == "gaussian" and models["methods"] == ["ddpg", "idpg"]
+
+
+def test_disconnected_client_frees_its_place_and_overdue_request_is_504(server, images):
+    async def scenario():
+        server.pause(True)
+        gone = asyncio.ensure_future(post(server, images / "face0.png", steps=STEPS))
+        while server.queued() < 1:
+            await asyncio.sleep(0.05)
+        gone.cancel()  # the client closes its connection
+        while counter(server.metrics(), "disconnected") < before + 1:
+            await asyncio.sleep(0.05)
+        assert server.queued() == 0
+        overdue = asyncio.ensure_future(post(server, images / "face1.png", steps=STEPS, deadline_s=0.05))
+        while server.queued() < 1:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the deadline (counted from the server's receipt, before queueing) is over
+        server.pause(False)
+        return await overdue
+
+    before, overdue_before = counter(server.metrics(), "disconnected"), counter(server.metrics(), "deadline")
+    overdue = asyncio.run(scenario())
+    assert overdue.status_code == 504 and "deadline" in overdue.json()["error"]
+    assert counter(server.metrics(), "deadline") == overdue_before + 1
+
+
+def test_sigterm_drains_requests_in_flight_refuses_new_ones_and_exits(images, tmp_path):
+    server = ServerProcess(tmp_path, "--max-batch", "2", "--drain-timeout", str(WAIT_S))
+    try:
+        async def scenario():
+            server.pause(True)
+            held = [asyncio.ensure_future(post(server, images / f"face{i}.png", steps=STEPS, seed=i))
+                    for i in range(2)]
+            while server.queued() < 2:
+                await asyncio.sleep(0.05)
+            server.proc.send_signal(signal.SIGTERM)
+            while httpx.get(server.url + "/readyz").status_code != 503:
+                await asyncio.sleep(0.05)
+            refused = await post(server, images / "face2.png", steps=STEPS)
+            server.pause(False)
+            return refused, await asyncio.gather(*held)
+
+        refused, held = asyncio.run(scenario())
+        assert refused.status_code == 503
+        assert [r.status_code for r in held] == [200, 200]
+        assert server.proc.wait(timeout=WAIT_S) == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("args, message", [(["--token-file", "/nonexistent/token"], "--token-file"),
+                                           (["--policy", "eager"], "--policy"),
+                                           (["--max-batch", "8", "--engine-batch", "4"], "--engine-batch")])
+def test_bad_server_options_exit_2_naming_the_flag(args, message):
+    result = CliRunner().invoke(app, ["serve", "--prior", "gaussian", *args])
+    assert result.exit_code == 2 and message in result.output
