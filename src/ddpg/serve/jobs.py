@@ -18,7 +18,7 @@ from ddpg.api.denoisers import prior_record, size_multiple
 from ddpg.api.report import versions
 from ddpg.api.restoration import _Job, _Plan, _prepare, _write
 from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
-from ddpg.errors import DdpgError
+from ddpg.errors import DdpgError, ParameterError
 from ddpg.runtime.samplers.ddpg import guidance_params
 
 from .scheduler import Sample, start_sample
@@ -99,7 +99,10 @@ def parse_fields(raw: dict) -> dict:
 
 
 def field_of(exc: DdpgError, default: str) -> str:
-    """The request field a library error is about (it names the ``ddpg restore`` flag), else ``default``."""
+    """The request field a library error is about (a ParameterError's parameter, or the ``ddpg restore`` flag
+    its message names), else ``default``."""
+    if isinstance(exc, ParameterError) and exc.param in FIELDS:
+        return exc.param
     text = str(exc)
     for name, flag in FLAG_OF_FIELD.items():
         if flag in text or text.startswith(f"unknown {name}") or text.startswith(f"{name} "):
