@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddpg.errors import OperatorError
-from ddpg.operators import baseline, degrade, make_operator
+from ddpg.operators import FFTSuperRes, baseline, degrade, make_operator
 
 CASES = [
     ("sr_bicubic", {"impl": "svd"}, (32, 48)),
@@ -54,15 +54,7 @@ def test_adjoint_and_pseudo_inverse(case, dtype):
     row = op.pinv(Ax)
     err = [float((op.pinv_eta(Ax, eta) - row).norm() / row.norm()) for eta in (1e-2, 1e-4)]
     assert err[1] < err[0] or err[0] < 10 * tol
-    # pinv_eta is Aᵀ(AAᵀ+ηI)⁻¹: applying (AAᵀ+ηI) to the LR solve recovers the input
-    eta = 0.1
-    z = op.pinv_eta(Ax, eta)
-    assert torch.allclose(op.A(z) + eta * _lr_solve(op, Ax, eta), Ax, atol=50 * tol)
-
-
-def _lr_solve(op, r, eta):
-    """(AAᵀ+ηI)⁻¹ r recovered from pinv_eta: A pinv_eta(r) = AAᵀ(AAᵀ+η)⁻¹ r = r − η(AAᵀ+η)⁻¹ r."""
-    return (r - op.A(op.pinv_eta(r, eta))) / eta
+    # (pinv_eta itself against the dense Aᵀ(AAᵀ+ηI)⁻¹: test_adjoint_and_pinv_eta_equal_the_dense_formulas)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if make_operator(c[0], c[2], **c[1]).has_svd], ids=ids)
@@ -181,3 +173,92 @@ def test_degrade_is_seeded_and_unclipped():
 def test_bad_parameters_raise_clear_errors(call, message):
     with pytest.raises(OperatorError, match=message):
         call()
+
+
+# --- every operator against its dense matrix -----------------------------------------------------------------
+# (task, params, size): small images so the dense (m × 3HW) matrix is cheap; every task of the factory appears
+# (test_dense_cases_cover_every_task), with each of its implementations.
+DENSE_CASES = [
+    ("sr_bicubic", {"impl": "svd"}, (16, 20)),
+    ("sr_bicubic", {"impl": "svd", "scale": 2}, (10, 8)),
+    ("sr_bicubic", {"impl": "fft"}, (20, 20)),
+    ("sr_bicubic", {"impl": "fft", "scale": 2}, (10, 12)),
+    ("sr_avgpool", {"impl": "svd", "scale": 2}, (8, 10)),
+    ("sr_avgpool", {"impl": "fft", "scale": 2}, (8, 12)),
+    ("sr_avgpool", {"impl": "fft", "scale": 3}, (9, 12)),
+    ("deblur_gauss", {"impl": "fft"}, (8, 12)),
+    ("deblur_gauss", {"impl": "svd"}, (10, 8)),
+    ("deblur_gauss", {"impl": "fft", "kernel_size": 4, "sigma": 1.5}, (9, 8)),  # even kernel
+    ("deblur_motion", {"kernel": np.arange(20.0).reshape(4, 5) % 7}, (10, 9)),
+    ("deblur_kernel", {"kernel": np.outer([1, 2, 1], [1, 0, 3, 2])}, (7, 10)),
+    ("inpainting", {"ratio": 0.4, "seed": 2}, (8, 10)),
+    ("inpainting", {"box": (1, 2, 3, 4)}, (6, 8)),
+    ("denoising", {}, (6, 8)),
+    ("colorization", {}, (8, 6)),
+]
+
+
+def dense(op, dtype=torch.float64) -> torch.Tensor:
+    """The operator's matrix (m × 3HW), built column by column: column j is A applied to basis image j."""
+    H, W = op.img_size
+    n = 3 * H * W
+    basis = torch.eye(n, dtype=dtype).reshape(n, 3, H, W)
+    return op.A(basis).reshape(n, -1).T
+
+
+def test_dense_cases_cover_every_task():
+    from ddpg.operators.factory import TASKS
+
+    assert {task for task, _, _ in DENSE_CASES} == set(TASKS)
+
+
+@pytest.mark.parametrize("case", DENSE_CASES, ids=ids)
+def test_adjoint_and_pinv_eta_equal_the_dense_formulas(case):
+    """Aᵀy = Mᵀy and pinv_eta(r, η) = Mᵀ(MMᵀ + ηI)⁻¹r for the dense matrix M of A, in float64 and float32."""
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    M = dense(op)
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(op.meas_shape(2), generator=g, dtype=torch.float64)
+    if task == "inpainting":
+        y = op.A(y)  # measurements live on the kept pixels
+    flat_y = y.reshape(2, -1).T
+    assert torch.allclose(op.At(y).reshape(2, -1).T, M.T @ flat_y, atol=1e-12)
+    gram = M @ M.T
+    for eta in (1e-3, 0.1, 2.0):
+        expected = M.T @ torch.linalg.solve(gram + eta * torch.eye(len(gram), dtype=gram.dtype), flat_y)
+        got = op.pinv_eta(y, eta).reshape(2, -1).T
+        assert float((got - expected).norm() / expected.norm()) < 1e-10, eta
+        got32 = op.pinv_eta(y.float(), eta).reshape(2, -1).T.double()
+        assert float((got32 - expected).norm() / expected.norm()) < 1e-4, eta
+
+
+@pytest.mark.parametrize("case", DENSE_CASES, ids=ids)
+def test_pinv_equals_the_dense_pseudo_inverse(case):
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    M = dense(op)
+    y = op.A(torch.randn(2, 3, *size, dtype=torch.float64))  # in the range of A
+    expected = torch.linalg.pinv(M, rtol=1e-9) @ y.reshape(2, -1).T
+    got = op.pinv(y).reshape(2, -1).T
+    assert float((got - expected).norm() / expected.norm()) < 1e-8
+
+
+def delta(shape, at) -> np.ndarray:
+    kernel = np.zeros(shape)
+    kernel[at] = 1.0
+    return kernel
+
+
+@pytest.mark.parametrize("shape, at", [((2, 2), (0, 0)), ((4, 2), (1, 0)), ((4, 6), (1, 2)), ((3, 4), (1, 1))])
+def test_fft_kernels_are_centred_at_their_lower_middle_tap(shape, at):
+    """A delta kernel at c = ((kh−1)//2, (kw−1)//2) is the identity for odd and even sizes, and a delta one tap
+    before c in each direction shifts the image by one pixel ((k ⊛ x)[n] = x[n + c − m] for the delta at m)."""
+    x = torch.randn(1, 3, 8, 12, dtype=torch.float64)
+    assert torch.allclose(make_operator("deblur_kernel", (8, 12), kernel=delta(shape, at)).A(x), x, atol=1e-12)
+    if at[0] > 0 and at[1] > 0:
+        shifted = torch.roll(x, shifts=(-1, -1), dims=(2, 3))  # x[n + (1, 1)]
+        before = delta(shape, (at[0] - 1, at[1] - 1))
+        assert torch.allclose(make_operator("deblur_kernel", (8, 12), kernel=before).A(x), shifted, atol=1e-12)
+    sr = FFTSuperRes(delta(shape, at), 2, (8, 12))
+    assert torch.allclose(sr.A(x), x[..., ::2, ::2], atol=1e-12)  # sample (0, 0) of each block, no shift
