@@ -126,3 +126,13 @@ def test_staged_files_appear_together_or_not_at_all(tmp_path):
         assert target.read_bytes() == ORIGINAL  # nothing visible before the block ends
     assert target.read_text() == "a" and (tmp_path / "b.txt").read_text() == "b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open descriptors in /proc/self/fd")
+def test_writes_leave_no_descriptor_open(tmp_path):
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for i in range(20):
+        atomic_write(tmp_path / f"{i}.bin", lambda tmp: tmp.write_bytes(b"x"))
+        with StagedFiles() as files:
+            files.add(tmp_path / f"{i}.a", lambda tmp: tmp.write_bytes(b"a"))
+    assert len(list(Path("/proc/self/fd").iterdir())) == before
