@@ -262,3 +262,21 @@ def test_fft_kernels_are_centred_at_their_lower_middle_tap(shape, at):
         assert torch.allclose(make_operator("deblur_kernel", (8, 12), kernel=before).A(x), shifted, atol=1e-12)
     sr = FFTSuperRes(delta(shape, at), 2, (8, 12))
     assert torch.allclose(sr.A(x), x[..., ::2, ::2], atol=1e-12)  # sample (0, 0) of each block, no shift
+
+
+@pytest.mark.parametrize("threshold", [3e-2, 0.2])
+def test_svd_blur_is_the_zero_boundary_convolution_with_small_singular_values_truncated(threshold):
+    """The SVD blur against a matrix built independently: np.convolve of each basis vector (zero boundary,
+    'same' alignment), its 1-D singular values below the threshold set to 0 (the truncated A is the operator)."""
+    taps = np.exp(-(np.arange(5) - 2.0) ** 2 / (2 * 10.0**2))
+    taps /= taps.sum()
+
+    def truncated(n):
+        conv = np.stack([np.convolve(np.eye(n)[j], taps, mode="same") for j in range(n)], axis=1)
+        U, s, Vt = np.linalg.svd(conv)
+        assert (s < threshold).any()  # the threshold truncates something at this size
+        return torch.as_tensor(U @ np.diag(np.where(s < threshold, 0.0, s)) @ Vt)
+
+    op = make_operator("deblur_gauss", (12, 32), impl="svd", threshold=threshold)
+    x = torch.randn(2, 3, 12, 32, dtype=torch.float64)
+    assert torch.allclose(op.A(x), truncated(12) @ x @ truncated(32).T, atol=1e-12)
