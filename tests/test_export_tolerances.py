@@ -110,3 +110,20 @@ def test_both_bounds_must_hold(half_onnx):
     """Within atol but over rtol fails, as does within rtol but over atol."""
     assert not check(half_onnx, Reference(1.25e-5), atol=1.0).passed
     assert not check(half_onnx, Reference(0.0, 1e-3), rtol=1.0, atol=0.95e-3).passed
+
+
+def test_pooled_statistics(half_onnx):
+    """Uniform ρ: the pooled relative L2 is ρ too. One element off by c: median and 99th percentile of |Δ|
+    are 0 (one element per call: 6 of 1536), the maximum is c."""
+    uniform = check(half_onnx, Reference(1e-3))
+    assert uniform.rel_l2 == pytest.approx(1e-3, rel=1e-2) and 0 < uniform.median_abs <= uniform.p99_abs
+    assert uniform.p99_abs <= uniform.max_abs
+    one = check(half_onnx, Reference(0.0, 1e-3), rtol=1.0)
+    assert one.median_abs == 0.0 and one.p99_abs == 0.0 and one.max_abs == pytest.approx(1e-3, rel=1e-3)
+    assert one.batches == [1, 2] and one.timesteps == list(TIMESTEPS)
+
+
+def test_ratio_by_hand():
+    from ddpg.export.validate import _ratio
+
+    assert _ratio(4.0, 16.0) == 0.5 and _ratio(0.0, 0.0) == 0.0 and _ratio(1e-30, 0.0) == float("inf")

@@ -106,6 +106,9 @@ def test_generator_path_matches_ddpg_sample_and_seeded_runs_replay():
     assert rel_err(fast, ref) < 1e-5
     assert torch.equal(a, b)
     assert rel_err(a, c) > 1e-3  # a different seed changes x_T and every z
+    with torch.no_grad():  # the runner's own stream (z drawn inside the step) is ddpg_sample's for that seed
+        seeded = ddpg_sample(den, op, y, 0.05, steps=6, generator=torch.Generator().manual_seed(1))
+    assert rel_err(a, seeded) < 1e-5
 
 
 def test_step_table_holds_the_eager_scalars():
