@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddpg.errors import OperatorError
-from ddpg.operators import FFTSuperRes, baseline, degrade, make_operator
+from ddpg.operators import FFTBlur, FFTSuperRes, baseline, degrade, make_operator
 
 CASES = [
     ("sr_bicubic", {"impl": "svd"}, (32, 48)),
@@ -282,13 +282,14 @@ def test_svd_blur_is_the_zero_boundary_convolution_with_small_singular_values_tr
     assert torch.allclose(op.A(x), truncated(12) @ x @ truncated(32).T, atol=1e-12)
 
 
-def test_fft_pinv_drops_singular_values_under_numpys_default_rcond():
-    """A⁺ treats σ ≤ max(H, W)·eps·σ_max as zero (NumPy's pinv default): a blur whose spectrum is 1 except
-    5e-16 at one frequency pair (under 8·eps = 1.8e-15, over eps) has A⁺A = the projection removing that pair."""
+@pytest.mark.parametrize("gain", [1.0, 1e3])
+def test_fft_pinv_drops_singular_values_under_numpys_default_rcond(gain):
+    """A⁺ treats σ ≤ max(H, W)·eps·σ_max as zero (NumPy's pinv default, relative to σ_max): a blur whose
+    spectrum is ``gain`` except gain·5e-16 at one frequency pair (under 8·eps = 1.8e-15, over eps) has
+    A⁺A = the projection removing that pair."""
     spectrum = torch.ones(8, 8, dtype=torch.complex128)
     spectrum[0, 1] = spectrum[0, 7] = 5e-16
-    kernel = torch.fft.ifft2(spectrum).real.numpy()
-    op = make_operator("deblur_kernel", 8, kernel=kernel)
+    op = FFTBlur(gain * torch.fft.ifft2(spectrum).real.numpy(), 8)
     x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
     keep = spectrum.real > 0.5
     expected = torch.fft.ifft2(torch.fft.fft2(x) * keep).real
