@@ -31,8 +31,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy  # noqa: F401  (imported once here, before the forks)
+import numpy  # noqa: F401  (imported once here, before the forks: each mutant's child only imports ddpg)
+import onnxruntime  # noqa: F401
+import PIL.Image  # noqa: F401
 import pytest
+import scipy.signal  # noqa: F401
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +68,8 @@ TARGETS = [
     ("src/ddpg/export/validate.py", ["DEFAULT_RTOL", "default_rtol", "validate_onnx", "_ratio"],
      "tests/test_export_tolerances.py"),
     ("src/ddpg/io.py", ["atomic_write", "StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
-    ("src/ddpg/api/restoration.py", ["_write"], "tests/test_cli_restore.py"),
+    ("src/ddpg/api/restoration.py", ["_write"],
+     "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match"),
 ]
 
 # mutant id → why it cannot change behaviour (filled in after reading each survivor)
@@ -232,7 +236,7 @@ def run_mutant(m: Mutant, tree: Path, timeout: float) -> tuple[str, float, str]:
     target = tree / m.file
     original = target.read_text()
     target.write_text(m.source)
-    tests = [t for t in m.tests.split() if (tree / t).is_file()]  # files added later may be missing
+    tests = [t for t in m.tests.split() if (tree / t.split("::")[0]).is_file()]  # files added later may be missing
     log = tree.parent / "child.log"
     start = time.perf_counter()
     pid = os.fork()
