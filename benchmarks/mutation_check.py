@@ -354,7 +354,8 @@ def main() -> None:
             r = json.loads(ln)
             results[r["id"]] = r
     todo = [m for m in _round_robin(mutants) if (args.only in m.file or args.only == m.id or args.only in m.tests)
-            and (m.id not in results or (args.rerun_survivors and results[m.id]["status"] == "survived"))]
+            and (m.id not in results or (args.rerun_survivors and results[m.id]["status"] == "survived"
+                                         and m.id not in EQUIVALENT))]
     print(f"{len(mutants)} mutants, {len(todo)} to run", flush=True)
     with tempfile.TemporaryDirectory(prefix="ddpg-mut-") as tmp:
         tree = copy_tree(Path(tmp) / "tree")
