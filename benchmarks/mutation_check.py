@@ -200,7 +200,7 @@ def mutants_for(file: str, names: list[str] | None, tests: str) -> list[Mutant]:
     missing = set(names or []) - {q for q, _ in _qualnames(tree)}
     if missing:
         raise SystemExit(f"{file}: no {sorted(missing)}")
-    seen, out = set(), []
+    seen, ids, out = set(), set(), []
     for scope in scopes:
         for node in ast.walk(scope):
             if node in seen or not hasattr(node, "lineno") or node.lineno != node.end_lineno:
@@ -224,7 +224,11 @@ def mutants_for(file: str, names: list[str] | None, tests: str) -> list[Mutant]:
                 if mutated == text:
                     continue
                 orig = raw[start:end].decode()
-                mid = hashlib.sha1(f"{file}:{node.lineno}:{orig}:{desc}".encode()).hexdigest()[:10]
+                key = f"{file}:{node.lineno}:{orig}:{desc}"
+                if hashlib.sha1(key.encode()).hexdigest()[:10] in ids:  # the same text twice on one line
+                    key = f"{file}:{node.lineno}:{node.col_offset}:{orig}:{desc}"
+                mid = hashlib.sha1(key.encode()).hexdigest()[:10]
+                ids.add(mid)
                 out.append(Mutant(mid, file, node.lineno, f"`{orig}`: {desc}", mutated, tests,
                                   tuple(names) if names else None))
     return out
