@@ -69,7 +69,8 @@ TARGETS = [
      "tests/test_export_tolerances.py"),
     ("src/ddpg/io.py", ["atomic_write", "StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
     ("src/ddpg/api/restoration.py", ["_write"],
-     "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match"),
+     "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match "
+     "tests/test_cli_restore.py::test_sidecar_metrics_of_the_smallest_images"),
 ]
 
 # mutant id → why it cannot change behaviour (filled in after reading each survivor)

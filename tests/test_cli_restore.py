@@ -89,6 +89,19 @@ def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path
     assert not list(out.glob(".*"))
 
 
+def test_sidecar_metrics_of_the_smallest_images(tmp_path):
+    """SSIM's 11×11 window fits an 11-pixel image (scored) but not a 10-pixel one (left out); PSNR always."""
+    small = make_images(tmp_path / "in", [(11, 12), (10, 12)])
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(small), "-o", str(out), "--task", "deblur_gauss", "--steps", "2",
+                              "--sigma-y", "0.05", "-q"])
+    assert res.exit_code == 0, res.output
+    fits, too_small = (json.loads((out / f"img{i}.json").read_text())["metrics"] for i in range(2))
+    restored, gt = load_image(out / "img0_restored.png").numpy(), load_image(small / "img0.png").numpy()
+    assert fits["ssim"] == pytest.approx(ssim_by_hand(restored, gt), abs=0.01)
+    assert "ssim" not in too_small and "psnr" in too_small
+
+
 def test_degrade_then_observed_restore_equals_restoring_the_clean_image(images, tmp_path):
     res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(tmp_path / "a"), "--task", "sr4",
                               "--steps", "5", "--seed", "3", "-q"])
