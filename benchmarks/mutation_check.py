@@ -79,6 +79,24 @@ EQUIVALENT: dict[str, str] = {
     "3e1beedec1": "s < threshold → s <= threshold: differs only for a singular value exactly equal to the "
                   "threshold (a float64 SVD output equal to 3e-2 to the last bit), a measure-zero boundary",
     "4f7ac99389": "step_table's s_BP·(1−δ) → (1−δ): s_BP is 1 in every step-size mode (algorithms.md §3.2 line 9)",
+    "baa7830f30": "guidance's s_BP·(1−δ) → (1−δ): s_BP is 1 in every step-size mode",
+    # guidance skips a term whose weight is 0; a mutated guard adds that term times 0 instead
+    "f466b09f31": "guidance: δ < 1 → δ <= 1 adds (1−δ)·P_η r = 0 at δ = 1",
+    "f0950fd938": "guidance: δ < 1 → δ < 2 adds (1−δ)·P_η r = 0 at δ = 1",
+    "7be7bf129b": "guidance: δ > 0 → δ >= 0 adds δ·c·Aᵀr = 0 at δ = 0",
+    "0e1e022beb": "guidance: c > 0 → c >= 0 adds δ·c·Aᵀr = 0 at c = 0",
+    "12718d1463": "guidance: δ > 0 and c > 0 → or: the extra cases add δ·c·Aᵀr with δ = 0 or c = 0",
+    "42187e18d2": "guidance: keeps δ > 0 only: adds δ·c·Aᵀr = 0 when c = 0",
+    "70179c7206": "guidance: keeps c > 0 only: adds δ·c·Aᵀr = 0 when δ = 0",
+    "98d3f62100": "fast step: c > 0 and σ > 0 → or: the extra cases add coef_ls·Aᵀr with coef_ls = s_LS·δ·c = 0 "
+                  "(c = 0, or σ = 0 where δ = 0)",
+    "503a5cdd56": "fast step: keeps c > 0 only: with σ = 0, δ = 0 so coef_ls = 0",
+    "1716e14b62": "fast step: keeps σ > 0 only: with c = 0, coef_ls = 0",
+    "a9a464b08c": "fast step: c > 0 → c >= 0: coef_ls = 0 at c = 0",
+    "704de787e5": "fast step: σ > 0 → σ >= 0: δ = 0 at σ = 0, so coef_ls = 0",
+    "0a4070be66": "Keys kernel: x <= 1 → x < 1 at x = 1 picks the outer cubic, which is 0 there like the inner one",
+    "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there "
+                  "(8a − 20a + 16a − 4a = 0)",
 }
 
 BINOPS = {ast.Add: [ast.Sub], ast.Sub: [ast.Add], ast.Mult: [ast.Div], ast.Div: [ast.Mult, ast.FloorDiv],

@@ -86,7 +86,11 @@ def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path
         assert meta["metrics"]["psnr"] == pytest.approx(psnr_by_hand(restored, gt), abs=0.05)
         assert meta["metrics"]["ssim"] == pytest.approx(ssim_by_hand(restored, gt), abs=0.01)
         assert load_image(out / f"img{i}_observed.png").shape == (3, 32, 32)
+        assert meta["outputs"] == {"restored": f"img{i}_restored.png", "observed": f"img{i}_observed.png"}
     assert not list(out.glob(".*"))
+    # no ground-truth copy without --resize (the input is the ground truth)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"img{i}{s}" for i in range(3)
+                                                           for s in (".json", "_observed.png", "_restored.png"))
 
 
 def test_sidecar_metrics_of_the_smallest_images(tmp_path):
