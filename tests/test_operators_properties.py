@@ -294,3 +294,27 @@ def test_fft_pinv_drops_singular_values_under_numpys_default_rcond(gain):
     keep = spectrum.real > 0.5
     expected = torch.fft.ifft2(torch.fft.fft2(x) * keep).real
     assert torch.allclose(op.pinv(op.A(x)), expected, atol=1e-10)
+
+
+def test_kernel_taps_by_hand():
+    """Keys (a = −0.5) at the SVD SR positions (i − 2s + ½)/s and at MATLAB's integer offsets/s, Gaussian taps
+    at x − (size−1)/2, the separable outer kernel: values worked out by hand, for odd and even sizes."""
+    from ddpg.operators.kernels import bicubic_taps_matlab, bicubic_taps_svd, gaussian_taps, keys_cubic, outer_kernel
+
+    # keys(0.25) = 0.8671875, keys(0.75) = 0.2265625, keys(1.25) = −0.0703125, keys(1.75) = −0.0234375; sum 2
+    half = np.array([-0.0234375, -0.0703125, 0.2265625, 0.8671875]) / 2
+    np.testing.assert_allclose(bicubic_taps_svd(2), np.concatenate([half, half[::-1]]), atol=1e-15)
+    svd4 = bicubic_taps_svd(4)  # the docstring's values
+    assert len(svd4) == 16 and abs(svd4[0] + 0.001709) < 1e-6 and abs(svd4[1] + 0.010986) < 1e-6
+    assert abs(svd4[7] - 0.240967) < 1e-6 and abs(svd4[8] - 0.240967) < 1e-6
+    # keys(k/2)/2 for k = −4..4: 0, −0.0625, 0, 0.5625, 1, 0.5625, 0, −0.0625, 0 (halved; already sum 1)
+    np.testing.assert_allclose(bicubic_taps_matlab(2), [0, -0.03125, 0, 0.28125, 0.5, 0.28125, 0, -0.03125, 0],
+                               atol=1e-15)
+    np.testing.assert_allclose(keys_cubic(np.array([0.0, 1.0, 2.0, 2.5])), [1, 0, 0, 0], atol=1e-15)
+    odd = np.exp(-np.array([4.0, 1.0, 0.0, 1.0, 4.0]) / 200)
+    np.testing.assert_allclose(gaussian_taps(5, 10.0), odd / odd.sum(), atol=1e-15)
+    even = np.exp(-np.array([2.25, 0.25, 0.25, 2.25]) / 4.5)  # x = ±1.5, ±0.5; 2σ² = 4.5
+    np.testing.assert_allclose(gaussian_taps(4, 1.5), even / even.sum(), atol=1e-15)
+    np.testing.assert_allclose(outer_kernel(np.array([1.0, 2.0, 1.0])),
+                               np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16, atol=1e-7)
+    assert outer_kernel(np.array([1.0, 2.0, 1.0])).dtype == np.float32
