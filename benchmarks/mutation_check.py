@@ -70,7 +70,8 @@ TARGETS = [
     ("src/ddpg/io.py", ["atomic_write", "StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
     ("src/ddpg/api/restoration.py", ["_write"],
      "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match "
-     "tests/test_cli_restore.py::test_sidecar_metrics_of_the_smallest_images"),
+     "tests/test_cli_restore.py::test_sidecar_metrics_of_the_smallest_images "
+     "tests/test_cli_restore.py::test_resized_inputs_keep_their_ground_truth_beside_the_restoration"),
 ]
 
 # mutant id → why it cannot change behaviour (filled in after reading each survivor)

@@ -65,7 +65,7 @@ def test_an_interrupted_write_leaves_nothing(tmp_path):
 
 
 def test_a_successful_write_replaces_the_file(tmp_path):
-    target = tmp_path / "sub" / "out.bin"
+    target = tmp_path / "new" / "sub" / "out.bin"  # missing folders are made
     assert atomic_write(target, lambda tmp: tmp.write_bytes(b"new")) == target
     assert target.read_bytes() == b"new" and list(target.parent.iterdir()) == [target]
 
