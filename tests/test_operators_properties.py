@@ -264,11 +264,12 @@ def test_fft_kernels_are_centred_at_their_lower_middle_tap(shape, at):
     assert torch.allclose(sr.A(x), x[..., ::2, ::2], atol=1e-12)  # sample (0, 0) of each block, no shift
 
 
-@pytest.mark.parametrize("threshold", [3e-2, 0.2])
-def test_svd_blur_is_the_zero_boundary_convolution_with_small_singular_values_truncated(threshold):
+@pytest.mark.parametrize("size, sigma, threshold", [(5, 10.0, 3e-2), (5, 10.0, 0.2), (4, 1.5, 3e-2)])
+def test_svd_blur_is_the_zero_boundary_convolution_with_small_singular_values_truncated(size, sigma, threshold):
     """The SVD blur against a matrix built independently: np.convolve of each basis vector (zero boundary,
-    'same' alignment), its 1-D singular values below the threshold set to 0 (the truncated A is the operator)."""
-    taps = np.exp(-(np.arange(5) - 2.0) ** 2 / (2 * 10.0**2))
+    'same' alignment; for a symmetric even kernel that is taps k//2 before to (k+1)//2 − 1 after), its 1-D
+    singular values below the threshold set to 0 (the truncated A is the operator)."""
+    taps = np.exp(-(np.arange(size) - (size - 1) / 2) ** 2 / (2 * sigma**2))
     taps /= taps.sum()
 
     def truncated(n):
@@ -277,7 +278,7 @@ def test_svd_blur_is_the_zero_boundary_convolution_with_small_singular_values_tr
         assert (s < threshold).any()  # the threshold truncates something at this size
         return torch.as_tensor(U @ np.diag(np.where(s < threshold, 0.0, s)) @ Vt)
 
-    op = make_operator("deblur_gauss", (12, 32), impl="svd", threshold=threshold)
+    op = make_operator("deblur_gauss", (12, 32), impl="svd", kernel_size=size, sigma=sigma, threshold=threshold)
     x = torch.randn(2, 3, 12, 32, dtype=torch.float64)
     assert torch.allclose(op.A(x), truncated(12) @ x @ truncated(32).T, atol=1e-12)
 
