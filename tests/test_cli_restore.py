@@ -118,6 +118,14 @@ def test_resized_inputs_keep_their_ground_truth_beside_the_restoration(tmp_path)
     gt, restored = load_image(out / "img0_gt.png").numpy(), load_image(out / "img0_restored.png").numpy()
     assert gt.shape == restored.shape == (3, 16, 16)
     assert meta["metrics"]["psnr"] == pytest.approx(psnr_by_hand(restored, gt), abs=0.05)
+    # an observed input has no ground truth, and --resize leaves it as it is
+    obs = make_images(tmp_path / "obs", [(8, 8)])
+    res = runner.invoke(app, ["restore", str(obs), "-o", str(tmp_path / "o"), "--observed", "--task", "sr4",
+                              "--steps", "2", "--resize", "--size", "16", "-q"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["img0.json", "img0_observed.png",
+                                                                  "img0_restored.png"]
+    assert load_image(tmp_path / "o" / "img0_restored.png").shape == (3, 32, 32)
 
 
 def test_degrade_then_observed_restore_equals_restoring_the_clean_image(images, tmp_path):
