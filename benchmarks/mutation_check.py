@@ -6,12 +6,15 @@ one operand of a binary operation or a unary minus/not, change a numeric constan
 f → 10·f, 0.0 → 1.0), flip a boolean constant, swap the first two positional arguments of a call, drop a
 no-argument method call (``x.conj()`` → ``x``), replace an expression statement (a call) by ``pass``.
 
-    nice -n 19 python benchmarks/mutation_check.py [--only PATTERN] [--jobs 1] \
-        [--results /tmp/mutation.jsonl] [--report benchmarks/results/mutation_report.md]
+    nice -n 19 python benchmarks/mutation_check.py [--only PATTERN] [--rerun-survivors] \
+        [--results /tmp/ddpg_mutation.jsonl] [--report benchmarks/results/mutation_report.md] [--list]
+    python benchmarks/mutation_check.py --report-only   # the report from the results so far
 
-Results are appended to a JSONL file keyed by mutant id, so an interrupted run resumes; ``--rerun-survivors``
-runs only the mutants that survived last time (after adding tests). Equivalent mutants (no behaviour change)
-are listed in ``EQUIVALENT`` with the reason. Not part of the CI test run.
+Results are appended to a JSONL file keyed by mutant id, so an interrupted run resumes (mutants are taken one
+target after another in turn, so a run cut short has covered every target); ``--rerun-survivors`` also runs
+again the mutants that survived (after adding tests). Each mutant's tests run in a forked child with a
+timeout; a timeout counts as killed. Equivalent mutants (no behaviour change) are listed in ``EQUIVALENT``
+with the reason. Not part of the CI test run.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ import scipy.signal  # noqa: F401
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
 torch.set_num_threads(1)  # as tests/conftest.py; before any fork
 
 OPS = "tests/test_operators_properties.py tests/test_operators_parity.py tests/test_operators_baselines.py"
