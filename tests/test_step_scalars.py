@@ -40,7 +40,7 @@ def test_time_pairs_of_the_tiny_schedule():
 ])
 def test_step_scalars_by_hand_for_each_step_size_mode(mode, expected):
     ks = step_scalars(TINY, PAIRS, GuidanceParams(sigma_y=0.1, gamma=2.0, step_size_mode=mode))
-    assert [(k.t, k.t_next) for k in ks] == PAIRS
+    assert close([k.t for k in ks], [t for t, _ in PAIRS]) and close([k.t_next for k in ks], [t for _, t in PAIRS])
     assert close([k.a for k in ks], A) and close([k.a_next for k in ks], A_NEXT)
     assert close([k.delta for k in ks], DELTA_GAMMA2) and close([k.w for k in ks], DELTA_GAMMA2)
     for name, want in expected.items():
