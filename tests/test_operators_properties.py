@@ -319,3 +319,33 @@ def test_kernel_taps_by_hand():
     np.testing.assert_allclose(outer_kernel(np.array([1.0, 2.0, 1.0])),
                                np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16, atol=1e-7)
     assert outer_kernel(np.array([1.0, 2.0, 1.0])).dtype == np.float32
+
+
+@pytest.mark.parametrize("case", DENSE_CASES, ids=ids)
+def test_every_method_refuses_wrong_shapes_and_bad_eta(case):
+    """A, Aᵀ, pinv_eta and pinv name the shape they expected (OperatorError, not a broadcasting error), and
+    pinv_eta refuses η ≤ 0 on every operator."""
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    H, W = size
+    y = torch.zeros(op.meas_shape(1))
+    wrong_y = torch.zeros(*y.shape[:-1], y.shape[-1] + 1)
+    with pytest.raises(OperatorError, match="expected images"):
+        op.A(torch.zeros(1, 3, H, W + 1))
+    for call in (lambda: op.At(wrong_y), lambda: op.pinv_eta(wrong_y, 0.1), lambda: op.pinv(wrong_y)):
+        with pytest.raises(OperatorError, match="measurement must have shape|expected images"):
+            call()
+    for eta in (0.0, -1e-3):
+        with pytest.raises(OperatorError, match="eta must be > 0"):
+            op.pinv_eta(y, eta)
+
+
+@pytest.mark.parametrize("task, params, n", [("deblur_gauss", {}, 16), ("sr4", {"impl": "fft"}, 20)])
+def test_fft_spectrum_defaults_to_the_operators_device_and_float32(task, params, n):
+    op = make_operator(task, n, **params)
+    K = op.spectrum()
+    assert K.device == op.device and K.dtype == torch.complex64 and K.shape == (n, n // 2 + 1)
+    assert torch.equal(K, op.spectrum("cpu", torch.float32))
+    full = op.spectrum(dtype=torch.float64, full=True)
+    assert full.dtype == torch.complex128 and full.shape == (n, n)
+    assert torch.allclose(full[:, : n // 2 + 1], K.to(torch.complex128), atol=1e-6)
