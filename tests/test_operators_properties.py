@@ -349,3 +349,5 @@ def test_fft_spectrum_defaults_to_the_operators_device_and_float32(task, params,
     full = op.spectrum(dtype=torch.float64, full=True)
     assert full.dtype == torch.complex128 and full.shape == (n, n)
     assert torch.allclose(full[:, : n // 2 + 1], K.to(torch.complex128), atol=1e-6)
+    # an explicit device wins over the operator's (the meta device stands in for a GPU here)
+    assert op.spectrum("meta").device.type == "meta" and op.spectrum("meta", full=True).device.type == "meta"
