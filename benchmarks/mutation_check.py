@@ -105,6 +105,8 @@ EQUIVALENT: dict[str, str] = {
     "acbc4be2b4": "atomic_write cleanup unlink(missing_ok=False): the temporary file exists whenever the except "
                   "branch runs (mkstemp made it; only a writer deleting it itself would differ)",
     "97369a700e": "FFT _apply: s=x.shape[-2:] → x.shape[2:], the same for the (B, C, H, W) tensors it is given",
+    "5741db6653": "fast step: ε not cast to float32: every denoiser returns float32 ε, and the step writes into "
+                  "float32 buffers either way (the cast is for a low-precision denoiser output)",
     "0a4070be66": "Keys kernel: x <= 1 → x < 1 at x = 1 picks the outer cubic, which is 0 there like the inner one",
     "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there "
                   "(8a − 20a + 16a − 4a = 0)",

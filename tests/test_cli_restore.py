@@ -15,6 +15,7 @@ from ddpg.cli.main import app
 from ddpg.io import load_image, load_measurement
 from ddpg.metrics import psnr
 from ddpg.models import create_prior
+from ddpg.operators import make_operator
 
 runner = CliRunner()
 TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
@@ -87,6 +88,11 @@ def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path
         assert meta["metrics"]["ssim"] == pytest.approx(ssim_by_hand(restored, gt), abs=0.01)
         assert load_image(out / f"img{i}_observed.png").shape == (3, 32, 32)
         assert meta["outputs"] == {"restored": f"img{i}_restored.png", "observed": f"img{i}_observed.png"}
+        # the baseline is Tikhonov (η = 1e-2) of the measurement, here recomputed from the 8-bit observed PNG
+        assert meta["metrics"]["baseline"] == "tikhonov (eta=1e-2)"
+        y = load_image(out / f"img{i}_observed.png")[None] * 2 - 1
+        tik = ((make_operator("deblur_gauss", 32).pinv_eta(y, 1e-2) + 1) / 2).clamp(0, 1)[0].numpy()
+        assert meta["metrics"]["baseline_psnr"] == pytest.approx(psnr_by_hand(tik, gt), abs=0.1)
     assert not list(out.glob(".*"))
     # no ground-truth copy without --resize (the input is the ground truth)
     assert sorted(p.name for p in out.iterdir()) == sorted(f"img{i}{s}" for i in range(3)
