@@ -107,6 +107,15 @@ EQUIVALENT: dict[str, str] = {
     "97369a700e": "FFT _apply: s=x.shape[-2:] → x.shape[2:], the same for the (B, C, H, W) tensors it is given",
     "5741db6653": "fast step: ε not cast to float32: every denoiser returns float32 ε, and the step writes into "
                   "float32 buffers either way (the cast is for a low-precision denoiser output)",
+    # the sidecar writer: rounding precision and argument order of symmetric scores
+    "bc9af6852f": "sidecar: load time rounded to 5 decimals instead of 4",
+    "b698aa8bf0": "sidecar: PSNR rounded to 5 decimals instead of 4",
+    "a1358e7acc": "sidecar: baseline PSNR rounded to 5 decimals instead of 4",
+    "a9052dec5e": "sidecar: SSIM rounded to 5 decimals instead of 4",
+    "01a33c0fe2": "sidecar: write time rounded to 5 decimals instead of 4",
+    "52c967ef3e": "sidecar: psnr(clean, restored) for psnr(restored, clean): restored is already clamped to [0, 1], "
+                  "so the score is symmetric",
+    "ee90cbbf94": "sidecar: ssim(clean, restored): SSIM's formula is symmetric and restored is already in [0, 1]",
     "0a4070be66": "Keys kernel: x <= 1 → x < 1 at x = 1 picks the outer cubic, which is 0 there like the inner one",
     "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there "
                   "(8a − 20a + 16a − 4a = 0)",

@@ -3,6 +3,7 @@ outputs, sidecars, seeds, metrics, observed measurements, padding, batching, res
 
 import hashlib
 import json
+import time
 
 import numpy as np
 import pytest
@@ -71,8 +72,10 @@ def images(tmp_path):
 
 def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path):
     out = tmp_path / "out"
+    start = time.perf_counter()
     res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--task", "deblur_gauss", "--steps", "5",
                               "--sigma-y", "0.05", "--seed", "7", "-q"])
+    elapsed = time.perf_counter() - start
     assert res.exit_code == 0, res.output
     assert "3 restored, 0 skipped, 0 failed" in res.output
     for i in range(3):
@@ -82,6 +85,10 @@ def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path
         assert meta["operator"]["name"] == "deblur_gauss" and meta["sigma_y"] == 0.05
         assert meta["prior"]["name"] == "gaussian" and meta["versions"]["torch"] == torch.__version__
         assert meta["timings_s"]["restore_per_image"] > 0
+        for name, seconds in meta["timings_s"].items():  # bounded by the clock read around the run
+            assert 0 <= seconds <= elapsed, name
+        operator = meta["operator"]
+        assert (operator["kernel_size"], operator["sigma"], operator["impl"]) == (5, 10.0, "fft")
         restored, gt = load_image(out / f"img{i}_restored.png").numpy(), load_image(images / f"img{i}.png").numpy()
         # the sidecar scores the float restoration, the direct computation (written here) its 8-bit PNG
         assert meta["metrics"]["psnr"] == pytest.approx(psnr_by_hand(restored, gt), abs=0.05)
