@@ -138,3 +138,11 @@ def test_reported_seconds_are_the_time_the_check_took(half_onnx):
     report = check(half_onnx, Half())
     elapsed = time.perf_counter() - start
     assert 0 <= report.seconds <= elapsed + 1e-3
+
+
+def test_an_error_equal_to_the_tolerance_passes(half_onnx):
+    """The bounds are inclusive: tolerances set to the errors a first check measured pass a second, identical
+    check (same inputs, same seed, so the same errors to the last bit)."""
+    first = check(half_onnx, Reference(1e-3, 2e-3), rtol=1.0)
+    again = check(half_onnx, Reference(1e-3, 2e-3), rtol=first.worst_rel_l2, atol=first.max_abs)
+    assert again.worst_rel_l2 == first.worst_rel_l2 and again.max_abs == first.max_abs and again.passed
