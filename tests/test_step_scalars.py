@@ -84,7 +84,7 @@ def test_eta_by_hand(sigma_y, eta_tilde, xi, expected):
 # z = −1. Then x̂₀ = (1 − 0.8·0.5)/0.6 = 1, r = 0.8 and, per mode (s, s_BP, s_LS):
 #   x̃ = 1 − s·(s_BP·0.4816·0.8/1.02 + s_LS·0.5184·0.5·0.8),   ε̂ = (1 − 0.6·x̃)/0.8,
 #   DDPG x' = √0.72·x̃ + √0.28·(0.5·(−1) + √0.75·0.5184·ε̂),   IDPG x' = √0.72·x̃
-# (worked out with a calculator, digits below).
+# (evaluated once in plain float arithmetic, apart from the project code; digits below).
 BY_HAND = {  # mode: (x̃, DDPG x', IDPG x')
     0: (0.4149145098039215, 0.31051686660214023, 0.3520666361940542),
     1: (0.7440250980392156, 0.5311386488244287, 0.6313262306358182),
