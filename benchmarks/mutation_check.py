@@ -116,6 +116,8 @@ EQUIVALENT: dict[str, str] = {
     "52c967ef3e": "sidecar: psnr(clean, restored) for psnr(restored, clean): restored is already clamped to [0, 1], "
                   "so the score is symmetric",
     "ee90cbbf94": "sidecar: ssim(clean, restored): SSIM's formula is symmetric and restored is already in [0, 1]",
+    "803e063489": "FFTBlur keeps its .kernel attribute in float64 instead of float32: A, Aᵀ and the pseudo-inverses "
+                  "use the float64 padded copy; footprint_centre casts to float64 anyway",
     "0a4070be66": "Keys kernel: x <= 1 → x < 1 at x = 1 picks the outer cubic, which is 0 there like the inner one",
     "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there "
                   "(8a − 20a + 16a − 4a = 0)",
