@@ -96,6 +96,12 @@ def test_staged_files_are_renamed_in_order_with_the_sidecar_last(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a_observed.png", "a_restored.png"]
 
 
+def test_staged_files_make_missing_folders(tmp_path):
+    with StagedFiles() as files:
+        files.add(tmp_path / "new" / "sub" / "a.txt", lambda t: t.write_text("a"))
+    assert (tmp_path / "new" / "sub" / "a.txt").read_text() == "a"
+
+
 def test_a_crash_while_renaming_never_leaves_a_sidecar_for_missing_outputs(tmp_path, monkeypatch):
     recording_replace(monkeypatch, fail_on="a_restored.png")
     with pytest.raises(OSError, match="simulated crash"):
