@@ -28,3 +28,10 @@ def test_embedding_by_hand(dim, sin_first, offset, by_hand):
     emb = sinusoidal_embedding(T, dim, sin_first=sin_first, denominator_offset=offset)
     assert emb.shape == (3, dim) and emb.dtype == torch.float32
     torch.testing.assert_close(emb, rows(by_hand), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64, torch.float16])
+def test_embedding_is_float32_whatever_the_timestep_dtype(dtype):
+    emb = sinusoidal_embedding(T.to(dtype), 8, sin_first=False, denominator_offset=0)
+    assert emb.dtype == torch.float32
+    torch.testing.assert_close(emb, sinusoidal_embedding(T, 8, sin_first=False, denominator_offset=0))
