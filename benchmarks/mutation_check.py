@@ -72,6 +72,7 @@ TARGETS = [
     ("src/ddpg/io.py", ["atomic_write", "StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
     ("src/ddpg/api/restoration.py", ["_write"],
      "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match "
+     "tests/test_cli_restore.py::test_restored_png_is_the_restorers_output "
      "tests/test_cli_restore.py::test_sidecar_metrics_of_the_smallest_images "
      "tests/test_cli_restore.py::test_resized_inputs_keep_their_ground_truth_beside_the_restoration"),
 ]
@@ -118,6 +119,10 @@ EQUIVALENT: dict[str, str] = {
     "ee90cbbf94": "sidecar: ssim(clean, restored): SSIM's formula is symmetric and restored is already in [0, 1]",
     "803e063489": "FFTBlur keeps its .kernel attribute in float64 instead of float32: A, Aᵀ and the pseudo-inverses "
                   "use the float64 padded copy; footprint_centre casts to float64 anyway",
+    "f61e5684c6": "guidance: update + c·P_η r → c·P_η r: update is still the zero tensor at that line",
+    "43e03d4896": "SVD pinv: the inner where(s > 0, s, 1) → where(s >= 0, s, 1) makes 1/0 = inf at zero singular "
+                  "values, which the outer where then replaces by 0",
+    "94d988caa2": "SVD pinv: the placeholder 1 in where(s > 0, s, 1) → 2: only read where the outer where puts 0",
     "0a4070be66": "Keys kernel: x <= 1 → x < 1 at x = 1 picks the outer cubic, which is 0 there like the inner one",
     "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there "
                   "(8a − 20a + 16a − 4a = 0)",

@@ -106,6 +106,24 @@ def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path
                                                            for s in (".json", "_observed.png", "_restored.png"))
 
 
+def test_restored_png_is_the_restorers_output(images, tmp_path):
+    """The CLI's image is the Restorer's restoration of the same degraded input with the image's seed (preset
+    ddpg/gaussian/deblur_gauss/0.05), mapped from [-1, 1] to [0, 1] and rounded to 8 bits."""
+    from ddpg.models import as_denoiser
+    from ddpg.runtime import Restorer, load_preset
+
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(out), "--task", "deblur_gauss",
+                              "--steps", "5", "--sigma-y", "0.05", "--seed", "7", "-q"])
+    assert res.exit_code == 0, res.output
+    r = Restorer(as_denoiser(create_prior("gaussian")), make_operator("deblur_gauss", 32), method="ddpg",
+                 sigma_y=0.05, steps=5, hyper=load_preset("ddpg/gaussian/deblur_gauss/0.05").hyper)
+    x = load_image(images / "img0.png")[None] * 2 - 1
+    with torch.no_grad():
+        expected = ((r.restore(r.degrade(x, [7]), [7])[0] + 1) / 2).clamp(0, 1)
+    assert (load_image(out / "img0_restored.png") - expected).abs().max() <= 0.5 / 255 + 1e-6
+
+
 def test_sidecar_metrics_of_the_smallest_images(tmp_path):
     """SSIM's 11×11 window fits an 11-pixel image (scored) but not a 10-pixel one (left out); PSNR always."""
     small = make_images(tmp_path / "in", [(11, 12), (10, 12)])
