@@ -123,6 +123,8 @@ EQUIVALENT: dict[str, str] = {
     "43e03d4896": "SVD pinv: the inner where(s > 0, s, 1) → where(s >= 0, s, 1) makes 1/0 = inf at zero singular "
                   "values, which the outer where then replaces by 0",
     "94d988caa2": "SVD pinv: the placeholder 1 in where(s > 0, s, 1) → 2: only read where the outer where puts 0",
+    "4c0d30679c": "sidecar: min(H, W) → min(W, H)",
+    "c6cdde76b9": "sidecar: restored clamped to [0, 2] instead of [0, 1]: save_image, psnr and ssim clamp to [0, 1]",
     "0a4070be66": "Keys kernel: x <= 1 → x < 1 at x = 1 picks the outer cubic, which is 0 there like the inner one",
     "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there "
                   "(8a − 20a + 16a − 4a = 0)",

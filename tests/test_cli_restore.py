@@ -123,6 +123,8 @@ def test_restored_png_is_the_restorers_output(images, tmp_path):
     with torch.no_grad():
         expected = ((r.restore(r.degrade(x, [7]), [7])[0] + 1) / 2).clamp(0, 1)
     assert (load_image(out / "img0_restored.png") - expected).abs().max() <= 0.5 / 255 + 1e-6
+    report = api.restore([images / "img1.png"], tmp_path / "api", task="deblur_gauss", steps=1)
+    assert report.done == [str(tmp_path / "api" / "img1_restored.png")]  # the report names the written image
 
 
 def test_sidecar_metrics_of_the_smallest_images(tmp_path):
