@@ -59,7 +59,24 @@ def test_config_errors_name_the_parameter():
         parse_batches("1,x")
 
 
-def test_bench_command_writes_consistent_reports(tmp_path):
+class TickingClock:
+    """perf_counter for ddpg.bench.timing that advances exactly ``tick`` seconds per reading, so every timed
+    interval of the harness is known: one mark per step → each step ``tick``, each call ``tick``."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_bench_command_writes_consistent_reports(tmp_path, monkeypatch):
+    """With a clock that ticks 0.125 s per reading: each step and call takes 125 ms, a 2-step restoration
+    0.25 s, so batch B runs at 4·B images/s; the CPU matmul (n = 512) runs at 2·512³ FLOP / 0.125 s."""
+    from ddpg.bench import timing
+
+    monkeypatch.setattr(timing, "time", TickingClock(0.125))
     app = typer.Typer()
     app.command("bench")(bench_command)
     app.command("other")(lambda: None)  # two commands: the subcommand name is required, as under `ddpg`
@@ -74,16 +91,18 @@ def test_bench_command_writes_consistent_reports(tmp_path):
     (series,) = report["series"]
     assert series["config"]["steps"] == 2 and series["config"]["device"] == "cpu"
     assert [r["batch"] for r in series["results"]] == [1, 2]
+    assert series["matmul"]["ms"] == pytest.approx(125.0)
+    assert series["matmul"]["tflops"] == pytest.approx(2 * 512**3 / 0.125 / 1e12)
     for r in series["results"]:
         for key in ("unet_ms", "step_ms", "guidance_ms"):
-            s = r[key]
-            assert 0 < s["min"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"], key
+            assert r[key]["min"] == pytest.approx(125.0) and r[key]["max"] == pytest.approx(125.0), key
         assert r["step_ms"]["n"] == 2  # one latency per step of the timed restoration
-        assert r["images_per_s"] == pytest.approx(r["batch"] / r["restore_s"])
-        assert r["s_per_image"] == pytest.approx(r["restore_s"] / r["batch"])
-        assert 0 < r["guidance_share"] <= 1 and r["peak_mem_mib"] is None  # no GPU memory on CPU
-        assert r["achieved_tflops"] == pytest.approx(r["flops_per_nfe"] * 2 / r["restore_s"] / 1e12)
-        assert r["fraction_of_matmul"] == pytest.approx(r["achieved_tflops"] / series["matmul"]["tflops"])
+        assert r["restore_s"] == pytest.approx(0.25)
+        assert r["images_per_s"] == pytest.approx(4.0 * r["batch"])
+        assert r["s_per_image"] == pytest.approx(0.25 / r["batch"])
+        assert r["guidance_share"] == pytest.approx(1.0) and r["peak_mem_mib"] is None  # no GPU memory on CPU
+        assert r["achieved_tflops"] == pytest.approx(r["flops_per_nfe"] * 2 / 0.25 / 1e12)  # 2 NFE in 0.25 s
+        assert r["fraction_of_matmul"] == pytest.approx(r["achieved_tflops"] / 0.002147483648)
         prof = r["profile"]
         assert set(prof["part_shares"]) == {"unet", "guidance"} and prof["shares"]["convolution"] > 0
         assert sum(prof["shares"].values()) == pytest.approx(1.0) and prof["top"][0]["share"] >= prof["top"][1]["share"]

@@ -3,6 +3,7 @@ outputs, sidecars, seeds, metrics, observed measurements, padding, batching, res
 
 import hashlib
 import json
+import time
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ from typer.testing import CliRunner
 from ddpg import api
 from ddpg.cli.main import app
 from ddpg.io import load_image, load_measurement
-from ddpg.metrics import psnr, ssim
+from ddpg.metrics import psnr
 from ddpg.models import create_prior
+from ddpg.operators import make_operator
 
 runner = CliRunner()
 TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
@@ -29,6 +31,29 @@ def make_images(folder, sizes):
         arr = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(arr).save(folder / f"img{i}.png")
     return folder
+
+
+def psnr_by_hand(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of two [0, 1] images: 10·log10(1 / mean squared difference)."""
+    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def ssim_by_hand(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM (Wang et al. 2004) of two (C, H, W) [0, 1] images: 11×11 Gaussian window σ 1.5 over the valid
+    positions, K1 = 0.01, K2 = 0.03, per channel, averaged; written with scipy, independently of ddpg.metrics."""
+    from scipy.signal import correlate
+
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    window = np.outer(g, g) / np.outer(g, g).sum()
+    scores = []
+    for x, y in zip(a.astype(np.float64), b.astype(np.float64), strict=True):
+        def f(v):
+            return correlate(v, window, mode="valid")
+        mx, my = f(x), f(y)
+        vx, vy, cxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+        c1, c2 = 0.01**2, 0.03**2
+        scores.append((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean())
+    return float(np.mean(scores))
 
 
 @pytest.fixture
@@ -47,8 +72,10 @@ def images(tmp_path):
 
 def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path):
     out = tmp_path / "out"
+    start = time.perf_counter()
     res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--task", "deblur_gauss", "--steps", "5",
                               "--sigma-y", "0.05", "--seed", "7", "-q"])
+    elapsed = time.perf_counter() - start
     assert res.exit_code == 0, res.output
     assert "3 restored, 0 skipped, 0 failed" in res.output
     for i in range(3):
@@ -58,12 +85,81 @@ def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path
         assert meta["operator"]["name"] == "deblur_gauss" and meta["sigma_y"] == 0.05
         assert meta["prior"]["name"] == "gaussian" and meta["versions"]["torch"] == torch.__version__
         assert meta["timings_s"]["restore_per_image"] > 0
-        restored, gt = load_image(out / f"img{i}_restored.png"), load_image(images / f"img{i}.png")
-        # the sidecar scores the float restoration, the direct computation its 8-bit PNG
-        assert meta["metrics"]["psnr"] == pytest.approx(psnr(restored, gt), abs=0.05)
-        assert meta["metrics"]["ssim"] == pytest.approx(ssim(restored, gt), abs=0.01)
+        assert meta["timings_s"]["images_in_batch"] == 1  # a count among the times
+        for name, seconds in meta["timings_s"].items():  # the times are bounded by the clock read around the run
+            assert name == "images_in_batch" or 0 <= seconds <= elapsed, name
+        operator = meta["operator"]
+        assert (operator["kernel_size"], operator["sigma"], operator["impl"]) == (5, 10.0, "fft")
+        restored, gt = load_image(out / f"img{i}_restored.png").numpy(), load_image(images / f"img{i}.png").numpy()
+        # the sidecar scores the float restoration, the direct computation (written here) its 8-bit PNG
+        assert meta["metrics"]["psnr"] == pytest.approx(psnr_by_hand(restored, gt), abs=0.05)
+        assert meta["metrics"]["ssim"] == pytest.approx(ssim_by_hand(restored, gt), abs=0.01)
         assert load_image(out / f"img{i}_observed.png").shape == (3, 32, 32)
+        assert meta["outputs"] == {"restored": f"img{i}_restored.png", "observed": f"img{i}_observed.png"}
+        # the baseline is Tikhonov (η = 1e-2) of the measurement, here recomputed from the 8-bit observed PNG
+        assert meta["metrics"]["baseline"] == "tikhonov (eta=1e-2)"
+        y = load_image(out / f"img{i}_observed.png")[None] * 2 - 1
+        tik = ((make_operator("deblur_gauss", 32).pinv_eta(y, 1e-2) + 1) / 2).clamp(0, 1)[0].numpy()
+        assert meta["metrics"]["baseline_psnr"] == pytest.approx(psnr_by_hand(tik, gt), abs=0.1)
     assert not list(out.glob(".*"))
+    # no ground-truth copy without --resize (the input is the ground truth)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"img{i}{s}" for i in range(3)
+                                                           for s in (".json", "_observed.png", "_restored.png"))
+
+
+def test_restored_png_is_the_restorers_output(images, tmp_path):
+    """The CLI's image is the Restorer's restoration of the same degraded input with the image's seed (preset
+    ddpg/gaussian/deblur_gauss/0.05), mapped from [-1, 1] to [0, 1] and rounded to 8 bits."""
+    from ddpg.models import as_denoiser
+    from ddpg.runtime import Restorer, load_preset
+
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(out), "--task", "deblur_gauss",
+                              "--steps", "5", "--sigma-y", "0.05", "--seed", "7", "-q"])
+    assert res.exit_code == 0, res.output
+    r = Restorer(as_denoiser(create_prior("gaussian")), make_operator("deblur_gauss", 32), method="ddpg",
+                 sigma_y=0.05, steps=5, hyper=load_preset("ddpg/gaussian/deblur_gauss/0.05").hyper)
+    x = load_image(images / "img0.png")[None] * 2 - 1
+    with torch.no_grad():
+        expected = ((r.restore(r.degrade(x, [7]), [7])[0] + 1) / 2).clamp(0, 1)
+    assert (load_image(out / "img0_restored.png") - expected).abs().max() <= 0.5 / 255 + 1e-6
+    report = api.restore([images / "img1.png"], tmp_path / "api", task="deblur_gauss", steps=1)
+    assert report.done == [str(tmp_path / "api" / "img1_restored.png")]  # the report names the written image
+
+
+def test_sidecar_metrics_of_the_smallest_images(tmp_path):
+    """SSIM's 11×11 window fits an 11-pixel image (scored) but not a 10-pixel one (left out); PSNR always."""
+    small = make_images(tmp_path / "in", [(11, 12), (10, 12)])
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(small), "-o", str(out), "--task", "deblur_gauss", "--steps", "2",
+                              "--sigma-y", "0.05", "-q"])
+    assert res.exit_code == 0, res.output
+    fits, too_small = (json.loads((out / f"img{i}.json").read_text())["metrics"] for i in range(2))
+    restored, gt = load_image(out / "img0_restored.png").numpy(), load_image(small / "img0.png").numpy()
+    assert fits["ssim"] == pytest.approx(ssim_by_hand(restored, gt), abs=0.01)
+    assert "ssim" not in too_small and "psnr" in too_small
+
+
+def test_resized_inputs_keep_their_ground_truth_beside_the_restoration(tmp_path):
+    """--resize: the centre-cropped, resized input is the ground truth the metrics use; it is written too."""
+    src = make_images(tmp_path / "in", [(20, 24)])
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--task", "deblur_gauss", "--steps", "2",
+                              "--resize", "--size", "16", "-q"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "img0.json").read_text())
+    assert meta["outputs"]["ground_truth"] == "img0_gt.png"
+    gt, restored = load_image(out / "img0_gt.png").numpy(), load_image(out / "img0_restored.png").numpy()
+    assert gt.shape == restored.shape == (3, 16, 16)
+    assert meta["metrics"]["psnr"] == pytest.approx(psnr_by_hand(restored, gt), abs=0.05)
+    # an observed input has no ground truth, and --resize leaves it as it is
+    obs = make_images(tmp_path / "obs", [(8, 8)])
+    res = runner.invoke(app, ["restore", str(obs), "-o", str(tmp_path / "o"), "--observed", "--task", "sr4",
+                              "--steps", "2", "--resize", "--size", "16", "-q"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["img0.json", "img0_observed.png",
+                                                                  "img0_restored.png"]
+    assert load_image(tmp_path / "o" / "img0_restored.png").shape == (3, 32, 32)
 
 
 def test_degrade_then_observed_restore_equals_restoring_the_clean_image(images, tmp_path):

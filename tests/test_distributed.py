@@ -3,7 +3,6 @@
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -112,8 +111,9 @@ def tiny_job(index: int) -> torch.Tensor:
 
 
 def _worker(rank: int, world: int, port: int, outdir: str, count: int) -> None:
+    # the rendezvous store is the parent's (as torchrun's agent store): every rank connects to it as a client
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+                      MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     ctx = dist_context("cpu")
     assert torch.distributed.get_backend() == "gloo"
     t0 = time.perf_counter()
@@ -130,15 +130,17 @@ def _worker(rank: int, world: int, port: int, outdir: str, count: int) -> None:
     finish()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rendezvous_store() -> torch.distributed.TCPStore:
+    """A TCPStore server on a port the OS picks at bind time and that stays bound while the ranks run (no
+    free-then-reuse race for the port)."""
+    return torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
 def test_two_gloo_ranks_share_the_work_and_rank0_summarises(tmp_path):
     count = 5
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), count), nprocs=2, join=True)
+    store = rendezvous_store()
+    mp.spawn(_worker, args=(2, store.port, str(tmp_path), count), nprocs=2, join=True)
+    del store
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert [r["rank"] for r in summary["ranks"]] == [0, 1]

@@ -20,6 +20,7 @@ from ddpg.runtime.fast import CAPTURE_LOCK, BackgroundWriter, FastDenoiser, Pref
 from ddpg.runtime.graph_sampler import COLUMNS, FastDDPGRunner, fast_ddpg_sample, step_table
 from ddpg.runtime.samplers.ddpg import GuidanceParams
 from ddpg.runtime.schedule import linear_schedule
+from test_runtime_fixtures import RUN_PARAMS, load_run, run_hyper
 
 TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
              "image_size": 32}
@@ -62,6 +63,19 @@ def test_runner_equals_ddpg_sample(task, params, sigma_y, hyper):
     assert rel_err(fast, ref) < 1e-5
 
 
+@pytest.mark.parametrize("run", RUN_PARAMS)
+def test_runner_reproduces_the_reference_runs(run):
+    """The fast runner against the reference's recorded runs (not only against the eager sampler, whose step
+    scalars it shares): ``output`` within the fixture tolerance, 1e-4 relative L2."""
+    fx, op, den, y = load_run(run)
+    noise = iter(fx["noise"])
+    with torch.no_grad():
+        out = FastDDPGRunner(den, op, fx["sigma_y_01"], **run_hyper(fx)).sample(y, x_T=fx["x_T"],
+                                                                                noise=lambda like: next(noise))
+    assert next(noise, None) is None
+    assert rel_err(out, fx["output"]) < 1e-4
+
+
 def test_fast_denoiser_runner_equals_restorer_and_batch_equals_singles():
     prior = tiny_prior()
     op = make_operator("deblur_gauss", 16)  # the UNet runs at any multiple of its downsampling factor
@@ -92,6 +106,9 @@ def test_generator_path_matches_ddpg_sample_and_seeded_runs_replay():
     assert rel_err(fast, ref) < 1e-5
     assert torch.equal(a, b)
     assert rel_err(a, c) > 1e-3  # a different seed changes x_T and every z
+    with torch.no_grad():  # the runner's own stream (z drawn inside the step) is ddpg_sample's for that seed
+        seeded = ddpg_sample(den, op, y, 0.05, steps=6, generator=torch.Generator().manual_seed(1))
+    assert rel_err(a, seeded) < 1e-5
 
 
 def test_step_table_holds_the_eager_scalars():
@@ -179,14 +196,14 @@ def test_background_writer_runs_jobs_in_order_and_collects_errors():
         writer.submit(job, 5)
 
 
-def lock_free_elsewhere() -> bool:
-    """Whether a third thread could take CAPTURE_LOCK right now."""
+def lock_free_elsewhere(lock=CAPTURE_LOCK) -> bool:
+    """Whether a third thread could take ``lock`` (default CAPTURE_LOCK) right now."""
     got = []
 
     def probe():
-        got.append(CAPTURE_LOCK.acquire(blocking=False))
+        got.append(lock.acquire(blocking=False))
         if got[0]:
-            CAPTURE_LOCK.release()
+            lock.release()
 
     thread = threading.Thread(target=probe)
     thread.start()
@@ -260,20 +277,49 @@ def test_capture_runs_on_its_device_and_side_stream_under_the_capture_lock(monke
     assert lock_free_elsewhere()
 
 
-def test_prefetcher_loads_hold_the_capture_lock_and_wait_for_a_capture():
+class SignallingLock:
+    """An RLock that sets ``waiting`` whenever another thread than its creator is about to acquire it."""
+
+    def __init__(self):
+        self._lock, self._owner, self.waiting = threading.RLock(), threading.get_ident(), threading.Event()
+
+    def acquire(self, blocking=True, timeout=-1):
+        if threading.get_ident() != self._owner:
+            self.waiting.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self):
+        self._lock.release()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def test_prefetcher_loads_hold_the_capture_lock_and_wait_for_a_capture(monkeypatch):
+    """While the capture lock is held no load starts: the loader thread is seen reaching the lock (an explicit
+    signal, not a sleep), and the load has not run while the lock is held."""
+    import ddpg.runtime.fast as fast
+    import ddpg.runtime.graph_sampler as graph_sampler
+
+    assert graph_sampler.CAPTURE_LOCK is fast.CAPTURE_LOCK  # the runner's capture takes the same lock
+    lock = SignallingLock()
+    monkeypatch.setattr(fast, "CAPTURE_LOCK", lock)
     started, held = threading.Event(), []
 
     def load(i):
         started.set()
-        held.append(not lock_free_elsewhere())
+        held.append(not lock_free_elsewhere(lock._lock))
         return i
 
-    with CAPTURE_LOCK:  # as FastDDPGRunner._capture: no load may start meanwhile
+    with lock:  # as FastDDPGRunner._capture: no load may start meanwhile
         pf = Prefetcher(range(2), load, depth=1)
-        assert not started.wait(0.2)
+        assert lock.waiting.wait(timeout=60)  # the loader is at the lock (fails only if it never takes it)
+        assert not started.is_set()  # ... and blocked there: the lock is held by this thread
     with pf:
         assert [e[1] for e in pf] == [0, 1]
-    assert held == [True, True]
+    assert held == [True, True]  # each load ran holding the lock
 
 
 @pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])

@@ -14,8 +14,6 @@ from PIL import Image
 import ddpg.io as dio
 from ddpg.errors import InputError
 from ddpg.io import (
-    StagedFiles,
-    atomic_write,
     center_crop_resize,
     collect_inputs,
     load_image,
@@ -121,41 +119,7 @@ def test_measurements_round_trip(tmp_path):
     assert torch.equal(load_measurement(tmp_path / "y.npy"), y)
 
 
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
-    target = tmp_path / "out.png"
-    save_image(torch.zeros(3, 4, 4), target)
-    before = target.read_bytes()
-
-    def full_disk(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Image.Image, "save", full_disk)
-    with pytest.raises(OSError, match="No space"):
-        save_image(torch.ones(3, 4, 4), target)
-    assert target.read_bytes() == before
-    assert list(tmp_path.glob("*.part")) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
-
-    def interrupted(tmp):
-        tmp.write_text("half")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write(tmp_path / "x.txt", interrupted)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
-
-
-def test_staged_files_appear_together_or_not_at_all(tmp_path):
-    with pytest.raises(OSError):
-        with StagedFiles() as files:
-            files.add(tmp_path / "a.txt", lambda t: t.write_text("a"))
-            files.add(tmp_path / "b.txt", lambda t: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
-    assert list(tmp_path.iterdir()) == []
-    with StagedFiles() as files:
-        files.add(tmp_path / "a.txt", lambda t: t.write_text("a"))
-        files.add(tmp_path / "b.txt", lambda t: t.write_text("b"))
-        assert not (tmp_path / "a.txt").exists()  # nothing visible before the block ends
-    assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "b.txt").read_text() == "b"
-    assert not list(tmp_path.glob(".*"))
+# atomic and staged writes: tests/test_atomic_writes.py
 
 
 def test_collect_inputs(tmp_path, monkeypatch):

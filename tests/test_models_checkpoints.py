@@ -69,10 +69,30 @@ def test_missing_file_and_config_without_checkpoint():
 
 
 def test_face64_is_bundled_and_verified():
-    model = load_prior("face64")
-    with torch.no_grad():
-        eps = model(torch.zeros(1, 3, 64, 64), torch.tensor([500.0]))
-    assert eps.shape == (1, 3, 64, 64) and torch.isfinite(eps).all()
+    """The bundled weights are a trained face denoiser: on dev faces (never trained on) forward-diffused with
+    known noise, its ε is far closer to that noise than the best data-blind estimate (x₀ ~ N(0, s²) with the
+    faces' variance: ε̂ = √(1−ᾱ)·x_t/(ᾱs² + 1 − ᾱ)). Measured relative errors 0.173 (t = 100) and 0.051
+    (t = 500), against 0.81 and 0.14 for the blind estimate."""
+    import numpy as np
+    from PIL import Image
+
+    from ddpg.runtime.schedule import linear_schedule
+
+    model = load_prior("face64").eval()
+    files = sorted((FIXTURES / "faces64_dev").glob("*.png"))[:4]
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 127.5 - 1)
+                     .permute(2, 0, 1) for f in files])
+    abar = linear_schedule().alpha_bar_tensor()
+    g = torch.Generator().manual_seed(0)
+    for t, bound in ((100, 0.25), (500, 0.08)):
+        noise = torch.randn(x.shape, generator=g)
+        a = abar[t + 1]
+        x_t = a.sqrt() * x + (1 - a).sqrt() * noise
+        with torch.no_grad():
+            eps = model(x_t, torch.full((4,), float(t)))[:, :3]
+        blind = (1 - a).sqrt() * x_t / (a * float(x.var()) + 1 - a)
+        err, blind_err = (float((e - noise).norm() / noise.norm()) for e in (eps, blind))
+        assert err < bound and err < blind_err / 2, (t, err, blind_err)
     entry = checkpoints.REGISTRY["face64"]
     path = checkpoints.local_path(entry)
     assert checkpoints.sha256_file(path) == entry.sha256

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddpg.errors import OperatorError
-from ddpg.operators import baseline, degrade, make_operator
+from ddpg.operators import FFTBlur, FFTSuperRes, baseline, degrade, make_operator
 
 CASES = [
     ("sr_bicubic", {"impl": "svd"}, (32, 48)),
@@ -54,15 +54,7 @@ def test_adjoint_and_pseudo_inverse(case, dtype):
     row = op.pinv(Ax)
     err = [float((op.pinv_eta(Ax, eta) - row).norm() / row.norm()) for eta in (1e-2, 1e-4)]
     assert err[1] < err[0] or err[0] < 10 * tol
-    # pinv_eta is Aᵀ(AAᵀ+ηI)⁻¹: applying (AAᵀ+ηI) to the LR solve recovers the input
-    eta = 0.1
-    z = op.pinv_eta(Ax, eta)
-    assert torch.allclose(op.A(z) + eta * _lr_solve(op, Ax, eta), Ax, atol=50 * tol)
-
-
-def _lr_solve(op, r, eta):
-    """(AAᵀ+ηI)⁻¹ r recovered from pinv_eta: A pinv_eta(r) = AAᵀ(AAᵀ+η)⁻¹ r = r − η(AAᵀ+η)⁻¹ r."""
-    return (r - op.A(op.pinv_eta(r, eta))) / eta
+    # (pinv_eta itself against the dense Aᵀ(AAᵀ+ηI)⁻¹: test_adjoint_and_pinv_eta_equal_the_dense_formulas)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if make_operator(c[0], c[2], **c[1]).has_svd], ids=ids)
@@ -161,6 +153,13 @@ def test_degrade_is_seeded_and_unclipped():
     (lambda: make_operator("deblur_kernel", 16), "needs kernel="),
     (lambda: make_operator("deblur_kernel", 16, kernel=np.ones((2, 3, 3))), "must be 2-D"),
     (lambda: make_operator("deblur_kernel", 16, kernel=np.ones((17, 3))), "larger than the image"),
+    (lambda: make_operator("deblur_kernel", 16, kernel=np.ones((3, 17))), "larger than the image"),
+    (lambda: FFTBlur(np.ones((3, 17)), 16), "larger than the image"),
+    (lambda: FFTBlur(np.ones((17, 3)), 16), "larger than the image"),
+    (lambda: FFTBlur(np.array([[1.0, -1.0]]), 16), "non-zero sum"),
+    (lambda: FFTBlur(np.array([[1.0, np.nan]]), 16), "finite"),
+    (lambda: FFTBlur(np.array([[1.0, np.inf]]), 16), "finite"),
+    (lambda: FFTBlur(np.ones(3), 16), "must be 2-D"),
     (lambda: make_operator("deblur_kernel", 16, kernel=np.array([[1.0, -1.0]])), "non-zero sum"),
     (lambda: make_operator("deblur_kernel", 16, kernel="/nonexistent/k.npy"), "file not found"),
     (lambda: make_operator("deblur_motion", 64, intensity=1.5), "intensity"),
@@ -181,3 +180,185 @@ def test_degrade_is_seeded_and_unclipped():
 def test_bad_parameters_raise_clear_errors(call, message):
     with pytest.raises(OperatorError, match=message):
         call()
+
+
+# --- every operator against its dense matrix -----------------------------------------------------------------
+# (task, params, size): small images so the dense (m × 3HW) matrix is cheap; every task of the factory appears
+# (test_dense_cases_cover_every_task), with each of its implementations.
+DENSE_CASES = [
+    ("sr_bicubic", {"impl": "svd"}, (16, 20)),
+    ("sr_bicubic", {"impl": "svd", "scale": 2}, (10, 8)),
+    ("sr_bicubic", {"impl": "fft"}, (20, 20)),
+    ("sr_bicubic", {"impl": "fft", "scale": 2}, (10, 12)),
+    ("sr_avgpool", {"impl": "svd", "scale": 2}, (8, 10)),
+    ("sr_avgpool", {"impl": "fft", "scale": 2}, (8, 12)),
+    ("sr_avgpool", {"impl": "fft", "scale": 3}, (9, 12)),
+    ("deblur_gauss", {"impl": "fft"}, (8, 12)),
+    ("deblur_gauss", {"impl": "svd"}, (10, 8)),
+    ("deblur_gauss", {"impl": "fft", "kernel_size": 4, "sigma": 1.5}, (9, 8)),  # even kernel
+    ("deblur_motion", {"kernel": np.arange(20.0).reshape(4, 5) % 7}, (10, 9)),
+    ("deblur_kernel", {"kernel": np.outer([1, 2, 1], [1, 0, 3, 2])}, (7, 10)),
+    ("inpainting", {"ratio": 0.4, "seed": 2}, (8, 10)),
+    ("inpainting", {"box": (1, 2, 3, 4)}, (6, 8)),
+    ("denoising", {}, (6, 8)),
+    ("colorization", {}, (8, 6)),
+]
+
+
+def dense(op, dtype=torch.float64) -> torch.Tensor:
+    """The operator's matrix (m × 3HW), built column by column: column j is A applied to basis image j."""
+    H, W = op.img_size
+    n = 3 * H * W
+    basis = torch.eye(n, dtype=dtype).reshape(n, 3, H, W)
+    return op.A(basis).reshape(n, -1).T
+
+
+def test_dense_cases_cover_every_task():
+    from ddpg.operators.factory import TASKS
+
+    assert {task for task, _, _ in DENSE_CASES} == set(TASKS)
+
+
+@pytest.mark.parametrize("case", DENSE_CASES, ids=ids)
+def test_adjoint_and_pinv_eta_equal_the_dense_formulas(case):
+    """Aᵀy = Mᵀy and pinv_eta(r, η) = Mᵀ(MMᵀ + ηI)⁻¹r for the dense matrix M of A, in float64 and float32."""
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    M = dense(op)
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(op.meas_shape(2), generator=g, dtype=torch.float64)
+    if task == "inpainting":
+        y = op.A(y)  # measurements live on the kept pixels
+    flat_y = y.reshape(2, -1).T
+    assert torch.allclose(op.At(y).reshape(2, -1).T, M.T @ flat_y, atol=1e-12)
+    gram = M @ M.T
+    for eta in (1e-3, 0.1, 2.0):
+        expected = M.T @ torch.linalg.solve(gram + eta * torch.eye(len(gram), dtype=gram.dtype), flat_y)
+        got = op.pinv_eta(y, eta).reshape(2, -1).T
+        assert float((got - expected).norm() / expected.norm()) < 1e-10, eta
+        got32 = op.pinv_eta(y.float(), eta).reshape(2, -1).T.double()
+        assert float((got32 - expected).norm() / expected.norm()) < 1e-4, eta
+
+
+@pytest.mark.parametrize("case", DENSE_CASES, ids=ids)
+def test_pinv_equals_the_dense_pseudo_inverse(case):
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    M = dense(op)
+    in_range = op.A(torch.randn(2, 3, *size, dtype=torch.float64))
+    anywhere = torch.randn(op.meas_shape(2), dtype=torch.float64)  # with a part outside the range of A
+    if task == "inpainting":
+        anywhere = op.A(anywhere)  # measurements live on the kept pixels
+    for y in (in_range, anywhere):
+        expected = torch.linalg.pinv(M, rtol=1e-9) @ y.reshape(2, -1).T
+        got = op.pinv(y).reshape(2, -1).T
+        assert float((got - expected).norm() / expected.norm()) < 1e-8
+
+
+def delta(shape, at) -> np.ndarray:
+    kernel = np.zeros(shape)
+    kernel[at] = 1.0
+    return kernel
+
+
+@pytest.mark.parametrize("shape, at", [((2, 2), (0, 0)), ((4, 2), (1, 0)), ((4, 6), (1, 2)), ((3, 4), (1, 1))])
+def test_fft_kernels_are_centred_at_their_lower_middle_tap(shape, at):
+    """A delta kernel at c = ((kh−1)//2, (kw−1)//2) is the identity for odd and even sizes, and a delta one tap
+    before c in each direction shifts the image by one pixel ((k ⊛ x)[n] = x[n + c − m] for the delta at m)."""
+    x = torch.randn(1, 3, 8, 12, dtype=torch.float64)
+    assert torch.allclose(make_operator("deblur_kernel", (8, 12), kernel=delta(shape, at)).A(x), x, atol=1e-12)
+    if at[0] > 0 and at[1] > 0:
+        shifted = torch.roll(x, shifts=(-1, -1), dims=(2, 3))  # x[n + (1, 1)]
+        before = delta(shape, (at[0] - 1, at[1] - 1))
+        assert torch.allclose(make_operator("deblur_kernel", (8, 12), kernel=before).A(x), shifted, atol=1e-12)
+    sr = FFTSuperRes(delta(shape, at), 2, (8, 12))
+    assert torch.allclose(sr.A(x), x[..., ::2, ::2], atol=1e-12)  # sample (0, 0) of each block, no shift
+
+
+@pytest.mark.parametrize("size, sigma, threshold", [(5, 10.0, 3e-2), (5, 10.0, 0.2), (4, 1.5, 3e-2)])
+def test_svd_blur_is_the_zero_boundary_convolution_with_small_singular_values_truncated(size, sigma, threshold):
+    """The SVD blur against a matrix built independently: np.convolve of each basis vector (zero boundary,
+    'same' alignment; for a symmetric even kernel that is taps k//2 before to (k+1)//2 − 1 after), its 1-D
+    singular values below the threshold set to 0 (the truncated A is the operator)."""
+    taps = np.exp(-(np.arange(size) - (size - 1) / 2) ** 2 / (2 * sigma**2))
+    taps /= taps.sum()
+
+    def truncated(n):
+        conv = np.stack([np.convolve(np.eye(n)[j], taps, mode="same") for j in range(n)], axis=1)
+        U, s, Vt = np.linalg.svd(conv)
+        assert (s < threshold).any()  # the threshold truncates something at this size
+        return torch.as_tensor(U @ np.diag(np.where(s < threshold, 0.0, s)) @ Vt)
+
+    op = make_operator("deblur_gauss", (12, 32), impl="svd", kernel_size=size, sigma=sigma, threshold=threshold)
+    x = torch.randn(2, 3, 12, 32, dtype=torch.float64)
+    assert torch.allclose(op.A(x), truncated(12) @ x @ truncated(32).T, atol=1e-12)
+
+
+@pytest.mark.parametrize("gain", [1.0, 1e3])
+def test_fft_pinv_drops_singular_values_under_numpys_default_rcond(gain):
+    """A⁺ treats σ ≤ max(H, W)·eps·σ_max as zero (NumPy's pinv default, relative to σ_max): a blur whose
+    spectrum is ``gain`` except gain·5e-16 at one frequency pair (under 8·eps = 1.8e-15, over eps) has
+    A⁺A = the projection removing that pair."""
+    spectrum = torch.ones(8, 8, dtype=torch.complex128)
+    spectrum[0, 1] = spectrum[0, 7] = 5e-16
+    op = FFTBlur(gain * torch.fft.ifft2(spectrum).real.numpy(), 8)
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    keep = spectrum.real > 0.5
+    expected = torch.fft.ifft2(torch.fft.fft2(x) * keep).real
+    assert torch.allclose(op.pinv(op.A(x)), expected, atol=1e-10)
+
+
+def test_kernel_taps_by_hand():
+    """Keys (a = −0.5) at the SVD SR positions (i − 2s + ½)/s and at MATLAB's integer offsets/s, Gaussian taps
+    at x − (size−1)/2, the separable outer kernel: values worked out by hand, for odd and even sizes."""
+    from ddpg.operators.kernels import bicubic_taps_matlab, bicubic_taps_svd, gaussian_taps, keys_cubic, outer_kernel
+
+    # keys(0.25) = 0.8671875, keys(0.75) = 0.2265625, keys(1.25) = −0.0703125, keys(1.75) = −0.0234375; sum 2
+    half = np.array([-0.0234375, -0.0703125, 0.2265625, 0.8671875]) / 2
+    np.testing.assert_allclose(bicubic_taps_svd(2), np.concatenate([half, half[::-1]]), atol=1e-15)
+    svd4 = bicubic_taps_svd(4)  # the docstring's values
+    assert len(svd4) == 16 and abs(svd4[0] + 0.001709) < 1e-6 and abs(svd4[1] + 0.010986) < 1e-6
+    assert abs(svd4[7] - 0.240967) < 1e-6 and abs(svd4[8] - 0.240967) < 1e-6
+    # keys(k/2)/2 for k = −4..4: 0, −0.0625, 0, 0.5625, 1, 0.5625, 0, −0.0625, 0 (halved; already sum 1)
+    np.testing.assert_allclose(bicubic_taps_matlab(2), [0, -0.03125, 0, 0.28125, 0.5, 0.28125, 0, -0.03125, 0],
+                               atol=1e-15)
+    np.testing.assert_allclose(keys_cubic(np.array([0.0, 1.0, 2.0, 2.5])), [1, 0, 0, 0], atol=1e-15)
+    odd = np.exp(-np.array([4.0, 1.0, 0.0, 1.0, 4.0]) / 200)
+    np.testing.assert_allclose(gaussian_taps(5, 10.0), odd / odd.sum(), atol=1e-15)
+    even = np.exp(-np.array([2.25, 0.25, 0.25, 2.25]) / 4.5)  # x = ±1.5, ±0.5; 2σ² = 4.5
+    np.testing.assert_allclose(gaussian_taps(4, 1.5), even / even.sum(), atol=1e-15)
+    np.testing.assert_allclose(outer_kernel(np.array([1.0, 2.0, 1.0])),
+                               np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16, atol=1e-7)
+    assert outer_kernel(np.array([1.0, 2.0, 1.0])).dtype == np.float32
+
+
+@pytest.mark.parametrize("case", DENSE_CASES, ids=ids)
+def test_every_method_refuses_wrong_shapes_and_bad_eta(case):
+    """A, Aᵀ, pinv_eta and pinv name the shape they expected (OperatorError, not a broadcasting error), and
+    pinv_eta refuses η ≤ 0 on every operator."""
+    task, params, size = case
+    op = make_operator(task, size, **params)
+    H, W = size
+    y = torch.zeros(op.meas_shape(1))
+    wrong_y = torch.zeros(*y.shape[:-1], y.shape[-1] + 1)
+    with pytest.raises(OperatorError, match="expected images"):
+        op.A(torch.zeros(1, 3, H, W + 1))
+    for call in (lambda: op.At(wrong_y), lambda: op.pinv_eta(wrong_y, 0.1), lambda: op.pinv(wrong_y)):
+        with pytest.raises(OperatorError, match="measurement must have shape|expected images"):
+            call()
+    for eta in (0.0, -1e-3):
+        with pytest.raises(OperatorError, match="eta must be > 0"):
+            op.pinv_eta(y, eta)
+
+
+@pytest.mark.parametrize("task, params, n", [("deblur_gauss", {}, 16), ("sr4", {"impl": "fft"}, 20)])
+def test_fft_spectrum_defaults_to_the_operators_device_and_float32(task, params, n):
+    op = make_operator(task, n, **params)
+    K = op.spectrum()
+    assert K.device == op.device and K.dtype == torch.complex64 and K.shape == (n, n // 2 + 1)
+    assert torch.equal(K, op.spectrum("cpu", torch.float32))
+    full = op.spectrum(dtype=torch.float64, full=True)
+    assert full.dtype == torch.complex128 and full.shape == (n, n)
+    assert torch.allclose(full[:, : n // 2 + 1], K.to(torch.complex128), atol=1e-6)
+    # an explicit device wins over the operator's (the meta device stands in for a GPU here)
+    assert op.spectrum("meta").device.type == "meta" and op.spectrum("meta", full=True).device.type == "meta"

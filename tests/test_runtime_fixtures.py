@@ -31,11 +31,11 @@ class OracleDenoiser:
         return eps
 
 
-@pytest.mark.parametrize("run", [pytest.param(r, marks=pytest.mark.slow) if "adm" in r else r for r in RUNS])
-def test_reference_run_is_reproduced(run):
-    """``output`` and ``last_x0`` within 1e-4 relative L2 (the fixture README's tolerance; measured ≤ 5e-6).
-    The flat y is reshaped to the operator's measurement; its layout is checked first: y − A(x_true) must be
-    the recorded noise level (exactly 0 for σ_y = 0, else std within 15% of 2σ_y)."""
+RUN_PARAMS = [pytest.param(r, marks=pytest.mark.slow) if "adm" in r else r for r in RUNS]
+
+
+def load_run(run: str):
+    """(fixture dict, operator, oracle denoiser, y shaped as the operator's measurement) of one recorded run."""
     fx = torch.load(FIXTURES / "ddpg_runs" / run, weights_only=True)
     if fx["operator"] == "deblur_motion_fft":
         op = make_operator("deblur_motion", fx["img_size"], kernel=fx["kernel"])
@@ -48,19 +48,31 @@ def test_reference_run_is_reproduced(run):
         net = create_prior(small["config"])
         net.load_state_dict(small["state_dict"], strict=True)
     den = OracleDenoiser(fx["oracle_data_variance"], net, fx["net_scale"])
-    y = fx["y"].reshape(op.meas_shape(1))
+    return fx, op, den, fx["y"].reshape(op.meas_shape(1))
+
+
+def run_hyper(fx) -> dict:
+    """The sampler keywords of a recorded run."""
+    h = fx["hyper"]
+    return {"steps": fx["T_sampling"], "gamma": h["gamma"], "zeta": h["zeta"], "eta_tilde": h["eta_tilde"],
+            "step_size_mode": h["step_size_mode"], "inject_noise": bool(h["inject_noise"])}
+
+
+@pytest.mark.parametrize("run", RUN_PARAMS)
+def test_reference_run_is_reproduced(run):
+    """``output`` and ``last_x0`` within 1e-4 relative L2 (the fixture README's tolerance; measured ≤ 5e-6).
+    The flat y is reshaped to the operator's measurement; its layout is checked first: y − A(x_true) must be
+    the recorded noise level (exactly 0 for σ_y = 0, else std within 15% of 2σ_y)."""
+    fx, op, den, y = load_run(run)
     resid = y - op.A(fx["x_true"])
     if fx["sigma_y_pm1"] == 0:
         assert float(resid.abs().max()) < 1e-5
     else:
         assert abs(float(resid.std()) / fx["sigma_y_pm1"] - 1) < 0.15
     noise = iter(fx["noise"])
-    h = fx["hyper"]
     x0s = []
-    out = ddpg_sample(den, op, y, fx["sigma_y_01"], steps=fx["T_sampling"],
-                      gamma=h["gamma"], zeta=h["zeta"], eta_tilde=h["eta_tilde"],
-                      step_size_mode=h["step_size_mode"], inject_noise=bool(h["inject_noise"]),
-                      x_T=fx["x_T"], noise=lambda like: next(noise), callback=lambda k, x, x0: x0s.append(x0))
+    out = ddpg_sample(den, op, y, fx["sigma_y_01"], x_T=fx["x_T"], noise=lambda like: next(noise),
+                      callback=lambda k, x, x0: x0s.append(x0), **run_hyper(fx))
     assert next(noise, None) is None and len(x0s) == fx["T_sampling"]  # exactly one draw per step
     assert rel_err(out, fx["output"]) < 1e-4
     assert rel_err(x0s[-1], fx["last_x0"]) < 1e-4

@@ -20,14 +20,17 @@ Measured (CPU, PSNR in dB on the [0, 1] scale against the true images, unclamped
 Bounds and why:
 - No estimator beats the posterior mean (the MMSE estimator) on average, so every method must stay at or
   below it: PSNR ≤ mean + 0.1 dB (4 images × 12288 values make the sampling slack tiny).
-- IDPG estimates the posterior mean: within 1 dB of it for sr4 at both σ_y and — with γ 4, η̃ 2 — for
-  deblur at σ_y 0.05; with the preset's γ 8, η̃ 0.6 it lands 1.04 dB under (the presets were tuned on a UNet
-  prior), asserted within 1.5 dB. For noiseless SR the trajectory converges to the mean itself (≥ 40 dB
-  from it; 54.3 measured). Noiseless deblurring is the exception: the 5-tap blur is invertible at 64², so
-  the mean is the exact inverse (≈ 100 dB) while the η = 1e-4 floor of DDPG/IDPG's back-projection leaves the
-  frequencies with |K|² ≲ 1e-4 partly to the prior; there IDPG and DDPG must beat Tikhonov at the same η.
+- IDPG estimates the posterior mean: for sr4 0.005 dB (σ_y 0) and 0.33 dB (σ_y 0.05) under it, asserted
+  within 0.25 and 0.75 dB; with γ 4, η̃ 2 0.15 dB under for deblur at σ_y 0.05 (asserted 0.5); with the
+  preset's γ 8, η̃ 0.6 it lands 1.04 dB under (the presets were tuned on a UNet prior), asserted within
+  1.4 dB. Its distance to the exact mean: 54.3 dB (sr4, σ_y 0: the trajectory converges to the mean itself;
+  asserted ≥ 50), 32.1 (sr4, σ_y 0.05; ≥ 31.5) and 30.3 (deblur, σ_y 0.05; ≥ 29.5). Noiseless deblurring
+  is the exception: the 5-tap blur is invertible at 64², so the mean is the exact inverse (≈ 100 dB) while
+  the η = 1e-4 floor of DDPG/IDPG's back-projection leaves the frequencies with |K|² ≲ 1e-4 partly to the
+  prior; there IDPG and DDPG must beat Tikhonov at the same η.
 - DDPG draws posterior samples. For an exact sampler E‖x_s − x‖² = 2·E‖x̂_mean − x‖², i.e. 3.01 dB under
-  the mean; DDPG is asserted within 3.5 dB below (measured 1.7–2.3 dB, it injects only part fresh noise).
+  the mean; DDPG is asserted within its measured gap + ≈ 0.5 dB (measured 1.7–2.3 dB, it injects only
+  part fresh noise).
 - Baselines: noisy deblurring — pinv explodes and Tikhonov at η ≈ σ² = 1e-2 is the fair linear baseline;
   both methods beat it by ≥ 5 dB (measured 6.8, 8.1). SR — for this smooth prior the measurement-only
   interpolators are close to optimal: the posterior mean is only 0.35 dB (σ_y 0) and 0.79 dB (σ_y 0.05) above
@@ -99,22 +102,27 @@ def test_ddpg_and_idpg_against_the_posterior_mean(setup, task, sigma_y):
         tik = psnr(baseline(op, y, 1e-4, method="tikhonov"), x)
         assert p_idpg >= tik + 2 and p_ddpg >= tik + 1
         return
-    assert p_ddpg >= pm - 3.5  # a posterior sample: 3.01 dB under the mean for an exact sampler
+    # a posterior sample: 3.01 dB under the mean for an exact sampler; DDPG's measured gap + ≈ 0.5 dB
+    assert p_ddpg >= pm - DDPG_BELOW_PM[task, sigma_y]
     if task == "deblur_gauss":
         best = max(psnr(baseline(op, y, method="pinv"), x), psnr(baseline(op, y, 1e-2, method="tikhonov"), x))
         assert p_idpg >= best + 5 and p_ddpg >= best + 5
-        assert p_idpg >= pm - 1.5  # the CelebA preset (γ 8, η̃ 0.6)
+        assert p_idpg >= pm - 1.4  # the CelebA preset (γ 8, η̃ 0.6): 1.04 dB under
+        assert psnr(idpg_out, mean) >= 29.5  # IDPG's distance to the exact mean (30.3 dB measured)
         _, tuned = restore(den, op, "idpg", sigma_y, x, task, gamma=4, eta_tilde=2.0)
-        assert pm - 1.0 <= psnr(tuned, x) <= pm + 0.1
+        assert pm - 0.5 <= psnr(tuned, x) <= pm + 0.1
     else:
         bicubic = psnr(baseline(op, y, method="bicubic"), x)
         best = max(bicubic, psnr(baseline(op, y, method="pinv"), x))
-        assert p_idpg >= pm - 1.0
         if sigma_y == 0:
-            assert psnr(idpg_out, mean) >= 40
+            assert p_idpg >= pm - 0.25 and psnr(idpg_out, mean) >= 50  # converges to the mean itself
             assert p_idpg >= bicubic + 1.5 and p_idpg >= best + 0.2
         else:
+            assert p_idpg >= pm - 0.75 and psnr(idpg_out, mean) >= 31.5  # 0.33 dB under; 32.1 dB from it
             assert p_idpg >= best + 0.3
+
+
+DDPG_BELOW_PM = {("deblur_gauss", 0.05): 2.75, ("sr4", 0.0): 2.75, ("sr4", 0.05): 2.25}  # measured 2.3, 2.2, 1.7
 
 
 def test_average_of_ddpg_samples_approaches_the_posterior_mean(setup):

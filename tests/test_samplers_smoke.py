@@ -1,5 +1,8 @@
 """Every peer sampler runs 5 steps with a tiny UNet on every operator it supports (16×16 images, 1 image):
-finite output of the image shape, and the operators it cannot use are refused by name."""
+finite output of the image shape, and the operators it cannot use are refused by name. This is a wiring test
+only; what the samplers compute is checked against the exact posterior of a Gaussian prior in
+test_samplers_gaussian.py (DDNM/DDRM/DiffPIR on deblurring, SR and inpainting, DDNM/DDRM on colorization and
+denoising, DPS/DPPS on deblurring) and against the reference's recorded runs."""
 
 import pytest
 import torch
