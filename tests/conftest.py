@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,21 @@ def ddpm_engine(tmp_path_factory) -> Path:
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def lock_free_elsewhere(lock=None) -> bool:
+    """Whether another thread could take ``lock`` (default: the CUDA-graph CAPTURE_LOCK) right now; deterministic,
+    since the probe thread is joined before the answer is read."""
+    if lock is None:
+        from ddpg.runtime.fast import CAPTURE_LOCK as lock
+    got = []
+
+    def probe():
+        got.append(lock.acquire(blocking=False))
+        if got[0]:
+            lock.release()
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return got[0]

@@ -11,12 +11,12 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from conftest import rel_err
+from conftest import lock_free_elsewhere, rel_err
 from ddpg.errors import ConfigError
 from ddpg.models import GaussianPrior, as_denoiser, create_prior, prior_config
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer, ddpg_sample
-from ddpg.runtime.fast import CAPTURE_LOCK, BackgroundWriter, FastDenoiser, Prefetcher
+from ddpg.runtime.fast import BackgroundWriter, FastDenoiser, Prefetcher
 from ddpg.runtime.graph_sampler import COLUMNS, FastDDPGRunner, fast_ddpg_sample, step_table
 from ddpg.runtime.samplers.ddpg import GuidanceParams
 from ddpg.runtime.schedule import linear_schedule
@@ -195,20 +195,6 @@ def test_background_writer_runs_jobs_in_order_and_collects_errors():
     with pytest.raises(RuntimeError):
         writer.submit(job, 5)
 
-
-def lock_free_elsewhere(lock=CAPTURE_LOCK) -> bool:
-    """Whether a third thread could take ``lock`` (default CAPTURE_LOCK) right now."""
-    got = []
-
-    def probe():
-        got.append(lock.acquire(blocking=False))
-        if got[0]:
-            lock.release()
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    thread.join()
-    return got[0]
 
 
 class FakeStream:

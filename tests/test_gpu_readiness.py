@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 
 import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import lock_free_elsewhere
 from ddpg.errors import CheckpointError, ConfigError
 from ddpg.export.engine_cache import ShapeProfile
 from ddpg.export.onnx_metadata import BatchProfile, EngineError
-from ddpg.runtime.fast import CAPTURE_LOCK
-
-
-def lock_free_elsewhere() -> bool:
-    """Whether another thread could take CAPTURE_LOCK right now (deterministic: the probe thread is joined)."""
-    got = []
-
-    def probe():
-        got.append(CAPTURE_LOCK.acquire(blocking=False))
-        if got[0]:
-            CAPTURE_LOCK.release()
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    thread.join()
-    return got[0]
 
 
 class Stream:
