@@ -90,7 +90,7 @@ def test_suite_end_to_end_and_second_run_reuses_every_cell(tmp_path, random_feat
 def test_interrupted_cell_resumes_per_image_and_partial_tables(tmp_path, random_features, monkeypatch):
     path = write_plan(tmp_path)
     plan = load_plan(path)
-    run_suite(plan, only_restore=True)  # restore everything, score nothing
+    run_suite(plan, score=False)  # restore everything, score nothing
     assert not (tmp_path / "results" / "tables.md").exists()
     celldir = plan.cell_dir(plan.cells[0])
     before = (celldir / "im1_restored.png").read_bytes()
@@ -116,6 +116,18 @@ def test_interrupted_cell_resumes_per_image_and_partial_tables(tmp_path, random_
     data = write_tables(plan)
     assert data["tasks"]["sr4"]["rows"][1]["cells"]["0.05"]["pending"]
     assert "partial: 2 of 4 cells finished" in (tmp_path / "results" / "tables.md").read_text()
+
+
+def test_score_only_leaves_incomplete_cells_pending(tmp_path, random_features, monkeypatch):
+    """--score-only (e.g. beside a run that is still restoring): complete cells are scored, the rest pending."""
+    plan = load_plan(write_plan(tmp_path))
+    run_suite(plan, score=False)
+    (plan.cell_dir(plan.cells[0]) / "im2_restored.png").unlink()
+    monkeypatch.setattr(suite, "restore", lambda *a, **k: pytest.fail("--score-only restored"))
+    report = run_suite(load_plan(write_plan(tmp_path)), restore=False, features=random_features)
+    assert report.exit_code == 0 and len(report.done) == 4 and str(plan.cell_dir(plan.cells[0])) not in report.done
+    assert json.loads((plan.cell_dir(plan.cells[1]) / "cell.json").read_text())["nfe_per_image"] == STEPS
+    assert "### sr4 — partial: 3 of 4 cells finished" in (tmp_path / "results" / "tables.md").read_text()
 
 
 def test_plan_errors_and_a_cell_made_with_other_settings(tmp_path, random_features):

@@ -200,7 +200,9 @@ def restore_cell(plan: Plan, cell: Cell, denoiser, *, shard: tuple[int, int] = (
 def _restore_stats(celldir: Path, names: list[str]) -> dict:
     """From the sidecars: the images restored, mean sampler seconds per image, and the preset, hyper-parameters,
     prior record and versions the restorations used (the first image's)."""
-    sidecars = [json.loads(p.read_text()) for n in names if (p := celldir / f"{Path(n).stem}.json").is_file()]
+    done = [Path(n).stem for n in names if (celldir / f"{Path(n).stem}.json").is_file()
+            and (celldir / f"{Path(n).stem}_restored.png").is_file()]  # as restore's skip_existing
+    sidecars = [json.loads((celldir / f"{stem}.json").read_text()) for stem in done]
     seconds = [s["timings_s"]["restore_per_image"] for s in sidecars]
     first = sidecars[0] if sidecars else {}
     return {"restored": len(sidecars), "seconds_per_image": sum(seconds) / len(seconds) if seconds else None,
@@ -229,17 +231,18 @@ def score_cell(plan: Plan, cell: Cell, restored: dict, *, inception_features=Non
     return record
 
 
-def run_suite(plan: Plan, *, progress=None, only_restore: bool = False, features=None) -> Report:
+def run_suite(plan: Plan, *, progress=None, restore: bool = True, score: bool = True, features=None) -> Report:
     """Run every cell of ``plan`` not finished yet (restore on this rank's share, then score on rank 0), then
     write the tables. Under torchrun the ranks share each cell's images as ``restore`` shares its inputs.
-    ``features``: the Inception FeatureSource to score with (default: the plan's weights)."""
+    ``restore=False`` scores only the cells whose restorations are all there (the others stay pending: a run in
+    another process may be making them); ``score=False`` only restores. ``features``: the Inception
+    FeatureSource to score with (default: the plan's weights)."""
     from ddpg.runtime import distributed
 
     progress = progress or NullProgress()
-    ctx = distributed.dist_context(plan.device) if distributed.launched_by_torchrun() else None
+    ctx = distributed.dist_context(plan.device) if restore and distributed.launched_by_torchrun() else None
     rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
-    device = str(ctx.device) if ctx else plan.device
-    plan.device = device
+    plan.device = str(ctx.device) if ctx else plan.device
     report = Report()
     denoiser = None
     try:
@@ -247,27 +250,24 @@ def run_suite(plan: Plan, *, progress=None, only_restore: bool = False, features
             if finished_cell(plan, cell) is not None:
                 report.skipped.append(str(plan.cell_dir(cell)))
                 continue
-            if denoiser is None:
-                denoiser = make_denoiser(plan.prior, None, "torch", None, device)
-            start = time.perf_counter()
-            mine = restore_cell(plan, cell, denoiser, shard=(rank, world), progress=progress)
-            merged = distributed.gather_summary({**mine, "wall_s": time.perf_counter() - start})
-            if merged is None:  # another rank scores the cell
-                continue
-            report.failed.extend(tuple(f) for f in merged["failed"])
-            if merged["interrupted"]:
-                report.interrupted = True
-                break
-            samples = sum(r["evaluations"] for r in merged["ranks"])
-            new = len(merged["done"])
-            restored = {"nfe_per_image": samples / new if new else _previous_nfe(plan, cell)}
-            _save_progress(plan, cell, restored)
-            if only_restore:
+            if restore:
+                denoiser = denoiser or make_denoiser(plan.prior, None, "torch", None, plan.device)
+                restored = _restore_on_ranks(plan, cell, denoiser, (rank, world), progress, report)
+                if restored is None:  # interrupted (every rank stops), or another rank's turn to wait
+                    if report.interrupted:
+                        break
+                    continue
+            else:
+                names = [f.name for f in plan.files[:cell.images]]
+                if _restore_stats(plan.cell_dir(cell), names)["restored"] < len(names):
+                    continue
+                restored = {"nfe_per_image": _previous_nfe(plan, cell)}
+            if not score:
                 continue
             if features is None:
                 from ddpg.api.evaluation import FeatureSource
 
-                features = FeatureSource(plan.inception, device)
+                features = FeatureSource(plan.inception, plan.device)
             try:
                 score_cell(plan, cell, restored, inception_features=features)
             except InputError as exc:
@@ -279,11 +279,36 @@ def run_suite(plan: Plan, *, progress=None, only_restore: bool = False, features
     finally:
         if ctx is not None:
             distributed.finish()
-    if rank == 0 and not only_restore:
+    if rank == 0 and score:
         from ddpg.api.suite_tables import write_tables
 
         report.extra = write_tables(plan)
     return report
+
+
+def _restore_on_ranks(plan: Plan, cell: Cell, denoiser, shard: tuple[int, int], progress, report: Report
+                      ) -> dict | None:
+    """Restore a cell across the ranks; on rank 0 {nfe_per_image} (counted over the images restored now, else
+    the earlier count), None on the other ranks and when interrupted (``report.interrupted`` on every rank)."""
+    import torch.distributed as dist
+
+    from ddpg.runtime import distributed
+
+    start = time.perf_counter()
+    mine = restore_cell(plan, cell, denoiser, shard=shard, progress=progress)
+    merged = distributed.gather_summary({**mine, "wall_s": time.perf_counter() - start})
+    stop = [merged["interrupted"] if merged is not None else False]
+    if shard[1] > 1:  # rank 0 decides for everyone, so no rank waits at a collective the others left
+        dist.broadcast_object_list(stop, src=0)
+    report.interrupted = bool(stop[0])
+    if merged is None or report.interrupted:
+        return None
+    report.failed.extend(tuple(f) for f in merged["failed"])
+    samples = sum(r["evaluations"] for r in merged["ranks"])
+    new = len(merged["done"])
+    restored = {"nfe_per_image": samples / new if new else _previous_nfe(plan, cell)}
+    _save_progress(plan, cell, restored)
+    return restored
 
 
 PROGRESS_RECORD = "restore_progress.json"
