@@ -7,6 +7,7 @@ A plan (paths relative to the working folder the command runs in)::
     prior: face64                 # or a YAML config / the analytic "gaussian"
     dataset: tests/fixtures/faces64_dev
     out: benchmarks/results/eval_face64
+    cells: null                   # where the cells live (default <out>/cells; two plans may share cells)
     seed: 0                       # image i is degraded and sampled with seed + i (as `ddpg restore`)
     images: 32                    # the first N images in sorted order (default: all)
     inception: null               # Inception weights for FID/KID/GIQA (default: the standard cache)
@@ -37,7 +38,7 @@ from ddpg.io import collect_inputs, save_json
 CELL_RECORD = "cell.json"
 CELL_KIND = "ddpg-suite-cell"
 PLAN_KEYS = {"prior", "dataset", "out", "seed", "images", "inception", "grid", "device", "batch_size", "hyper",
-             "giqa_components", "giqa_pca"}
+             "giqa_components", "giqa_pca", "cells"}
 BLOCK_KEYS = {"methods", "tasks", "sigma_y", "steps", "images", "hyper"}
 
 
@@ -75,9 +76,10 @@ class Plan:
     giqa_pca: int | None = None
     source: str = ""  # the plan file
     files: list[Path] = field(default_factory=list)  # the dataset's images in sorted order
+    cells_dir: Path | None = None  # where the cells live (default <out>/cells; plans may share one)
 
     def cell_dir(self, cell: Cell) -> Path:
-        return self.out / "cells" / cell.task / cell.name
+        return (self.cells_dir or self.out / "cells") / cell.task / cell.name
 
 
 def _as_list(block: dict, key: str, where: str) -> list:
@@ -141,7 +143,7 @@ def load_plan(path: str | Path, *, device: str | None = None, out: str | Path | 
                 seed=int(data.get("seed", 0)), inception=data.get("inception"),
                 device=device or str(data.get("device", "cpu")), batch_size=int(data.get("batch_size", 1)),
                 giqa_components=int(data.get("giqa_components", 5)), giqa_pca=data.get("giqa_pca"),
-                source=str(path), files=files)
+                source=str(path), files=files, cells_dir=Path(data["cells"]) if data.get("cells") else None)
     check_device(plan.device)
     return plan
 

@@ -55,7 +55,7 @@ def _table(plan: Plan, task: str, cells: list[Cell], records: dict) -> tuple[lis
     for c in cells:
         rows.setdefault((c.method, c.steps, c.hyper, c.images), {})[c.sigma_y] = c
     shown = [col for col in COLUMNS if any(records.get(c) is not None and _value(records[c], col[0]) is not None
-                                           for c in cells)]
+                                           for c in cells)] or list(COLUMNS[:2])  # nothing finished: PSNR, SSIM
     done = sum(records.get(c) is not None for c in cells)
     head = ["method", "images", *[f"{col[1]} σ={s:g}" if i == 0 else col[1] for s in sigmas
                                   for i, col in enumerate(shown)]]
@@ -115,8 +115,9 @@ def write_tables(plan: Plan, command: str | None = None) -> dict:
                   "prior": plan.prior, "dataset": str(plan.dataset), "seed": plan.seed, "device": plan.device,
                   "versions": versions(plan.device), "tasks": {},
                   "notes": notes}
+    cells_dir = plan.cells_dir or plan.out / "cells"
     lines = [f"# Evaluation suite: {plan.prior} on {plan.dataset}", "",
-             f"Command: `{command}` (cells: `{plan.out}/cells/<task>/<cell>/`, each also reproducible with the "
+             f"Command: `{command}` (cells: `{cells_dir}/<task>/<cell>/`, each also reproducible with the "
              "`ddpg restore` line in tables.json, then `ddpg evaluate --pred <cell> --gt <dataset>`).", "",
              "Columns per σ_y: the metric means over the cell's images; NFE: UNet evaluations per image; s/img: "
              f"mean sampler seconds per image on {plan.device}.", ""]
