@@ -76,7 +76,7 @@ def _table(plan: Plan, task: str, cells: list[Cell], records: dict) -> tuple[lis
                 continue
             cells_text += [_fmt(_value(record, col[0]), col[2], col[3]) for col in shown]
             entry["cells"][f"{s:g}"] = {**{col[0]: _value(record, col[0]) for col in COLUMNS},
-                                        "kid_std": record["metrics"].get("kid_std"),
+                                        "kid_std": record["metrics"].get("kid_std"), "preset": record.get("preset"),
                                         "command": restore_command(plan, cell), "cell": str(plan.cell_dir(cell))}
         lines.append(f"| {name} | {images} | " + " | ".join(cells_text) + " |")
         data["rows"].append(entry)
@@ -120,7 +120,9 @@ def write_tables(plan: Plan, command: str | None = None) -> dict:
              f"Command: `{command}` (cells: `{cells_dir}/<task>/<cell>/`, each also reproducible with the "
              "`ddpg restore` line in tables.json, then `ddpg evaluate --pred <cell> --gt <dataset>`).", "",
              "Columns per σ_y: the metric means over the cell's images; NFE: UNet evaluations per image; s/img: "
-             f"mean sampler seconds per image on {plan.device}.", ""]
+             f"mean sampler seconds per image on {plan.device} as measured during the run (other work on the "
+             "machine slows it). Each cell uses the hyper-parameters `ddpg restore` picks (the method's paper preset "
+             "for the prior family at the nearest σ_y, named per cell in tables.json) with its row's steps.", ""]
     pngs = {}
     for task in tasks:
         cells = [c for c in plan.cells if c.task == task]
