@@ -225,3 +225,27 @@ def test_load_inception_files(net, tmp_path):
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # a pickled module: refused
     with pytest.raises(ConfigError, match="cannot read Inception weights"):
         load_inception(tmp_path / "pickled.pth")
+
+
+def test_cli_evaluate_with_an_inception_file_caches_features(net, feats, folders, tmp_path, monkeypatch):
+    """`ddpg evaluate --inception FILE`: the set metrics from that file's network, features cached under the ddpg
+    cache keyed by the file's sha256; a second run computes nothing."""
+    from typer.testing import CliRunner
+
+    from ddpg.cli.main import app
+
+    _, ref, pred = feats
+    torch.save(net.state_dict(), tmp_path / "w.pth")
+    monkeypatch.setenv("DDPG_HOME", str(tmp_path / "home"))
+    args = ["evaluate", "--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--inception",
+            str(tmp_path / "w.pth"), "--giqa-components", "1", "--giqa-pca", "3", "-q"]
+    for run in range(2):
+        res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / f"out{run}")])
+        assert res.exit_code == 1, res.output  # im6..im9 have no prediction: named, the rest evaluated
+        summary = json.loads((tmp_path / f"out{run}" / "summary.json").read_text())
+        assert summary["methods"]["pred"]["kid"] == pytest.approx(kid(pred, ref[:N_PRED])[0], rel=1e-6)
+        cached = list((tmp_path / "home" / "inception_features").glob("*/*.npy"))
+        assert len(cached) == N_PRED * 2  # the evaluated predictions and their references, once each
+        if run == 0:
+            stamps = {p: p.stat().st_mtime_ns for p in cached}
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # the second run only read the cache
