@@ -11,7 +11,7 @@
   fitted on the same references. Fitting uses scikit-learn (``pip install 'ddpg[eval]'``); the fitted model is
   plain arrays (:class:`GaussianMixtureModel`) scored here.
 - KNN-GIQA: Σₖ 1/dₖ over the K nearest reference features, dₖ the L1 distance (the official code's
-  ``pairwise_distance(p=1)``, K = 1 by default).
+  ``pairwise_distance(p=1)`` without its 1e-6 offset; K = 1 by default).
 """
 
 from __future__ import annotations
