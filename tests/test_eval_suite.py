@@ -74,6 +74,9 @@ def test_suite_end_to_end_and_second_run_reuses_every_cell(tmp_path, random_feat
     md = (out / "tables.md").read_text()
     assert "### sr4" in md and "| ddnm | 3 |" in md and "partial" not in md and "KID×10³↓" in md
     assert "FID not reported" in md  # 3 images are far too few for FID, and the table says so
+    baseline = np.mean([s["metrics"]["baseline_psnr"] for s in sidecars])
+    assert record["baseline"]["name"] == "bicubic" and record["baseline"]["psnr"] == pytest.approx(baseline)
+    assert f"| baseline: bicubic (PSNR only) | | {baseline:.2f} |" in md
     assert (out / "crops_sr4_sy0.05.png").is_file() and (out / "crops_deblur_gauss_sy0.05.png").is_file()
 
     # a second run: nothing restored or scored again, the same tables

@@ -200,14 +200,18 @@ def restore_cell(plan: Plan, cell: Cell, denoiser, *, shard: tuple[int, int] = (
 
 
 def _restore_stats(celldir: Path, names: list[str]) -> dict:
-    """From the sidecars: the images restored, mean sampler seconds per image, and the preset, hyper-parameters,
-    prior record and versions the restorations used (the first image's)."""
+    """From the sidecars: the images restored, mean sampler seconds per image, the baseline's mean PSNR (bicubic
+    or Tikhonov, on the same measurements, as ``restore`` computes it), and the preset, hyper-parameters, prior
+    record and versions the restorations used (the first image's)."""
     done = [Path(n).stem for n in names if (celldir / f"{Path(n).stem}.json").is_file()
             and (celldir / f"{Path(n).stem}_restored.png").is_file()]  # as restore's skip_existing
     sidecars = [json.loads((celldir / f"{stem}.json").read_text()) for stem in done]
     seconds = [s["timings_s"]["restore_per_image"] for s in sidecars]
+    baseline = [s["metrics"]["baseline_psnr"] for s in sidecars if "baseline_psnr" in s.get("metrics", {})]
     first = sidecars[0] if sidecars else {}
     return {"restored": len(sidecars), "seconds_per_image": sum(seconds) / len(seconds) if seconds else None,
+            "baseline": {"name": first.get("metrics", {}).get("baseline"),
+                         "psnr": sum(baseline) / len(baseline) if baseline else None},
             "preset": first.get("preset"), "hyper": first.get("hyper"), "prior_record": first.get("prior"),
             "device": first.get("device"), "versions": first.get("versions")}
 

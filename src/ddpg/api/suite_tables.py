@@ -80,7 +80,20 @@ def _table(plan: Plan, task: str, cells: list[Cell], records: dict) -> tuple[lis
                                         "command": restore_command(plan, cell), "cell": str(plan.cell_dir(cell))}
         lines.append(f"| {name} | {images} | " + " | ".join(cells_text) + " |")
         data["rows"].append(entry)
+    lines.append(_baseline_row(sigmas, cells, records, len(shown)))
     return lines, data
+
+
+def _baseline_row(sigmas: list[float], cells: list[Cell], records: dict, width: int) -> str:
+    """The baseline's PSNR per σ_y (the same measurements for every method: the first finished cell's)."""
+    texts, names = [], set()
+    for s in sigmas:
+        found = next((records[c]["baseline"] for c in cells if c.sigma_y == s and records.get(c) is not None
+                      and (records[c].get("baseline") or {}).get("psnr") is not None), None)
+        names.add(found["name"] if found else None)
+        texts += [_fmt(found["psnr"], 2, 1.0) if found else "–"] + [""] * (width - 1)
+    label = " / ".join(sorted(n for n in names if n))
+    return f"| baseline{': ' + label if label else ''} (PSNR only) | | " + " | ".join(texts) + " |"
 
 
 def _crops(plan: Plan, task: str, sigma: float, cells: list[Cell], records: dict):
