@@ -88,6 +88,13 @@ def test_suite_end_to_end_and_second_run_reuses_every_cell(tmp_path, random_feat
     again = run_suite(load_plan(write_plan(tmp_path)), features=random_features)
     assert again.exit_code == 0 and len(again.skipped) == 5 and not again.done
     assert json.loads((out / "tables.json").read_text())["tasks"] == tables["tasks"]
+    # --rescore scores the finished cells again (still restoring nothing), here without set metrics
+    monkeypatch.undo()
+    monkeypatch.setattr(suite, "restore", refuse)
+    rescored = run_suite(load_plan(write_plan(tmp_path, inception=str(tmp_path / "none.pth"))), restore=False,
+                         rescore=True)
+    assert len(rescored.done) == 5
+    assert json.loads((out / "tables.json").read_text())["tasks"]["sr4"]["rows"][0]["cells"]["0.05"]["kid"] is None
 
 
 def test_interrupted_cell_resumes_per_image_and_partial_tables(tmp_path, random_features, monkeypatch):

@@ -237,12 +237,14 @@ def score_cell(plan: Plan, cell: Cell, restored: dict, *, inception_features=Non
     return record
 
 
-def run_suite(plan: Plan, *, progress=None, restore: bool = True, score: bool = True, features=None) -> Report:
+def run_suite(plan: Plan, *, progress=None, restore: bool = True, score: bool = True, rescore: bool = False,
+              features=None) -> Report:
     """Run every cell of ``plan`` not finished yet (restore on this rank's share, then score on rank 0), then
     write the tables. Under torchrun the ranks share each cell's images as ``restore`` shares its inputs.
     ``restore=False`` scores only the cells whose restorations are all there (the others stay pending: a run in
-    another process may be making them); ``score=False`` only restores. ``features``: the Inception
-    FeatureSource to score with (default: the plan's weights)."""
+    another process may be making them); ``score=False`` only restores; ``rescore`` scores finished cells again
+    (e.g. once the Inception weights are there). ``features``: the Inception FeatureSource to score with
+    (default: the plan's weights)."""
     from ddpg.runtime import distributed
 
     progress = progress or NullProgress()
@@ -253,7 +255,7 @@ def run_suite(plan: Plan, *, progress=None, restore: bool = True, score: bool = 
     denoiser = None
     try:
         for cell in plan.cells:
-            if finished_cell(plan, cell) is not None:
+            if finished_cell(plan, cell) is not None and not rescore:
                 report.skipped.append(str(plan.cell_dir(cell)))
                 continue
             if restore:

@@ -233,6 +233,8 @@ def evaluate_suite(
     restore_only: bool = typer.Option(False, "--restore-only", help="Restore the cells, do not score them."),
     score_only: bool = typer.Option(False, "--score-only", help="Score the cells whose restorations are complete "
                                     "and write the tables; restore nothing (e.g. while a run restores)."),
+    rescore: bool = typer.Option(False, "--rescore", help="Score finished cells again (e.g. once the FID "
+                                 "Inception weights are there); their restorations are kept."),
     quiet: bool = QUIET,
 ) -> None:
     """Run an evaluation plan: restore every (method, task, σ_y, steps) cell with `ddpg restore`'s engine, score
@@ -248,7 +250,7 @@ def evaluate_suite(
     quiet = quiet or os.environ.get("RANK", "0") not in ("", "0")
     with RichProgress(quiet) as progress:
         report = run(lambda: run_suite(load_plan(plan, device=device, out=out), progress=progress,
-                                       restore=not score_only, score=not restore_only), quiet)
+                                       restore=not score_only, score=not restore_only, rescore=rescore), quiet)
     if report.extra:
         print(Path(report.extra["out"]) / "tables.md")
     finish(report, "cells finished")
