@@ -11,6 +11,9 @@ A plan (paths relative to the working folder the command runs in)::
     seed: 0                       # image i is degraded and sampled with seed + i (as `ddpg restore`)
     images: 32                    # the first N images in sorted order (default: all)
     inception: null               # Inception weights for FID/KID/GIQA (default: the standard cache)
+    giqa_components: 5            # GMM-GIQA mixture (full covariances), optionally after a PCA:
+    giqa_pca: null                #   components × (dims + 1) reference images are needed
+    device: cpu                   # also batch_size (1) and hyper (overrides for every cell)
     grid:                         # blocks, each the product of its lists; later blocks add cells
       - {methods: [ddpg, idpg], tasks: [sr4], sigma_y: [0.05, 0.0], steps: [100]}
       - {methods: [dps], tasks: [sr4], sigma_y: [0.05], steps: [100], images: 8}
@@ -18,6 +21,8 @@ A plan (paths relative to the working folder the command runs in)::
 Each cell's outputs live in ``<out>/cells/<task>/<method>_sy<σ_y>_n<steps>/`` (what ``ddpg restore`` writes,
 and ``evaluation/`` from ``ddpg evaluate``); its ``cell.json`` is written last and marks it finished: a
 second run reuses it without restoring or scoring again, and an interrupted cell resumes image by image.
+A cell is reused when its settings (prior name, images, method, task, σ_y, steps, hyper, seed) match; the
+prior's checkpoint is recorded in cell.json (``prior_record``) but not compared.
 """
 
 from __future__ import annotations
