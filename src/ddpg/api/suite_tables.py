@@ -52,7 +52,8 @@ def _table(plan: Plan, task: str, cells: list[Cell], records: dict) -> tuple[lis
     sigmas = sorted({c.sigma_y for c in cells}, reverse=True)
     steps = {c.steps for c in cells}
     rows: dict[tuple, dict[float, Cell]] = {}
-    for c in cells:
+    methods = list(dict.fromkeys(c.method for c in cells))
+    for c in sorted(cells, key=lambda c: (methods.index(c.method), c.steps)):  # a method's rows together
         rows.setdefault((c.method, c.steps, c.hyper, c.images), {})[c.sigma_y] = c
     shown = [col for col in COLUMNS if any(records.get(c) is not None and _value(records[c], col[0]) is not None
                                            for c in cells)] or list(COLUMNS[:2])  # nothing finished: PSNR, SSIM
