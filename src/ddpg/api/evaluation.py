@@ -32,8 +32,9 @@ METRIC_NOTES = {
            "feature dimension) per set, below which its bias dominates.",
     "kid": "KID: unbiased MMD² with the kernel (xᵀy/2048 + 1)³, on the whole sets up to 1000 images (else the "
            "mean over 100 subsets of 1000); ×1000 in the Markdown table.",
-    "gmm_giqa": f"GMM-GIQA: mean log-likelihood of the features under a {GIQA_COMPONENTS}-component full-covariance "
-                "Gaussian mixture fitted on the references (optionally after PCA); higher is better.",
+    "gmm_giqa": "GMM-GIQA: mean log-likelihood of the features under a full-covariance Gaussian mixture fitted on "
+                f"the references (default {GIQA_COMPONENTS} components as the official code; optional PCA); higher "
+                "is better.",
     "knn_giqa": "KNN-GIQA: mean of 1/(L1 distance to the nearest reference feature); higher is better.",
 }
 
