@@ -218,34 +218,83 @@ def degrade(
     finish(report, "degraded")
 
 
-@app.command()
+evaluate_app = typer.Typer(rich_markup_mode="markdown")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.callback(invoke_without_command=True)
 def evaluate(
-    pred: list[Path] = typer.Option(..., help="Folder of restorations; repeat for several methods."),
-    gt: Path = typer.Option(..., help="Folder of ground-truth images (x.png ↔ x_restored.png or x.png)."),
+    ctx: typer.Context,
+    pred: list[Path] = typer.Option(None, help="Folder of restorations; repeat for several methods."),
+    gt: Path = typer.Option(None, help="Folder of ground-truth images (x.png ↔ x_restored.png or x.png)."),
     obs: Path = typer.Option(None, help="Folder of observations (x_observed.png) for the grid."),
     outdir: Path = typer.Option(None, "-o", "--outdir", help="Report folder (default: <first --pred>/evaluation)."),
     label: list[str] = typer.Option(None, help="Method names, one per --pred (default: folder names)."),
     grid_rows: int = typer.Option(8, help="Images in the comparison grid."),
     lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="LPIPS (AlexNet) when available locally."),
+    inception: Path = typer.Option(None, help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth or "
+                                              ".safetensors; default: torch hub's checkpoints folder)."),
+    set_metrics: bool = typer.Option(True, "--set-metrics/--no-set-metrics", help="FID, KID, GMM-/KNN-GIQA."),
+    giqa_components: int = typer.Option(5, help="GMM-GIQA mixture components (full covariances)."),
+    giqa_pca: int = typer.Option(None, help="GMM-GIQA: PCA to this many dimensions before the fit."),
     quiet: bool = QUIET,
 ) -> None:
-    """Score restorations: PSNR (as the papers: float [0, 1], all values), SSIM (Gaussian 11×11, σ = 1.5) and
-    LPIPS (AlexNet, only when the `lpips` package and AlexNet weights are already on this machine).
+    """Score restorations: PSNR (as the papers: float [0, 1], all values), SSIM (Gaussian 11×11, σ = 1.5),
+    LPIPS (AlexNet, only when the `lpips` package and AlexNet weights are already on this machine), and over the
+    set FID, KID, GMM-GIQA and KNN-GIQA on FID Inception features (only with its weights; never downloaded).
 
     Writes metrics.csv (per image), summary.json, summary.md (a Markdown table) and grid.png.
+    `ddpg evaluate suite PLAN.yaml` runs a whole grid of restorations and writes the papers' tables.
 
     Example: `ddpg evaluate --pred out_ddpg --pred out_idpg --gt faces/ --obs out_ddpg`
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not pred or gt is None:
+        fail("give --pred FOLDER (repeatable) and --gt FOLDER, or a subcommand (`ddpg evaluate suite PLAN`)")
     from ddpg import api
 
     report = run(lambda: api.evaluate(pred, gt, outdir, obs=obs, labels=label or None, grid_rows=grid_rows,
-                                      use_lpips=lpips), quiet)
+                                      use_lpips=lpips, set_metrics=set_metrics, inception=inception,
+                                      giqa_components=giqa_components, giqa_pca=giqa_pca), quiet)
     summary = report.extra["summary"]
     print(Path(report.extra["outdir"]) / "summary.md")
     print((Path(report.extra["outdir"]) / "summary.md").read_text().split("\n\n")[0])
-    if summary["lpips"] != "computed":
-        console.print(escape(summary["lpips"]), highlight=False)
+    for note in summary["notes"]:
+        console.print(escape(note), highlight=False)
     finish(report, "images evaluated")
+
+
+@evaluate_app.command("suite")
+def evaluate_suite(
+    plan: Path = typer.Argument(..., help="YAML plan: prior, dataset, out, grid of methods/tasks/sigma_y/steps."),
+    device: str = typer.Option(None, help="cpu | cuda (default: the plan's, else cpu); under torchrun each rank "
+                                          "takes cuda:LOCAL_RANK."),
+    out: Path = typer.Option(None, help="Results folder (default: the plan's 'out')."),
+    restore_only: bool = typer.Option(False, "--restore-only", help="Restore the cells, do not score them."),
+    score_only: bool = typer.Option(False, "--score-only", help="Score the cells whose restorations are complete "
+                                    "and write the tables; restore nothing (e.g. while a run restores)."),
+    rescore: bool = typer.Option(False, "--rescore", help="Score finished cells again (e.g. once the FID "
+                                 "Inception weights are there); their restorations are kept."),
+    quiet: bool = QUIET,
+) -> None:
+    """Run an evaluation plan: restore every (method, task, σ_y, steps) cell with `ddpg restore`'s engine, score
+    it as `ddpg evaluate`, and write tables.md / tables.json (one table per task: rows methods, columns σ_y)
+    and crop PNGs into the results folder. Finished cells are reused; an interrupted cell resumes per image.
+
+    Several GPUs: `torchrun --nproc-per-node 4 -m ddpg evaluate suite plan.yaml --device cuda`.
+
+    Example: `ddpg evaluate suite benchmarks/plans/face64.yaml`
+    """
+    from ddpg.api.suite import load_plan, run_suite
+
+    quiet = quiet or os.environ.get("RANK", "0") not in ("", "0")
+    with RichProgress(quiet) as progress:
+        report = run(lambda: run_suite(load_plan(plan, device=device, out=out), progress=progress,
+                                       restore=not score_only, score=not restore_only, rescore=rescore), quiet)
+    if report.extra:
+        print(Path(report.extra["out"]) / "tables.md")
+    finish(report, "cells finished")
 
 
 @models_app.command("list")

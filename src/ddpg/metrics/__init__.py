@@ -6,6 +6,9 @@
   filtering (no padding), population statistics; the SSIM map averaged over positions and channels.
 - LPIPS (AlexNet, ``lpips`` package defaults): only when the package and torchvision's AlexNet weights are
   already on this machine; nothing is downloaded.
+
+Set metrics (FID, KID, GMM-/KNN-GIQA) on Inception pool features live in :mod:`ddpg.metrics.sets`, the FID
+Inception network in :mod:`ddpg.metrics.inception` and the feature cache in :mod:`ddpg.metrics.features`.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from ddpg.errors import InputError
+from ddpg.metrics.sets import GaussianMixtureModel, fid, fit_giqa_gmm, kid, knn_giqa
 
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
+
+__all__ = ["LPIPS", "GaussianMixtureModel", "fid", "fit_giqa_gmm", "gaussian_window", "kid", "knn_giqa", "psnr",
+           "ssim", "ssim_map"]
 
 
 def _pair(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,184 @@
+"""`ddpg evaluate suite`: a YAML plan on the analytic Gaussian prior and three tiny images, end to end — tables,
+crops, NFE, a second run that reuses every cell, an interrupted cell that resumes image by image, refusals."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+import ddpg.api.suite as suite
+from ddpg.api.evaluation import FeatureSource
+from ddpg.api.suite import load_plan, run_suite
+from ddpg.cli.main import app
+from ddpg.errors import ConfigError
+from ddpg.metrics import kid
+
+N_IMAGES, SIZE, STEPS = 3, 16, 4
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def write_plan(tmp_path, **changes) -> str:
+    data = tmp_path / "data"
+    if not data.exists():
+        data.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(N_IMAGES):
+            Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(data / f"im{i}.png")
+    plan = {"prior": "gaussian", "dataset": str(data), "out": str(tmp_path / "results"), "seed": 2,
+            "grid": [{"methods": ["ddpg", "ddnm"], "tasks": ["sr4"], "sigma_y": [0.05, 0.0], "steps": [STEPS]},
+                     {"methods": ["ddpg"], "tasks": ["deblur_gauss"], "sigma_y": [0.05], "steps": [STEPS],
+                      "images": 2}],
+            **changes}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def random_features(tmp_path_factory):
+    from test_metrics_sets import random_inception
+
+    return FeatureSource(network=random_inception(), weights_id="random", cache=tmp_path_factory.mktemp("feats"))
+
+
+def test_suite_end_to_end_and_second_run_reuses_every_cell(tmp_path, random_features, monkeypatch):
+    plan = load_plan(write_plan(tmp_path))
+    assert [c.name for c in plan.cells] == ["ddpg_sy0.05_n4", "ddpg_sy0_n4", "ddnm_sy0.05_n4", "ddnm_sy0_n4",
+                                            "ddpg_sy0.05_n4"]
+    report = run_suite(plan, features=random_features)
+    assert report.exit_code == 0 and len(report.done) == 5 and not report.skipped
+    out = tmp_path / "results"
+    tables = json.loads((out / "tables.json").read_text())
+    sr4 = tables["tasks"]["sr4"]
+    assert sr4["sigma_y"] == [0.05, 0.0] and [r["method"] for r in sr4["rows"]] == ["ddpg", "ddnm"]
+    cell = sr4["rows"][0]["cells"]["0.05"]
+    record = json.loads((out / "cells" / "sr4" / "ddpg_sy0.05_n4" / "cell.json").read_text())
+    assert cell["psnr"] == record["metrics"]["psnr"] and cell["nfe_per_image"] == STEPS  # one UNet call a step
+    sidecars = [json.loads((out / "cells" / "sr4" / "ddpg_sy0.05_n4" / f"im{i}.json").read_text())
+                for i in range(N_IMAGES)]
+    assert cell["seconds_per_image"] == pytest.approx(np.mean([s["timings_s"]["restore_per_image"]
+                                                               for s in sidecars]))
+    assert [s["seed"] for s in sidecars] == [2, 3, 4] and cell["command"].startswith("ddpg restore ")
+    # KID over the cell's restorations against their ground truth, from the same features
+    extractor = random_features.extractor()
+    x = extractor.features([out / "cells" / "sr4" / "ddpg_sy0.05_n4" / f"im{i}_restored.png" for i in range(3)])
+    y = extractor.features([tmp_path / "data" / f"im{i}.png" for i in range(3)])
+    assert cell["kid"] == pytest.approx(kid(x, y)[0], rel=1e-9)
+    assert tables["tasks"]["deblur_gauss"]["rows"][0]["images"] == 2
+    md = (out / "tables.md").read_text()
+    assert "### sr4" in md and "| ddnm | 3 |" in md and "partial" not in md and "KID×10³↓" in md
+    assert "FID not reported" in md  # 3 images are far too few for FID, and the table says so
+    baseline = np.mean([s["metrics"]["baseline_psnr"] for s in sidecars])
+    assert record["baseline"]["name"] == "bicubic" and record["baseline"]["psnr"] == pytest.approx(baseline)
+    assert f"| baseline: bicubic (PSNR only) | | {baseline:.2f} |" in md
+    assert (out / "crops_sr4_sy0.05.png").is_file() and (out / "crops_deblur_gauss_sy0.05.png").is_file()
+
+    # a second run: nothing restored or scored again, the same tables
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished cell was redone")
+
+    monkeypatch.setattr(suite, "restore", refuse)
+    monkeypatch.setattr(suite, "score_cell", refuse)
+    again = run_suite(load_plan(write_plan(tmp_path)), features=random_features)
+    assert again.exit_code == 0 and len(again.skipped) == 5 and not again.done
+    assert json.loads((out / "tables.json").read_text())["tasks"] == tables["tasks"]
+    # --rescore scores the finished cells again (still restoring nothing), here without set metrics
+    monkeypatch.undo()
+    monkeypatch.setattr(suite, "restore", refuse)
+    rescored = run_suite(load_plan(write_plan(tmp_path, inception=str(tmp_path / "none.pth"))), restore=False,
+                         rescore=True)
+    assert len(rescored.done) == 5
+    assert json.loads((out / "tables.json").read_text())["tasks"]["sr4"]["rows"][0]["cells"]["0.05"]["kid"] is None
+
+
+def test_interrupted_cell_resumes_per_image_and_partial_tables(tmp_path, random_features, monkeypatch):
+    path = write_plan(tmp_path)
+    plan = load_plan(path)
+    run_suite(plan, score=False)  # restore everything, score nothing
+    assert not (tmp_path / "results" / "tables.md").exists()
+    celldir = plan.cell_dir(plan.cells[0])
+    before = (celldir / "im1_restored.png").read_bytes()
+    for name in ("im1_restored.png", "im1.json"):  # as if killed while restoring im1
+        (celldir / name).unlink()
+    calls = []
+    real_restore = suite.restore
+
+    def counting(files, *args, **kwargs):
+        report = real_restore(files, *args, **kwargs)
+        calls.append((len(report.done), len(report.skipped)))
+        return report
+
+    monkeypatch.setattr(suite, "restore", counting)
+    plan.cells = plan.cells[:2]  # score only two cells: the tables show the others as pending
+    report = run_suite(plan, features=random_features)
+    assert report.exit_code == 0 and calls == [(1, 2), (0, 3)]
+    assert (celldir / "im1_restored.png").read_bytes() == before  # seeded: the same restoration
+    assert json.loads((celldir / "cell.json").read_text())["nfe_per_image"] == STEPS
+    plan = load_plan(path)
+    from ddpg.api.suite_tables import write_tables
+
+    data = write_tables(plan)
+    assert data["tasks"]["sr4"]["rows"][1]["cells"]["0.05"]["pending"]
+    assert "partial: 2 of 4 cells finished" in (tmp_path / "results" / "tables.md").read_text()
+
+
+def test_score_only_leaves_incomplete_cells_pending(tmp_path, random_features, monkeypatch):
+    """--score-only (e.g. beside a run that is still restoring): complete cells are scored, the rest pending."""
+    plan = load_plan(write_plan(tmp_path))
+    run_suite(plan, score=False)
+    (plan.cell_dir(plan.cells[0]) / "im2_restored.png").unlink()
+    monkeypatch.setattr(suite, "restore", lambda *a, **k: pytest.fail("--score-only restored"))
+    report = run_suite(load_plan(write_plan(tmp_path)), restore=False, features=random_features)
+    assert report.exit_code == 0 and len(report.done) == 4 and str(plan.cell_dir(plan.cells[0])) not in report.done
+    assert json.loads((plan.cell_dir(plan.cells[1]) / "cell.json").read_text())["nfe_per_image"] == STEPS
+    assert "### sr4 — partial: 3 of 4 cells finished" in (tmp_path / "results" / "tables.md").read_text()
+
+
+def test_plan_errors_and_a_cell_made_with_other_settings(tmp_path, random_features):
+    with pytest.raises(ConfigError, match="unknown plan keys"):
+        load_plan(write_plan(tmp_path, colour="red"))
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        load_plan(write_plan(tmp_path, grid=[{"methods": ["nope"], "tasks": ["sr4"], "sigma_y": 0, "steps": 2}]))
+    with pytest.raises(ConfigError, match="images 9 is not in 1..3"):
+        load_plan(write_plan(tmp_path, images=9))
+    small = [{"methods": ["ddpg"], "tasks": ["sr4"], "sigma_y": [0.05], "steps": [STEPS], "images": 1}]
+    run_suite(load_plan(write_plan(tmp_path, grid=small)), features=random_features)
+    record = tmp_path / "results" / "cells" / "sr4" / "ddpg_sy0.05_n4" / "cell.json"
+    kept = record.read_text()
+    with pytest.raises(ConfigError, match="made with other settings"):
+        run_suite(load_plan(write_plan(tmp_path, grid=small, seed=5)), features=random_features)
+    assert record.read_text() == kept  # nothing overwritten
+
+
+def test_cli_suite_and_torchrun_ranks_match_one_process(tmp_path):
+    """`ddpg evaluate suite` in one process, then under torchrun with 2 gloo ranks into another folder: the same
+    restorations, byte for byte, and the same table."""
+    one = tmp_path / "one"
+    one.mkdir()
+    grid = [{"methods": ["ddpg"], "tasks": ["sr4"], "sigma_y": [0.05], "steps": [STEPS]}]
+    plan = write_plan(one, grid=grid, inception=str(tmp_path / "missing.pth"))
+    res = CliRunner().invoke(app, ["evaluate", "suite", plan, "-q"])
+    assert res.exit_code == 0, res.output
+    assert "tables.md" in res.output
+    md = (one / "results" / "tables.md").read_text()
+    assert "pt_inception-2015-12-05" in md  # without the weights the set metrics say where to get them
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
+    env["OMP_NUM_THREADS"] = "1"
+    ranks = tmp_path / "ranks"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "ddpg", "evaluate", "suite", plan, "--out", str(ranks), "-q"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    cell = "cells/sr4/ddpg_sy0.05_n4"
+    for i in range(N_IMAGES):
+        assert (ranks / cell / f"im{i}_restored.png").read_bytes() == (one / "results" / cell /
+                                                                        f"im{i}_restored.png").read_bytes()
+    a = json.loads((ranks / cell / "cell.json").read_text())
+    b = json.loads((one / "results" / cell / "cell.json").read_text())
+    assert a["metrics"]["psnr"] == b["metrics"]["psnr"] and a["nfe_per_image"] == b["nfe_per_image"] == STEPS
