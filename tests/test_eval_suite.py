@@ -154,6 +154,11 @@ def test_plan_errors_and_a_cell_made_with_other_settings(tmp_path, random_featur
     with pytest.raises(ConfigError, match="made with other settings"):
         run_suite(load_plan(write_plan(tmp_path, grid=small, seed=5)), features=random_features)
     assert record.read_text() == kept  # nothing overwritten
+    other_weights = json.loads(kept)
+    other_weights["prior_record"]["checkpoint_sha256"] = "0" * 64  # as if restored with a checkpoint
+    record.write_text(json.dumps(other_weights))
+    with pytest.raises(ConfigError, match="restored with other gaussian weights"):
+        run_suite(load_plan(write_plan(tmp_path, grid=small)), features=random_features)
 
 
 def test_cli_suite_and_torchrun_ranks_match_one_process(tmp_path):

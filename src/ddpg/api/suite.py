@@ -21,8 +21,9 @@ A plan (paths relative to the working folder the command runs in)::
 Each cell's outputs live in ``<out>/cells/<task>/<method>_sy<σ_y>_n<steps>/`` (what ``ddpg restore`` writes,
 and ``evaluation/`` from ``ddpg evaluate``); its ``cell.json`` is written last and marks it finished: a
 second run reuses it without restoring or scoring again, and an interrupted cell resumes image by image.
-A cell is reused when its settings (prior name, images, method, task, σ_y, steps, hyper, seed) match; the
-prior's checkpoint is recorded in cell.json (``prior_record``) but not compared.
+A cell is reused when its settings (prior name, images, method, task, σ_y, steps, hyper, seed) match and it was
+restored with the prior's current weights (the checkpoint sha256 in cell.json's ``prior_record``); a cell made
+with other settings or other weights is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -189,7 +190,19 @@ def finished_cell(plan: Plan, cell: Cell) -> dict | None:
     if record.get("settings") != cell_settings(plan, cell):
         raise ConfigError(f"{path}: this cell was made with other settings ({record.get('settings')}); move the "
                           f"folder away or choose another 'out' for the plan")
+    made, now = (record.get("prior_record") or {}).get("checkpoint_sha256"), _weights_sha256(plan.prior)
+    if made != now:
+        raise ConfigError(f"{path}: this cell was restored with other {plan.prior} weights (sha256 {made}, now "
+                          f"{now}); move the folder away or choose another 'out' for the plan")
     return record
+
+
+def _weights_sha256(prior: str) -> str | None:
+    """The sha256 of a named prior's registered weights (None for the analytic prior), as sidecars record it."""
+    from ddpg.models.checkpoints import REGISTRY
+
+    entry = REGISTRY.get(prior)
+    return entry.sha256 if entry is not None else None
 
 
 def restore_cell(plan: Plan, cell: Cell, denoiser, *, shard: tuple[int, int] = (0, 1), progress=None) -> dict:
