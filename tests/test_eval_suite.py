@@ -104,7 +104,9 @@ def test_interrupted_cell_resumes_per_image_and_partial_tables(tmp_path, random_
     assert not (tmp_path / "results" / "tables.md").exists()
     celldir = plan.cell_dir(plan.cells[0])
     before = (celldir / "im1_restored.png").read_bytes()
-    for name in ("im1_restored.png", "im1.json"):  # as if killed while restoring im1
+    # as if killed while restoring im1: restore writes an image's files together, so none of them is there
+    # (a lone im1_observed.png would be refused as a file no sidecar names: never overwritten)
+    for name in ("im1_observed.png", "im1_restored.png", "im1.json"):
         (celldir / name).unlink()
     calls = []
     real_restore = suite.restore
