@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
 from ddpg.api.report import versions
 from ddpg.api.restoration import _Job, _Plan, _prepare, _write
 from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
-from ddpg.errors import DdpgError, ParameterError
+from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.runtime.samplers.ddpg import guidance_params
 
 from .scheduler import Sample, start_sample
@@ -117,8 +118,10 @@ def check_pixels(path: Path, filename: str, max_pixels: int) -> None:
             w, h = im.size
     except (UnidentifiedImageError, OSError):
         raise FieldError("image", f"{filename}: cannot read image (not a PNG/JPEG/... file)") from None
-    if w * h > max_pixels:
-        raise TooLarge(f"image: {w}×{h} = {w * h} pixels is over this server's limit of {max_pixels}")
+    try:
+        io.check_pixels((w, h), max_pixels, Path(filename))
+    except InputError as exc:
+        raise TooLarge(f"image: {exc}") from None
 
 
 class Preparer:
@@ -149,7 +152,8 @@ class Preparer:
                   "speed": {"precision": "fp32", "compile": False, "cuda_graph": False, "cudnn_autotune": False}}
         plan = _Plan(settings, self.denoiser, self.device, workdir, seed, fields.get("observed", False),
                      fields.get("sigma_y"), mask, mask_spec, None if kernel is None else str(kernel), False, None,
-                     self.multiple, False, fields.get("bits", 8), record, operators=self.operators)
+                     self.multiple, False, fields.get("bits", 8), record, max_pixels=self.max_pixels,
+                     operators=self.operators)
         try:
             job = _prepare(plan, 0, image)
         except DdpgError as exc:
