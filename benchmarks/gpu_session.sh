@@ -21,7 +21,7 @@
 #            wheel's CUDA major equals torch's): ort-fp16
 #   phase 4, the memory layout of each mode: fp16-graph-cl (channels-last, eager default is NCHW) and
 #            fp16-compile-graph-nchw (NCHW, compile default is channels-last), to confirm or flip the defaults of
-#            ddpg.runtime.fast.default_channels_last; about as long as phases 1-2 again, so it usually finishes in
+#            ddpg.runtime.fast_denoiser.default_channels_last; about as long as phases 1-2 again, so it usually finishes in
 #            the next call (--resume); then the fp16 export validation on the CUDA provider.
 # About 520 s in all for phases 1-2: every bench_restore.py call runs under `timeout` so the script ends by
 # DEADLINE_S (default 570 s) and still writes the report of the finished runs (SIGTERM is handled). The

@@ -38,7 +38,7 @@ def lock_free_elsewhere(lock=None) -> bool:
     """Whether another thread could take ``lock`` (default: the CUDA-graph CAPTURE_LOCK) right now; deterministic,
     since the probe thread is joined before the answer is read."""
     if lock is None:
-        from ddpg.runtime.fast import CAPTURE_LOCK as lock
+        from ddpg.runtime.cuda_graph import CAPTURE_LOCK as lock
     got = []
 
     def probe():

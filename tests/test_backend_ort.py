@@ -20,7 +20,7 @@ from ddpg.runtime import ddpg_sample
 from ddpg.runtime.backends import BACKENDS, get_backend, make_denoiser
 from ddpg.runtime.backends.cuda_stream import SideStream
 from ddpg.runtime.backends.onnxruntime import OrtDenoiser
-from ddpg.runtime.schedule import Schedule
+from ddpg.schedule import Schedule
 
 ort = pytest.importorskip("onnxruntime")
 HAS_CUDA_EP = torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()

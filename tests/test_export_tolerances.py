@@ -13,7 +13,7 @@ from torch import nn
 
 from ddpg.export import export_module
 from ddpg.export.validate import DEFAULT_RTOL, default_rtol, validate_onnx
-from ddpg.runtime.schedule import linear_schedule
+from ddpg.schedule import linear_schedule
 
 pytest.importorskip("onnxruntime")
 

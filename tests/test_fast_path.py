@@ -16,10 +16,11 @@ from ddpg.errors import ConfigError
 from ddpg.models import GaussianPrior, as_denoiser, create_prior, prior_config
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer, ddpg_sample
-from ddpg.runtime.fast import BackgroundWriter, FastDenoiser, Prefetcher
+from ddpg.runtime.background_io import BackgroundWriter, Prefetcher
+from ddpg.runtime.fast_denoiser import FastDenoiser
 from ddpg.runtime.graph_sampler import COLUMNS, FastDDPGRunner, fast_ddpg_sample, step_table
 from ddpg.runtime.samplers.ddpg import GuidanceParams
-from ddpg.runtime.schedule import linear_schedule
+from ddpg.schedule import linear_schedule
 from test_runtime_fixtures import RUN_PARAMS, load_run, run_hyper
 
 TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
@@ -286,12 +287,12 @@ class SignallingLock:
 def test_prefetcher_loads_hold_the_capture_lock_and_wait_for_a_capture(monkeypatch):
     """While the capture lock is held no load starts: the loader thread is seen reaching the lock (an explicit
     signal, not a sleep), and the load has not run while the lock is held."""
-    import ddpg.runtime.fast as fast
+    import ddpg.runtime.background_io as background_io
     import ddpg.runtime.graph_sampler as graph_sampler
 
-    assert graph_sampler.CAPTURE_LOCK is fast.CAPTURE_LOCK  # the runner's capture takes the same lock
+    assert graph_sampler.CAPTURE_LOCK is background_io.CAPTURE_LOCK  # the runner's capture takes the same lock
     lock = SignallingLock()
-    monkeypatch.setattr(fast, "CAPTURE_LOCK", lock)
+    monkeypatch.setattr(background_io, "CAPTURE_LOCK", lock)
     started, held = threading.Event(), []
 
     def load(i):

@@ -407,7 +407,7 @@ def _tiny_prior():
 
 def test_layout_default_is_nchw_eager_and_channels_last_under_compile():
     from ddpg.bench.harness import BenchConfig
-    from ddpg.runtime.fast import FastDenoiser
+    from ddpg.runtime.fast_denoiser import FastDenoiser
 
     prior = _tiny_prior()
     assert not FastDenoiser(prior, precision="fp16").channels_last

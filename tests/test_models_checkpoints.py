@@ -76,7 +76,7 @@ def test_face64_is_bundled_and_verified():
     import numpy as np
     from PIL import Image
 
-    from ddpg.runtime.schedule import linear_schedule
+    from ddpg.schedule import linear_schedule
 
     model = load_prior("face64").eval()
     files = sorted((FIXTURES / "faces64_dev").glob("*.png"))[:4]

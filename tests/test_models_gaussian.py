@@ -6,7 +6,7 @@ import torch
 
 from conftest import rel_err
 from ddpg.models import GaussianPrior, as_denoiser, create_prior
-from ddpg.runtime.schedule import linear_schedule
+from ddpg.schedule import linear_schedule
 
 
 def _dense_dft(n: int) -> torch.Tensor:

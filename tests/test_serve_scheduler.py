@@ -17,7 +17,7 @@ from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_step, guidance_params, stack_scalars, step_scalars
-from ddpg.runtime.schedule import linear_schedule, time_pairs
+from ddpg.schedule import linear_schedule, time_pairs
 from ddpg.serve.scheduler import Cancelled, DeadlineExceeded, QueueFull, Scheduler, advance, start_sample
 
 FIXTURES = Path(__file__).parent / "fixtures"

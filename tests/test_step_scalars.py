@@ -8,7 +8,7 @@ import torch
 from ddpg.operators import make_operator
 from ddpg.runtime.graph_sampler import COLUMNS, step_table
 from ddpg.runtime.samplers.ddpg import GuidanceParams, ddpg_step, step_scalars
-from ddpg.runtime.schedule import Schedule, linear_schedule, time_pairs
+from ddpg.schedule import Schedule, linear_schedule, time_pairs
 
 # β = (0.1, 0.2, 0.5, 0.3) → ᾱ_0..3 = 0.9, 0.72, 0.36, 0.252 (and ᾱ_{−1} = 1); 4 steps: (3,2) (2,1) (1,0) (0,−1)
 TINY = Schedule(np.array([0.1, 0.2, 0.5, 0.3]))

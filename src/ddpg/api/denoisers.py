@@ -64,7 +64,7 @@ def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:
 
 def check_speed_options(backend: str, device: str, precision: str, compile: bool, cuda_graph: bool) -> None:
     """Refuse speed options this backend or device cannot honour, before any work."""
-    from ddpg.runtime.fast import PRECISIONS
+    from ddpg.precisions import PRECISIONS
 
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")

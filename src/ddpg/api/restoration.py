@@ -200,7 +200,7 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     if denoiser is None:
         denoiser = make_denoiser(prior, checkpoint, backend, engine, device, class_label)
     if backend == "torch" and (precision != "fp32" or compile or cuda_graph):
-        from ddpg.runtime.fast import FastDenoiser
+        from ddpg.runtime.fast_denoiser import FastDenoiser
 
         denoiser = FastDenoiser(denoiser, precision=precision, compile=compile, device=device)
     if step_graph and not getattr(denoiser, "graph_safe", False):
@@ -355,7 +355,7 @@ def _engine_batch(denoiser, batch_size: int) -> int:
 def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: Report, progress) -> None:
     """Restore the ``pending`` (index, path) inputs in batches of ``batch_size`` into ``report``; the next inputs
     load and degrade, and finished ones are written, in background threads while the sampler runs."""
-    from ddpg.runtime.fast import BackgroundWriter, Prefetcher
+    from ddpg.runtime.background_io import BackgroundWriter, Prefetcher
 
     needs_grad = plan.needs_grad
 

@@ -19,7 +19,8 @@ from torch import nn
 
 from ddpg.errors import ConfigError
 from ddpg.operators import ALIASES, make_operator
-from ddpg.runtime.fast import FastDenoiser, default_channels_last, parse_precision
+from ddpg.precisions import parse_precision
+from ddpg.runtime.fast_denoiser import FastDenoiser, default_channels_last
 from ddpg.runtime.graph_sampler import FastDDPGRunner
 from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample

@@ -232,7 +232,7 @@ def _decode(value: str):
 
 
 def _schedule(config: dict):
-    from ddpg.runtime.schedule import Schedule
+    from ddpg.schedule import Schedule
 
     return Schedule.from_config(config)
 

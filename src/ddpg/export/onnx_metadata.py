@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ddpg.errors import ConfigError, DdpgError
-from ddpg.runtime.schedule import Schedule
+from ddpg.schedule import Schedule
 
 PREFIX = "ddpg."
 FORMAT_VERSION = "1"

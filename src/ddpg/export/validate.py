@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ddpg.runtime.schedule import Schedule
+from ddpg.schedule import Schedule
 
 DEFAULT_TIMESTEPS = (999, 500, 100, 0)
 DEFAULT_RTOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 1e-2}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ddpg.errors import ConfigError
-from ddpg.runtime.schedule import Schedule
+from ddpg.schedule import Schedule
 
 
 class Denoiser:

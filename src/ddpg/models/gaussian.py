@@ -61,7 +61,7 @@ class GaussianPrior(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """ε-prediction (B,3,H,W) float32 for x_t (B,3,H,W) at timesteps t (B,) (integer values, float)."""
-        from ddpg.runtime.schedule import Schedule
+        from ddpg.schedule import Schedule
 
         abar_all = Schedule.from_config(self.config).alpha_bar_tensor(x.device)
         a = abar_all[t.long() + 1].view(-1, 1, 1, 1)

@@ -14,7 +14,7 @@ static z buffer, so a run replays ``ddpg_sample`` exactly (and ``restore(y, seed
 ``seed``), registered with the graph so every replay advances it.
 
 Capture: warm-up and capture run on one side stream of the runner's device, under that device and under
-``ddpg.runtime.fast.CAPTURE_LOCK`` (which ``Prefetcher`` loads also hold), because PyTorch forbids
+``ddpg.runtime.cuda_graph.CAPTURE_LOCK`` (which ``Prefetcher`` loads also hold), because PyTorch forbids
 non-captured CUDA work on any thread while a capture is underway; ``capture_error_mode="thread_local"``
 only keeps other threads' CUDA calls from invalidating the capture.
 
@@ -31,9 +31,10 @@ import torch
 
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
-from ddpg.runtime.fast import CAPTURE_LOCK, GRAPHING_COMPILE_MODES
+from ddpg.runtime.cuda_graph import CAPTURE_LOCK
+from ddpg.runtime.fast_denoiser import GRAPHING_COMPILE_MODES
 from ddpg.runtime.samplers.ddpg import GuidanceParams, NoiseSource, check_measurement, gaussian_noise, step_scalars
-from ddpg.runtime.schedule import linear_schedule, time_pairs
+from ddpg.schedule import linear_schedule, time_pairs
 
 # columns of the per-step table
 COLUMNS = ("t", "sqrt_a", "sqrt_1m_a", "sqrt_a_next", "sqrt_1m_a_next", "step", "coef_bp", "coef_ls", "mix_eps")

@@ -36,7 +36,7 @@ from ddpg.runtime.samplers.ddpg import (
     stack_scalars,
     step_scalars,
 )
-from ddpg.runtime.schedule import time_pairs
+from ddpg.schedule import time_pairs
 
 POLICIES = ("continuous", "request", "single")
 

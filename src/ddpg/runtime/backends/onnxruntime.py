@@ -35,7 +35,7 @@ import torch
 
 from ddpg.errors import ConfigError
 from ddpg.export.onnx_metadata import EngineError, EngineInfo, read_metadata
-from ddpg.runtime.fast import CAPTURE_LOCK
+from ddpg.runtime.cuda_graph import CAPTURE_LOCK
 
 from .cuda_stream import SideStream
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch

@@ -62,7 +62,7 @@ from ddpg.export.engine_cache import (
     sidecar_key,
 )
 from ddpg.export.onnx_metadata import EngineError, EngineInfo
-from ddpg.runtime.fast import CAPTURE_LOCK
+from ddpg.runtime.cuda_graph import CAPTURE_LOCK
 
 from .cuda_stream import SideStream, check_stream_handle
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch

@@ -27,7 +27,7 @@ import math
 import torch
 
 from ddpg.operators.base import Operator
-from ddpg.runtime.schedule import time_pairs
+from ddpg.schedule import time_pairs
 
 from .common import check_eta, check_sigma_y, predict_x0, prepare, timestep
 from .ddpg import NoiseSource

@@ -19,7 +19,7 @@ import torch
 
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
-from ddpg.runtime.schedule import Schedule, linear_schedule, time_pairs
+from ddpg.schedule import Schedule, linear_schedule, time_pairs
 
 NoiseSource = Callable[[torch.Tensor], torch.Tensor]
 

@@ -28,7 +28,7 @@ import math
 import torch
 
 from ddpg.operators.base import Operator
-from ddpg.runtime.schedule import time_pairs
+from ddpg.schedule import time_pairs
 
 from .common import prepare, timestep
 from .ddpg import GuidanceParams, NoiseSource, ddpg_sample, ddpg_step, guidance, step_scalars

@@ -34,7 +34,7 @@ import torch
 
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
-from ddpg.runtime.schedule import Schedule
+from ddpg.schedule import Schedule
 
 from .common import check_eta, check_sigma_y, lift, predict_x0, prepare, timestep
 from .ddpg import NoiseSource
