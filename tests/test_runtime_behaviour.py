@@ -171,7 +171,8 @@ def test_preset_overrides_field_by_field():
     assert load_preset("ddpg/celeba_hq/deblur_motion/0.05").operator["seed"] == 0  # the catalogue is unchanged
     assert load_preset("idpg/celeba_hq/sr4/0.05", task="deblur_gauss").operator == {"task": "deblur_gauss",
                                                                                   "impl": "fft"}
-    for bad, message in [({"gama": 3}, "unknown field"), ({"sigma_y": -0.1}, "sigma_y must be >= 0"),
+    for bad, message in [({"gama": 3}, "unknown field"),
+                         ({"sigma_y": -0.1}, r"preset ddpg/celeba_hq/sr4/0.05: sigma_y=-0.1: must be a finite number"),
                          ({"steps": 0}, "steps must be a positive integer"), ({"task": "sr8"}, "unknown task"),
                          ({"operator": 4}, "operator must be a dict")]:
         with pytest.raises(ConfigError, match=message):
@@ -186,7 +187,8 @@ def test_preset_overrides_field_by_field():
     ({"y": torch.zeros(1, 3, 32, 32)}, "y has shape"),
     ({"y": torch.zeros(3, 8, 8)}, "y has shape"),
     ({"y": [[0.0]]}, "y must be a torch.Tensor"),
-    ({"sigma_y": -0.1}, "sigma_y must be >= 0"),
+    ({"sigma_y": -0.1}, r"sigma_y=-0.1: must be a finite number in \[0, 1\]"),
+    ({"sigma_y": 1.5}, r"sigma_y=1.5: must be a finite number in \[0, 1\]"),
     ({"sigma_y": float("nan")}, "sigma_y must be a finite number"),
     ({"zeta": 1.5}, "zeta must be in"),
     ({"zeta": -0.1}, "zeta must be in"),
@@ -211,7 +213,7 @@ def test_restorer_bad_input_fails_before_the_model_is_called():
         Restorer(NeverCalled(), op, method="magic")
     with pytest.raises(ConfigError, match="unknown preset"):
         Restorer.from_preset("ddpg/celeba_hq/sr8/0.05", NeverCalled(), size=32)
-    with pytest.raises(ConfigError, match="sigma_y must be >= 0"):
+    with pytest.raises(ConfigError, match=r"sigma_y=-0.05: must be a finite number in \[0, 1\]"):
         Restorer(NeverCalled(), op, sigma_y=-0.05)
     with pytest.raises(ConfigError, match=re.escape("unknown hyper-parameter(s) ['gama']")):
         Restorer(NeverCalled(), op, hyper={"gama": 3})

@@ -43,7 +43,8 @@ def degrade(inputs: list[str | Path], outdir: str | Path, *, task: str = "sr4", 
 
     progress = progress or NullProgress()
     check_task(task)
-    check_sigma_y(sigma_y)
+    if sigma_y is not None:
+        check_sigma_y(sigma_y)
     if fmt not in ("pt", "npy"):
         raise ConfigError(f"--format must be pt or npy, got {fmt!r}")
     if resize and not size:

@@ -170,7 +170,8 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     check_int("max_pixels", max_pixels, 1)
     if size is not None:
         check_int("size", size, 1)
-    check_sigma_y(sigma_y)
+    if sigma_y is not None:
+        check_sigma_y(sigma_y)
     check_device(device)
     check_speed_options(backend, device, precision, compile, cuda_graph)
     if backend != "torch" and (prior is not None or checkpoint is not None):

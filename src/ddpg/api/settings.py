@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError, DdpgError, ParameterError
 from ddpg.io import pad_bottom_right
 
@@ -18,7 +19,6 @@ OPERATOR_OF_TASK = {"sr4": ("sr_bicubic", {"scale": 4}), "deblur_gauss": ("deblu
                     "denoise": ("denoising", {}), "colorize": ("colorization", {})}
 DEFAULT_SIGMA_Y = 0.05
 PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
-MAX_SIGMA_Y = 1.0  # a noise std beyond the whole [0, 1] image range is a mistake, not a measurement
 KERNEL_TASKS = ("deblur_gauss", "deblur_motion")
 
 @dataclass
@@ -39,16 +39,6 @@ def check_task(task: str) -> str:
     if task not in CLI_TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(CLI_TASKS)}")
     return task
-
-
-def check_sigma_y(sigma_y: float | None) -> None:
-    """Refuse a σ_y that is not a finite number in [0, :data:`MAX_SIGMA_Y`] (None: the default applies)."""
-    if sigma_y is None:
-        return
-    if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or not math.isfinite(sigma_y) \
-            or not 0 <= sigma_y <= MAX_SIGMA_Y:
-        raise ParameterError("sigma_y", sigma_y, f"must be a finite number in [0, {MAX_SIGMA_Y:g}] (the noise "
-                                                 "std on the [0, 1] image scale)")
 
 
 def check_int(param: str, value: object, minimum: int) -> None:
@@ -82,7 +72,8 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
     method's defaults. Explicit arguments always win."""
     from ddpg.runtime import find_preset, get_sampler, load_preset
 
-    check_sigma_y(sigma_y)
+    if sigma_y is not None:
+        check_sigma_y(sigma_y)
     if steps is not None:
         check_int("steps", steps, 1)
     overrides = {k: v for k, v in (("sigma_y", sigma_y), ("steps", steps)) if v is not None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ddpg.checks import check_sigma_y
 from ddpg.errors import OperatorError
 
 from .base import Operator
@@ -13,8 +14,7 @@ def degrade(x: torch.Tensor, operator: Operator, sigma_y: float, *, seed: int | 
             generator: torch.Generator | None = None) -> torch.Tensor:
     """y = A(x) + 2·sigma_y·n, n ~ N(0, I), for x (B, 3, H, W) in [-1, 1] and sigma_y on the [0, 1] scale;
     not clipped, not quantised. ``seed`` makes a fresh generator on y's device; ``generator`` is used as is."""
-    if not sigma_y >= 0:
-        raise OperatorError(f"sigma_y must be >= 0, got {sigma_y}")
+    check_sigma_y(sigma_y)
     if seed is not None and generator is not None:
         raise OperatorError("degrade: pass seed or generator, not both")
     y = operator.A(x)

@@ -14,6 +14,7 @@ from importlib import resources
 
 import yaml
 
+from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 
 
@@ -96,9 +97,7 @@ def load_preset(name: str, **overrides) -> Preset:
         raise ConfigError(f"preset {name}: unknown field(s) {sorted(unknown)}; preset fields: sigma_y, steps, "
                           f"prior, task, operator; hyper-parameters of {preset.method}: {sorted(hyper_names)}")
     if "sigma_y" in top:
-        top["sigma_y"] = float(top["sigma_y"])
-        if not top["sigma_y"] >= 0:
-            raise ConfigError(f"preset {name}: sigma_y must be >= 0 (the [0, 1] scale), got {top['sigma_y']}")
+        top["sigma_y"] = check_sigma_y(top["sigma_y"], f"preset {name}: sigma_y")
     if "steps" in top and (isinstance(top["steps"], bool) or not isinstance(top["steps"], int)
                            or top["steps"] < 1):
         raise ConfigError(f"preset {name}: steps must be a positive integer, got {top['steps']!r}")

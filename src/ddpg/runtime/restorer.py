@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators import degrade, make_operator
 from ddpg.operators.base import Operator
@@ -53,8 +54,7 @@ class Restorer:
     def __init__(self, denoiser, operator: Operator, *, method: str = "ddpg", sigma_y: float = 0.0,
                  steps: int = 100, hyper: dict | None = None):
         self.spec = get_sampler(method)
-        if not sigma_y >= 0:
-            raise ConfigError(f"sigma_y must be >= 0 (the [0, 1] scale), got {sigma_y}")
+        check_sigma_y(sigma_y)
         if self.spec.needs_svd and not operator.has_svd:
             raise ConfigError(f"method {method} needs an SVD operator; {operator.name} has none")
         if self.spec.needs_grad and not getattr(denoiser, "supports_grad", False):

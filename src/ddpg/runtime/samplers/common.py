@@ -30,13 +30,6 @@ def lift(y: torch.Tensor, img_size: tuple[int, int], mode: str) -> torch.Tensor:
     return y.expand(-1, 3, -1, -1) if y.shape[1] == 1 else y
 
 
-def check_sigma_y(sigma_y: float) -> float:
-    sigma_y = float(sigma_y)
-    if not sigma_y >= 0:
-        raise ConfigError(f"sigma_y must be >= 0 (the [0, 1] scale), got {sigma_y}")
-    return sigma_y
-
-
 def check_eta(name: str, value: float) -> float:
     value = float(value)
     if not 0 <= value <= 1:

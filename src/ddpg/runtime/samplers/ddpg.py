@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule, linear_schedule, time_pairs
@@ -41,8 +42,7 @@ class GuidanceParams:
         for name in ("sigma_y", "gamma", "zeta", "eta_tilde", "xi", "scale_ls"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
-        if not self.sigma_y >= 0:
-            raise ConfigError(f"sigma_y must be >= 0 (the [0, 1] scale), got {self.sigma_y}")
+        check_sigma_y(self.sigma_y)
         if not 0 <= self.zeta <= 1:
             raise ConfigError(f"zeta must be in [0, 1], got {self.zeta}")
         if self.step_size_mode not in (0, 1, 2):

@@ -24,10 +24,11 @@ import math
 
 import torch
 
+from ddpg.checks import check_sigma_y
 from ddpg.operators.base import Operator
 from ddpg.schedule import time_pairs
 
-from .common import check_eta, check_sigma_y, predict_x0, prepare, timestep
+from .common import check_eta, predict_x0, prepare, timestep
 from .ddpg import NoiseSource
 from .spectral import SpectralView
 

@@ -32,11 +32,12 @@ import math
 import numpy as np
 import torch
 
+from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule
 
-from .common import check_eta, check_sigma_y, lift, predict_x0, prepare, timestep
+from .common import check_eta, lift, predict_x0, prepare, timestep
 from .ddpg import NoiseSource
 
 

@@ -23,10 +23,11 @@ import math
 
 import torch
 
+from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 
-from .common import check_sigma_y, lift, prepare
+from .common import lift, prepare
 from .ddpg import NoiseSource
 from .dps import ancestral_steps, check_grad_backend, log_variance, norm_and_grad, posterior_mean, std_of
 

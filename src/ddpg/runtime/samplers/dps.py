@@ -31,11 +31,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule
 
-from .common import check_sigma_y, predict_x0, prepare, timestep
+from .common import predict_x0, prepare, timestep
 from .ddpg import NoiseSource
 
 VAR_TYPES = ("auto", "learned_range", "fixed_small", "fixed_large")

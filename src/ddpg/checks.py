@@ -1,0 +1,19 @@
+"""Validation shared by every layer: the one σ_y rule."""
+
+from __future__ import annotations
+
+import math
+
+from ddpg.errors import ParameterError
+
+MAX_SIGMA_Y = 1.0  # a noise std beyond the whole [0, 1] image range is a mistake, not a measurement
+
+
+def check_sigma_y(sigma_y: object, param: str = "sigma_y") -> float:
+    """``sigma_y`` as a float if it is a finite number in [0, :data:`MAX_SIGMA_Y`] (the noise std on the [0, 1]
+    image scale); :class:`~ddpg.errors.ParameterError` naming ``param`` otherwise."""
+    if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or not math.isfinite(sigma_y) \
+            or not 0 <= sigma_y <= MAX_SIGMA_Y:
+        raise ParameterError(param, sigma_y, f"must be a finite number in [0, {MAX_SIGMA_Y:g}] (the noise std on "
+                                             "the [0, 1] image scale)")
+    return float(sigma_y)
