@@ -125,10 +125,14 @@ def test_ctrl_c_mid_batch_stops_with_130_and_keeps_finished_outputs(images, tmp_
 
 
 # `python -m ddpg` whose sampler, at step 1 of img1, writes a marker and then waits for ever: img0 is finished
-# by then and img1 cannot finish before the signal arrives, however fast or busy the machine is.
+# by then and img1 cannot finish before the signal arrives, however fast or busy the machine is. SIGINT gets
+# Python's default handler as in a foreground job of an interactive shell: a test run started in the
+# background (`cmd &` in a script, `nohup`) inherits SIGINT ignored, and Ctrl-C would then be lost.
 BLOCKING_RUN = """
-import pathlib, sys, threading
+import pathlib, signal, sys, threading
 from ddpg.cli import progress
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from ddpg.cli.main import app
 
 marker = pathlib.Path(sys.argv[1])
