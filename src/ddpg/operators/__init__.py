@@ -3,11 +3,12 @@ measurement-only baselines."""
 
 from .base import Operator
 from .baselines import baseline, bicubic_upsample, pinv_baseline, tikhonov
-from .factory import ALIASES, TASKS, make_mask, make_operator
+from .factory import make_mask
 from .fft import FFTBlur, FFTSuperRes
 from .kernels import bicubic_taps_matlab, bicubic_taps_svd, gaussian_taps, motion_kernel, outer_kernel
 from .observation import degrade
 from .svd import Colorization, Identity, Inpainting, SeparableSVD
+from .tasks import ALIASES, TASKS, make_operator
 
 __all__ = [
     "ALIASES", "TASKS", "Colorization", "FFTBlur", "FFTSuperRes", "Identity", "Inpainting", "Operator",
