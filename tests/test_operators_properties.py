@@ -214,7 +214,7 @@ def dense(op, dtype=torch.float64) -> torch.Tensor:
 
 
 def test_dense_cases_cover_every_task():
-    from ddpg.operators.factory import TASKS
+    from ddpg.operators.tasks import TASKS
 
     assert {task for task, _, _ in DENSE_CASES} == set(TASKS)
 

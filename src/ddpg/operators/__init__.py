@@ -1,7 +1,7 @@
 """Degradation operators (A, Aᵀ, Aᵀ(AAᵀ+ηI)⁻¹, A⁺; SVD factors where they exist), kernels, observations and
 measurement-only baselines."""
 
-from .base import Operator
+from .base import DecomposableOperator, Operator, SpectralBasis
 from .baselines import baseline, bicubic_upsample, pinv_baseline, tikhonov
 from .factory import make_mask
 from .fft import FFTBlur, FFTSuperRes
@@ -11,7 +11,8 @@ from .svd import Colorization, Identity, Inpainting, SeparableSVD
 from .tasks import ALIASES, TASKS, make_operator
 
 __all__ = [
-    "ALIASES", "TASKS", "Colorization", "FFTBlur", "FFTSuperRes", "Identity", "Inpainting", "Operator",
-    "SeparableSVD", "baseline", "bicubic_taps_matlab", "bicubic_taps_svd", "bicubic_upsample", "degrade",
-    "gaussian_taps", "make_mask", "make_operator", "motion_kernel", "outer_kernel", "pinv_baseline", "tikhonov",
+    "ALIASES", "TASKS", "Colorization", "DecomposableOperator", "FFTBlur", "FFTSuperRes", "Identity", "Inpainting",
+    "Operator", "SeparableSVD", "SpectralBasis", "baseline", "bicubic_taps_matlab", "bicubic_taps_svd",
+    "bicubic_upsample", "degrade", "gaussian_taps", "make_mask", "make_operator", "motion_kernel", "outer_kernel",
+    "pinv_baseline", "tikhonov",
 ]

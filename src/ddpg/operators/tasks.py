@@ -4,8 +4,8 @@ paper's setting; a task registered here is offered by the CLI and covered by the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
