@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpg.errors import OperatorError
+from ddpg.errors import OperatorError, ParameterError
 from ddpg.operators import FFTBlur, FFTSuperRes, baseline, degrade, make_operator
 
 CASES = [
@@ -172,7 +172,6 @@ def test_degrade_is_seeded_and_unclipped():
     (lambda: make_operator("denoising", 16, sigma=3), "unknown parameter"),
     (lambda: make_operator("deblur_gauss", 16).pinv_eta(torch.zeros(1, 3, 16, 16), 0.0), "eta must be > 0"),
     (lambda: make_operator("sr4", 16).At(torch.zeros(1, 3, 16, 16)), "measurement must have shape"),
-    (lambda: degrade(torch.zeros(1, 3, 8, 8), make_operator("denoising", 8), -0.1), "sigma_y"),
     (lambda: make_operator("deblur_gauss", 16).pinv_eta(torch.zeros(1, 3, 16, 16), float("nan")), "eta"),
     (lambda: make_operator("sr4", 32, impl="svd").pinv_eta(torch.zeros(1, 3, 8, 8), -1e-3), "eta must be > 0"),
     (lambda: make_operator("colorization", 8).pinv_eta(torch.zeros(1, 1, 8, 8), 0), "eta must be > 0"),
@@ -180,6 +179,11 @@ def test_degrade_is_seeded_and_unclipped():
 def test_bad_parameters_raise_clear_errors(call, message):
     with pytest.raises(OperatorError, match=message):
         call()
+
+
+def test_degrade_refuses_a_negative_sigma_y_naming_it():
+    with pytest.raises(ParameterError, match="sigma_y"):
+        degrade(torch.zeros(1, 3, 8, 8), make_operator("denoising", 8), -0.1)
 
 
 # --- every operator against its dense matrix -----------------------------------------------------------------

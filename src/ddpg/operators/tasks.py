@@ -29,11 +29,12 @@ from .svd import (
 
 @dataclass(frozen=True)
 class Task:
-    """A task: ``build(hw, impl, params)`` → operator for images (H, W), ``params`` its keyword parameters
-    (besides ``impl``), ``impls`` the implementations (first = default), ``blur`` whether a user kernel may
-    replace its own, ``cli`` the name the CLI offers it under (with ``cli_params``), if any."""
+    """A task: ``build(hw, impl, params)`` → operator for images (H, W); ``params`` its keyword parameters
+    (besides ``impl``); ``impls`` its implementations, the first the default (none: the operator is exact with
+    no implementation choice, and ``impl`` is ignored, as today); ``blur`` whether a user kernel may replace its
+    own; ``cli`` the name the CLI offers it under (with ``cli_params``), if any."""
 
-    build: Callable[[tuple[int, int], str, dict], Operator]
+    build: Callable[[tuple[int, int], str | None, dict], Operator]
     params: tuple[str, ...]
     impls: tuple[str, ...]
     blur: bool = False
@@ -118,7 +119,7 @@ def build_deblur_kernel(hw: tuple[int, int], impl: str, params: dict) -> Operato
     return op
 
 
-def build_inpainting(hw: tuple[int, int], impl: str, params: dict) -> Operator:
+def build_inpainting(hw: tuple[int, int], impl: None, params: dict) -> Operator:
     """A mask from :func:`make_mask`; ``params`` records what built it (arrays as "given")."""
     op = Inpainting(make_mask(hw, params.get("mask"), params.get("box"), params.get("ratio"),
                               int(params.get("seed", 0))), hw)
@@ -127,11 +128,11 @@ def build_inpainting(hw: tuple[int, int], impl: str, params: dict) -> Operator:
     return op
 
 
-def build_denoising(hw: tuple[int, int], impl: str, params: dict) -> Operator:
+def build_denoising(hw: tuple[int, int], impl: None, params: dict) -> Operator:
     return Identity(hw)
 
 
-def build_colorization(hw: tuple[int, int], impl: str, params: dict) -> Operator:
+def build_colorization(hw: tuple[int, int], impl: None, params: dict) -> Operator:
     return Colorization(hw)
 
 
@@ -144,9 +145,9 @@ TASK_TABLE: dict[str, Task] = {
     "deblur_motion": Task(build_deblur_motion, ("kernel", "seed", "kernel_size", "intensity"), ("fft",),
                           blur=True, cli="deblur_motion"),
     "deblur_kernel": Task(build_deblur_kernel, ("kernel",), ("fft",), blur=True),
-    "inpainting": Task(build_inpainting, ("mask", "box", "ratio", "seed"), ("svd",), cli="inpaint"),
-    "denoising": Task(build_denoising, (), ("svd",), cli="denoise"),
-    "colorization": Task(build_colorization, (), ("svd",), cli="colorize"),
+    "inpainting": Task(build_inpainting, ("mask", "box", "ratio", "seed"), (), cli="inpaint"),
+    "denoising": Task(build_denoising, (), (), cli="denoise"),
+    "colorization": Task(build_colorization, (), (), cli="colorize"),
 }
 TASKS = tuple(TASK_TABLE)
 ALIASES = {"sr4": ("sr_bicubic", {"scale": 4}), "inpaint": ("inpainting", {}), "denoise": ("denoising", {}),
@@ -158,8 +159,11 @@ BLUR_TASKS = tuple(name for name, t in TASK_TABLE.items() if t.blur)
 KERNEL_TASKS = tuple(t.cli for t in TASK_TABLE.values() if t.blur and t.cli)
 
 
-def check_impl(task: str, impl: str | None, impls: tuple[str, ...]) -> str:
-    """``impl`` (default: the task's first) if the task has it; OperatorError otherwise."""
+def check_impl(task: str, impl: str | None, impls: tuple[str, ...]) -> str | None:
+    """``impl`` (default: the task's first) if the task has it (None for a task without implementations);
+    OperatorError otherwise."""
+    if not impls:
+        return None
     if impl is None or impl in impls:
         return impl or impls[0]
     if len(impls) == 1:
