@@ -150,10 +150,9 @@ TASK_TABLE: dict[str, Task] = {
     "colorization": Task(build_colorization, (), (), cli="colorize"),
 }
 TASKS = tuple(TASK_TABLE)
-ALIASES = {"sr4": ("sr_bicubic", {"scale": 4}), "inpaint": ("inpainting", {}), "denoise": ("denoising", {}),
-           "colorize": ("colorization", {}), "motion_deblur": ("deblur_motion", {}),
-           "sr_averagepooling": ("sr_avgpool", {})}
 OPERATOR_OF_TASK = {t.cli: (name, dict(t.cli_params)) for name, t in TASK_TABLE.items() if t.cli}
+ALIASES = {cli: (name, dict(params)) for cli, (name, params) in OPERATOR_OF_TASK.items() if cli != name} | {
+    "motion_deblur": ("deblur_motion", {}), "sr_averagepooling": ("sr_avgpool", {})}
 CLI_TASKS = tuple(OPERATOR_OF_TASK)
 BLUR_TASKS = tuple(name for name, t in TASK_TABLE.items() if t.blur)
 KERNEL_TASKS = tuple(t.cli for t in TASK_TABLE.values() if t.blur and t.cli)
