@@ -6,6 +6,7 @@ import torch
 
 from ddpg.errors import OperatorError, ParameterError
 from ddpg.operators import FFTBlur, FFTSuperRes, baseline, degrade, make_operator
+from ddpg.operators.base import DeviceCache
 
 CASES = [
     ("sr_bicubic", {"impl": "svd"}, (32, 48)),
@@ -93,14 +94,22 @@ def test_sample_offset_is_where_a_linear_ramp_is_sampled(task, params):
     assert torch.allclose(op.A(ramp)[0, 0, inner, inner], expected[inner, inner], atol=1e-10)
 
 
-def test_spectra_and_matrices_are_computed_once_per_device_and_dtype():
+def test_spectra_and_matrices_are_computed_once_per_device_and_dtype(monkeypatch):
+    built = []  # (cache, dtype) of every build, counted through DeviceCache's constructor
+    original = DeviceCache.__init__
+
+    def counting(cache, build):
+        original(cache, lambda dev, dt: built.append((id(cache), str(dt))) or build(dev, dt))
+
+    monkeypatch.setattr(DeviceCache, "__init__", counting)
     for op in (make_operator("deblur_gauss", 32), make_operator("sr_bicubic", 32, impl="fft"),
                make_operator("sr_bicubic", 32)):
-        cache = op._mats if hasattr(op, "_mats") else (op._lr if hasattr(op, "_lr") else op._spec)
+        built.clear()
         for dtype in (torch.float32, torch.float64, torch.float32):
             x = torch.randn(1, 3, 32, 32, dtype=dtype)
             op.pinv_eta(op.A(x), 0.1)
-        assert sorted(str(k[1]) for k in cache._store) == ["torch.float32", "torch.float64"]
+        assert len(built) == len(set(built)), built  # nothing rebuilt
+        assert sorted({dtype for _, dtype in built}) == ["torch.float32", "torch.float64"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
