@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ddpg.errors import OperatorError
+from ddpg.errors import OperatorError, ParameterError
 from ddpg.operators import FFTBlur, FFTSuperRes, baseline, degrade, make_operator
+from ddpg.operators.base import DeviceCache
 
 CASES = [
     ("sr_bicubic", {"impl": "svd"}, (32, 48)),
@@ -93,14 +94,22 @@ def test_sample_offset_is_where_a_linear_ramp_is_sampled(task, params):
     assert torch.allclose(op.A(ramp)[0, 0, inner, inner], expected[inner, inner], atol=1e-10)
 
 
-def test_spectra_and_matrices_are_computed_once_per_device_and_dtype():
+def test_spectra_and_matrices_are_computed_once_per_device_and_dtype(monkeypatch):
+    built = []  # (cache, dtype) of every build, counted through DeviceCache's constructor
+    original = DeviceCache.__init__
+
+    def counting(cache, build):
+        original(cache, lambda dev, dt: built.append((id(cache), str(dt))) or build(dev, dt))
+
+    monkeypatch.setattr(DeviceCache, "__init__", counting)
     for op in (make_operator("deblur_gauss", 32), make_operator("sr_bicubic", 32, impl="fft"),
                make_operator("sr_bicubic", 32)):
-        cache = op._mats if hasattr(op, "_mats") else (op._lr if hasattr(op, "_lr") else op._spec)
+        built.clear()
         for dtype in (torch.float32, torch.float64, torch.float32):
             x = torch.randn(1, 3, 32, 32, dtype=dtype)
             op.pinv_eta(op.A(x), 0.1)
-        assert sorted(str(k[1]) for k in cache._store) == ["torch.float32", "torch.float64"]
+        assert len(built) == len(set(built)), built  # nothing rebuilt
+        assert sorted({dtype for _, dtype in built}) == ["torch.float32", "torch.float64"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -172,7 +181,6 @@ def test_degrade_is_seeded_and_unclipped():
     (lambda: make_operator("denoising", 16, sigma=3), "unknown parameter"),
     (lambda: make_operator("deblur_gauss", 16).pinv_eta(torch.zeros(1, 3, 16, 16), 0.0), "eta must be > 0"),
     (lambda: make_operator("sr4", 16).At(torch.zeros(1, 3, 16, 16)), "measurement must have shape"),
-    (lambda: degrade(torch.zeros(1, 3, 8, 8), make_operator("denoising", 8), -0.1), "sigma_y"),
     (lambda: make_operator("deblur_gauss", 16).pinv_eta(torch.zeros(1, 3, 16, 16), float("nan")), "eta"),
     (lambda: make_operator("sr4", 32, impl="svd").pinv_eta(torch.zeros(1, 3, 8, 8), -1e-3), "eta must be > 0"),
     (lambda: make_operator("colorization", 8).pinv_eta(torch.zeros(1, 1, 8, 8), 0), "eta must be > 0"),
@@ -180,6 +188,11 @@ def test_degrade_is_seeded_and_unclipped():
 def test_bad_parameters_raise_clear_errors(call, message):
     with pytest.raises(OperatorError, match=message):
         call()
+
+
+def test_degrade_refuses_a_negative_sigma_y_naming_it():
+    with pytest.raises(ParameterError, match="sigma_y"):
+        degrade(torch.zeros(1, 3, 8, 8), make_operator("denoising", 8), -0.1)
 
 
 # --- every operator against its dense matrix -----------------------------------------------------------------
@@ -214,7 +227,7 @@ def dense(op, dtype=torch.float64) -> torch.Tensor:
 
 
 def test_dense_cases_cover_every_task():
-    from ddpg.operators.factory import TASKS
+    from ddpg.operators.tasks import TASKS
 
     assert {task for task, _, _ in DENSE_CASES} == set(TASKS)
 

@@ -12,14 +12,10 @@ from pathlib import Path
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError, DdpgError, ParameterError
 from ddpg.io import pad_bottom_right
+from ddpg.operators.tasks import BLUR_TASKS, CLI_TASKS, KERNEL_TASKS, OPERATOR_OF_TASK
 
-CLI_TASKS = ("sr4", "deblur_gauss", "deblur_motion", "inpaint", "denoise", "colorize")
-OPERATOR_OF_TASK = {"sr4": ("sr_bicubic", {"scale": 4}), "deblur_gauss": ("deblur_gauss", {}),
-                    "deblur_motion": ("deblur_motion", {}), "inpaint": ("inpainting", {}),
-                    "denoise": ("denoising", {}), "colorize": ("colorization", {})}
 DEFAULT_SIGMA_Y = 0.05
 PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
-KERNEL_TASKS = ("deblur_gauss", "deblur_motion")
 
 @dataclass
 class Settings:
@@ -220,7 +216,7 @@ def operator_args(task_params: dict, task: str, size: tuple[int, int], padded: t
     params = {k: v for k, v in task_params.items() if k != "task"}
     desc: dict = {}
     if kernel is not None:
-        if name not in ("deblur_gauss", "deblur_motion", "deblur_kernel"):
+        if name not in BLUR_TASKS:
             raise ConfigError(f"--kernel applies to deblur_gauss and deblur_motion, not {task}")
         name, params = ("deblur_motion" if name == "deblur_motion" else "deblur_kernel"), {}
         params["kernel"] = kernel

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from ddpg.api.settings import describe_method_defaults
+from ddpg.api.settings import CLI_TASKS, describe_method_defaults
 from ddpg.errors import DdpgError, ParameterError
 
 from .progress import RichProgress, console, setup_logging
@@ -36,7 +36,7 @@ presets_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
 app.add_typer(models_app, name="models")
 app.add_typer(presets_app, name="presets")
 
-TASK_HELP = "sr4 | deblur_gauss | deblur_motion | inpaint | denoise | colorize"
+TASK_HELP = " | ".join(CLI_TASKS)
 METHOD_DEFAULTS = describe_method_defaults("sr4", "gaussian")
 QUIET = typer.Option(False, "-q", "--quiet", help="No progress bars or info logs (warnings and errors only).")
 

@@ -1,8 +1,10 @@
-"""The operator interface every sampler uses."""
+"""The operator interface every sampler uses, and the decomposable operators whose A, Aᵀ, A⁺ and
+Aᵀ(AAᵀ+ηI)⁻¹ follow from their SVD (after DeepInverse's ``DecomposablePhysics``)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ddpg.errors import OperatorError
 
@@ -61,6 +63,13 @@ class Operator:
     def pinv(self, r: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def spectral(self, device: torch.device, method: str = "this method") -> SpectralBasis:
+        """The singular basis of A on ``device`` (float32), for samplers that work per singular value;
+        OperatorError naming ``method`` when the operator has no cheap decomposition."""
+        raise OperatorError(f"{method} needs an operator with an SVD (U, V, singular values) or a circular FFT "
+                            f"blur; {self.name} ({type(self).__name__}) has no such decomposition — use "
+                            f"impl='svd' for this task")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, size={self.img_size}, {self.params})"
 
@@ -77,3 +86,111 @@ class DeviceCache:
         if key not in self._store:
             self._store[key] = self._build(device, dtype)
         return self._store[key]
+
+
+class SpectralBasis:
+    """A = U diag(s) Vᵀ seen from its coefficients: ``coef(x)`` = Vᵀx, ``image(c)`` = V c, ``s`` (broadcasts
+    against coefficients; 0 = unmeasured) and ``meas_coef(y)`` = Uᵀy in the same layout (0 where s = 0)."""
+
+    s: torch.Tensor
+
+    def coef(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image(self, c: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def meas_coef(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def reciprocal(s: torch.Tensor) -> torch.Tensor:
+    """1/s where s > 0, else 0 (the pseudo-inverse of a diagonal)."""
+    return torch.where(s > 0, 1 / torch.where(s > 0, s, 1), 0)
+
+
+class DecomposableOperator(Operator):
+    """An operator given by its SVD A = U diag(s) Vᵀ (DDRM/DDNM convention). Subclasses supply
+    ``singulars(dtype)`` (the M singular values, (M,)), ``Vt(x)`` (images (B, 3, H, W) → (B, N) flat
+    coefficients, N = 3·H·W, the first M paired with s), ``V`` its inverse, ``Ut(y)`` (measurements → (B, M))
+    and ``U`` its inverse. A, Aᵀ and :meth:`apply_spectral` (hence A⁺ and ``pinv_eta``) follow from them;
+    subclasses override A, Aᵀ and :meth:`apply_spectral` only with faster equal forms."""
+
+    has_svd = True
+
+    def singulars(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        raise NotImplementedError
+
+    def Vt(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def V(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def Ut(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def U(self, c: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _s(self, like: torch.Tensor) -> torch.Tensor:
+        return self.singulars(like.dtype).to(like.device)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_image(x)
+        s = self._s(x)
+        return self.U(s * self.Vt(x)[:, : s.numel()])
+
+    def At(self, y: torch.Tensor) -> torch.Tensor:
+        self.check_measurement(y)
+        return self.apply_spectral(y, lambda s: s)
+
+    def apply_spectral(self, r: torch.Tensor, gain) -> torch.Tensor:
+        """V diag(gain(s)) Uᵀ r for measurements r; ``gain`` maps the singular values to the diagonal."""
+        c = self.Ut(r) * gain(self._s(r))
+        return self.V(F.pad(c, (0, 3 * self.img_size[0] * self.img_size[1] - c.shape[1])))
+
+    def pinv_eta(self, r: torch.Tensor, eta: float) -> torch.Tensor:
+        self.check_eta(eta)
+        self.check_measurement(r)
+        return self.apply_spectral(r, lambda s: s / (s**2 + eta))
+
+    def pinv(self, r: torch.Tensor) -> torch.Tensor:
+        self.check_measurement(r)
+        return self.apply_spectral(r, reciprocal)
+
+    def spectral(self, device: torch.device, method: str = "this method") -> SpectralBasis:
+        return SVDBasis(self, device)
+
+
+class SVDBasis(SpectralBasis):
+    """The flat real basis of a :class:`DecomposableOperator`: coefficients (B, N), N = 3·H·W."""
+
+    def __init__(self, operator: DecomposableOperator, device: torch.device):
+        self.operator = operator
+        s = operator.singulars().to(device, torch.float32)
+        self.s = F.pad(s, (0, 3 * operator.img_size[0] * operator.img_size[1] - s.numel()))
+
+    def coef(self, x: torch.Tensor) -> torch.Tensor:
+        return self.operator.Vt(x)
+
+    def image(self, c: torch.Tensor) -> torch.Tensor:
+        return self.operator.V(c)
+
+    def meas_coef(self, y: torch.Tensor) -> torch.Tensor:
+        u = self.operator.Ut(y)
+        return F.pad(u, (0, self.s.numel() - u.shape[1]))
+
+
+class EqualSingulars(DecomposableOperator):
+    """A decomposable operator whose non-zero singular values all equal σ (``sigma2`` = σ²), so
+    V diag(g(s)) Uᵀ = g(σ)/σ · Aᵀ: A⁺ = Aᵀ/σ² and ``pinv_eta`` = Aᵀ/(σ² + η), with no basis change."""
+
+    sigma2: float = 1.0
+
+    def pinv_eta(self, r: torch.Tensor, eta: float) -> torch.Tensor:
+        self.check_eta(eta)
+        return self.At(r) / (self.sigma2 + eta)
+
+    def pinv(self, r: torch.Tensor) -> torch.Tensor:
+        return self.At(r) / self.sigma2

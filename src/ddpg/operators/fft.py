@@ -12,7 +12,7 @@ import torch
 
 from ddpg.errors import OperatorError
 
-from .base import DeviceCache, Operator
+from .base import DeviceCache, Operator, SpectralBasis
 
 
 def _complex(dtype: torch.dtype) -> torch.dtype:
@@ -79,6 +79,31 @@ class FFTBlur(Operator):
         power = K.abs() ** 2
         keep = power > nonzero_threshold(power, self.img_size)
         return self._apply(r, torch.where(keep, K.conj() / torch.where(keep, power, 1), 0))
+
+    def spectral(self, device: torch.device, method: str = "this method") -> SpectralBasis:
+        return FourierBasis(self.spectrum(device, torch.float32, full=True), self.img_size)
+
+
+class FourierBasis(SpectralBasis):
+    """A circular blur is diagonal in the orthonormal 2-D DFT: A = F* diag(K̂) F, so V = F*, s = |K̂| and
+    U = F* diag(K̂/|K̂|). Coefficients are complex (B, 3, H, W), Hermitian-symmetric for real images; every
+    sampler rule multiplies them by real factors that depend only on |K̂| (symmetric in frequency), so images
+    stay real. ``K`` is the full spectrum (H, W); singular values at or below :func:`nonzero_threshold` are 0."""
+
+    def __init__(self, K: torch.Tensor, size: tuple[int, int]):
+        mag = K.abs()
+        keep = mag**2 > nonzero_threshold(mag**2, size)
+        self.s = torch.where(keep, mag, 0)
+        self.phase_conj = torch.where(keep, K.conj() / torch.where(keep, mag, 1), 0)
+
+    def coef(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft2(x, norm="ortho")
+
+    def image(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.fft.ifft2(c, norm="ortho").real
+
+    def meas_coef(self, y: torch.Tensor) -> torch.Tensor:
+        return self.phase_conj * torch.fft.fft2(y, norm="ortho")
 
 
 def footprint_centre(kernel: torch.Tensor) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Operators with an explicit SVD (DDRM/DDNM convention), applied without dense (HW)×(HW) matrices.
+"""Operators with an explicit SVD (DDRM/DDNM convention, :class:`~.base.DecomposableOperator`), applied
+without dense (HW)×(HW) matrices.
 
 Flat spectral layout (``Vt``/``V``, ``Ut``/``U``): coefficients of the M non-trivial singular directions
 come first, channel-major, paired with ``singulars()`` (length M); the remaining (null-space) coefficients
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from ddpg.errors import OperatorError
 
-from .base import DeviceCache, Operator
+from .base import DecomposableOperator, DeviceCache, EqualSingulars
 
 
 def svd_1d(mat: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,14 +57,12 @@ class SpectralOrder:
         return v.index_select(1, self._inverse.get(v.device, torch.int64)).reshape(v.shape[0], 3, *self.hw)
 
 
-class SeparableSVD(Operator):
+class SeparableSVD(DecomposableOperator):
     """Y_c = A_h X_c A_wᵀ per channel with 1-D matrices A_h (m_h×H), A_w (m_w×W); 2-D singular values
     s_i·t_j. 1-D singular values below ``threshold`` are set to 0 and the truncated A is the operator.
 
     For decimating operators ``scale`` is the factor and ``sample_offset`` the high-resolution (row, col)
     coordinate of the centre of low-resolution sample (0, 0) (sample r sits at scale·r + offset)."""
-
-    has_svd = True
 
     def __init__(self, A_h: np.ndarray, A_w: np.ndarray, name: str, threshold: float = 0.0, *,
                  scale: int = 1, sample_offset: tuple[float, float] = (0.0, 0.0)):
@@ -110,23 +109,12 @@ class SeparableSVD(Operator):
         M = self._get(y)
         return M["Ah"].T @ y @ M["Aw"]
 
-    def _spectral_apply(self, r: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    def apply_spectral(self, r: torch.Tensor, gain) -> torch.Tensor:
+        """V diag(gain(s)) Uᵀ r with the 1-D factors; s as the (m_h, m_w) grid s_i·t_j."""
         M = self._get(r)
-        coef = M["Uh"].T @ r @ M["Uw"] * factor
+        coef = M["Uh"].T @ r @ M["Uw"] * gain(M["s2d"])
         return M["Vh"][:, : self.m[0]] @ coef @ M["Vw"][:, : self.m[1]].T
 
-    def pinv_eta(self, r: torch.Tensor, eta: float) -> torch.Tensor:
-        self.check_eta(eta)
-        self.check_measurement(r)
-        s = self._get(r)["s2d"]
-        return self._spectral_apply(r, s / (s**2 + eta))
-
-    def pinv(self, r: torch.Tensor) -> torch.Tensor:
-        self.check_measurement(r)
-        s = self._get(r)["s2d"]
-        return self._spectral_apply(r, torch.where(s > 0, 1 / torch.where(s > 0, s, 1), 0))
-
-    # DDRM interface -----------------------------------------------------------------------------------
     def singulars(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return self._mats.get(self.device, dtype)["s2d"].flatten().repeat(3)
 
@@ -189,11 +177,10 @@ def check_divisible(name: str, size: tuple[int, int], scale: int) -> None:
         raise OperatorError(f"{name}: scale {scale} must divide the image size {size}")
 
 
-class Identity(Operator):
-    """Denoising: A = I."""
+class Identity(EqualSingulars):
+    """Denoising: A = I (U = V = I, s = 1)."""
 
     name = "denoising"
-    has_svd = True
 
     def A(self, x):
         self.check_image(x)
@@ -202,15 +189,6 @@ class Identity(Operator):
     def At(self, y):
         self.check_measurement(y)
         return y
-
-    def pinv_eta(self, r, eta):
-        self.check_eta(eta)
-        self.check_measurement(r)
-        return r / (1 + eta)
-
-    def pinv(self, r):
-        self.check_measurement(r)
-        return r
 
     def singulars(self, dtype=torch.float32):
         return torch.ones(3 * self.img_size[0] * self.img_size[1], device=self.device, dtype=dtype)
@@ -225,11 +203,11 @@ class Identity(Operator):
     U = V
 
 
-class Inpainting(Operator):
-    """y = m ⊙ x with a mask m (H, W), 1 = kept; measurement (B, 3, H, W) with zeros in the holes."""
+class Inpainting(EqualSingulars):
+    """y = m ⊙ x with a mask m (H, W), 1 = kept; measurement (B, 3, H, W) with zeros in the holes. V = U: the
+    kept pixels first (s = 1), then the holes."""
 
     name = "inpainting"
-    has_svd = True
 
     def __init__(self, mask: torch.Tensor, img_size: int | tuple[int, int]):
         super().__init__(img_size)
@@ -249,13 +227,6 @@ class Inpainting(Operator):
         self.check_measurement(y)
         return y * self._m.get(y.device, y.dtype)
 
-    def pinv_eta(self, r, eta):
-        self.check_eta(eta)
-        return self.At(r) / (1 + eta)
-
-    def pinv(self, r):
-        return self.At(r)
-
     def singulars(self, dtype=torch.float32):
         return torch.ones(3 * self.params["kept"], device=self.device, dtype=dtype)
 
@@ -272,11 +243,11 @@ class Inpainting(Operator):
         return self._order.scatter(F.pad(c, (0, 3 * self.img_size[0] * self.img_size[1] - c.shape[1])))
 
 
-class Colorization(Operator):
-    """y = w·x per pixel with w = (0.3333, 0.3334, 0.3333); measurement (B, 1, H, W)."""
+class Colorization(EqualSingulars):
+    """y = w·x per pixel with w = (0.3333, 0.3334, 0.3333); measurement (B, 1, H, W). V: an orthonormal
+    colour basis starting with w/‖w‖ (s = ‖w‖), U = I."""
 
     name = "colorization"
-    has_svd = True
     weights = (0.3333, 0.3334, 0.3333)
 
     def __init__(self, img_size):
@@ -286,7 +257,7 @@ class Colorization(Operator):
         q[:, 0] *= np.sign(q[:, 0] @ w)  # first basis vector = w/‖w‖
         self._basis = DeviceCache(lambda dev, dt: torch.as_tensor(q, dtype=dt, device=dev))
         self._w = DeviceCache(lambda dev, dt: torch.as_tensor(w, dtype=dt, device=dev).view(1, 3, 1, 1))
-        self.norm2 = float(w @ w)
+        self.sigma2 = float(w @ w)
 
     def meas_shape(self, batch):
         return (batch, 1, *self.img_size)
@@ -299,15 +270,8 @@ class Colorization(Operator):
         self.check_measurement(y)
         return y * self._w.get(y.device, y.dtype)
 
-    def pinv_eta(self, r, eta):
-        self.check_eta(eta)
-        return self.At(r) / (self.norm2 + eta)
-
-    def pinv(self, r):
-        return self.At(r) / self.norm2
-
     def singulars(self, dtype=torch.float32):
-        return torch.full((self.img_size[0] * self.img_size[1],), self.norm2**0.5, device=self.device, dtype=dtype)
+        return torch.full((self.img_size[0] * self.img_size[1],), self.sigma2**0.5, device=self.device, dtype=dtype)
 
     def Vt(self, x):
         Q = self._basis.get(x.device, x.dtype)
