@@ -44,7 +44,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # as tests/conftest.py; before any fork
 
-OPS = "tests/test_operators_properties.py tests/test_operators_parity.py tests/test_operators_baselines.py"
+OPS = ("tests/test_operators_properties.py tests/test_operators_parity.py tests/test_operators_baselines.py "
+       "tests/test_operator_contract.py")
 SAMPLER = "tests/test_step_scalars.py tests/test_runtime_fixtures.py tests/test_samplers_units.py"
 # (source file, names of the functions/classes/methods to mutate (None = the whole file), test files)
 TARGETS = [
@@ -56,14 +57,16 @@ TARGETS = [
                                    "FFTBlur.A", "FFTBlur.At", "FFTBlur.pinv_eta", "FFTBlur.pinv", "footprint_centre",
                                    "FFTSuperRes.__init__", "FFTSuperRes.A", "FFTSuperRes.upsample_zeros",
                                    "FFTSuperRes.At", "FFTSuperRes._lr_solve", "FFTSuperRes.pinv_eta",
-                                   "FFTSuperRes.pinv"], OPS),
+                                   "FFTSuperRes.pinv", "FourierBasis.__init__", "FourierBasis.meas_coef"], OPS),
+    ("src/ddpg/operators/base.py", ["reciprocal", "DecomposableOperator.A", "DecomposableOperator.At",
+                                    "DecomposableOperator.apply_spectral", "DecomposableOperator.pinv_eta",
+                                    "DecomposableOperator.pinv", "SVDBasis.__init__", "SVDBasis.meas_coef",
+                                    "EqualSingulars.pinv_eta", "EqualSingulars.pinv"], OPS),
     ("src/ddpg/operators/svd.py", ["svd_1d", "SeparableSVD._build", "SeparableSVD.A", "SeparableSVD.At",
-                                   "SeparableSVD._spectral_apply", "SeparableSVD.pinv_eta", "SeparableSVD.pinv",
+                                   "SeparableSVD.apply_spectral",
                                    "reflect_index", "bicubic_matrix", "avgpool_matrix", "toeplitz_zero_boundary",
-                                   "Identity.A", "Identity.At", "Identity.pinv_eta", "Identity.pinv",
-                                   "Inpainting.A", "Inpainting.At", "Inpainting.pinv_eta", "Inpainting.pinv",
-                                   "Colorization.__init__", "Colorization.A", "Colorization.At",
-                                   "Colorization.pinv_eta", "Colorization.pinv"], OPS),
+                                   "Identity.A", "Identity.At", "Inpainting.A", "Inpainting.At",
+                                   "Colorization.__init__", "Colorization.A", "Colorization.At"], OPS),
     ("src/ddpg/operators/kernels.py", ["keys_cubic", "bicubic_taps_svd", "bicubic_taps_matlab", "gaussian_taps",
                                        "outer_kernel"], OPS),
     ("src/ddpg/models/nn.py", ["sinusoidal_embedding"], "tests/test_timestep_embedding.py tests/test_models_unets.py"),
