@@ -15,9 +15,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import lock_free_elsewhere
+from ddpg.engine_metadata import BatchProfile, EngineError
+from ddpg.engine_sidecar import ShapeProfile
 from ddpg.errors import CheckpointError, ConfigError
-from ddpg.export.engine_cache import ShapeProfile
-from ddpg.export.onnx_metadata import BatchProfile, EngineError
 
 
 class Stream:

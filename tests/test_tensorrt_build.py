@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import onnx
 import pytest
 
+from ddpg.engine_metadata import EngineError, read_metadata
+from ddpg.engine_sidecar import GpuInfo, ShapeProfile, read_sidecar
 from ddpg.errors import ConfigError
-from ddpg.export.engine_cache import GpuInfo, ShapeProfile, read_sidecar, timing_cache_path
-from ddpg.export.onnx_metadata import EngineError, read_metadata
+from ddpg.export.engine_cache import timing_cache_path
 from ddpg.export.tensorrt_build import (
     TensorRTBuildError,
     TrtEnvironment,

@@ -149,13 +149,16 @@ def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.devic
     from ddpg.runtime.backends import make_denoiser
 
     engine = cfg.engine or bench_export(cfg, batch or min(cfg.batches), cache_dir=cache_dir)
-    options = {"cache_dir": None if cache_dir is None else cache_dir / "engines"} if cfg.backend == "tensorrt" else {}
-    return make_denoiser(cfg.backend, engine=engine, device=device, class_labels=_labels(prior), **options)
+    if cfg.backend == "tensorrt":
+        from ddpg.export.tensorrt_build import engine_plan
+
+        engine = engine_plan(engine, cache_dir=None if cache_dir is None else cache_dir / "engines", device=device)
+    return make_denoiser(cfg.backend, engine=engine, device=device, class_labels=_labels(prior))
 
 
 def export_key(cfg: BenchConfig, batch: int) -> dict:
     """What a bench export depends on: prior, weights, precision, the (fixed) batch, size and the exporting code."""
-    import ddpg
+    from ddpg.versions import __version__
 
     weights: object = "random"
     if cfg.checkpoint == "auto":
@@ -167,7 +170,7 @@ def export_key(cfg: BenchConfig, batch: int) -> dict:
         stat = Path(cfg.checkpoint).stat()
         weights = {"file": str(Path(cfg.checkpoint).resolve()), "bytes": stat.st_size, "mtime": stat.st_mtime}
     return {"prior": cfg.prior, "weights": weights, "precision": cfg.precision, "batch": int(batch),
-            "size": cfg.size, "ddpg": ddpg.__version__, "torch": torch.__version__}
+            "size": cfg.size, "ddpg": __version__, "torch": torch.__version__}
 
 
 def bench_export(cfg: BenchConfig, batch: int, *, cache_dir: Path | None = None, log=None) -> Path:
@@ -207,8 +210,8 @@ def _engine_per_batch(cfg: BenchConfig) -> bool:
 
 def ground_truth(size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """The bundled sample face (1,3,H,W) in [-1, 1], resized to ``size`` when needed."""
-    from ddpg.api import sample_path
     from ddpg.io import load_image
+    from ddpg.samples import sample_path
 
     img = load_image(sample_path())[None]
     if tuple(img.shape[-2:]) != tuple(size):

@@ -23,15 +23,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddpg.engine_metadata import BatchProfile, build_metadata
 from ddpg.errors import ConfigError, DdpgError
+from ddpg.precisions import PRECISIONS
+from ddpg.versions import versions
 
-from .onnx_metadata import BatchProfile, build_metadata
 from .validate import ValidationReport, validate_onnx
 
 OPSETS = (18, 19, 20)
 DEFAULT_OPSET = 20
 DEFAULT_BATCH = "1:1:8"
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RANDOM = "random"
 
 
@@ -76,16 +77,6 @@ class ExportResult:
     validation: ValidationReport | None
     export_seconds: float
     engine: object | None = field(default=None)  # the TensorRT EngineRecord for --format tensorrt
-
-
-def versions() -> dict[str, str]:
-    import onnx
-    import onnxscript
-
-    import ddpg
-
-    return {"ddpg": ddpg.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxscript": onnxscript.__version__}
 
 
 def check_opset_precision(opset: int, precision: str) -> None:
@@ -163,7 +154,7 @@ def export_module(model: nn.Module, out: str | Path, *, size: tuple[int, int] | 
     conditional = is_conditional(model)
     meta = build_metadata(config, precision=precision, opset=opset, batch=batch, size=size,
                           conditional=conditional, checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
-                          versions=versions())
+                          versions=versions(libraries=("onnx", "onnxscript")))
     graph = (ClassEpsGraph if conditional else EpsGraph)(model).eval()
     names = ["x", "t", "y"] if conditional else ["x", "t"]
     dynamic = None
