@@ -15,8 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ddpg.bench import BenchConfig, check_targets, classify, count_flops, parse_prior_spec, percentile, summarize_ms
-from ddpg.bench.cli import bench_command, parse_batches
 from ddpg.bench.report import markdown
+from ddpg.cli.bench import bench_command, parse_batches
 from ddpg.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
