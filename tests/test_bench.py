@@ -277,7 +277,7 @@ def test_cuda_clock_records_events_and_synchronises_only_around_the_loop(monkeyp
 
 
 def test_warm_up_restoration_stops_after_a_few_steps():
-    from ddpg.bench.harness import WARMUP_STEPS, _Path, build_prior
+    from ddpg.bench.harness import WARMUP_STEPS, RestorationPath, build_prior
     from ddpg.models import as_denoiser
     from ddpg.operators import make_operator
 
@@ -296,7 +296,8 @@ def test_warm_up_restoration_stops_after_a_few_steps():
 
     for plain in (True, False):
         Counting.calls = 0
-        path = _Path(BenchConfig(prior=TINY, plain=plain, steps=10), Counting(), make_operator("deblur_gauss", 16))
+        path = RestorationPath(BenchConfig(prior=TINY, plain=plain, steps=10), Counting(),
+                               make_operator("deblur_gauss", 16))
         path.warm_up(torch.zeros(1, 3, 16, 16))
         assert Counting.calls == WARMUP_STEPS, plain
 

@@ -30,5 +30,6 @@ def test_no_function_is_longer_than_80_lines() -> None:
 
 def test_the_counter_names_a_long_method_and_skips_decorators() -> None:
     body = "".join(f"        x{i} = {i}\n" for i in range(79))
-    source = f"class A:\n    @staticmethod\n    @property\n    def f():\n{body}        return x0\n\n    def g():\n{body}\n"
+    source = (f"class A:\n    @staticmethod\n    @property\n    def f():\n{body}        return x0\n\n"
+              f"    def g():\n{body}\n")
     assert long_functions(source, "a.py") == ["a.py:4 f (81 lines)"]
