@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ddpg.errors import ConfigError
-from ddpg.io import _atomic
+from ddpg.io import atomic_write
 from ddpg.versions import versions
 
 SCHEMA = "ddpg-bench/1"
@@ -114,7 +114,7 @@ def _json_safe(value):
 
 
 def write_json(report: dict, path: Path) -> None:
-    _atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n"))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n"))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -258,7 +258,7 @@ def _where_time_goes(report: dict) -> list[str]:
 
 def write_markdown(report: dict, path: Path) -> None:
     text = markdown(report)
-    _atomic(Path(path), lambda tmp: tmp.write_text(text))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def write_plot(report: dict, path: Path) -> None:
@@ -291,7 +291,7 @@ def write_plot(report: dict, path: Path) -> None:
         title += "\n(CPU smoke run, not a speed claim)" if env["device"].startswith("cpu") else ""
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 

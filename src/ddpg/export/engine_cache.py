@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ddpg.engine_sidecar import (
     sidecar_path,
 )
 from ddpg.errors import ConfigError
+from ddpg.io import atomic_write
 
 # ---------------------------------------------------------------------------------------------------------
 # Shape profiles
@@ -247,24 +247,11 @@ def cache_status(engine_path: str | Path, key: EngineKey) -> CacheStatus:
     return CacheStatus(True, "cached engine matches")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in ``path``'s folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_engine(engine_path: str | Path, plan: bytes, sidecar: dict) -> None:
     """Store a plan and its sidecar. The old sidecar goes first, the plan next, the new sidecar last, so an
     interrupted write never leaves a sidecar that vouches for a plan it does not describe."""
     engine_path = Path(engine_path)
     side = sidecar_path(engine_path)
     side.unlink(missing_ok=True)
-    atomic_write(engine_path, plan)
-    atomic_write(side, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(engine_path, lambda tmp: tmp.write_bytes(plan))
+    atomic_write(side, lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n"))

@@ -56,6 +56,7 @@ from pathlib import Path
 from ddpg.engine_metadata import EngineInfo, read_metadata
 from ddpg.engine_sidecar import EngineKey, GpuInfo, ShapeProfile, sidecar_path
 from ddpg.errors import ConfigError, DdpgError
+from ddpg.io import atomic_write
 from ddpg.precisions import PRECISIONS
 from ddpg.runtime.backends.tensorrt_env import deserialize_plan, gpu_info, require_tensorrt, trt_logger
 from ddpg.versions import versions
@@ -63,7 +64,6 @@ from ddpg.versions import versions
 from .engine_cache import (
     CacheStatus,
     as_profiles,
-    atomic_write,
     cache_status,
     cached_engine_path,
     check_profiles,
@@ -359,7 +359,7 @@ def build_engine(onnx_path: str | Path, *, out: str | Path | None = None, profil
                            versions=_versions(trt), timing_cache=str(timing_path) if timing_path else None)
     write_engine(engine_path, blob, sidecar)
     if timing_path is not None and timing_out:
-        atomic_write(timing_path, timing_out)
+        atomic_write(timing_path, lambda tmp: tmp.write_bytes(timing_out))
     log(f"built {engine_path} in {seconds:.1f} s")
     return EngineRecord(engine_path, sidecar_path(engine_path), key, plan, False, status.reason, round(seconds, 3),
                         timing_path)
