@@ -1,9 +1,11 @@
 """The TensorRT engine cache: what an engine was built from and for, and whether a plan on disk may be reused.
 
-Pure Python (no TensorRT, no GPU): shape profiles and their command-line parsers, the :class:`EngineKey`
-(deployment.md §9: sha256 of the ONNX file and every external-data file, TensorRT version, GPU name and compute
-capability, precision, profile shapes, builder optimization level, workspace limit and build flags), the JSON
-sidecar written next to each plan (``<engine>.json``), and :func:`cache_status`, which says "hit" only when the
+Pure Python (no TensorRT, no GPU): the command-line parsers of shape profiles, the hashes and paths that go
+into an :class:`~ddpg.engine_sidecar.EngineKey` (deployment.md §9: sha256 of the ONNX file and every external-data
+file, TensorRT version, GPU name and compute capability, precision, profile shapes, builder optimization level,
+workspace limit and build flags; the key, the profiles and the sidecar reader live in ``ddpg.engine_sidecar``,
+which the runtime reads too), the JSON sidecar written next to each plan (``<engine>.json``), and
+:func:`cache_status`, which says "hit" only when the
 sidecar is readable, its key equals the requested key and the plan's sha256 equals the one recorded at build
 time. Engines are not portable across TensorRT versions or GPU architectures, so both are part of the key
 (https://docs.nvidia.com/deeplearning/tensorrt/11.1.0/inference-library/engine-compatibility.html ,
