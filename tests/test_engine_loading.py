@@ -36,3 +36,15 @@ def test_the_runtime_backend_does_not_build(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     with pytest.raises(ConfigError, match="an ONNX export, not a TensorRT plan"):
         TensorRTDenoiser(tmp_path / "m.onnx", device="cuda", trt=fake_trt())
+
+
+def test_the_api_says_which_backend_is_missing_before_building(tmp_path, monkeypatch):
+    import sys
+
+    from ddpg.api.denoisers import make_denoiser
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # ``import tensorrt`` raises ImportError
+    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="backend 'tensorrt' not available: TensorRT is not available here"):
+        make_denoiser(None, None, "tensorrt", str(onnx_path), "cpu")
+    assert not list(tmp_path.glob("**/*.plan"))

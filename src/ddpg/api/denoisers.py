@@ -56,7 +56,12 @@ def _loadable_engine(backend: str, engine: str | None, device: str) -> str | Non
     if backend != "tensorrt" or engine is None or Path(engine).suffix != ".onnx" or not Path(engine).is_file():
         return engine
     from ddpg.export.tensorrt_build import engine_plan
+    from ddpg.runtime.backends.tensorrt_env import require_tensorrt
 
+    try:
+        require_tensorrt()
+    except ConfigError as exc:
+        raise ConfigError(f"backend 'tensorrt' not available: {exc}") from exc
     return str(engine_plan(engine, device=device))
 def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:
     """The prior an ONNX/TensorRT engine holds (its metadata); with a preset, the engine must hold the preset's
