@@ -15,8 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ddpg.bench import BenchConfig, check_targets, classify, count_flops, parse_prior_spec, percentile, summarize_ms
-from ddpg.bench.cli import bench_command, parse_batches
 from ddpg.bench.report import markdown
+from ddpg.cli.bench import bench_command, parse_batches
 from ddpg.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,7 +277,7 @@ def test_cuda_clock_records_events_and_synchronises_only_around_the_loop(monkeyp
 
 
 def test_warm_up_restoration_stops_after_a_few_steps():
-    from ddpg.bench.harness import WARMUP_STEPS, _Path, build_prior
+    from ddpg.bench.harness import WARMUP_STEPS, RestorationPath, build_prior
     from ddpg.models import as_denoiser
     from ddpg.operators import make_operator
 
@@ -296,7 +296,8 @@ def test_warm_up_restoration_stops_after_a_few_steps():
 
     for plain in (True, False):
         Counting.calls = 0
-        path = _Path(BenchConfig(prior=TINY, plain=plain, steps=10), Counting(), make_operator("deblur_gauss", 16))
+        path = RestorationPath(BenchConfig(prior=TINY, plain=plain, steps=10), Counting(),
+                               make_operator("deblur_gauss", 16))
         path.warm_up(torch.zeros(1, 3, 16, 16))
         assert Counting.calls == WARMUP_STEPS, plain
 

@@ -12,7 +12,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from ddpg import doctor
+from ddpg.bench import doctor
+from ddpg.cli.doctor import doctor_command
 
 NAMES = ["torch (cpu)", "torch (cuda)", "onnx export", "onnxruntime (cpu)", "onnxruntime (cuda)", "tensorrt"]
 
@@ -27,7 +28,7 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
-    monkeypatch.setattr("ddpg.export.tensorrt_build.driver_version", lambda: "550.54.15")
+    monkeypatch.setattr("ddpg.runtime.backends.tensorrt_env.driver_version", lambda: "550.54.15")
 
 
 def test_report_covers_every_backend_here():
@@ -94,7 +95,7 @@ def test_onnxruntime_cuda_provider_usable_with_gpu(monkeypatch, fake_gpu):
 
 def test_command_text_and_json():
     app = typer.Typer()
-    app.command()(doctor.doctor_command)
+    app.command()(doctor_command)
     runner = CliRunner()
     result = runner.invoke(app, ["--json"])
     assert result.exit_code == 0, result.output

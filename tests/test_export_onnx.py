@@ -16,9 +16,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, rel_err
+from ddpg.cli.export import export_command
 from ddpg.errors import CheckpointError, ConfigError
 from ddpg.export import BatchProfile, EngineError, ExportError, export_module, export_prior, read_metadata
-from ddpg.export.cli import export_command
 from ddpg.export.onnx_export import _random_prior
 from ddpg.models import create_prior
 from ddpg.runtime.backends.onnxruntime import OrtDenoiser

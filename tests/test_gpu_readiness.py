@@ -15,9 +15,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import lock_free_elsewhere
+from ddpg.engine_metadata import BatchProfile, EngineError
+from ddpg.engine_sidecar import ShapeProfile
 from ddpg.errors import CheckpointError, ConfigError
-from ddpg.export.engine_cache import ShapeProfile
-from ddpg.export.onnx_metadata import BatchProfile, EngineError
 
 
 class Stream:
@@ -388,7 +388,7 @@ def test_seeded_noise_is_one_tensor_with_each_images_own_stream():
 
 
 def test_tensorrt_wheel_follows_torchs_cuda_major():
-    from ddpg.export.tensorrt_build import tensorrt_wheel
+    from ddpg.runtime.backends.tensorrt_env import tensorrt_wheel
 
     assert tensorrt_wheel("13.0") == "tensorrt-cu13" and tensorrt_wheel("12.8") == "tensorrt-cu12"
     assert "tensorrt-cu13 or tensorrt-cu12" in tensorrt_wheel(None)

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import onnx
 import pytest
 
+from ddpg.engine_metadata import EngineError, read_metadata
+from ddpg.engine_sidecar import GpuInfo, ShapeProfile, read_sidecar
 from ddpg.errors import ConfigError
-from ddpg.export.engine_cache import GpuInfo, ShapeProfile, read_sidecar, timing_cache_path
-from ddpg.export.onnx_metadata import EngineError, read_metadata
+from ddpg.export.engine_cache import timing_cache_path
 from ddpg.export.tensorrt_build import (
     TensorRTBuildError,
     TrtEnvironment,
@@ -400,13 +401,14 @@ def test_build_engine_command(tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
+    from ddpg.cli.export import build_engine_command
     from ddpg.export import tensorrt_build
 
     trt = fake_trt()
     monkeypatch.setattr(tensorrt_build, "require_tensorrt", lambda: trt)
     monkeypatch.setattr(tensorrt_build, "detect_environment", lambda trt, device=None: ENV10)
     app = typer.Typer()
-    app.command()(tensorrt_build.build_engine_command)
+    app.command()(build_engine_command)
     onnx_path = tiny_onnx(tmp_path / "m.onnx", batch="1:2:4")
     args = [str(onnx_path), "-o", str(tmp_path / "m.plan"), "--batch", "1,2:3:4", "--size", "32x32",
             "--cache-dir", str(tmp_path / "c")]

@@ -11,14 +11,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ddpg.engine_metadata import BatchProfile, EngineError, EngineInfo, build_metadata
+from ddpg.engine_sidecar import EngineKey, GpuInfo, ShapeProfile, check_engine_environment, read_sidecar, sidecar_path
 from ddpg.errors import ConfigError
 from ddpg.export.engine_cache import (
-    EngineKey,
-    GpuInfo,
-    ShapeProfile,
     as_profiles,
     cache_status,
-    check_engine_environment,
     check_profiles,
     external_data_files,
     hash_onnx,
@@ -26,12 +24,9 @@ from ddpg.export.engine_cache import (
     parse_batches,
     parse_size,
     profiles_for,
-    read_sidecar,
-    sidecar_path,
     timing_cache_path,
     write_engine,
 )
-from ddpg.export.onnx_metadata import BatchProfile, EngineError, EngineInfo, build_metadata
 
 CONFIG = {"kind": "ddpm", "name": "tiny", "image_size": 32, "beta_schedule": "linear", "beta_start": 1e-4,
           "beta_end": 0.02, "num_diffusion_timesteps": 1000}
@@ -70,7 +65,7 @@ def tiny_onnx(path, *, precision="fp32", batch="1:2:4", size=(32, 32), condition
 
 
 def info_for(path) -> EngineInfo:
-    from ddpg.export.onnx_metadata import read_metadata
+    from ddpg.engine_metadata import read_metadata
 
     return read_metadata(path)
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import rel_err
+from ddpg.engine_metadata import EngineError
+from ddpg.engine_sidecar import ShapeProfile
 from ddpg.errors import ConfigError, DdpgError
-from ddpg.export.engine_cache import ShapeProfile
-from ddpg.export.onnx_metadata import EngineError
 from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes, TensorRTDenoiser, torch_dtype
 
 FIXED = ShapeProfile.from_mapping({"x": ((1, 3, 32, 32),) * 3, "t": ((1,),) * 3})

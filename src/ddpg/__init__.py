@@ -3,12 +3,13 @@
 ``ddpg.restore``, ``ddpg.degrade`` and ``ddpg.evaluate`` are the Python form of the command line.
 """
 
-__version__ = "0.1.0"
-__all__ = ["degrade", "evaluate", "restore"]
+from ddpg.versions import __version__
+
+__all__ = ["__version__", "degrade", "evaluate", "restore"]
 
 
 def __getattr__(name: str):
-    if name in __all__:
+    if name in ("degrade", "evaluate", "restore"):
         from ddpg import api
 
         return getattr(api, name)

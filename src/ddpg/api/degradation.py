@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ddpg.api.report import NullProgress, Report, failure_reason, versions
+from ddpg.api.report import NullProgress, Report, failure_reason
 from ddpg.api.settings import (
     DEFAULT_SIGMA_Y,
     OPERATOR_OF_TASK,
@@ -24,6 +24,7 @@ from ddpg.io import (
     save_json,
     save_measurement,
 )
+from ddpg.versions import versions
 
 OBSERVATION_KIND = "ddpg-observation"
 

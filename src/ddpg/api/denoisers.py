@@ -40,7 +40,8 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
         if backend == "torch":
             return backend_denoiser("torch", prior=prior, checkpoint=checkpoint, device=device,
                                     class_labels=labels)
-        return backend_denoiser(backend, engine=engine, device=device, class_labels=labels, **options)
+        return backend_denoiser(backend, engine=_loadable_engine(backend, engine, device), device=device,
+                                class_labels=labels, **options)
     except ImportError as exc:
         raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
     except ConfigError as exc:
@@ -49,6 +50,19 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
         raise
 
 
+def _loadable_engine(backend: str, engine: str | None, device: str) -> str | None:
+    """What the runtime backend loads: for TensorRT an ``.onnx`` export is first built (or found) in the engine
+    cache (the export layer builds, the runtime only loads and runs); anything else as given."""
+    if backend != "tensorrt" or engine is None or Path(engine).suffix != ".onnx" or not Path(engine).is_file():
+        return engine
+    from ddpg.export.tensorrt_build import engine_plan
+    from ddpg.runtime.backends.tensorrt_env import require_tensorrt
+
+    try:
+        require_tensorrt()
+    except ConfigError as exc:
+        raise ConfigError(f"backend 'tensorrt' not available: {exc}") from exc
+    return str(engine_plan(engine, device=device))
 def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:
     """The prior an ONNX/TensorRT engine holds (its metadata); with a preset, the engine must hold the preset's
     prior and diffusion schedule (EngineError otherwise)."""

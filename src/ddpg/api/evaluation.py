@@ -270,7 +270,7 @@ def _cell(value, digits: int, scale: float = 1.0) -> str:
 
 def _write_report(outdir: Path, rows: list[dict], summary: dict, grid: list, columns: list[str]) -> None:
     """metrics.csv, summary.md, grid.png and summary.json (last), all together."""
-    from ddpg.cli.grid import comparison_grid
+    from ddpg.figures import comparison_grid
 
     fields = ["image", "method", "psnr", "ssim", "lpips", *(["gmm_giqa", "knn_giqa"] if "knn_giqa" in rows[0] else [])]
     buf = _io.StringIO()

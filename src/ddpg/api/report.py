@@ -1,16 +1,10 @@
-"""What a batch call reports: :class:`Report`, the progress interface, failure messages and the versions
-recorded in every sidecar."""
+"""What a batch call reports: :class:`Report`, the progress interface and failure messages (the versions a
+sidecar records are ``ddpg.versions``)."""
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-import torch
-
-import ddpg
 
 
 @dataclass
@@ -50,12 +44,3 @@ def failure_reason(exc: BaseException, path: Path, outdir: Path | None = None) -
         return f"cannot write outputs to {outdir}: {exc.strerror or text}" + \
             (f" ({exc.filename})" if exc.filename else "")
     return text if str(path) in text else f"{path}: {text}"
-
-
-def versions(device: str | torch.device = "cpu") -> dict:
-    """The library, Python and platform versions (and the GPU's name on CUDA) a sidecar records."""
-    info = {"ddpg": ddpg.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
-    if torch.device(device).type == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info

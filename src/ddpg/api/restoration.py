@@ -26,7 +26,7 @@ from ddpg.api.denoisers import (
     size_multiple,
 )
 from ddpg.api.memory import available_bytes, restore_bytes
-from ddpg.api.report import NullProgress, Report, failure_reason, versions
+from ddpg.api.report import NullProgress, Report, failure_reason
 from ddpg.api.settings import (
     Settings,
     apply_hyper,
@@ -53,6 +53,7 @@ from ddpg.io import (
     save_json,
 )
 from ddpg.metrics import psnr, ssim
+from ddpg.versions import versions
 
 log = logging.getLogger("ddpg")
 

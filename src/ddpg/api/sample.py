@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 from ddpg.api.report import Report
 from ddpg.api.restoration import restore
 from ddpg.api.settings import operator_args, resolve_settings
 from ddpg.io import load_image, save_image
-
-SAMPLE_IMAGE = "data/samples/astronaut_face64.png"
-
-
-def sample_path() -> Path:
-    """The bundled 64×64 public-domain sample face (NASA astronaut portrait)."""
-    return Path(str(resources.files("ddpg").joinpath(SAMPLE_IMAGE)))
+from ddpg.samples import sample_path
 
 
 def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg", sigma_y: float = 0.05,
@@ -24,7 +17,7 @@ def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg
     """Degrade the bundled sample face, restore it with the bundled face64 prior, and write the
     restoration, the observation, a sidecar and a comparison grid (ground truth / observation / baseline /
     restoration)."""
-    from ddpg.cli.grid import comparison_grid
+    from ddpg.figures import comparison_grid
     from ddpg.operators import baseline, make_operator
     from ddpg.runtime import Restorer
 

@@ -8,9 +8,9 @@ import json
 import math
 import shlex
 
-from ddpg.api.report import versions
 from ddpg.api.suite import CELL_RECORD, Cell, Plan, cell_settings
 from ddpg.io import StagedFiles, load_image, save_image, save_json
+from ddpg.versions import versions
 
 CROP_ROWS = 4
 # (record key, column header, digits, scale): the metrics a table can show, in order
@@ -99,7 +99,7 @@ def _baseline_row(sigmas: list[float], cells: list[Cell], records: dict, width: 
 
 def _crops(plan: Plan, task: str, sigma: float, cells: list[Cell], records: dict):
     """A comparison grid of the first images: ground truth, observation, each finished method; None if none."""
-    from ddpg.cli.grid import comparison_grid
+    from ddpg.figures import comparison_grid
 
     finished = [c for c in cells if c.sigma_y == sigma and records.get(c) is not None]
     if not finished:

@@ -149,13 +149,16 @@ def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.devic
     from ddpg.runtime.backends import make_denoiser
 
     engine = cfg.engine or bench_export(cfg, batch or min(cfg.batches), cache_dir=cache_dir)
-    options = {"cache_dir": None if cache_dir is None else cache_dir / "engines"} if cfg.backend == "tensorrt" else {}
-    return make_denoiser(cfg.backend, engine=engine, device=device, class_labels=_labels(prior), **options)
+    if cfg.backend == "tensorrt":
+        from ddpg.export.tensorrt_build import engine_plan
+
+        engine = engine_plan(engine, cache_dir=None if cache_dir is None else cache_dir / "engines", device=device)
+    return make_denoiser(cfg.backend, engine=engine, device=device, class_labels=_labels(prior))
 
 
 def export_key(cfg: BenchConfig, batch: int) -> dict:
     """What a bench export depends on: prior, weights, precision, the (fixed) batch, size and the exporting code."""
-    import ddpg
+    from ddpg.versions import __version__
 
     weights: object = "random"
     if cfg.checkpoint == "auto":
@@ -167,7 +170,7 @@ def export_key(cfg: BenchConfig, batch: int) -> dict:
         stat = Path(cfg.checkpoint).stat()
         weights = {"file": str(Path(cfg.checkpoint).resolve()), "bytes": stat.st_size, "mtime": stat.st_mtime}
     return {"prior": cfg.prior, "weights": weights, "precision": cfg.precision, "batch": int(batch),
-            "size": cfg.size, "ddpg": ddpg.__version__, "torch": torch.__version__}
+            "size": cfg.size, "ddpg": __version__, "torch": torch.__version__}
 
 
 def bench_export(cfg: BenchConfig, batch: int, *, cache_dir: Path | None = None, log=None) -> Path:
@@ -207,8 +210,8 @@ def _engine_per_batch(cfg: BenchConfig) -> bool:
 
 def ground_truth(size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """The bundled sample face (1,3,H,W) in [-1, 1], resized to ``size`` when needed."""
-    from ddpg.api import sample_path
     from ddpg.io import load_image
+    from ddpg.samples import sample_path
 
     img = load_image(sample_path())[None]
     if tuple(img.shape[-2:]) != tuple(size):
@@ -232,7 +235,7 @@ def _capture_unet(denoiser, x: torch.Tensor, t: torch.Tensor, warmup: int):
     return graph.replay
 
 
-class _Path:
+class RestorationPath:
     """Whole restorations on the plain path (``Restorer`` / ``ddpg_sample``) or the fast path
     (``FastDDPGRunner``), with the DDPG default hyper-parameters."""
 
@@ -292,7 +295,7 @@ def _psnr01(x: torch.Tensor, ref: torch.Tensor) -> float:
     return psnr(((x + 1) / 2).clamp(0, 1).cpu(), ((ref + 1) / 2).clamp(0, 1).cpu())
 
 
-def accuracy_check(cfg: BenchConfig, prior, path: _Path, gt: torch.Tensor, y: torch.Tensor,
+def accuracy_check(cfg: BenchConfig, prior, path: RestorationPath, gt: torch.Tensor, y: torch.Tensor,
                    device: torch.device) -> dict:
     """Restore one image with the plain fp32 path and with a low-precision path on the same x_T and noise
     (the image's seed streams): PSNR of each against the ground truth, their difference, and the PSNR and
@@ -300,14 +303,14 @@ def accuracy_check(cfg: BenchConfig, prior, path: _Path, gt: torch.Tensor, y: to
     one, or — when that is torch fp32 — the same options at ``check_precision``."""
     from ddpg.models import as_denoiser
 
-    reference = _Path(replace(cfg, plain=True, compile=False, cuda_graph=False, backend="torch", precision="fp32"),
-                      as_denoiser(prior, class_labels=_labels(prior)), path.operator)
+    plain = replace(cfg, plain=True, compile=False, cuda_graph=False, backend="torch", precision="fp32")
+    reference = RestorationPath(plain, as_denoiser(prior, class_labels=_labels(prior)), path.operator)
     low_path = path
     if cfg.backend == "torch" and cfg.precision == "fp32":
         low_cfg = replace(cfg, plain=False, compile=False, precision=cfg.check_precision)
-        low_path = _Path(low_cfg, build_denoiser(low_cfg, prior, device), path.operator)
+        low_path = RestorationPath(low_cfg, build_denoiser(low_cfg, prior, device), path.operator)
     elif _engine_per_batch(cfg):  # the check restores one image: the batch-1 export
-        low_path = _Path(cfg, build_denoiser(cfg, prior, device, 1), path.operator)
+        low_path = RestorationPath(cfg, build_denoiser(cfg, prior, device, 1), path.operator)
     seeds = [cfg.seed]
     ref = reference.restore(y, seeds)
     low = low_path.restore(y, seeds)
@@ -319,7 +322,7 @@ def accuracy_check(cfg: BenchConfig, prior, path: _Path, gt: torch.Tensor, y: to
             "sigma_y": cfg.sigma_y, "seed": cfg.seed}
 
 
-def _call_latencies(cfg: BenchConfig, path: _Path, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+def _call_latencies(cfg: BenchConfig, path: RestorationPath, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
                     clock: Clock) -> tuple[list[float], list[float], torch.Tensor]:
     """Milliseconds of each timed UNet-only and guidance-only call, and the ε (B,3,H,W) the guidance used.
     Their graphs are freed on return, before the restorations' peak memory is measured."""
@@ -333,7 +336,8 @@ def _call_latencies(cfg: BenchConfig, path: _Path, x: torch.Tensor, t: torch.Ten
     return unet_ms, guidance_ms, eps
 
 
-def _restorations(cfg: BenchConfig, path: _Path, y: torch.Tensor, clock: Clock) -> tuple[list[float], list[float]]:
+def _restorations(cfg: BenchConfig, path: RestorationPath, y: torch.Tensor,
+                  clock: Clock) -> tuple[list[float], list[float]]:
     """``cfg.repeats`` whole restorations: milliseconds of every step, and of each restoration."""
     step_ms, restore_ms = [], []
     for _ in range(cfg.repeats):
@@ -353,7 +357,7 @@ def _free_cached(clock: Clock) -> None:
         torch.cuda.empty_cache()
 
 
-def _profile(path: _Path, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
+def _profile(path: RestorationPath, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
              device: torch.device) -> dict:
     """``profile.profile_parts`` of eager UNet and guidance calls (graph replays hide nothing but the launch
     overhead); an error is recorded instead of raised, so a profiler failure never loses the timings."""
@@ -365,8 +369,9 @@ def _profile(path: _Path, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, eps
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def bench_batch(cfg: BenchConfig, B: int, path: _Path, gt: torch.Tensor, clock: Clock, flops_module: nn.Module,
-                labels: torch.Tensor | None, matmul: dict | None, baseline_bytes: int = 0) -> dict:
+def bench_batch(cfg: BenchConfig, B: int, path: RestorationPath, gt: torch.Tensor, clock: Clock,
+                flops_module: nn.Module, labels: torch.Tensor | None, matmul: dict | None,
+                baseline_bytes: int = 0) -> dict:
     """Every measurement at batch size ``B``. Peak memory (MiB, CUDA only): the most allocated by torch during
     the timed restorations, less ``baseline_bytes`` (what was allocated before this configuration was built)."""
     device, operator = clock.device, path.operator
@@ -423,14 +428,14 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     operator = make_operator(name, size, **params).to(device)
     gt = ground_truth(operator.img_size, device)
     denoiser = build_denoiser(cfg, prior, device, cfg.batches[0])
-    path = _Path(cfg, denoiser, operator)
+    path = RestorationPath(cfg, denoiser, operator)
     flops_module = getattr(denoiser, "eager_prior", None) or prior
     matmul = matmul_rate(device) if measure_matmul else None
     results = []
     for B in cfg.batches:
         log(f"{cfg.label}: batch {B}")
         if _engine_per_batch(cfg) and B != cfg.batches[0]:  # this batch's own export (fixed profile)
-            path = _Path(cfg, build_denoiser(cfg, prior, device, B), operator)
+            path = RestorationPath(cfg, build_denoiser(cfg, prior, device, B), operator)
         results.append(bench_batch(cfg, B, path, gt, clock, flops_module, _labels(prior), matmul, baseline))
     accuracy = None
     if cfg.accuracy:

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ddpg.errors import ConfigError
-from ddpg.io import _atomic
+from ddpg.io import atomic_write
+from ddpg.versions import versions
 
 SCHEMA = "ddpg-bench/1"
 # performance.md "Targets": whole restoration of 100 steps, one GPU (H100)
@@ -76,21 +77,17 @@ def _cpu_name() -> str:
 
 def _tensorrt_version() -> str | None:
     """The installed TensorRT: the ``tensorrt`` distribution, or one of NVIDIA's per-CUDA wheels."""
-    from ddpg.export.tensorrt_build import TENSORRT_WHEELS
+    from ddpg.runtime.backends.tensorrt_env import TENSORRT_WHEELS
 
     return next((v for v in map(_version, ("tensorrt", *TENSORRT_WHEELS)) if v), None)
 
 
 def environment(device: torch.device) -> dict:
     """Device, driver and library versions recorded with every result (deployment.md §15)."""
-    import ddpg
-
     env = {"device": str(device), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-           "platform": platform.platform(), "ddpg": ddpg.__version__, "torch": torch.__version__,
-           "cuda": torch.version.cuda, "triton": _version("triton"),
-           "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
-           "tensorrt": _tensorrt_version(), "numpy": _version("numpy")}
+           "torch_threads": torch.get_num_threads(), **versions(device), "cuda": torch.version.cuda,
+           "triton": _version("triton"), "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
+           "tensorrt": _tensorrt_version()}
     if torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update({"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
@@ -117,7 +114,7 @@ def _json_safe(value):
 
 
 def write_json(report: dict, path: Path) -> None:
-    _atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n"))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n"))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -261,7 +258,7 @@ def _where_time_goes(report: dict) -> list[str]:
 
 def write_markdown(report: dict, path: Path) -> None:
     text = markdown(report)
-    _atomic(Path(path), lambda tmp: tmp.write_text(text))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def write_plot(report: dict, path: Path) -> None:
@@ -294,7 +291,7 @@ def write_plot(report: dict, path: Path) -> None:
         title += "\n(CPU smoke run, not a speed claim)" if env["device"].startswith("cpu") else ""
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 

@@ -43,7 +43,7 @@ QUIET = typer.Option(False, "-q", "--quiet", help="No progress bars or info logs
 
 def _version(value: bool) -> None:
     if value:
-        from ddpg import __version__
+        from ddpg.versions import __version__
 
         print(f"ddpg {__version__}")
         raise typer.Exit()
@@ -417,11 +417,10 @@ def presets_show(name: str = typer.Argument(..., help="Preset name.")) -> None:
 
 
 def _register_optional_commands() -> None:
-    """Commands whose modules live beside the CLI (export, TensorRT engines, bench, doctor)."""
-    from ddpg.bench.cli import bench_command
-    from ddpg.doctor import doctor_command
-    from ddpg.export.cli import export_command
-    from ddpg.export.tensorrt_build import build_engine_command
+    """The commands kept in their own cli modules (export, build-engine, bench, doctor, serve)."""
+    from .bench import bench_command
+    from .doctor import doctor_command
+    from .export import build_engine_command, export_command
 
     app.command("export")(export_command)
     app.command("build-engine")(build_engine_command)

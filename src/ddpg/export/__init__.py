@@ -1,5 +1,7 @@
 """Deployment: export a prior's ε-network to ONNX (``ddpg export``), check it against PyTorch, and describe it
-in metadata that the runtime backends read (see onnx_metadata for the ``ddpg.*`` keys)."""
+in metadata that the runtime backends read (see ddpg.engine_metadata for the ``ddpg.*`` keys)."""
+
+from ddpg.engine_metadata import BatchProfile, EngineError, EngineInfo, check_engine_matches, read_metadata
 
 from .onnx_export import (
     DEFAULT_BATCH,
@@ -13,7 +15,6 @@ from .onnx_export import (
     export_module,
     export_prior,
 )
-from .onnx_metadata import BatchProfile, EngineError, EngineInfo, check_engine_matches, read_metadata
 from .validate import DEFAULT_TIMESTEPS, ValidationReport, default_rtol, validate_onnx
 
 __all__ = [

@@ -23,15 +23,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddpg.engine_metadata import BatchProfile, build_metadata
 from ddpg.errors import ConfigError, DdpgError
+from ddpg.precisions import PRECISIONS
+from ddpg.versions import versions
 
-from .onnx_metadata import BatchProfile, build_metadata
 from .validate import ValidationReport, validate_onnx
 
 OPSETS = (18, 19, 20)
 DEFAULT_OPSET = 20
 DEFAULT_BATCH = "1:1:8"
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RANDOM = "random"
 
 
@@ -76,16 +77,6 @@ class ExportResult:
     validation: ValidationReport | None
     export_seconds: float
     engine: object | None = field(default=None)  # the TensorRT EngineRecord for --format tensorrt
-
-
-def versions() -> dict[str, str]:
-    import onnx
-    import onnxscript
-
-    import ddpg
-
-    return {"ddpg": ddpg.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxscript": onnxscript.__version__}
 
 
 def check_opset_precision(opset: int, precision: str) -> None:
@@ -163,30 +154,16 @@ def export_module(model: nn.Module, out: str | Path, *, size: tuple[int, int] | 
     conditional = is_conditional(model)
     meta = build_metadata(config, precision=precision, opset=opset, batch=batch, size=size,
                           conditional=conditional, checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
-                          versions=versions())
+                          versions=versions(libraries=("onnx", "onnxscript")))
     graph = (ClassEpsGraph if conditional else EpsGraph)(model).eval()
-    names = ["x", "t", "y"] if conditional else ["x", "t"]
-    dynamic = None
-    if not batch.fixed:
-        dim = torch.export.Dim("B", min=batch.min, max=batch.max)
-        dynamic = {name: {0: dim} for name in names}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         start = time.perf_counter()
         log(f"exporting {config.get('name') or config['kind']} ({precision}, batch {batch}, {size[0]}×{size[1]}, "
             f"opset {opset})")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
-            try:
-                program = torch.onnx.export(graph, _example_inputs(model, batch, size), dynamo=True,
-                                            input_names=names, output_names=["eps"], dynamic_shapes=dynamic,
-                                            opset_version=opset, optimize=optimize, verbose=False)
-            except Exception as exc:  # torch.export / onnxscript raise many types
-                raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
-        program.model.metadata_props.update(meta)
         tmp_model = tmpdir / out.name
-        program.save(tmp_model)
+        _save_onnx(graph, _example_inputs(model, batch, size), batch, opset, optimize, meta, tmp_model)
         export_seconds = time.perf_counter() - start
         _check_model(tmp_model)
         log(f"exported in {export_seconds:.1f} s")
@@ -201,27 +178,54 @@ def export_module(model: nn.Module, out: str | Path, *, size: tuple[int, int] | 
             if not report.passed:
                 raise ExportError(f"{out}: exported model failed validation, nothing written: {report.summary()}",
                                   report)
-        tmp_data = tmpdir / (out.name + ".data")
-        files = {"onnx": {"name": out.name, "sha256": sha256_of(tmp_model)}}
-        if tmp_data.exists():
-            files["data"] = {"name": tmp_data.name, "sha256": sha256_of(tmp_data)}
-        sidecar = {"metadata": {k: _decode(v) for k, v in meta.items()}, "files": files,
-                   "export_seconds": round(export_seconds, 3),
-                   "validation": report.to_dict() if report is not None else None}
-        tmp_sidecar = tmpdir / (out.name + ".json")
-        tmp_sidecar.write_text(json.dumps(sidecar, indent=2))
-        data_path = out.with_name(out.name + ".data")
-        if tmp_data.exists():
-            os.replace(tmp_data, data_path)  # the weights first: the model appears last, complete
-        else:
-            data_path.unlink(missing_ok=True)  # a stale weights file of an earlier large export
-        sidecar_path = out.with_name(out.name + ".json")
-        os.replace(tmp_sidecar, sidecar_path)
-        os.replace(tmp_model, out)
+        sidecar_path, data_path = _publish(tmp_model, out, meta, round(export_seconds, 3), report)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    return ExportResult(out, sidecar_path, data_path if data_path.exists() else None, meta, report,
-                        round(export_seconds, 3))
+    return ExportResult(out, sidecar_path, data_path, meta, report, round(export_seconds, 3))
+
+
+def _save_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], batch: BatchProfile, opset: int,
+               optimize: bool, meta: dict[str, str], path: Path) -> None:
+    """Trace ``graph`` on ``example`` inputs (x (B,3,H,W), t (B,)[, y (B,)]) with torch.onnx's dynamo exporter
+    (the batch dimension dynamic unless ``batch`` is fixed), attach ``meta`` and save to ``path``."""
+    names = ["x", "t", "y"][: len(example)]
+    dynamic = None
+    if not batch.fixed:
+        dim = torch.export.Dim("B", min=batch.min, max=batch.max)
+        dynamic = {name: {0: dim} for name in names}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+        try:
+            program = torch.onnx.export(graph, example, dynamo=True, input_names=names, output_names=["eps"],
+                                        dynamic_shapes=dynamic, opset_version=opset, optimize=optimize,
+                                        verbose=False)
+        except Exception as exc:  # torch.export / onnxscript raise many types
+            raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    program.model.metadata_props.update(meta)
+    program.save(path)
+
+
+def _publish(tmp_model: Path, out: Path, meta: dict[str, str], export_seconds: float,
+             report: ValidationReport | None) -> tuple[Path, Path | None]:
+    """Move a finished export from its temporary folder to ``out`` (weights file first, sidecar next, the model
+    last, so a complete model never sits beside a stale sidecar): (sidecar path, weights path or None)."""
+    tmp_data = tmp_model.with_name(out.name + ".data")
+    files = {"onnx": {"name": out.name, "sha256": sha256_of(tmp_model)}}
+    if tmp_data.exists():
+        files["data"] = {"name": tmp_data.name, "sha256": sha256_of(tmp_data)}
+    sidecar = {"metadata": {k: _decode(v) for k, v in meta.items()}, "files": files,
+               "export_seconds": export_seconds, "validation": report.to_dict() if report is not None else None}
+    tmp_sidecar = tmp_model.with_name(out.name + ".json")
+    tmp_sidecar.write_text(json.dumps(sidecar, indent=2))
+    data_path = out.with_name(out.name + ".data")
+    if tmp_data.exists():
+        os.replace(tmp_data, data_path)  # the weights first: the model appears last, complete
+    else:
+        data_path.unlink(missing_ok=True)  # a stale weights file of an earlier large export
+    sidecar_path = out.with_name(out.name + ".json")
+    os.replace(tmp_sidecar, sidecar_path)
+    os.replace(tmp_model, out)
+    return sidecar_path, data_path if data_path.exists() else None
 
 
 def _decode(value: str):

@@ -1,8 +1,8 @@
 """Build TensorRT engines from ``ddpg export`` ONNX models (TensorRT 10 and 11), with an engine cache.
 
-Everything but :func:`_trt_build` and :func:`_trt_deserialize` is pure Python: :func:`select_precision`
+Everything but :func:`_trt_build` is pure Python: :func:`select_precision`
 chooses the precision mechanism from TensorRT's major version, :func:`plan_build` turns the request into a
-:class:`BuildPlan` (flags, profiles, limits), the :class:`~ddpg.export.engine_cache.EngineKey` decides
+:class:`BuildPlan` (flags, profiles, limits), the :class:`~ddpg.engine_sidecar.EngineKey` decides
 whether a cached plan is reused, and :func:`build_engine` ties them together.
 
 Precision (deployment.md §5). TensorRT 11 removed weak typing (``BuilderFlag.FP16/BF16``, precision
@@ -53,17 +53,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import typer
-
+from ddpg.engine_metadata import EngineInfo, read_metadata
+from ddpg.engine_sidecar import EngineKey, GpuInfo, ShapeProfile, sidecar_path
 from ddpg.errors import ConfigError, DdpgError
+from ddpg.io import atomic_write
+from ddpg.precisions import PRECISIONS
+from ddpg.runtime.backends.tensorrt_env import deserialize_plan, gpu_info, require_tensorrt, trt_logger
+from ddpg.versions import versions
 
 from .engine_cache import (
     CacheStatus,
-    EngineKey,
-    GpuInfo,
-    ShapeProfile,
     as_profiles,
-    atomic_write,
     cache_status,
     cached_engine_path,
     check_profiles,
@@ -71,13 +71,10 @@ from .engine_cache import (
     hash_onnx,
     make_sidecar,
     profiles_for,
-    sidecar_path,
     timing_cache_path,
     write_engine,
 )
-from .onnx_metadata import EngineInfo, read_metadata
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_OPT_LEVEL = 3
 DEFAULT_WORKSPACE_GIB = 8.0
 _ONNX_LOW_PRECISION = {10: "fp16", 16: "bf16"}  # onnx.TensorProto.FLOAT16 / BFLOAT16
@@ -91,62 +88,12 @@ class TensorRTBuildError(DdpgError, RuntimeError):
 # TensorRT and the GPU
 
 
-TENSORRT_WHEELS = ("tensorrt-cu13", "tensorrt-cu12")  # NVIDIA's pip packages, one per CUDA major
-
-
-def tensorrt_wheel(cuda_version: str | None) -> str:
-    """The TensorRT pip package matching a CUDA version such as torch's ``torch.version.cuda`` ("13.0" →
-    ``tensorrt-cu13``); for an unknown CUDA (a CPU torch) the choice, worded for a message."""
-    major = str(cuda_version or "").split(".")[0]
-    wheel = f"tensorrt-cu{major}"
-    return wheel if wheel in TENSORRT_WHEELS else " or ".join(TENSORRT_WHEELS) + " (the one matching your CUDA)"
-
-
-def require_tensorrt():
-    """The ``tensorrt`` module, or ConfigError saying why it cannot be imported."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        import torch
-
-        raise ConfigError(f"TensorRT is not available here ({exc}); install NVIDIA TensorRT 10 or 11 for your CUDA "
-                          f"(pip install {tensorrt_wheel(torch.version.cuda)}) on a machine with an NVIDIA "
-                          "GPU") from exc
-    return tensorrt
-
-
 def trt_major(version: str) -> int:
     """The major version of a TensorRT version string such as ``"10.9.0.34"``."""
     try:
         return int(str(version).split(".")[0])
     except ValueError:
         raise ConfigError(f"unrecognised TensorRT version {version!r}") from None
-
-
-def gpu_info(device=None) -> GpuInfo:
-    """Name, compute capability and driver of a CUDA device (torch's view); ConfigError without one."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError("TensorRT needs a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")
-    props = torch.cuda.get_device_properties(torch.device("cuda") if device is None else torch.device(device))
-    return GpuInfo(props.name, f"{props.major}.{props.minor}", driver_version())
-
-
-def driver_version() -> str | None:
-    """The NVIDIA driver version from ``nvidia-smi`` (None when it is not on PATH or fails)."""
-    import shutil
-    import subprocess
-
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.strip().splitlines()[0] if out.strip() else None
 
 
 @dataclass(frozen=True)
@@ -280,16 +227,6 @@ def _cc_tuple(cc: str) -> tuple[int, int]:
 # The calls into TensorRT
 
 
-_LOGGERS: dict[int, object] = {}
-
-
-def trt_logger(trt):
-    """One ``trt.Logger(WARNING)`` per tensorrt module (TensorRT keeps the first logger it is given)."""
-    if id(trt) not in _LOGGERS:
-        _LOGGERS[id(trt)] = trt.Logger(trt.Logger.WARNING)
-    return _LOGGERS[id(trt)]
-
-
 def _trt_build(plan: BuildPlan, trt, timing_cache: bytes | None,
                log: Callable[[str], None]) -> tuple[bytes, bytes | None]:
     """Parse, configure and build: (serialized plan, serialized timing cache or None)."""
@@ -334,14 +271,6 @@ def _trt_build(plan: BuildPlan, trt, timing_cache: bytes | None,
     return bytes(serialized), (bytes(cache.serialize()) if cache is not None else None)
 
 
-def _trt_deserialize(trt, blob: bytes):
-    """The ICudaEngine of a serialized plan, or None when TensorRT rejects it."""
-    try:
-        return trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(blob)
-    except Exception:  # TensorRT raises RuntimeError/TypeError variants for foreign or corrupt plans
-        return None
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The cache-aware build
 
@@ -365,13 +294,11 @@ def _ddpg_props(info: EngineInfo) -> dict[str, str]:
 
 
 def _versions(trt) -> dict[str, str | None]:
-    import onnx
+    """``ddpg.versions`` (with onnx) plus the TensorRT and CUDA versions an engine was built with (the GPU is
+    recorded in the sidecar's ``gpu``)."""
     import torch
 
-    import ddpg
-
-    return {"tensorrt": str(trt.__version__), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "onnx": onnx.__version__, "ddpg": ddpg.__version__}
+    return {**versions(libraries=("onnx",)), "tensorrt": str(trt.__version__), "cuda": torch.version.cuda}
 
 
 def build_engine(onnx_path: str | Path, *, out: str | Path | None = None, profiles=None,
@@ -409,7 +336,7 @@ def build_engine(onnx_path: str | Path, *, out: str | Path | None = None, profil
         else Path(timing_cache))
 
     status = CacheStatus(False, "forced rebuild (--force)") if force else cache_status(engine_path, key)
-    if status.hit and verify and _trt_deserialize(trt, engine_path.read_bytes()) is None:
+    if status.hit and verify and deserialize_plan(trt, engine_path.read_bytes()) is None:
         status = CacheStatus(False, "stale engine: TensorRT could not deserialize the cached plan")
     if status.hit:
         log(f"{engine_path}: {status.reason}; build skipped")
@@ -432,44 +359,17 @@ def build_engine(onnx_path: str | Path, *, out: str | Path | None = None, profil
                            versions=_versions(trt), timing_cache=str(timing_path) if timing_path else None)
     write_engine(engine_path, blob, sidecar)
     if timing_path is not None and timing_out:
-        atomic_write(timing_path, timing_out)
+        atomic_write(timing_path, lambda tmp: tmp.write_bytes(timing_out))
     log(f"built {engine_path} in {seconds:.1f} s")
     return EngineRecord(engine_path, sidecar_path(engine_path), key, plan, False, status.reason, round(seconds, 3),
                         timing_path)
 
 
-def build_engine_command(
-    onnx_file: Path = typer.Argument(..., help="ONNX model written by `ddpg export`."),
-    out: Path = typer.Option(None, "-o", "--output", help="Engine file (default: in the engine cache)."),
-    batch: str = typer.Option(None, "--batch", help="Profiles: N or MIN:OPT:MAX, comma-separated for several "
-                                                    "(default: the export's batch range)."),
-    size: str = typer.Option(None, "--size", help="H or HxW; must be the exported size."),
-    precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | bf16 (default: the ONNX's)."),
-    opt_level: int = typer.Option(DEFAULT_OPT_LEVEL, "--opt-level", help="Builder optimization level 0..5."),
-    workspace: float = typer.Option(DEFAULT_WORKSPACE_GIB, "--workspace", help="Workspace limit in GiB."),
-    timing_cache: Path = typer.Option(None, "--timing-cache", help="Timing cache file (default: per GPU and "
-                                                                   "TensorRT version, in the cache folder)."),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="Engine cache folder."),
-    force: bool = typer.Option(False, "--force", help="Rebuild even when a matching engine exists."),
-    tf32: bool = typer.Option(False, "--tf32", help="Allow TF32 in fp32 layers (faster, ~1e-3 relative error)."),
-) -> None:
-    """Build (or reuse) a TensorRT engine from an exported ONNX model.
-
-    Example: `ddpg build-engine face64.onnx --batch 1,2:4:8 -o face64.plan`
-    """
-    from .engine_cache import parse_batches, parse_size
-
-    try:
-        info = read_metadata(onnx_file)
-        profiles = None
-        if batch is not None or size is not None:
-            profiles = profiles_for(info, parse_batches(batch) if batch else None,
-                                    parse_size(size) if size else None)
-        record = build_engine(onnx_file, out=out, profiles=profiles, precision=precision, opt_level=opt_level,
-                              workspace_gib=workspace, timing_cache=timing_cache, cache_dir=cache_dir, force=force,
-                              tf32=tf32, log=lambda message: typer.echo(message, err=True))
-    except DdpgError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    state = "reused" if record.cache_hit else f"built in {record.build_seconds:.1f} s"
-    typer.echo(f"{record.path} ({state}; sidecar {record.sidecar_path.name})")
+def engine_plan(engine: str | Path, *, cache_dir: str | Path | None = None, device=None,
+                log: Callable[[str], None] | None = None) -> Path:
+    """The TensorRT plan to load for ``engine``: a ``.plan`` as it is, an ``.onnx`` export built (or reused)
+    through the engine cache in ``cache_dir`` for ``device``."""
+    path = Path(engine)
+    if path.suffix != ".onnx":
+        return path
+    return build_engine(path, cache_dir=cache_dir, device=device, log=log).path

@@ -13,18 +13,17 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ddpg.samples import sample_path
 from ddpg.schedule import Schedule
 
 DEFAULT_TIMESTEPS = (999, 500, 100, 0)
 DEFAULT_RTOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 1e-2}
-SAMPLE_IMAGE = "data/samples/astronaut_face64.png"
 
 
 def default_rtol(precision: str) -> float:
@@ -73,7 +72,7 @@ def sample_image(size: tuple[int, int]) -> torch.Tensor:
     """The bundled sample face, (3, H, W) in [-1, 1], resized to ``size``."""
     from PIL import Image
 
-    with Image.open(resources.files("ddpg").joinpath(SAMPLE_IMAGE)) as im:
+    with Image.open(sample_path()) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     img = torch.from_numpy(arr).permute(2, 0, 1)[None]
     return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)[0]

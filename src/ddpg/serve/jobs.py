@@ -16,11 +16,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
-from ddpg.api.report import versions
 from ddpg.api.restoration import _Job, _Plan, _prepare, _write
 from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
 from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.runtime.samplers.ddpg import guidance_params
+from ddpg.versions import versions
 
 from .scheduler import Sample, start_sample
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ddpg.export.onnx_metadata import EngineError
+from ddpg.engine_metadata import EngineError
 
 
 class SideStream:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ddpg.engine_metadata import EngineError, EngineInfo
 from ddpg.errors import ConfigError
-from ddpg.export.onnx_metadata import EngineError, EngineInfo
 
 
 def engine_class_labels(info: EngineInfo, class_labels, device: torch.device) -> torch.Tensor | None:

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpg.engine_metadata import EngineError, EngineInfo, read_metadata
 from ddpg.errors import ConfigError
-from ddpg.export.onnx_metadata import EngineError, EngineInfo, read_metadata
 from ddpg.runtime.cuda_graph import CAPTURE_LOCK
 
 from .cuda_stream import SideStream

@@ -54,18 +54,14 @@ from pathlib import Path
 
 import torch
 
+from ddpg.engine_metadata import EngineError, EngineInfo
+from ddpg.engine_sidecar import ShapeProfile, check_engine_environment, read_sidecar, sidecar_key
 from ddpg.errors import ConfigError
-from ddpg.export.engine_cache import (
-    ShapeProfile,
-    check_engine_environment,
-    read_sidecar,
-    sidecar_key,
-)
-from ddpg.export.onnx_metadata import EngineError, EngineInfo
 from ddpg.runtime.cuda_graph import CAPTURE_LOCK
 
 from .cuda_stream import SideStream, check_stream_handle
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
+from .tensorrt_env import deserialize_plan, gpu_info, require_tensorrt
 
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
                  "INT64": torch.int64, "BOOL": torch.bool, "INT8": torch.int8, "UINT8": torch.uint8}
@@ -199,10 +195,10 @@ class Bindings:
 class TensorRTDenoiser:
     """ε-prediction with a TensorRT engine (same interface as ``ddpg.models.Denoiser``, without gradients).
 
-    ``engine``: a ``.plan`` built by ddpg (its sidecar ``.plan.json`` must sit next to it), or an ``.onnx``
-    export, which is built through the engine cache first (``cache_dir``). ``class_labels``: int or (B,) tensor,
-    required for class-conditional priors. ``cuda_graph``: capture the engine call (fixed-shape engines only).
-    ``trt``: the tensorrt module (tests).
+    ``engine``: a ``.plan`` built by ddpg (its sidecar ``.plan.json`` must sit next to it; an ``.onnx`` export is
+    built by ``ddpg.export.tensorrt_build.engine_plan`` first, this backend only loads and runs). ``class_labels``:
+    int or (B,) tensor, required for class-conditional priors. ``cuda_graph``: capture the engine call (fixed-shape
+    engines only). ``trt``: the tensorrt module (tests).
     """
 
     backend = "tensorrt"
@@ -210,9 +206,7 @@ class TensorRTDenoiser:
 
     def __init__(self, engine: str | Path, *, device: str | torch.device = "cuda",
                  class_labels: torch.Tensor | int | None = None, cuda_graph: bool = False,
-                 cache_dir: str | Path | None = None, log: Callable[[str], None] | None = None, trt=None):
-        from ddpg.export.tensorrt_build import _trt_deserialize, build_engine, gpu_info, require_tensorrt
-
+                 trt=None):
         if trt is None:
             try:
                 trt = require_tensorrt()
@@ -227,7 +221,8 @@ class TensorRTDenoiser:
             self.device = torch.device("cuda", torch.cuda.current_device())
         path = Path(engine)
         if path.suffix == ".onnx":
-            path = build_engine(path, cache_dir=cache_dir, device=self.device, log=log, trt=trt).path
+            raise ConfigError(f"--engine {path}: an ONNX export, not a TensorRT plan; build the plan first "
+                              "(ddpg export --format tensorrt, or ddpg.export.tensorrt_build.engine_plan)")
         if not path.is_file():
             raise ConfigError(f"--engine {path}: file not found")
         self.engine_path = path
@@ -253,7 +248,7 @@ class TensorRTDenoiser:
                               "rebuild it with `ddpg export --format tensorrt`")
         check_engine_environment(self.sidecar, path, str(trt.__version__), gpu_info(self.device))
         with torch.cuda.device(self.device):
-            engine_obj = _trt_deserialize(trt, blob)
+            engine_obj = deserialize_plan(trt, blob)
             if engine_obj is None:
                 raise EngineError(f"{path}: TensorRT {trt.__version__} could not deserialize this plan; rebuild it "
                                   "with `ddpg export --format tensorrt`")

@@ -13,7 +13,7 @@ Every value is a string (ONNX metadata_props are string → string); structured 
     ddpg.inputs        ["x", "t"] or ["x", "t", "y"] (JSON); output "eps"
     ddpg.checkpoint    file name of the source weights ("random" for --random-weights)
     ddpg.checkpoint_sha256   sha256 of that file ("random" for --random-weights)
-    ddpg.versions      {ddpg, torch, onnx, onnxscript} (JSON)
+    ddpg.versions      {ddpg, torch, onnx, onnxscript, python, platform} (JSON, ddpg.versions.versions)
 """
 
 from __future__ import annotations

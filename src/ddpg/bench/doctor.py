@@ -1,19 +1,15 @@
-"""``ddpg doctor``: which backends work on this machine, and why the others do not.
+"""The probes of ``ddpg doctor``: which backends work on this machine, and why the others do not.
 
 Checks torch (CPU, CUDA), the ONNX exporter (onnx, onnxscript), ONNX Runtime (CPU and CUDA execution
 providers) and TensorRT (version ≥ 10 and a CUDA GPU), and lists the GPUs with compute capability and the
-NVIDIA driver. Nothing is downloaded or compiled. ``--json`` prints the same report as JSON.
-Registered by the CLI as ``app.command("doctor")(doctor_command)``.
+NVIDIA driver. Nothing is downloaded or compiled. The command is ``ddpg.cli.doctor``.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import platform
 from dataclasses import asdict, dataclass
-
-import typer
 
 
 @dataclass
@@ -104,13 +100,12 @@ def collect() -> dict:
     """The doctor report: ``checks`` (list of Check dicts), ``gpus``, ``driver``, ``python``, ``platform``."""
     import torch
 
-    import ddpg
+    from ddpg.runtime.backends.tensorrt_env import driver_version
+    from ddpg.versions import __version__
 
     torch_checks, has_cuda = _torch_checks(torch)
     checks = [*torch_checks, _export_check(), *_ort_checks(has_cuda), _tensorrt_check(has_cuda)]
-    from ddpg.export.tensorrt_build import driver_version
-
-    return {"ddpg": ddpg.__version__, "python": platform.python_version(), "platform": platform.platform(),
+    return {"ddpg": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "gpus": _gpus(torch) if has_cuda else [], "driver": driver_version(),
             "checks": [asdict(c) for c in checks]}
 
@@ -131,14 +126,3 @@ def render_text(report: dict) -> str:
         lines.append("gpu: none visible")
     lines.append(f"nvidia driver: {report['driver'] or 'not found (nvidia-smi missing)'}")
     return "\n".join(lines)
-
-
-def doctor_command(
-    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-) -> None:
-    """Show which backends (torch, ONNX Runtime, TensorRT) are usable here, and why not.
-
-    Example: `ddpg doctor --json`
-    """
-    report = collect()
-    typer.echo(json.dumps(report, indent=2) if json_output else render_text(report))

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import typer
 
+from ddpg.bench.harness import BenchConfig, make_report, run_bench
+from ddpg.bench.report import markdown, write_all
 from ddpg.errors import DdpgError
-
-from .harness import BenchConfig, make_report, run_bench
-from .report import markdown, write_all
 
 
 def parse_batches(text: str) -> list[int]:

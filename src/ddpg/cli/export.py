@@ -1,4 +1,4 @@
-"""The ``ddpg export`` command (registered by ddpg.cli.main: ``app.command("export")(export_command)``).
+"""The ``ddpg export`` command (and ``ddpg build-engine``, registered by ddpg.cli.main).
 
 Exit codes: 0 exported (and validated), 1 validation failed (nothing written), 2 usage or input errors.
 """
@@ -11,9 +11,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ddpg.engine_metadata import read_metadata
 from ddpg.errors import DdpgError
-
-from .onnx_export import DEFAULT_BATCH, DEFAULT_OPSET, ExportError, export_prior
+from ddpg.export.engine_cache import parse_batches, parse_size, profiles_for
+from ddpg.export.onnx_export import DEFAULT_BATCH, DEFAULT_OPSET, ExportError, export_prior
+from ddpg.export.tensorrt_build import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_GIB, build_engine
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -53,3 +55,38 @@ def export_command(
         raise typer.Exit(2) from None
     written = [result.path, result.sidecar_path] + ([result.data_path] if result.data_path else [])
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
+
+
+def build_engine_command(
+    onnx_file: Path = typer.Argument(..., help="ONNX model written by `ddpg export`."),
+    out: Path = typer.Option(None, "-o", "--output", help="Engine file (default: in the engine cache)."),
+    batch: str = typer.Option(None, "--batch", help="Profiles: N or MIN:OPT:MAX, comma-separated for several "
+                                                    "(default: the export's batch range)."),
+    size: str = typer.Option(None, "--size", help="H or HxW; must be the exported size."),
+    precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | bf16 (default: the ONNX's)."),
+    opt_level: int = typer.Option(DEFAULT_OPT_LEVEL, "--opt-level", help="Builder optimization level 0..5."),
+    workspace: float = typer.Option(DEFAULT_WORKSPACE_GIB, "--workspace", help="Workspace limit in GiB."),
+    timing_cache: Path = typer.Option(None, "--timing-cache", help="Timing cache file (default: per GPU and "
+                                                                   "TensorRT version, in the cache folder)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Engine cache folder."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when a matching engine exists."),
+    tf32: bool = typer.Option(False, "--tf32", help="Allow TF32 in fp32 layers (faster, ~1e-3 relative error)."),
+) -> None:
+    """Build (or reuse) a TensorRT engine from an exported ONNX model.
+
+    Example: `ddpg build-engine face64.onnx --batch 1,2:4:8 -o face64.plan`
+    """
+    try:
+        info = read_metadata(onnx_file)
+        profiles = None
+        if batch is not None or size is not None:
+            profiles = profiles_for(info, parse_batches(batch) if batch else None,
+                                    parse_size(size) if size else None)
+        record = build_engine(onnx_file, out=out, profiles=profiles, precision=precision, opt_level=opt_level,
+                              workspace_gib=workspace, timing_cache=timing_cache, cache_dir=cache_dir, force=force,
+                              tf32=tf32, log=lambda message: typer.echo(message, err=True))
+    except DdpgError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    state = "reused" if record.cache_hit else f"built in {record.build_seconds:.1f} s"
+    typer.echo(f"{record.path} ({state}; sidecar {record.sidecar_path.name})")
