@@ -371,11 +371,11 @@ def test_graph_runners_are_capped_and_the_least_recently_used_is_released(tmp_pa
     monkeypatch.setattr(FastDDPGRunner, "from_restorer", classmethod(from_restorer))
     sizes = [(8 + 2 * i, 8 + 2 * i) for i in range(restoration.MAX_GRAPH_RUNNERS + 2)]
     folder = make_images(tmp_path / "in", sizes)
-    plan = restoration._Plan(resolve_settings("deblur_gauss", None, None, "gaussian", None, 2),
-                                make_denoiser("gaussian", None, "torch", None, "cpu"), "cpu", tmp_path / "out", 0,
-                                False, None, None, {}, None, False, None, 1, True, 8, {})
+    plan = api.RestorePlan(request=api.RestoreRequest(inputs=(folder,), outdir=tmp_path / "out"),
+                           settings=resolve_settings("deblur_gauss", None, None, "gaussian", None, 2),
+                           denoiser=make_denoiser("gaussian", None, "torch", None, "cpu"), record={}, step_graph=True)
     order = [0, 1, 2, 3, 0, 4, 5, 0]  # image 0 is used again before it would be evicted
-    jobs = [restoration._prepare(plan, i, folder / f"img{i}.png") for i in order]
+    jobs = [api.prepare_input(plan, i, folder / f"img{i}.png") for i in order]
     assert made == [sizes[i] for i in (0, 1, 2, 3, 4, 5)]  # image 0's runner was reused, not rebuilt
     assert released == [sizes[1], sizes[2]]  # least recently used first; image 0's survived
     assert list(k[0][1] for k in plan.runners) == [sizes[3], sizes[4], sizes[5], sizes[0]]
