@@ -237,16 +237,17 @@ def test_task_options_motion_kernel_seed_and_masks(tmp_path):
     (["--bits", "12"], "--bits 12: must be 8 or 16"),
     (["--backend", "tensorrt", "--engine", "ENGINE"], "backend 'tensorrt' not available"),
     (["--backend", "onnxruntime"], "needs an engine file"),
-    (["--resize"], "--resize needs --size"),
+    (["--resize"], "--resize True: needs a size"),
     (["--mask", "nofile.png"], "--mask nofile.png: file not found"),
     (["--device", "cuda:99"], "--device cuda:99"),
     (["--steps", "2000"], "exceeds the prior's 1000 diffusion steps"),
-    (["--hyper", "zeta"], "expected KEY=VALUE"),
+    (["--hyper", "zeta"], "--hyper zeta: expected KEY=VALUE"),
     (["--hyper", "lam=2"], "lam: not a hyper-parameter of ddpg"),
-    (["--method", "idpg", "--select-candidates"], "method idpg has none"),
-    (["--cuda-graph"], "--cuda-graph needs a CUDA device"),
-    (["--precision", "fp8"], "--precision 'fp8'"),
-    (["--backend", "onnxruntime", "--engine", "ENGINE", "--precision", "fp16"], "apply to the torch backend"),
+    (["--method", "idpg", "--select-candidates"], "--select-candidates True: chooses DDPG's injected noise"),
+    (["--cuda-graph"], "--cuda-graph True: needs a CUDA device"),
+    (["--precision", "fp8"], "--precision fp8: choose one of"),
+    (["--backend", "onnxruntime", "--engine", "ENGINE", "--precision", "fp16"],
+     "--precision fp16: applies to the torch backend"),
 ])
 def test_usage_errors_exit_2(images, tmp_path, args, message):
     if "tensorrt" in args:

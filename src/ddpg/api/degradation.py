@@ -51,7 +51,7 @@ def degrade(inputs: list[str | Path], outdir: str | Path, *, task: str = "sr4", 
     if size is not None:
         check_int("size", size, 1)
     if resize and size is None:
-        raise ParameterError("size", size, "resize needs a size (the side length, in pixels)")
+        raise ParameterError("resize", resize, "needs a size (the side length, in pixels)")
     check_int("seed", seed, 0)
     mask_spec = check_task_files(task, mask, kernel)
     outdir = Path(outdir)

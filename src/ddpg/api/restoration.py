@@ -182,7 +182,7 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
         raise ParameterError("steps", settings.steps, f"exceeds the prior's {len(schedule.betas)} diffusion steps")
     prior_size = (getattr(denoiser, "config", {}) or {}).get("image_size")
     if request.resize and not (request.size or prior_size):
-        raise ParameterError("size", request.size, f"resize needs a size: the prior {prior} has no fixed image size")
+        raise ParameterError("resize", True, f"needs a size (the prior {prior} has no fixed image size)")
     from ddpg.runtime import get_sampler
 
     batch_size = _engine_batch(denoiser, request.batch_size)
