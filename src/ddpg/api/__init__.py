@@ -21,6 +21,7 @@ from ddpg.api.restoration import (
     prepare_input,
     restore,
     restore_on_ranks,
+    sidecar_record,
     write_outputs,
 )
 from ddpg.api.sample import restore_sample, sample_path
@@ -28,4 +29,4 @@ from ddpg.api.settings import CLI_TASKS, DEFAULT_SIGMA_Y, parse_hyper
 
 __all__ = ["CLI_TASKS", "DEFAULT_SIGMA_Y", "RUN_SUMMARY", "InputJob", "NullProgress", "Report", "RestorePlan",
            "RestoreRequest", "degrade", "evaluate", "parse_hyper", "plan_restore", "prepare_input", "restore",
-           "restore_on_ranks", "restore_sample", "sample_path", "write_outputs"]
+           "restore_on_ranks", "restore_sample", "sample_path", "sidecar_record", "write_outputs"]

@@ -191,7 +191,12 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
     tune = torch.device(request.device).type == "cuda" and (request.precision != "fp32" or request.compile
                                                             or request.cuda_graph)
     return RestorePlan(request=request, settings=settings, denoiser=denoiser,
-                       record=_shared_record(request, settings, denoiser, prior, batch_size, tune),
+                       record=sidecar_record(request, settings,
+                                             prior_record(prior, request.checkpoint, request.backend, request.engine,
+                                                          denoiser), versions(request.device), batch_size=batch_size,
+                                             cudnn_tune=tune,
+                                             method_defaults=method_defaults(settings.task, settings.method,
+                                                                             prior or "")),
                        mask_spec=mask_spec, target=request.size or prior_size, multiple=size_multiple(denoiser),
                        step_graph=step_graph, batch_size=batch_size,
                        needs_grad=get_sampler(settings.method).needs_grad, cudnn_tune=tune)
@@ -225,16 +230,19 @@ def _settings_and_denoiser(request: RestoreRequest) -> tuple[Settings, object, s
     return settings, denoiser, prior
 
 
-def _shared_record(request: RestoreRequest, settings: Settings, denoiser, prior: str | None, batch_size: int,
-                   tune: bool) -> dict:
-    """The sidecar entries every output of the request shares."""
-    return {"task": settings.task, "method": settings.method, "preset": settings.preset,
-            "prior": prior_record(prior, request.checkpoint, request.backend, request.engine, denoiser),
-            "steps": settings.steps, "hyper": settings.hyper, "base_seed": request.seed, "device": str(request.device),
-            "bits": request.bits, "batch_size": batch_size, "versions": versions(request.device),
-            "method_defaults": method_defaults(settings.task, settings.method, prior or ""),
-            "speed": {"precision": request.precision, "compile": request.compile, "cuda_graph": request.cuda_graph,
-                      "cudnn_autotune": tune}}
+def sidecar_record(request: RestoreRequest, settings: Settings, prior: dict, versions: dict, *, batch_size: int = 1,
+                   cudnn_tune: bool = False, method_defaults: dict | None = None) -> dict:
+    """The sidecar entries every output of a request shares (a :class:`RestorePlan`'s ``record``): its settings,
+    ``prior`` (:func:`~ddpg.api.denoisers.prior_record`), ``versions`` (:func:`~ddpg.api.report.versions`), the
+    batch size it ran at, the speed options and, when given, what the method does by default."""
+    record = {"task": settings.task, "method": settings.method, "preset": settings.preset, "prior": prior,
+              "steps": settings.steps, "hyper": settings.hyper, "base_seed": request.seed,
+              "device": str(request.device), "bits": request.bits, "batch_size": batch_size, "versions": versions}
+    if method_defaults is not None:
+        record["method_defaults"] = method_defaults
+    record["speed"] = {"precision": request.precision, "compile": request.compile, "cuda_graph": request.cuda_graph,
+                       "cudnn_autotune": cudnn_tune}
+    return record
 
 
 def _pending_inputs(plan: RestorePlan, files: list[Path], problems: list[tuple[Path, str]]

@@ -18,7 +18,7 @@ from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
 from ddpg.api.report import versions
 from ddpg.api.request import RestoreRequest
-from ddpg.api.restoration import InputJob, RestorePlan, prepare_input, write_outputs
+from ddpg.api.restoration import InputJob, RestorePlan, prepare_input, sidecar_record, write_outputs
 from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
 from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.runtime.samplers.ddpg import guidance_params
@@ -141,17 +141,13 @@ class Preparer:
             mask_spec = parse_mask(mask)
         except DdpgError as exc:
             raise FieldError("mask", str(exc)) from None
-        seed = fields.get("seed", 0)
-        record = {"task": settings.task, "method": settings.method, "preset": settings.preset,
-                  "prior": self.prior_record, "steps": settings.steps, "hyper": settings.hyper, "base_seed": seed,
-                  "device": self.device, "bits": fields.get("bits", 8), "batch_size": 1, "versions": self.versions,
-                  "speed": {"precision": "fp32", "compile": False, "cuda_graph": False, "cudnn_autotune": False}}
         try:
-            request = RestoreRequest(inputs=(image,), outdir=workdir, seed=seed, device=self.device,
+            request = RestoreRequest(inputs=(image,), outdir=workdir, seed=fields.get("seed", 0), device=self.device,
                                      observed=fields.get("observed", False), sigma_y=fields.get("sigma_y"), mask=mask,
                                      kernel=None if kernel is None else str(kernel), bits=fields.get("bits", 8),
                                      max_pixels=self.max_pixels)
-            plan = RestorePlan(request=request, settings=settings, denoiser=self.denoiser, record=record,
+            plan = RestorePlan(request=request, settings=settings, denoiser=self.denoiser,
+                               record=sidecar_record(request, settings, self.prior_record, self.versions),
                                mask_spec=mask_spec, multiple=self.multiple, operators=self.operators)
             job = prepare_input(plan, 0, image)
         except DdpgError as exc:
