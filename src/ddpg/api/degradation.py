@@ -10,11 +10,11 @@ from ddpg.api.settings import (
     DEFAULT_SIGMA_Y,
     OPERATOR_OF_TASK,
     check_int,
-    check_sigma_y,
     check_task,
     check_task_files,
     operator_args,
 )
+from ddpg.checks import check_sigma_y
 from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.io import (
     StagedFiles,
