@@ -223,3 +223,16 @@ def test_restore_errors_name_the_parameter_and_the_cli_names_the_flag(folder, tm
     res = runner.invoke(cli.app, ["restore", str(folder), *(["-o", str(outdir)] if "-o" not in args else []),
                                   *[str(folder) if a == "IN" else a for a in args]])
     assert res.exit_code == 2 and cli_message in res.output, res.output
+
+
+def test_settings_are_checked_before_the_prior_is_loaded(folder, tmp_path, monkeypatch):
+    """A mask the task does not use, or a method CUDA graphs cannot capture, is refused before any weights load."""
+    from ddpg.api import restoration
+
+    loaded = []
+    monkeypatch.setattr(restoration, "make_denoiser", lambda *a, **k: loaded.append(a))
+    with pytest.raises(ParameterError, match="mask=box: applies to the inpaint task"):
+        api.restore([folder], tmp_path / "out", prior="face64", task="denoise", mask="box")
+    with pytest.raises(ParameterError, match="hyper=lam: not a hyper-parameter of ddpg"):
+        api.restore([folder], tmp_path / "out", prior="face64", hyper={"lam": 1})
+    assert loaded == [] and not (tmp_path / "out").exists()

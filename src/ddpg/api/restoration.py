@@ -165,14 +165,17 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
 
 
 def plan_restore(request: RestoreRequest) -> RestorePlan:
-    """The plan of ``request``: its settings resolved (preset, method, σ_y, steps, hyper-parameters), its
-    denoiser built (or the request's, wrapped for the speed options) and checked against them."""
-    settings, denoiser, prior = _settings_and_denoiser(request)
+    """The plan of ``request``: its settings resolved (preset, method, σ_y, steps, hyper-parameters) and checked,
+    then its denoiser built (or the request's, wrapped for the speed options) and checked against them."""
+    prior, denoiser = _prior_and_engine(request)
+    settings = apply_hyper(resolve_settings(request.task, request.method, request.preset, prior or "",
+                                            request.sigma_y, request.steps), request.hyper, request.select_candidates)
     mask_spec = check_task_files(settings.task, request.mask, request.kernel)
     step_graph = request.cuda_graph and request.backend != "onnxruntime"  # ONNX Runtime captures its engine call
     if step_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
         raise ParameterError("cuda_graph", True, f"captures DDPG/IDPG steps; not method {settings.method}"
                              + (" with select_candidates" if settings.hyper.get("select_candidates") else ""))
+    denoiser = _torch_denoiser(request, denoiser, prior)
     if step_graph and not getattr(denoiser, "graph_safe", False):
         raise ParameterError("cuda_graph", True, f"this denoiser ({getattr(denoiser, 'name', None) or request.backend}"
                              ") cannot be captured in a CUDA graph (the analytic prior, or an engine with a dynamic "
@@ -202,9 +205,9 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
                        needs_grad=get_sampler(settings.method).needs_grad, cudnn_tune=tune)
 
 
-def _settings_and_denoiser(request: RestoreRequest) -> tuple[Settings, object, str | None]:
-    """(settings, denoiser, prior name) of a request: an engine says which prior it holds; a checkpoint alone
-    is recognised; else the preset's prior, or the analytic gaussian one."""
+def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
+    """(prior name, the request's denoiser or its ONNX/TensorRT engine, else None): an engine says which prior it
+    holds; a checkpoint alone is recognised; else the preset's prior, or the analytic gaussian one."""
     backend, denoiser, prior = request.backend, request.denoiser, request.prior
     if prior is None and request.checkpoint is not None and backend == "torch" and denoiser is None:
         prior = guess_prior_of(request.checkpoint)
@@ -217,9 +220,12 @@ def _settings_and_denoiser(request: RestoreRequest) -> tuple[Settings, object, s
         options = {"cuda_graph": True} if request.cuda_graph and backend == "onnxruntime" else {}
         denoiser = make_denoiser(None, None, backend, request.engine, request.device, request.class_label, **options)
         prior = check_engine_prior(denoiser, preset_prior)
-    prior = prior or (preset_prior or "gaussian" if backend == "torch" else None)
-    settings = apply_hyper(resolve_settings(request.task, request.method, request.preset, prior or "",
-                                            request.sigma_y, request.steps), request.hyper, request.select_candidates)
+    return prior or (preset_prior or "gaussian" if backend == "torch" else None), denoiser
+
+
+def _torch_denoiser(request: RestoreRequest, denoiser, prior: str | None):
+    """``denoiser``, or the torch prior's when None; on the torch backend wrapped for the speed options."""
+    backend = request.backend
     if denoiser is None:
         denoiser = make_denoiser(prior, request.checkpoint, backend, request.engine, request.device,
                                  request.class_label)
@@ -227,7 +233,7 @@ def _settings_and_denoiser(request: RestoreRequest) -> tuple[Settings, object, s
         from ddpg.runtime.fast_denoiser import FastDenoiser
 
         denoiser = FastDenoiser(denoiser, precision=request.precision, compile=request.compile, device=request.device)
-    return settings, denoiser, prior
+    return denoiser
 
 
 def sidecar_record(request: RestoreRequest, settings: Settings, prior: dict, versions: dict, *, batch_size: int = 1,
