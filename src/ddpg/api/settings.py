@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ddpg.checks import check_sigma_y
-from ddpg.errors import ConfigError, DdpgError, ParameterError
+from ddpg.errors import DdpgError, ParameterError
 from ddpg.io import pad_bottom_right
 
 CLI_TASKS = ("sr4", "deblur_gauss", "deblur_motion", "inpaint", "denoise", "colorize")
@@ -35,9 +35,9 @@ class Settings:
 
 
 def check_task(task: str) -> str:
-    """``task`` if it is one of :data:`CLI_TASKS` (ConfigError otherwise)."""
+    """``task`` if it is one of :data:`CLI_TASKS` (a ParameterError of ``task`` otherwise)."""
     if task not in CLI_TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(CLI_TASKS)}")
+        raise ParameterError("task", task, f"unknown task; choose one of {', '.join(CLI_TASKS)}")
     return task
 
 
