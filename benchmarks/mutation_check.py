@@ -73,7 +73,7 @@ TARGETS = [
     ("src/ddpg/export/validate.py", ["DEFAULT_RTOL", "default_rtol", "validate_onnx", "_ratio"],
      "tests/test_export_tolerances.py"),
     ("src/ddpg/io.py", ["atomic_write", "StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
-    ("src/ddpg/api/restoration.py", ["_write"],
+    ("src/ddpg/api/restoration.py", ["write_outputs"],
      "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match "
      "tests/test_cli_restore.py::test_restored_png_is_the_restorers_output "
      "tests/test_cli_restore.py::test_sidecar_metrics_of_the_smallest_images "

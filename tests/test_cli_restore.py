@@ -237,16 +237,17 @@ def test_task_options_motion_kernel_seed_and_masks(tmp_path):
     (["--bits", "12"], "--bits 12: must be 8 or 16"),
     (["--backend", "tensorrt", "--engine", "ENGINE"], "backend 'tensorrt' not available"),
     (["--backend", "onnxruntime"], "needs an engine file"),
-    (["--resize"], "--resize needs --size"),
+    (["--resize"], "--resize True: needs a size"),
     (["--mask", "nofile.png"], "--mask nofile.png: file not found"),
     (["--device", "cuda:99"], "--device cuda:99"),
     (["--steps", "2000"], "exceeds the prior's 1000 diffusion steps"),
-    (["--hyper", "zeta"], "expected KEY=VALUE"),
+    (["--hyper", "zeta"], "--hyper zeta: expected KEY=VALUE"),
     (["--hyper", "lam=2"], "lam: not a hyper-parameter of ddpg"),
-    (["--method", "idpg", "--select-candidates"], "method idpg has none"),
-    (["--cuda-graph"], "--cuda-graph needs a CUDA device"),
-    (["--precision", "fp8"], "--precision 'fp8'"),
-    (["--backend", "onnxruntime", "--engine", "ENGINE", "--precision", "fp16"], "apply to the torch backend"),
+    (["--method", "idpg", "--select-candidates"], "--select-candidates True: chooses DDPG's injected noise"),
+    (["--cuda-graph"], "--cuda-graph True: needs a CUDA device"),
+    (["--precision", "fp8"], "--precision fp8: choose one of"),
+    (["--backend", "onnxruntime", "--engine", "ENGINE", "--precision", "fp16"],
+     "--precision fp16: applies to the torch backend"),
 ])
 def test_usage_errors_exit_2(images, tmp_path, args, message):
     if "tensorrt" in args:
@@ -371,11 +372,11 @@ def test_graph_runners_are_capped_and_the_least_recently_used_is_released(tmp_pa
     monkeypatch.setattr(FastDDPGRunner, "from_restorer", classmethod(from_restorer))
     sizes = [(8 + 2 * i, 8 + 2 * i) for i in range(restoration.MAX_GRAPH_RUNNERS + 2)]
     folder = make_images(tmp_path / "in", sizes)
-    plan = restoration._Plan(resolve_settings("deblur_gauss", None, None, "gaussian", None, 2),
-                                make_denoiser("gaussian", None, "torch", None, "cpu"), "cpu", tmp_path / "out", 0,
-                                False, None, None, {}, None, False, None, 1, True, 8, {})
+    plan = api.RestorePlan(request=api.RestoreRequest(inputs=(folder,), outdir=tmp_path / "out"),
+                           settings=resolve_settings("deblur_gauss", None, None, "gaussian", None, 2),
+                           denoiser=make_denoiser("gaussian", None, "torch", None, "cpu"), record={}, step_graph=True)
     order = [0, 1, 2, 3, 0, 4, 5, 0]  # image 0 is used again before it would be evicted
-    jobs = [restoration._prepare(plan, i, folder / f"img{i}.png") for i in order]
+    jobs = [api.prepare_input(plan, i, folder / f"img{i}.png") for i in order]
     assert made == [sizes[i] for i in (0, 1, 2, 3, 4, 5)]  # image 0's runner was reused, not rebuilt
     assert released == [sizes[1], sizes[2]]  # least recently used first; image 0's survived
     assert list(k[0][1] for k in plan.runners) == [sizes[3], sizes[4], sizes[5], sizes[0]]

@@ -81,7 +81,7 @@ def test_nccl_rank_sets_and_binds_its_gpu_with_a_long_timeout(monkeypatch):
     calls.clear()
     dist_context("cpu")
     assert calls == [("init", {"backend": "gloo", "rank": 1, "world_size": 2, "timeout": COLLECTIVE_TIMEOUT})]
-    with pytest.raises(ConfigError, match="under torchrun give --device cuda"):
+    with pytest.raises(ConfigError, match="device=cuda:0: under torchrun give device cuda"):
         dist_context("cuda:0")
 
 

@@ -152,7 +152,7 @@ def test_an_image_too_large_for_the_prior_is_refused_before_sampling(tmp_path, m
     why = dict(report.failed)[str(folder / "huge.png")]
     # face64's attention over 512×512 positions alone is 256 GiB per call
     assert "2048×2048 with the face64 prior at batch 1 needs about 1536.0 GiB, more than the 64.0 GiB free" in why
-    assert "use --resize --size N" in why
+    assert "restore it resized (resize=True, size=N)" in why
     assert report.done == [str(tmp_path / "out" / "img0_restored.png")]
 
 
@@ -160,7 +160,7 @@ def test_memory_guard_compares_the_estimate_with_what_is_free(images, tmp_path, 
     monkeypatch.setattr(restoration, "available_bytes", lambda device: 2**20)  # 1 MiB free
     report = api.restore([images / "img0.png"], tmp_path / "out", prior="face64", steps=2, batch_size=2)
     why = dict(report.failed)[str(images / "img0.png")]
-    assert "more than the 0.0 GiB free on cpu" in why and "or a smaller batch (--batch-size)" in why
+    assert "more than the 0.0 GiB free on cpu" in why and "or with a smaller batch_size" in why
     from ddpg.api.memory import restore_bytes as est
     from ddpg.models import prior_config
 

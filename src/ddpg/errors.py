@@ -22,8 +22,10 @@ class InputError(DdpgError, ValueError):
 
 
 class ParameterError(ConfigError):
-    """An invalid value of one named parameter (``param`` as the Python API spells it, e.g. ``sigma_y``); the
-    command line names its flag (``--sigma-y``) instead."""
+    """An invalid value of one named parameter: ``param`` as the Python API spells it (e.g. ``sigma_y``), the
+    ``value`` given and the ``problem``; the message reads ``sigma_y=2.0: problem``. Messages raised in the api
+    never name a command-line flag: the command line prints the flag that sets ``param`` instead
+    (``--sigma-y 2.0: problem``, :func:`ddpg.cli.flags.flag_message`)."""
 
     def __init__(self, param: str, value: object, problem: str):
         self.param, self.value, self.problem = param, value, problem

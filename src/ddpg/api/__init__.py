@@ -1,4 +1,7 @@
-"""The Python API behind the command line: :func:`restore`, :func:`degrade`, :func:`evaluate`.
+"""The Python API behind the command line: :func:`restore` (of a :class:`RestoreRequest`), :func:`degrade`,
+:func:`evaluate`; :func:`plan_restore`, :func:`prepare_input` and :func:`write_outputs` are restore's own steps
+for callers that batch the sampling themselves (``ddpg serve``). Errors name the Python parameter
+(:class:`~ddpg.errors.ParameterError`), never a command-line flag.
 
 Each keeps going when one input fails, writes every output atomically (an image's files appear together,
 its JSON sidecar last), stops cleanly on KeyboardInterrupt, and returns a :class:`Report` naming what was
@@ -9,9 +12,21 @@ done, skipped and failed. Setup problems (unknown task/preset/prior/backend, mis
 from ddpg.api.degradation import degrade
 from ddpg.api.evaluation import evaluate
 from ddpg.api.report import NullProgress, Report
-from ddpg.api.restoration import RUN_SUMMARY, restore, restore_on_ranks
+from ddpg.api.request import RestoreRequest
+from ddpg.api.restoration import (
+    RUN_SUMMARY,
+    InputJob,
+    RestorePlan,
+    plan_restore,
+    prepare_input,
+    restore,
+    restore_on_ranks,
+    sidecar_record,
+    write_outputs,
+)
 from ddpg.api.sample import restore_sample, sample_path
 from ddpg.api.settings import CLI_TASKS, DEFAULT_SIGMA_Y, parse_hyper
 
-__all__ = ["CLI_TASKS", "DEFAULT_SIGMA_Y", "RUN_SUMMARY", "NullProgress", "Report", "degrade", "evaluate",
-           "parse_hyper", "restore", "restore_on_ranks", "restore_sample", "sample_path"]
+__all__ = ["CLI_TASKS", "DEFAULT_SIGMA_Y", "RUN_SUMMARY", "InputJob", "NullProgress", "Report", "RestorePlan",
+           "RestoreRequest", "degrade", "evaluate", "parse_hyper", "plan_restore", "prepare_input", "restore",
+           "restore_on_ranks", "restore_sample", "sample_path", "sidecar_record", "write_outputs"]

@@ -9,12 +9,13 @@ from ddpg.api.report import NullProgress, Report, failure_reason
 from ddpg.api.settings import (
     DEFAULT_SIGMA_Y,
     OPERATOR_OF_TASK,
-    check_sigma_y,
+    check_int,
     check_task,
     check_task_files,
     operator_args,
 )
-from ddpg.errors import ConfigError, DdpgError, InputError
+from ddpg.checks import check_sigma_y
+from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.io import (
     StagedFiles,
     center_crop_resize,
@@ -47,11 +48,12 @@ def degrade(inputs: list[str | Path], outdir: str | Path, *, task: str = "sr4", 
     if sigma_y is not None:
         check_sigma_y(sigma_y)
     if fmt not in ("pt", "npy"):
-        raise ConfigError(f"--format must be pt or npy, got {fmt!r}")
-    if resize and not size:
-        raise ConfigError("--resize needs --size N")
-    if seed < 0:
-        raise ConfigError("--seed must be >= 0")
+        raise ParameterError("fmt", fmt, "must be pt or npy")
+    if size is not None:
+        check_int("size", size, 1)
+    if resize and size is None:
+        raise ParameterError("resize", resize, "needs a size (the side length, in pixels)")
+    check_int("seed", seed, 0)
     mask_spec = check_task_files(task, mask, kernel)
     outdir = Path(outdir)
     name0, base_params = OPERATOR_OF_TASK[task]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ddpg.api.settings import PRIOR_FAMILIES
-from ddpg.errors import ConfigError
+from ddpg.errors import ConfigError, ParameterError
 
 
 def check_device(device: str) -> None:
@@ -16,12 +16,12 @@ def check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise ConfigError(f"--device {device}: {exc}") from exc
+        raise ParameterError("device", device, str(exc)) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available (torch {torch.__version__}, "
-                          f"{torch.cuda.device_count()} GPUs visible)")
+        raise ParameterError("device", device, f"CUDA is not available (torch {torch.__version__}, "
+                                               f"{torch.cuda.device_count()} GPUs visible)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} GPUs visible")
+        raise ParameterError("device", device, f"only {torch.cuda.device_count()} GPUs visible")
 
 
 def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engine: str | None, device: str,
@@ -46,7 +46,7 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
         raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
     except ConfigError as exc:
         if "class-conditional" in str(exc):
-            raise ConfigError(f"{exc} (use --class-label N)") from exc
+            raise ParameterError("class_label", class_label, str(exc)) from exc
         raise
 
 
@@ -81,12 +81,13 @@ def check_speed_options(backend: str, device: str, precision: str, compile: bool
     from ddpg.precisions import PRECISIONS
 
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise ParameterError("precision", precision, f"choose one of {', '.join(PRECISIONS)}")
     if backend != "torch" and (precision != "fp32" or compile):
-        raise ConfigError(f"--precision/--compile apply to the torch backend; an {backend} engine has its "
-                          "precision built in (`ddpg export --precision`)")
+        param, value = ("precision", precision) if precision != "fp32" else ("compile", compile)
+        raise ParameterError(param, value, f"applies to the torch backend; an {backend} engine has its precision "
+                                           "built in when it is exported")
     if cuda_graph and torch.device(device).type != "cuda":
-        raise ConfigError(f"--cuda-graph needs a CUDA device, not --device {device}")
+        raise ParameterError("cuda_graph", cuda_graph, f"needs a CUDA device, not device {device}")
 
 
 def guess_prior_of(checkpoint: str) -> str:
@@ -96,7 +97,8 @@ def guess_prior_of(checkpoint: str) -> str:
 
     name = guess_prior({k: tuple(v.shape) for k, v in read_state_dict(checkpoint).items()})
     if name is None:
-        raise ConfigError(f"--checkpoint {checkpoint}: matches no known prior; pass --prior NAME or a YAML config")
+        raise ParameterError("checkpoint", checkpoint, "matches no known prior; give the prior (a name or a YAML "
+                                                       "config)")
     return name
 
 

@@ -1,5 +1,8 @@
 """``ddpg restore``: restore image files (or their measurements) into a folder, batch by batch, with loading
-and writing overlapped with the sampling; :func:`restore_on_ranks` shares one call out across torchrun ranks."""
+and writing overlapped with the sampling; :func:`restore_on_ranks` shares one call out across torchrun ranks.
+
+A :class:`~ddpg.api.request.RestoreRequest` becomes a :class:`RestorePlan` (:func:`plan_restore`); each input
+becomes an :class:`InputJob` (:func:`prepare_input`), is sampled in a batch, and :func:`write_outputs` writes it."""
 
 from __future__ import annotations
 
@@ -8,18 +11,16 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from ddpg.api.degradation import observation_meta
 from ddpg.api.denoisers import (
-    check_device,
     check_engine_prior,
-    check_speed_options,
     guess_prior_of,
     make_denoiser,
     prior_record,
@@ -27,19 +28,17 @@ from ddpg.api.denoisers import (
 )
 from ddpg.api.memory import available_bytes, restore_bytes
 from ddpg.api.report import NullProgress, Report, failure_reason
+from ddpg.api.request import RestoreRequest
 from ddpg.api.settings import (
     Settings,
     apply_hyper,
-    check_int,
-    check_sigma_y,
     check_task_files,
     method_defaults,
     operator_args,
     resolve_settings,
 )
-from ddpg.errors import ConfigError, DdpgError, InputError, ParameterError
+from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.io import (
-    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     MEASUREMENT_SUFFIXES,
     StagedFiles,
@@ -66,36 +65,30 @@ MAX_GRAPH_RUNNERS = 4  # CUDA-graph runners kept at once (one per operator and �
 
 
 @dataclass
-class _Plan:
-    """What every input of one :func:`restore` call shares, and the operators and graph runners built so far
-    (keyed by operator, and by operator and σ_y)."""
+class RestorePlan:
+    """What every input of one restoration shares: the request, its resolved settings and denoiser, and the
+    operators and graph runners built so far (keyed by operator, and by operator and σ_y). :func:`restore` makes
+    one with :func:`plan_restore`; a caller with its own denoiser and sidecar record (``ddpg serve``) may build
+    one by name and run :func:`prepare_input` and :func:`write_outputs` on it, as ``restore`` does."""
 
+    request: RestoreRequest
     settings: Settings
     denoiser: object
-    device: str
-    outdir: Path
-    seed: int
-    observed: bool
-    sigma_y: float | None  # an explicit σ_y, which overrides an observation's metadata
-    mask: str | None  # the mask as given: None lets an observation's own mask apply
-    mask_spec: dict  # parse_mask(mask)
-    kernel: str | None
-    resize: bool
-    target: int | None  # the side length of resized inputs
-    multiple: int  # image sides must be multiples of this (the prior's downsampling)
-    step_graph: bool  # whole-step CUDA-graph runners instead of the Restorer's loop
-    bits: int
     record: dict  # the sidecar entries every output shares
-    batch_size: int = 1
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    mask_spec: dict = field(default_factory=dict)  # parse_mask(request.mask)
+    target: int | None = None  # the side length of resized inputs
+    multiple: int = 1  # image sides must be multiples of this (the prior's downsampling)
+    step_graph: bool = False  # whole-step CUDA-graph runners instead of the Restorer's loop
+    batch_size: int = 1  # the request's, lowered to what an engine takes
     needs_grad: bool = False
+    cudnn_tune: bool = False  # let cuDNN time its convolution algorithms during the run
     operators: dict = field(default_factory=dict)
     runners: dict = field(default_factory=dict)
 
 
 @dataclass
-class _Job:
-    """One input, loaded and degraded, waiting for its batch."""
+class InputJob:
+    """One input, loaded and degraded (:func:`prepare_input`), waiting for its batch."""
 
     path: Path
     stem: str
@@ -113,7 +106,7 @@ class _Job:
     describe: dict
     source: dict
     t_load: float
-    settings: dict  # what the sidecar's "settings" records and --skip-existing compares
+    settings: dict  # what the sidecar's "settings" records and skip_existing compares
 
 
 @contextmanager
@@ -132,17 +125,10 @@ def output_stem(path: Path) -> str:
     return path.stem[: -len("_observed")] if path.stem.endswith("_observed") else path.stem
 
 
-def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = None, preset: str | None = None,
-            prior: str | None = None, checkpoint: str | None = None, method: str | None = None,
-            sigma_y: float | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 1,
-            device: str = "cpu", observed: bool = False, backend: str = "torch", engine: str | None = None,
-            skip_existing: bool = False, resize: bool = False, size: int | None = None, mask: str | None = None,
-            kernel: str | None = None, bits: int = 8, class_label: int | None = None,
-            max_pixels: int = DEFAULT_MAX_PIXELS,
-            hyper: dict | None = None, select_candidates: bool = False, precision: str = "fp32",
-            compile: bool = False, cuda_graph: bool = False, shard: tuple[int, int] = (0, 1), progress=None,
-            denoiser=None) -> Report:
-    """Restore image files (or folders of them) into ``outdir``.
+def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | None = None, *, progress=None,
+            **options) -> Report:
+    """Restore image files (or folders of them) into ``outdir``: ``restore(inputs, outdir, **options)`` with the
+    options of :class:`RestoreRequest` (TypeError naming an unknown one), or ``restore(request)``.
 
     Per input ``x``: ``x_restored.png``, ``x_observed.png`` (the measurement mapped to [0, 1]) and ``x.json``
     (settings, seeds, versions, timings; PSNR/SSIM against the clean input). By default an input is the clean
@@ -161,77 +147,119 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
     Runtime's own graph mode; fixed-batch exports); on CUDA any of them also turns on cuDNN's algorithm timing
     (``cudnn.benchmark``) for the call. ``shard=(rank, world_size)``: handle only this rank's
     contiguous share of the sorted inputs (indices, hence seeds and outputs, stay global). ``denoiser`` skips
-    building one from prior/checkpoint/backend."""
+    building one from prior/checkpoint/backend. ``progress``: a :class:`NullProgress`-like reporter."""
+    if isinstance(inputs, RestoreRequest):
+        if outdir is not None or options:
+            raise TypeError("restore(request) takes no other arguments; the request holds every option")
+        request = inputs
+    else:
+        request = RestoreRequest.from_options(inputs, outdir, **options)
     progress = progress or NullProgress()
-    outdir = Path(outdir)
-    if bits not in (8, 16):
-        raise ParameterError("bits", bits, "must be 8 or 16")
-    check_int("batch_size", batch_size, 1)
-    check_int("seed", seed, 0)
-    check_int("max_pixels", max_pixels, 1)
-    if size is not None:
-        check_int("size", size, 1)
-    if sigma_y is not None:
-        check_sigma_y(sigma_y)
-    check_device(device)
-    check_speed_options(backend, device, precision, compile, cuda_graph)
-    if backend != "torch" and (prior is not None or checkpoint is not None):
-        raise ConfigError(f"--backend {backend} reads the prior from --engine; drop --prior/--checkpoint")
-    if checkpoint is not None and prior == "gaussian":
-        raise ParameterError("checkpoint", checkpoint, "the gaussian prior is analytic and takes no weights")
-    if prior is None and checkpoint is not None and backend == "torch" and denoiser is None:
-        prior = guess_prior_of(checkpoint)
-    preset_prior = None
-    if preset is not None:
-        from ddpg.runtime import load_preset
+    files, problems = _collect(request.inputs, request.outdir, request.observed)
+    plan = plan_restore(request)
+    report, pending = _pending_inputs(plan, files, problems)
+    if pending:
+        _writable(request.outdir)
+    with cudnn_autotune(plan.cudnn_tune):
+        _run(plan, pending, report, progress)
+    return report
 
-        preset_prior = load_preset(preset).prior
-    files, problems = _collect(inputs, outdir, observed)
-    if backend != "torch" and denoiser is None:  # the engine says which prior it holds
-        options = {"cuda_graph": True} if cuda_graph and backend == "onnxruntime" else {}
-        denoiser = make_denoiser(None, None, backend, engine, device, class_label, **options)
-        prior = check_engine_prior(denoiser, preset_prior)
-    prior = prior or (preset_prior or "gaussian" if backend == "torch" else None)
-    settings = apply_hyper(resolve_settings(task, method, preset, prior or "", sigma_y, steps), hyper,
-                           select_candidates)
-    mask_spec = check_task_files(settings.task, mask, kernel)
-    step_graph = cuda_graph and backend != "onnxruntime"  # ONNX Runtime captures its own engine call instead
+
+def plan_restore(request: RestoreRequest) -> RestorePlan:
+    """The plan of ``request``: its settings resolved (preset, method, σ_y, steps, hyper-parameters) and checked,
+    then its denoiser built (or the request's, wrapped for the speed options) and checked against them."""
+    prior, denoiser = _prior_and_engine(request)
+    settings = apply_hyper(resolve_settings(request.task, request.method, request.preset, prior or "",
+                                            request.sigma_y, request.steps), request.hyper, request.select_candidates)
+    mask_spec = check_task_files(settings.task, request.mask, request.kernel)
+    step_graph = request.cuda_graph and request.backend != "onnxruntime"  # ONNX Runtime captures its engine call
     if step_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
-        raise ConfigError(f"--cuda-graph captures DDPG/IDPG steps; not method {settings.method}"
-                          + (" with --select-candidates" if settings.hyper.get("select_candidates") else ""))
-    if denoiser is None:
-        denoiser = make_denoiser(prior, checkpoint, backend, engine, device, class_label)
-    if backend == "torch" and (precision != "fp32" or compile or cuda_graph):
-        from ddpg.runtime.fast_denoiser import FastDenoiser
-
-        denoiser = FastDenoiser(denoiser, precision=precision, compile=compile, device=device)
+        raise ParameterError("cuda_graph", True, f"captures DDPG/IDPG steps; not method {settings.method}"
+                             + (" with select_candidates" if settings.hyper.get("select_candidates") else ""))
+    denoiser = _torch_denoiser(request, denoiser, prior)
     if step_graph and not getattr(denoiser, "graph_safe", False):
-        raise ConfigError(f"--cuda-graph: this denoiser ({getattr(denoiser, 'name', None) or backend}) cannot be "
-                          "captured in a CUDA graph (the analytic prior, or an engine with a dynamic batch)")
+        raise ParameterError("cuda_graph", True, f"this denoiser ({getattr(denoiser, 'name', None) or request.backend}"
+                             ") cannot be captured in a CUDA graph (the analytic prior, or an engine with a dynamic "
+                             "batch)")
     schedule = getattr(denoiser, "schedule", None)
     if schedule is not None and settings.steps > len(schedule.betas):
         raise ParameterError("steps", settings.steps, f"exceeds the prior's {len(schedule.betas)} diffusion steps")
     prior_size = (getattr(denoiser, "config", {}) or {}).get("image_size")
-    if resize and not (size or prior_size):
-        raise ConfigError(f"--resize needs --size N: the prior {prior} has no fixed image size")
-    batch_size = _engine_batch(denoiser, batch_size)
-    # the speed options also let cuDNN time its convolution algorithms per shape (as `ddpg bench` does); the
-    # plain path keeps cuDNN's heuristic choice, which does not vary from run to run
-    tune = torch.device(device).type == "cuda" and (precision != "fp32" or compile or cuda_graph)
-    record = {"task": settings.task, "method": settings.method, "preset": settings.preset,
-              "prior": prior_record(prior, checkpoint, backend, engine, denoiser), "steps": settings.steps,
-              "hyper": settings.hyper, "base_seed": seed, "device": str(device), "bits": bits,
-              "batch_size": batch_size, "versions": versions(device),
-              "method_defaults": method_defaults(settings.task, settings.method, prior or ""),
-              "speed": {"precision": precision, "compile": compile, "cuda_graph": cuda_graph, "cudnn_autotune": tune}}
+    if request.resize and not (request.size or prior_size):
+        raise ParameterError("resize", True, f"needs a size (the prior {prior} has no fixed image size)")
     from ddpg.runtime import get_sampler
 
-    plan = _Plan(settings, denoiser, device, outdir, seed, observed, sigma_y, mask, mask_spec, kernel, resize,
-                 size or prior_size, size_multiple(denoiser), step_graph, bits, record, batch_size, max_pixels,
-                 get_sampler(settings.method).needs_grad)
+    batch_size = _engine_batch(denoiser, request.batch_size)
+    # the speed options also let cuDNN time its convolution algorithms per shape (as `ddpg bench` does); the
+    # plain path keeps cuDNN's heuristic choice, which does not vary from run to run
+    tune = torch.device(request.device).type == "cuda" and (request.precision != "fp32" or request.compile
+                                                            or request.cuda_graph)
+    return RestorePlan(request=request, settings=settings, denoiser=denoiser,
+                       record=sidecar_record(request, settings,
+                                             prior_record(prior, request.checkpoint, request.backend, request.engine,
+                                                          denoiser), versions(request.device), batch_size=batch_size,
+                                             cudnn_tune=tune,
+                                             method_defaults=method_defaults(settings.task, settings.method,
+                                                                             prior or "")),
+                       mask_spec=mask_spec, target=request.size or prior_size, multiple=size_multiple(denoiser),
+                       step_graph=step_graph, batch_size=batch_size,
+                       needs_grad=get_sampler(settings.method).needs_grad, cudnn_tune=tune)
 
+
+def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
+    """(prior name, the request's denoiser or its ONNX/TensorRT engine, else None): an engine says which prior it
+    holds; a checkpoint alone is recognised; else the preset's prior, or the analytic gaussian one."""
+    backend, denoiser, prior = request.backend, request.denoiser, request.prior
+    if prior is None and request.checkpoint is not None and backend == "torch" and denoiser is None:
+        prior = guess_prior_of(request.checkpoint)
+    preset_prior = None
+    if request.preset is not None:
+        from ddpg.runtime import load_preset
+
+        preset_prior = load_preset(request.preset).prior
+    if backend != "torch" and denoiser is None:  # the engine says which prior it holds
+        options = {"cuda_graph": True} if request.cuda_graph and backend == "onnxruntime" else {}
+        denoiser = make_denoiser(None, None, backend, request.engine, request.device, request.class_label, **options)
+        prior = check_engine_prior(denoiser, preset_prior)
+    return prior or (preset_prior or "gaussian" if backend == "torch" else None), denoiser
+
+
+def _torch_denoiser(request: RestoreRequest, denoiser, prior: str | None):
+    """``denoiser``, or the torch prior's when None; on the torch backend wrapped for the speed options."""
+    backend = request.backend
+    if denoiser is None:
+        denoiser = make_denoiser(prior, request.checkpoint, backend, request.engine, request.device,
+                                 request.class_label)
+    if backend == "torch" and (request.precision != "fp32" or request.compile or request.cuda_graph):
+        from ddpg.runtime.fast_denoiser import FastDenoiser
+
+        denoiser = FastDenoiser(denoiser, precision=request.precision, compile=request.compile, device=request.device)
+    return denoiser
+
+
+def sidecar_record(request: RestoreRequest, settings: Settings, prior: dict, versions: dict, *, batch_size: int = 1,
+                   cudnn_tune: bool = False, method_defaults: dict | None = None) -> dict:
+    """The sidecar entries every output of a request shares (a :class:`RestorePlan`'s ``record``): its settings,
+    ``prior`` (:func:`~ddpg.api.denoisers.prior_record`), ``versions`` (:func:`~ddpg.versions.versions`), the
+    batch size it ran at, the speed options and, when given, what the method does by default."""
+    record = {"task": settings.task, "method": settings.method, "preset": settings.preset, "prior": prior,
+              "steps": settings.steps, "hyper": settings.hyper, "base_seed": request.seed,
+              "device": str(request.device), "bits": request.bits, "batch_size": batch_size, "versions": versions}
+    if method_defaults is not None:
+        record["method_defaults"] = method_defaults
+    record["speed"] = {"precision": request.precision, "compile": request.compile, "cuda_graph": request.cuda_graph,
+                       "cudnn_autotune": cudnn_tune}
+    return record
+
+
+def _pending_inputs(plan: RestorePlan, files: list[Path], problems: list[tuple[Path, str]]
+                    ) -> tuple[Report, list[tuple[int, Path]]]:
+    """(the report so far, the (index, path) inputs of this rank's shard to restore): an input whose output
+    name another took, or whose outputs exist (skipped with ``skip_existing``, else refused unless they are
+    this restoration's own), is reported, not restored."""
     from ddpg.runtime.distributed import shard_indices
 
+    shard = plan.request.shard
     mine = set(shard_indices(len(files), *shard))
     report = Report(failed=[(str(p), why) for p, why in problems] if shard[0] == 0 else [])
     stems: dict[str, Path] = {}
@@ -247,18 +275,14 @@ def restore(inputs: list[str | Path], outdir: str | Path, *, task: str | None = 
         if index not in mine:
             continue
         try:
-            if _existing_outputs(plan, index, path, stem) and skip_existing:
+            if _existing_outputs(plan, index, path, stem) and plan.request.skip_existing:
                 report.skipped.append(str(path))
                 continue
         except DdpgError as exc:
             report.failed.append((str(path), failure_reason(exc, path)))
             continue
         pending.append((index, path))
-    if pending:
-        _writable(outdir)
-    with cudnn_autotune(tune):
-        _run(plan, pending, batch_size, report, progress)
-    return report
+    return report, pending
 
 
 def _collect(inputs: list[str | Path], outdir: Path, observed: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -304,44 +328,44 @@ def _read_sidecar(path: Path) -> dict | None:
     return record if isinstance(record, dict) and record.get("kind") == SIDECAR_KIND else None
 
 
-def _job_settings(plan: _Plan, index: int, path: Path) -> dict:
+def _job_settings(plan: RestorePlan, index: int, path: Path) -> dict:
     """What decides input ``index``'s outputs (its sidecar's ``settings``): input, task, method, steps, σ_y,
     seed, hyper-parameters, prior and checkpoint, operator options, size handling and bit depth."""
     _, sigma, options, _ = _operator_task(plan, index, path)
     prior = plan.record.get("prior", {})
     return json.loads(json.dumps({
-        "input": str(path.resolve()), "observed": plan.observed, "task": plan.settings.task,
-        "method": plan.settings.method, "steps": plan.settings.steps, "sigma_y": sigma, "seed": plan.seed + index,
-        "hyper": plan.settings.hyper,
+        "input": str(path.resolve()), "observed": plan.request.observed, "task": plan.settings.task,
+        "method": plan.settings.method, "steps": plan.settings.steps, "sigma_y": sigma,
+        "seed": plan.request.seed + index, "hyper": plan.settings.hyper,
         "prior": prior.get("name") or prior.get("spec"), "checkpoint_sha256": prior.get("checkpoint_sha256"),
-        "mask": options["mask"], "kernel": options["kernel"], "resize": plan.resize,
-        "size": plan.target if plan.resize else None, "bits": plan.bits}, default=str))
+        "mask": options["mask"], "kernel": options["kernel"], "resize": plan.request.resize,
+        "size": plan.target if plan.request.resize else None, "bits": plan.request.bits}, default=str))
 
 
-def _existing_outputs(plan: _Plan, index: int, path: Path, stem: str) -> bool:
+def _existing_outputs(plan: RestorePlan, index: int, path: Path, stem: str) -> bool:
     """Whether input ``index`` already has complete outputs of these settings in the output folder. Raises
     InputError when restoring it would overwrite a file no restoration of these settings wrote (a user's file,
     or the outputs of other settings, with the difference)."""
     names = [f"{stem}_restored.png", f"{stem}_observed.png", f"{stem}_gt.png", f"{stem}.json"]
-    present = [n for n in names if (plan.outdir / n).exists()]
+    present = [n for n in names if (plan.request.outdir / n).exists()]
     if not present:
         return False
-    sidecar_path = plan.outdir / f"{stem}.json"
+    sidecar_path = plan.request.outdir / f"{stem}.json"
     record = _read_sidecar(sidecar_path) if sidecar_path.exists() else None
     if record is None:
-        raise InputError(f"{path}: not restored: {plan.outdir / present[0]} exists and no restoration sidecar "
+        raise InputError(f"{path}: not restored: {plan.request.outdir / present[0]} exists and no restoration sidecar "
                          f"names it; it is never overwritten (choose another output folder)")
     listed = set((record.get("outputs") or {}).values()) | {sidecar_path.name}
     foreign = [n for n in present if n not in listed]
     if foreign:
-        raise InputError(f"{path}: not restored: {plan.outdir / foreign[0]} was not written by the restoration "
+        raise InputError(f"{path}: not restored: {plan.request.outdir / foreign[0]} was not written by the restoration "
                          f"in {sidecar_path.name}; it is never overwritten (choose another output folder)")
     wanted, held = _job_settings(plan, index, path), record.get("settings") or {}
     if held != wanted:
         diff = [f"{k} {held.get(k)!r} there, {wanted[k]!r} now" for k in wanted if held.get(k) != wanted[k]]
         raise InputError(f"{path}: not restored: {sidecar_path} holds a restoration with other settings "
                          f"({'; '.join(diff)}); choose another output folder, or remove those outputs")
-    return (plan.outdir / f"{stem}_restored.png").exists()
+    return (plan.request.outdir / f"{stem}_restored.png").exists()
 
 
 def _engine_batch(denoiser, batch_size: int) -> int:
@@ -354,22 +378,22 @@ def _engine_batch(denoiser, batch_size: int) -> int:
     return batch_size
 
 
-def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: Report, progress) -> None:
-    """Restore the ``pending`` (index, path) inputs in batches of ``batch_size`` into ``report``; the next inputs
-    load and degrade, and finished ones are written, in background threads while the sampler runs."""
+def _run(plan: RestorePlan, pending: list[tuple[int, Path]], report: Report, progress) -> None:
+    """Restore the ``pending`` (index, path) inputs in batches of ``plan.batch_size`` into ``report``; the next
+    inputs load and degrade, and finished ones are written, in background threads while the sampler runs."""
     from ddpg.runtime.background_io import BackgroundWriter, Prefetcher
 
-    needs_grad = plan.needs_grad
+    needs_grad, batch_size = plan.needs_grad, plan.batch_size
 
-    def write_and_count(job: _Job, out: torch.Tensor, timing: dict) -> None:
+    def write_and_count(job: InputJob, out: torch.Tensor, timing: dict) -> None:
         try:
-            report.done.append(_write(plan, job, out, timing))
+            report.done.append(write_outputs(plan, job, out, timing))
         except (DdpgError, OSError, MemoryError) as exc:
-            report.failed.append((str(job.path), failure_reason(exc, job.path, plan.outdir)))
+            report.failed.append((str(job.path), failure_reason(exc, job.path, plan.request.outdir)))
         finally:
             progress.advance()
 
-    def run_batch(jobs: list[_Job]) -> None:
+    def run_batch(jobs: list[InputJob]) -> None:
         groups: dict = {}
         for job in jobs:  # one sampler call per operator and σ_y; per-image seeds make batching invisible
             groups.setdefault((job.key, job.restorer.sigma_y), []).append(job)
@@ -396,9 +420,9 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
 
     progress.start(len(pending), "restore")
     writer = BackgroundWriter(depth=2 * batch_size)
-    prefetch = Prefetcher(pending, lambda item: _prepare(plan, *item), depth=batch_size + 1)
+    prefetch = Prefetcher(pending, lambda item: prepare_input(plan, *item), depth=batch_size + 1)
     try:
-        batch: list[_Job] = []
+        batch: list[InputJob] = []
         for (_, path), job, error in prefetch:
             if error is not None:
                 if not isinstance(error, PER_IMAGE_ERRORS):
@@ -417,10 +441,10 @@ def _run(plan: _Plan, pending: list[tuple[int, Path]], batch_size: int, report: 
     finally:
         prefetch.close()
         for (job, *_), exc in writer.close():  # finished outputs are written (or failed) before returning
-            report.failed.append((str(job.path), failure_reason(exc, job.path, plan.outdir)))
+            report.failed.append((str(job.path), failure_reason(exc, job.path, plan.request.outdir)))
 
 
-def _not_finite(plan: _Plan, job: _Job) -> str:
+def _not_finite(plan: RestorePlan, job: InputJob) -> str:
     """Why a restoration came out NaN or infinite: the checkpoint or the hyper-parameters, named."""
     prior = plan.record["prior"]
     source = prior["checkpoint"] or prior["engine"] or prior["name"] or prior["spec"]
@@ -429,34 +453,36 @@ def _not_finite(plan: _Plan, job: _Job) -> str:
             f"({json.dumps(plan.settings.hyper)}, σ_y {job.restorer.sigma_y}, {plan.settings.steps} steps)")
 
 
-def _operator_task(plan: _Plan, index: int, path: Path) -> tuple[dict, float, dict, dict]:
+def _operator_task(plan: RestorePlan, index: int, path: Path) -> tuple[dict, float, dict, dict]:
     """(operator task and parameters, σ_y, operator_args options, input description) of one input: the
     settings', or for an observation written by ``ddpg degrade`` its metadata's, unless given explicitly."""
     settings = plan.settings
     op_task, sigma = dict(settings.operator), settings.sigma_y
     # the reference draws the motion kernel of image i with seed 10·i
-    options = {"motion_seed": 10 * index, "mask": plan.mask_spec, "kernel": plan.kernel}
-    source = {"kind": "observed" if plan.observed else "clean"}
-    meta = observation_meta(path) if plan.observed else None
+    options = {"motion_seed": 10 * index, "mask": plan.mask_spec, "kernel": plan.request.kernel}
+    source = {"kind": "observed" if plan.request.observed else "clean"}
+    meta = observation_meta(path) if plan.request.observed else None
     if meta is None:
         return op_task, sigma, options, source
     if meta["task"] != settings.task:
-        raise InputError(f"{path}: observed with task {meta['task']}, not {settings.task}; pass --task {meta['task']}")
+        raise InputError(f"{path}: observed with task {meta['task']}, not {settings.task}; restore it with task "
+                         f"{meta['task']}")
     args = dict(meta["operator_args"])
     options["motion_seed"] = args.pop("seed", options["motion_seed"])
-    if plan.mask is None and "mask" in args:
+    if plan.request.mask is None and "mask" in args:
         options["mask"] = {"mask": str(path.parent / args.pop("mask"))}
-    if plan.kernel is None and args.get("kernel"):
+    if plan.request.kernel is None and args.get("kernel"):
         options["kernel"] = args.pop("kernel")
     op_task = {"task": meta["operator"]["name"], **{k: v for k, v in args.items() if k not in ("mask", "kernel")}}
-    sigma = meta["sigma_y"] if plan.sigma_y is None else float(plan.sigma_y)
+    sigma = meta["sigma_y"] if plan.request.sigma_y is None else float(plan.request.sigma_y)
     source.update({"metadata": str(path.with_suffix(".json")), "degrade_seed": meta.get("seed")})
     return op_task, sigma, options, source
 
 
-def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
-    """Load input ``index``, pad it to what the prior and operator take, build (or reuse) its operator and
-    sampler, and degrade it (clean inputs) or check it (observed ones)."""
+def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
+    """Input ``index`` of the plan (its seed is ``request.seed + index``), as :func:`restore` prepares each: load
+    it, pad it to what the prior and operator take, build (or reuse, in ``plan.operators``) its operator and
+    sampler, and degrade it (clean inputs) or check it (observed ones). InputError names the file."""
     from ddpg.operators import baseline, make_operator
     from ddpg.runtime import Restorer
 
@@ -464,17 +490,17 @@ def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
     op_task, sigma, options, source = _operator_task(plan, index, path)
     scale = int(op_task.get("scale", 1)) if op_task["task"] in ("sr_bicubic", "sr_avgpool") else 1
     clean = None
-    if plan.observed:
-        y = load_measurement(path, plan.max_pixels) if path.suffix.lower() in MEASUREMENT_SUFFIXES else \
-            load_image(path, plan.max_pixels) * 2 - 1
+    if plan.request.observed:
+        y = load_measurement(path, plan.request.max_pixels) if path.suffix.lower() in MEASUREMENT_SUFFIXES else \
+            load_image(path, plan.request.max_pixels) * 2 - 1
         if op_task["task"] == "colorization" and y.shape[0] == 3:
             y = y.mean(0, keepdim=True)
         hw = (y.shape[1] * scale, y.shape[2] * scale)
         padded_y = padded_size(tuple(y.shape[1:]), math.lcm(plan.multiple, scale) // scale)
         padded = (padded_y[0] * scale, padded_y[1] * scale)
     else:
-        clean = load_image(path, plan.max_pixels)
-        if plan.resize:
+        clean = load_image(path, plan.request.max_pixels)
+        if plan.request.resize:
             clean = center_crop_resize(clean, plan.target)
         hw = tuple(clean.shape[1:])
         padded = padded_size(hw, math.lcm(plan.multiple, scale))
@@ -482,14 +508,14 @@ def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
     if padded != hw:
         log.info("%s: %d×%d padded to %d×%d (the prior and operator need multiples of %d); output cropped "
                  "back", path, hw[1], hw[0], padded[1], padded[0], math.lcm(plan.multiple, scale))
-    image_seed = plan.seed + index
+    image_seed = plan.request.seed + index
     try:
         name, params, describe = operator_args(op_task, plan.settings.task, hw, padded, mask_seed=image_seed,
                                                **options)
         key = (name, padded, repr(sorted((k, v.tolist() if isinstance(v, torch.Tensor) else v)
                                          for k, v in params.items())))
         if key not in plan.operators:
-            plan.operators[key] = make_operator(name, padded, **params).to(plan.device)
+            plan.operators[key] = make_operator(name, padded, **params).to(plan.request.device)
     except DdpgError as exc:
         raise InputError(f"{path}: {exc}") from exc
     operator = plan.operators[key]
@@ -504,8 +530,8 @@ def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
         if len(plan.runners) > MAX_GRAPH_RUNNERS:  # each holds graphs and their private memory pools
             plan.runners.pop(next(iter(plan.runners))).release()  # it captures again if its inputs come back
         sampler = runner.restore
-    if plan.observed:
-        y = pad_bottom_right(y, padded_y)[None].to(plan.device)
+    if plan.request.observed:
+        y = pad_bottom_right(y, padded_y)[None].to(plan.request.device)
         if name == "inpainting":
             y = y * operator.mask.to(y)
         try:
@@ -513,37 +539,40 @@ def _prepare(plan: _Plan, index: int, path: Path) -> _Job:
         except DdpgError as exc:
             raise InputError(f"{path}: {exc}") from exc
     else:
-        x = pad_bottom_right(clean, padded)[None].to(plan.device) * 2 - 1
+        x = pad_bottom_right(clean, padded)[None].to(plan.request.device) * 2 - 1
         y = restorer.degrade(x, [image_seed])
-    describe.update({"size": list(hw), "padded_to": list(padded), "resized": bool(plan.resize and not plan.observed)})
+    describe.update({"size": list(hw), "padded_to": list(padded),
+                     "resized": bool(plan.request.resize and not plan.request.observed)})
     H, W = hw
     y_view = ((y[0, :, : math.ceil(H / scale), : math.ceil(W / scale)] + 1) / 2).clamp(0, 1).cpu()
     base = None if clean is None else ((baseline(operator, y)[0, :, :H, :W] + 1) / 2).clamp(0, 1).cpu()
-    return _Job(path, output_stem(path), index, image_seed, hw, padded, clean, y, y_view, base, key, restorer,
+    return InputJob(path, output_stem(path), index, image_seed, hw, padded, clean, y, y_view, base, key, restorer,
                 sampler, describe, source, time.perf_counter() - t0, _job_settings(plan, index, path))
 
 
-def _check_memory(plan: _Plan, path: Path, padded: tuple[int, int]) -> None:
+def _check_memory(plan: RestorePlan, path: Path, padded: tuple[int, int]) -> None:
     """Refuse an input whose restoration at the padded size would need more memory than the device has free."""
     config = getattr(plan.denoiser, "config", None)
     need = restore_bytes(config, plan.batch_size, padded, plan.needs_grad)
-    have = available_bytes(plan.device) if need is not None else None
+    have = available_bytes(plan.request.device) if need is not None else None
     if need is not None and have is not None and need > have:
-        smaller = " or a smaller batch (--batch-size)" if plan.batch_size > 1 else ""
+        smaller = " or with a smaller batch_size" if plan.batch_size > 1 else ""
         raise InputError(f"{path}: not restored: {padded[1]}×{padded[0]} with the {config.get('name') or 'given'} "
                          f"prior at batch {plan.batch_size} needs about {need / 2**30:.1f} GiB, more than the "
-                         f"{have / 2**30:.1f} GiB free on {plan.device}; use --resize --size N (resize=True, size=N in "
-                         f"the API){smaller}")
+                         f"{have / 2**30:.1f} GiB free on {plan.request.device}; restore it resized "
+                         f"(resize=True, size=N){smaller}")
 
 
-def _write(plan: _Plan, job: _Job, out: torch.Tensor, timing: dict) -> str:
-    """Write a job's images and its sidecar (last) atomically; returns the restored image's path. Runs in the
-    writer thread, so it touches CPU tensors only. ``out``: (3, H', W') in [-1, 1] at the padded size."""
+def write_outputs(plan: RestorePlan, job: InputJob, out: torch.Tensor, timing: dict) -> str:
+    """Write a job's images and its sidecar (last) into ``plan.request.outdir``, as :func:`restore` writes each,
+    every file under a temporary name and then renamed; returns the restored image's path. Touches CPU tensors
+    only (it runs in restore's writer thread). ``out``: (3, H', W') in [-1, 1] at the padded size; ``timing``:
+    seconds entries for the sidecar's ``timings_s``."""
     t0 = time.perf_counter()
     H, W = job.size
     restored = ((out[:, :H, :W] + 1) / 2).clamp(0, 1).cpu()
     op = job.restorer.operator
-    stem, outdir, bits = job.stem, plan.outdir, plan.bits
+    stem, outdir, bits = job.stem, plan.request.outdir, plan.request.bits
     sidecar = {"kind": SIDECAR_KIND, "input": str(job.path),
                "outputs": {"restored": f"{stem}_restored.png", "observed": f"{stem}_observed.png"},
                **plan.record, "sigma_y": job.restorer.sigma_y,
@@ -558,7 +587,7 @@ def _write(plan: _Plan, job: _Job, out: torch.Tensor, timing: dict) -> str:
             metrics["ssim"] = round(ssim(restored, job.clean), 4)
         sidecar["metrics"] = metrics
     with StagedFiles() as files:
-        if plan.resize and job.clean is not None:
+        if plan.request.resize and job.clean is not None:
             files.add(outdir / f"{stem}_gt.png", lambda tmp: save_image(job.clean, tmp, bits))
             sidecar["outputs"]["ground_truth"] = f"{stem}_gt.png"
         files.add(outdir / f"{stem}_observed.png", lambda tmp: save_image(job.y_view, tmp, bits))
@@ -568,19 +597,19 @@ def _write(plan: _Plan, job: _Job, out: torch.Tensor, timing: dict) -> str:
     return str(outdir / f"{stem}_restored.png")
 
 
-def restore_on_ranks(inputs: list[str | Path], outdir: str | Path, *, device: str = "cpu", **options) -> Report:
-    """:func:`restore` as launched by ``torchrun --nproc-per-node N ddpg restore ...``: each rank restores its
-    contiguous share of the sorted inputs on its own device (``cuda`` → cuda:LOCAL_RANK; gloo on CPU, NCCL on
-    GPUs); rank 0 returns the merged report (``extra``: world size, per-rank summaries, images/s) and writes it
-    to ``outdir/run_summary.json``; the other ranks return their own. Seeds follow the global input index, so
-    the outputs equal a single-process run's. Without torchrun this is :func:`restore`."""
+def restore_on_ranks(request: RestoreRequest, progress=None) -> Report:
+    """:func:`restore` of ``request`` as launched by ``torchrun --nproc-per-node N ddpg restore ...``: each rank
+    restores its contiguous share of the sorted inputs on its own device (``cuda`` → cuda:LOCAL_RANK; gloo on
+    CPU, NCCL on GPUs); rank 0 returns the merged report (``extra``: world size, per-rank summaries, images/s)
+    and writes it to ``outdir/run_summary.json``; the other ranks return their own. Seeds follow the global
+    input index, so the outputs equal a single-process run's. Without torchrun this is :func:`restore`."""
     from ddpg.runtime import distributed
 
     if not distributed.launched_by_torchrun():
-        return restore(inputs, outdir, device=device, **options)
-    ctx = distributed.dist_context(device)
+        return restore(request, progress=progress)
+    ctx = distributed.dist_context(request.device)
     start = time.perf_counter()
-    report = restore(inputs, outdir, device=str(ctx.device), shard=(ctx.rank, ctx.world_size), **options)
+    report = restore(replace(request, device=str(ctx.device), shard=(ctx.rank, ctx.world_size)), progress=progress)
     summary = distributed.gather_summary({
         "rank": ctx.rank, "device": str(ctx.device), "done": report.done, "skipped": report.skipped,
         "failed": [list(f) for f in report.failed], "interrupted": report.interrupted,
@@ -591,5 +620,5 @@ def restore_on_ranks(inputs: list[str | Path], outdir: str | Path, *, device: st
     merged = Report(done=summary["done"], skipped=summary["skipped"], failed=[tuple(f) for f in summary["failed"]],
                     interrupted=summary["interrupted"],
                     extra={k: summary[k] for k in ("world_size", "ranks", "wall_s", "images_per_s") if k in summary})
-    save_json({"kind": "ddpg-run-summary", **summary}, Path(outdir) / RUN_SUMMARY)
+    save_json({"kind": "ddpg-run-summary", **summary}, request.outdir / RUN_SUMMARY)
     return merged

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ddpg.checks import check_sigma_y
-from ddpg.errors import ConfigError, DdpgError, ParameterError
+from ddpg.errors import DdpgError, ParameterError
 from ddpg.io import pad_bottom_right
 from ddpg.operators.tasks import BLUR_TASKS, CLI_TASKS, KERNEL_TASKS, OPERATOR_OF_TASK
 
@@ -31,9 +31,9 @@ class Settings:
 
 
 def check_task(task: str) -> str:
-    """``task`` if it is one of :data:`CLI_TASKS` (ConfigError otherwise)."""
+    """``task`` if it is one of :data:`CLI_TASKS` (a ParameterError of ``task`` otherwise)."""
     if task not in CLI_TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(CLI_TASKS)}")
+        raise ParameterError("task", task, f"unknown task; choose one of {', '.join(CLI_TASKS)}")
     return task
 
 
@@ -76,7 +76,7 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
     if preset is not None:
         p = load_preset(preset, **overrides)
         if method is not None and method != p.method:
-            raise ConfigError(f"--method {method} contradicts --preset {preset} (method {p.method})")
+            raise ParameterError("method", method, f"contradicts preset {preset} (method {p.method})")
         if task is not None and task != p.task:
             p = load_preset(preset, task=check_task(task), **overrides)
         return Settings(p.task, p.method, preset, p.sigma_y, p.steps, dict(p.hyper), dict(p.operator))
@@ -115,20 +115,21 @@ def describe_method_defaults(task: str = "sr4", prior: str = "gaussian") -> str:
 
 
 def parse_hyper(items: list[str] | None) -> dict:
-    """``--hyper KEY=VALUE`` pairs as a dict; values are read as YAML scalars (``0.5``, ``true``, ``10``)."""
+    """``KEY=VALUE`` strings (the command line's ``--hyper``) as a dict; values are read as YAML scalars (``0.5``,
+    ``true``, ``10``); a ParameterError of ``hyper`` names a malformed one."""
     import yaml
 
     hyper: dict = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"--hyper {item!r}: expected KEY=VALUE, e.g. --hyper zeta=0.3")
+            raise ParameterError("hyper", item, "expected KEY=VALUE, e.g. zeta=0.3")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--hyper {item!r}: unreadable value ({exc})") from exc
+            raise ParameterError("hyper", item, f"unreadable value ({exc})") from exc
         if not isinstance(parsed, (bool, int, float, str)):
-            raise ConfigError(f"--hyper {item!r}: the value must be a number, a boolean or a word")
+            raise ParameterError("hyper", item, "the value must be a number, a boolean or a word")
         hyper[key.strip()] = parsed
     return hyper
 
@@ -141,8 +142,8 @@ def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool)
     merged = {**settings.hyper, **(hyper or {})}
     if select_candidates:
         if settings.method != "ddpg":
-            raise ConfigError(f"--select-candidates chooses DDPG's injected noise; method {settings.method} "
-                              "has none (use --method ddpg, or dpps for DPS with selection)")
+            raise ParameterError("select_candidates", True, f"chooses DDPG's injected noise; method "
+                                 f"{settings.method} has none (use method ddpg, or dpps for DPS with selection)")
         merged["select_candidates"] = True
     known = get_sampler(settings.method).hyper_names
     unknown = sorted(set(hyper or {}) - set(known))
@@ -217,7 +218,7 @@ def operator_args(task_params: dict, task: str, size: tuple[int, int], padded: t
     desc: dict = {}
     if kernel is not None:
         if name not in BLUR_TASKS:
-            raise ConfigError(f"--kernel applies to deblur_gauss and deblur_motion, not {task}")
+            raise ParameterError("kernel", kernel, f"applies to deblur_gauss and deblur_motion, not {task}")
         name, params = ("deblur_motion" if name == "deblur_motion" else "deblur_kernel"), {}
         params["kernel"] = kernel
         desc["kernel"] = str(kernel)

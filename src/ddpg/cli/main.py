@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +19,9 @@ import typer
 from rich.markup import escape
 
 from ddpg.api.settings import CLI_TASKS, describe_method_defaults
-from ddpg.errors import DdpgError, ParameterError
+from ddpg.errors import DdpgError
 
+from .flags import flag_message, flags_of
 from .progress import RichProgress, console, setup_logging
 
 if TYPE_CHECKING:
@@ -55,16 +56,6 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """Diffusion-prior image restoration (DDPG/IDPG and peers)."""
 
 
-FLAGS = {"outdir": "-o/--outdir"}  # API parameter names whose flag is not --name-with-dashes
-
-
-def flag_message(exc: DdpgError) -> str:
-    """An error's message, naming a bad parameter by its command-line flag (``sigma_y`` → ``--sigma-y``)."""
-    if isinstance(exc, ParameterError):
-        return f"{FLAGS.get(exc.param, '--' + exc.param.replace('_', '-'))} {exc.value}: {exc.problem}"
-    return str(exc)
-
-
 def fail(message: str, code: int = 2) -> None:
     console.print("[red]error:[/red]", escape(message), highlight=False)
     raise typer.Exit(code)
@@ -74,15 +65,15 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run(action: Callable[[], api.Report], quiet: bool) -> api.Report:
-    """Run an API call with logging set up; setup errors exit 2, Ctrl-C (or SIGTERM, handled the same way)
-    before any input exits 130."""
+def run(action: Callable[[], api.Report], quiet: bool, flags: Mapping[str, str] | None = None) -> api.Report:
+    """Run an API call with logging set up; setup errors exit 2 (a bad parameter named by its flag in ``flags``,
+    see :func:`~ddpg.cli.flags.flags_of`), Ctrl-C (or SIGTERM, handled the same way) before any input exits 130."""
     setup_logging(quiet)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return action()
     except DdpgError as exc:
-        fail(flag_message(exc))
+        fail(flag_message(exc, flags))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow] before any input finished")
         raise typer.Exit(130) from None
@@ -166,27 +157,35 @@ def restore(
     if sample and inputs:
         fail(f"--sample restores the bundled face; drop the inputs ({', '.join(map(str, inputs))}) or --sample")
     quiet = quiet or os.environ.get("RANK", "0") not in ("", "0")  # under torchrun only rank 0 draws progress
+    flags = flags_of(restore)
     with RichProgress(quiet) as progress:
         if sample:
             report = run(lambda: api.restore_sample(outdir, task=task or "sr4", method=method or "ddpg",
                                                     sigma_y=0.05 if sigma_y is None else sigma_y, steps=steps,
-                                                    seed=seed, device=device, progress=progress), quiet)
+                                                    seed=seed, device=device, progress=progress), quiet, flags)
         else:
-            report = run(lambda: api.restore_on_ranks(
-                inputs, outdir, task=task, preset=preset, prior=prior, checkpoint=checkpoint, method=method,
-                sigma_y=sigma_y, steps=steps, seed=seed, batch_size=batch_size, device=device, observed=observed,
-                backend=backend, engine=engine, skip_existing=skip_existing, resize=resize, size=size, mask=mask,
-                kernel=kernel, bits=bits, class_label=class_label, hyper=api.parse_hyper(hyper),
+            report = run(lambda: api.restore_on_ranks(api.RestoreRequest(
+                inputs=inputs, outdir=outdir, task=task, preset=preset, prior=prior, checkpoint=checkpoint,
+                method=method, sigma_y=sigma_y, steps=steps, seed=seed, batch_size=batch_size, device=device,
+                observed=observed, backend=backend, engine=engine, skip_existing=skip_existing, resize=resize,
+                size=size, mask=mask, kernel=kernel, bits=bits, class_label=class_label, hyper=api.parse_hyper(hyper),
                 select_candidates=select_candidates, precision=precision, compile=compile, cuda_graph=cuda_graph,
-                progress=progress, **({} if max_pixels is None else {"max_pixels": max_pixels})), quiet)
-    if sample and report.extra:
+                **({} if max_pixels is None else {"max_pixels": max_pixels})), progress), quiet, flags)
+    _print_restore_extra(report, outdir)
+    finish(report, "restored")
+
+
+def _print_restore_extra(report: api.Report, outdir: Path) -> None:
+    """The sample's PSNR and grid, or a torchrun run's ranks, time and summary file."""
+    from ddpg import api
+
+    if "psnr" in report.extra:
         console.print(f"PSNR {report.extra['psnr']:.2f} dB (baseline {report.extra['baseline_psnr']:.2f} dB); "
                       f"grid: {report.extra['grid']}")
     if "world_size" in report.extra:
         rate = report.extra.get("images_per_s")
         console.print(f"{report.extra['world_size']} ranks, {report.extra['wall_s']:.1f} s"
                       + (f", {rate:.2f} images/s" if rate else "") + f"; summary: {outdir / api.RUN_SUMMARY}")
-    finish(report, "restored")
 
 
 @app.command()
@@ -214,7 +213,8 @@ def degrade(
 
     with RichProgress(quiet) as progress:
         report = run(lambda: api.degrade(inputs, outdir, task=task, sigma_y=sigma_y, seed=seed, resize=resize,
-                                         size=size, mask=mask, kernel=kernel, fmt=fmt, progress=progress), quiet)
+                                         size=size, mask=mask, kernel=kernel, fmt=fmt, progress=progress), quiet,
+                     flags_of(degrade))
     finish(report, "degraded")
 
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, TypeVar
 import torch
 import torch.distributed as dist
 
-from ddpg.errors import ConfigError
+from ddpg.errors import ConfigError, ParameterError
 
 T = TypeVar("T")
 SHARD_MODES = ("contiguous", "strided")
@@ -75,11 +75,11 @@ def dist_context(device: str | torch.device = "auto", backend: str | None = None
                              "cpu" if str(device) == "auto" else device)
     if requested.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+            raise ParameterError("device", device, "CUDA is not available on this machine")
         if world > 1:
             if requested.index is not None:
-                raise ConfigError(f"--device {device}: under torchrun give --device cuda; rank {rank} uses "
-                                  f"cuda:LOCAL_RANK (cuda:{local_rank})")
+                raise ParameterError("device", device, f"under torchrun give device cuda; rank {rank} uses "
+                                                       f"cuda:LOCAL_RANK (cuda:{local_rank})")
             if local_rank >= torch.cuda.device_count():
                 raise ConfigError(f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPUs")
             requested = torch.device("cuda", local_rank)

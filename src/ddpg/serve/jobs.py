@@ -1,7 +1,7 @@
 """A restore request as ``ddpg restore`` would run it: settings checked field by field, the upload loaded,
-padded and degraded by the same code as ``ddpg restore`` (its plan and ``_prepare``), and the result written
-by the same ``_write`` (PNG and sidecar), so a served restoration equals its ``ddpg restore`` twin of one
-input with the same seed."""
+padded and degraded by the same code as ``ddpg restore`` (a :class:`~ddpg.api.RestorePlan` and
+:func:`~ddpg.api.prepare_input`), and the result written by the same :func:`~ddpg.api.write_outputs` (PNG and
+sidecar), so a served restoration equals its ``ddpg restore`` twin of one input with the same seed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
-from ddpg.api.restoration import _Job, _Plan, _prepare, _write
+from ddpg.api.request import RestoreRequest
+from ddpg.api.restoration import InputJob, RestorePlan, prepare_input, sidecar_record, write_outputs
 from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
 from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.runtime.samplers.ddpg import guidance_params
@@ -26,11 +27,9 @@ from .scheduler import Sample, start_sample
 
 SERVED_METHODS = ("ddpg", "idpg")  # methods whose step the scheduler batches per sample
 RESPONSES = ("png", "json")
-# the request's fields: type, and the ddpg restore flag its library errors name
+# the request's fields and their types (named as the api's parameters, which its errors name)
 FIELDS = {"task": str, "method": str, "preset": str, "sigma_y": float, "steps": int, "seed": int,
           "observed": bool, "mask": str, "hyper": dict, "bits": int, "response": str, "deadline_s": float}
-FLAG_OF_FIELD = {"task": "--task", "method": "--method", "preset": "--preset", "sigma_y": "--sigma-y",
-                 "steps": "--steps", "hyper": "--hyper", "mask": "--mask", "kernel": "--kernel"}
 MAX_OPERATORS = 32  # operators kept for reuse (one per task, size and mask or kernel); the oldest dropped
 
 
@@ -50,8 +49,8 @@ class TooLarge(DdpgError):
 class Prepared:
     """A request ready for the scheduler, and what its response needs."""
 
-    job: _Job
-    plan: _Plan
+    job: InputJob
+    plan: RestorePlan
     sample: Sample
     workdir: Path
     response: str
@@ -100,15 +99,12 @@ def parse_fields(raw: dict) -> dict:
 
 
 def field_of(exc: DdpgError, default: str) -> str:
-    """The request field a library error is about (a ParameterError's parameter, or the ``ddpg restore`` flag
-    its message names), else ``default``."""
-    if isinstance(exc, ParameterError) and exc.param in FIELDS:
-        return exc.param
+    """The request field a library error is about (a ParameterError's parameter, or the name an "unknown NAME"
+    message starts with), else ``default``."""
+    if isinstance(exc, ParameterError):
+        return exc.param if exc.param in (*FIELDS, "kernel") else default  # kernel: the uploaded file
     text = str(exc)
-    for name, flag in FLAG_OF_FIELD.items():
-        if flag in text or text.startswith(f"unknown {name}") or text.startswith(f"{name} "):
-            return name
-    return default
+    return next((name for name in FIELDS if text.startswith((f"unknown {name}", f"{name} "))), default)
 
 
 def check_pixels(path: Path, filename: str, max_pixels: int) -> None:
@@ -145,17 +141,15 @@ class Preparer:
             mask_spec = parse_mask(mask)
         except DdpgError as exc:
             raise FieldError("mask", str(exc)) from None
-        seed = fields.get("seed", 0)
-        record = {"task": settings.task, "method": settings.method, "preset": settings.preset,
-                  "prior": self.prior_record, "steps": settings.steps, "hyper": settings.hyper, "base_seed": seed,
-                  "device": self.device, "bits": fields.get("bits", 8), "batch_size": 1, "versions": self.versions,
-                  "speed": {"precision": "fp32", "compile": False, "cuda_graph": False, "cudnn_autotune": False}}
-        plan = _Plan(settings, self.denoiser, self.device, workdir, seed, fields.get("observed", False),
-                     fields.get("sigma_y"), mask, mask_spec, None if kernel is None else str(kernel), False, None,
-                     self.multiple, False, fields.get("bits", 8), record, max_pixels=self.max_pixels,
-                     operators=self.operators)
         try:
-            job = _prepare(plan, 0, image)
+            request = RestoreRequest(inputs=(image,), outdir=workdir, seed=fields.get("seed", 0), device=self.device,
+                                     observed=fields.get("observed", False), sigma_y=fields.get("sigma_y"), mask=mask,
+                                     kernel=None if kernel is None else str(kernel), bits=fields.get("bits", 8),
+                                     max_pixels=self.max_pixels)
+            plan = RestorePlan(request=request, settings=settings, denoiser=self.denoiser,
+                               record=sidecar_record(request, settings, self.prior_record, self.versions),
+                               mask_spec=mask_spec, multiple=self.multiple, operators=self.operators)
+            job = prepare_input(plan, 0, image)
         except DdpgError as exc:
             raise FieldError(field_of(exc, "image"), str(exc).replace(str(image), filename)) from None
         while len(self.operators) > MAX_OPERATORS:
@@ -195,7 +189,7 @@ class Preparer:
 
 def write_result(prepared: Prepared, out: torch.Tensor, timing: dict) -> tuple[bytes, dict]:
     """(restored PNG bytes, sidecar) written by ``ddpg restore``'s own writer into the request's folder."""
-    _write(prepared.plan, prepared.job, out, timing)
+    write_outputs(prepared.plan, prepared.job, out, timing)
     stem = prepared.job.stem
     sidecar = json.loads((prepared.workdir / f"{stem}.json").read_text())
     sidecar["input"] = prepared.filename
