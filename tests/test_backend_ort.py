@@ -122,7 +122,7 @@ def test_factory(ddpm_small, ddpm_engine, tmp_path):
         make_denoiser("onnxruntime")
     with pytest.raises(ConfigError, match="file not found"):
         make_denoiser("onnxruntime", engine=tmp_path / "missing.onnx")
-    with pytest.raises(ConfigError, match="reads the prior from --engine"):
+    with pytest.raises(ConfigError, match="backend=onnxruntime: reads the prior from the engine file"):
         make_denoiser("onnxruntime", prior="face64", engine=ddpm_engine)
     try:
         import tensorrt  # noqa: F401

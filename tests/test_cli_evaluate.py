@@ -76,3 +76,16 @@ def test_evaluate_defaults_and_usage_errors(folders, tmp_path):
     assert (ours / "evaluation" / "summary.json").exists() and "| ours | 2 |" in res.output
     res = runner.invoke(app, ["evaluate", "--pred", str(ours), "--gt", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "nope: not a folder" in res.output
+
+
+def test_mismatched_labels_name_the_parameter_in_the_api_and_the_flag_on_the_command_line(folders, tmp_path):
+    from ddpg import api
+    from ddpg.errors import ParameterError
+
+    gt, ours, theirs, _ = folders
+    with pytest.raises(ParameterError, match=r"^labels=\['a'\]: 1 labels for 2 prediction folders") as info:
+        api.evaluate([ours, theirs], gt, tmp_path / "r", labels=["a"])
+    assert "--" not in str(info.value)
+    res = runner.invoke(app, ["evaluate", "--pred", str(ours), "--pred", str(theirs), "--gt", str(gt),
+                              "-o", str(tmp_path / "r"), "--label", "a"])
+    assert res.exit_code == 2 and "--label ['a']: 1 labels for 2 prediction folders" in res.output, res.output

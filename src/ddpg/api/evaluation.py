@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ddpg.api.report import Report
-from ddpg.errors import ConfigError, DdpgError, InputError
+from ddpg.errors import ConfigError, DdpgError, InputError, ParameterError
 from ddpg.io import StagedFiles, collect_inputs, load_image, save_image, save_json
 from ddpg.metrics import LPIPS, psnr, ssim
 from ddpg.metrics.sets import GIQA_COMPONENTS, fid, fit_giqa_gmm, kid, knn_giqa
@@ -91,7 +91,7 @@ def _find(folder: Path, key: str, kinds: tuple[str, ...]) -> Path | None:
 def _labels(preds: list[Path], labels: list[str] | None) -> list[str]:
     if labels:
         if len(labels) != len(preds):
-            raise ConfigError(f"{len(labels)} --label values for {len(preds)} --pred folders")
+            raise ParameterError("labels", labels, f"{len(labels)} labels for {len(preds)} prediction folders (pred)")
         names = list(labels)
     else:
         names = [p.resolve().name or str(p) for p in preds]
@@ -124,7 +124,7 @@ def evaluate(pred: list[str | Path] | str | Path, gt: str | Path, outdir: str | 
     ``<first pred>/evaluation``). A missing or mis-sized prediction fails that image for that method."""
     preds = [Path(p) for p in ([pred] if isinstance(pred, (str, Path)) else pred)]
     if not preds:
-        raise ConfigError("give at least one --pred folder")
+        raise ParameterError("pred", pred, "give at least one prediction folder")
     gt = Path(gt)
     for folder in [*preds, gt, *([Path(obs)] if obs is not None else [])]:
         if not folder.is_dir():

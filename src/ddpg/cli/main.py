@@ -256,7 +256,8 @@ def evaluate(
 
     report = run(lambda: api.evaluate(pred, gt, outdir, obs=obs, labels=label or None, grid_rows=grid_rows,
                                       use_lpips=lpips, set_metrics=set_metrics, inception=inception,
-                                      giqa_components=giqa_components, giqa_pca=giqa_pca), quiet)
+                                      giqa_components=giqa_components, giqa_pca=giqa_pca), quiet,
+                 flags_of(evaluate) | {"labels": "--label"})
     summary = report.extra["summary"]
     print(Path(report.extra["outdir"]) / "summary.md")
     print((Path(report.extra["outdir"]) / "summary.md").read_text().split("\n\n")[0])

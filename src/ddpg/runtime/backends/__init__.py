@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ddpg.errors import ConfigError
+from ddpg.errors import ConfigError, ParameterError
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -30,10 +30,10 @@ def _torch_backend(*, prior=None, checkpoint: str | Path | None = None, device: 
 
 def _engine_path(engine, backend: str) -> Path:
     if engine is None:
-        raise ConfigError(f"backend {backend!r} needs an engine file (--engine PATH)")
+        raise ParameterError("engine", None, f"backend {backend!r} needs an engine file")
     path = Path(engine)
     if not path.is_file():
-        raise ConfigError(f"--engine {path}: file not found")
+        raise ParameterError("engine", path, "file not found")
     return path
 
 
@@ -69,8 +69,8 @@ def make_denoiser(backend: str, *, prior=None, engine: str | Path | None = None,
         return _torch_backend(prior=prior, checkpoint=checkpoint, device=device, class_labels=class_labels,
                               **options)
     if prior is not None or checkpoint is not None:
-        raise ConfigError(f"backend {backend!r} reads the prior from --engine; do not pass a prior/checkpoint "
-                          "(use check_engine_matches to compare it with a preset)")
+        raise ParameterError("backend", backend, "reads the prior from the engine file; do not pass a prior/checkpoint "
+                                                 "(use check_engine_matches to compare it with a preset)")
     return get_backend(backend)(engine=engine, device=device, class_labels=class_labels, **options)
 
 

@@ -56,7 +56,7 @@ import torch
 
 from ddpg.engine_metadata import EngineError, EngineInfo
 from ddpg.engine_sidecar import ShapeProfile, check_engine_environment, read_sidecar, sidecar_key
-from ddpg.errors import ConfigError
+from ddpg.errors import ConfigError, ParameterError
 from ddpg.runtime.cuda_graph import CAPTURE_LOCK
 
 from .cuda_stream import SideStream, check_stream_handle
@@ -221,10 +221,10 @@ class TensorRTDenoiser:
             self.device = torch.device("cuda", torch.cuda.current_device())
         path = Path(engine)
         if path.suffix == ".onnx":
-            raise ConfigError(f"--engine {path}: an ONNX export, not a TensorRT plan; build the plan first "
-                              "(ddpg export --format tensorrt, or ddpg.export.tensorrt_build.engine_plan)")
+            raise ParameterError("engine", path, "an ONNX export, not a TensorRT plan; build the plan first "
+                                 "(ddpg export --format tensorrt, or ddpg.export.tensorrt_build.engine_plan)")
         if not path.is_file():
-            raise ConfigError(f"--engine {path}: file not found")
+            raise ParameterError("engine", path, "file not found")
         self.engine_path = path
         self.sidecar = read_sidecar(path)
         self.info = EngineInfo.from_props(self.sidecar["onnx_metadata"], path)
