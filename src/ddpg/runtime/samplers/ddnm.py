@@ -64,7 +64,7 @@ class DDNMRow:
 def ddnm_plus_factors(s: torch.Tensor, row: DDNMRow, eta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(λ, d₁, d₂) per singular value s (σ > 0), each shaped like s."""
     measured = s > 0
-    thresh = row.alpha_sigma / torch.where(measured, s, 1)  # ασ/s_i
+    thresh = torch.where(measured, s, 1).reciprocal() * row.alpha_sigma  # ασ/s_i (as float / tensor computes it)
     clean_enough = row.s_t >= thresh
     lam = torch.where(clean_enough, 1.0, s * row.s_t * math.sqrt(1 - eta**2) / row.alpha_sigma)
     lam = torch.where(measured, lam, 0.0)
@@ -80,6 +80,7 @@ class DDNM:
 
     name = "ddnm"
     params = DDNMParams
+    capturable = True
     draw = staticmethod(noise_like)
 
     def table(self, schedule: Schedule, steps: int, p: DDNMParams) -> list[DDNMRow]:

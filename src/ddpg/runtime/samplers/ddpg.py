@@ -132,6 +132,7 @@ class DDPG:
 
     name = "ddpg"
     params = DDPGParams
+    capturable = True
 
     def table(self, schedule: Schedule, steps: int, p: DDPGParams) -> list[DDPGRow]:
         return ddpg_table(schedule, steps, p)

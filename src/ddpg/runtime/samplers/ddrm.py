@@ -107,6 +107,7 @@ class DDRM:
 
     name = "ddrm"
     params = DDRMParams
+    capturable = True
     draw = staticmethod(noise_like)
 
     def table(self, schedule: Schedule, steps: int, p: DDRMParams) -> list[DDRMRow]:

@@ -26,7 +26,15 @@ from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 
 from .common import NoiseSource, lift, prepare
-from .dps import ancestral_steps, check_grad_backend, log_variance, norm_and_grad, posterior_mean, std_of
+from .dps import (
+    ancestral_steps,
+    check_grad_backend,
+    check_var_type,
+    log_variance,
+    norm_and_grad,
+    posterior_mean,
+    std_of,
+)
 
 
 def candidate_count(a: float, n_max: int) -> int:
@@ -73,6 +81,7 @@ class DPPSParams:
             raise ConfigError(f"zeta (DPPS step scale) must be >= 0, got {self.zeta}")
         if isinstance(self.n_max, bool) or not isinstance(self.n_max, int) or self.n_max < 2:
             raise ConfigError(f"n_max must be an integer >= 2, got {self.n_max!r}")
+        check_var_type(self.var_type)
 
 
 def dpps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPPSParams, *, steps: int = 1000,

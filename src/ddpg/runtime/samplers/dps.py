@@ -52,6 +52,11 @@ class AncestralStep:
     log_var_large: float  # log β (β̃ at the first step, as guided-diffusion's fixed_large)
 
 
+def check_var_type(var_type: str) -> None:
+    if var_type not in VAR_TYPES:
+        raise ConfigError(f"var_type must be one of {', '.join(VAR_TYPES)}, got {var_type!r}")
+
+
 def respaced_timesteps(steps: int, num_timesteps: int) -> list[int]:
     """guided-diffusion ``space_timesteps(T, [steps])``: round(i·(T−1)/(steps−1)), ascending."""
     if not 1 <= steps <= num_timesteps:
@@ -110,11 +115,8 @@ def log_variance(out: torch.Tensor, k: AncestralStep, var_type: str) -> torch.Te
             raise ConfigError(f"var_type 'learned_range' needs a prior with 6 output channels, got {out.shape[1]}")
         frac = (out[:, 3:6] + 1) / 2
         return frac * math.log(k.beta) + (1 - frac) * k.log_var_small
-    if var_type == "fixed_small":
-        return k.log_var_small
-    if var_type == "fixed_large":
-        return k.log_var_large
-    raise ConfigError(f"var_type must be one of {', '.join(VAR_TYPES)}, got {var_type!r}")
+    check_var_type(var_type)
+    return k.log_var_small if var_type == "fixed_small" else k.log_var_large
 
 
 def posterior_mean(k: AncestralStep, x0: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
@@ -138,6 +140,7 @@ class DPSParams:
         check_sigma_y(self.sigma_y)
         if not self.zeta >= 0:
             raise ConfigError(f"zeta (DPS step scale) must be >= 0, got {self.zeta}")
+        check_var_type(self.var_type)
 
 
 def dps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPSParams, *, steps: int = 1000,

@@ -48,6 +48,7 @@ class State:
 class Method(Protocol):
     name: str
     params: type
+    capturable: bool  # whether its tensor-row step can run inside a CUDA graph (no host reads)
 
     def table(self, schedule, steps: int, p) -> list: ...
     def start(self, y: torch.Tensor, operator, p, x_T: torch.Tensor, schedule, rows: list) -> State: ...
