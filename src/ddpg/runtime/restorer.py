@@ -96,8 +96,8 @@ class Restorer:
         """Restorations (B,3,H,W) float32 in the [-1, 1] scale (not clamped) of measurements y."""
         self._check_seeds(y, seeds)
         x_T, noise = seeded_start(seeds, self.operator.img_size, y.device)
-        return self.spec.restore(self.denoiser, self.operator, y, self.sigma_y, steps=self.steps, x_T=x_T,
-                                 noise=noise, callback=callback, **self.hyper)
+        return self.spec.run(self.params, self.denoiser, self.operator, y, steps=self.steps, x_T=x_T, noise=noise,
+                             callback=callback)
 
     @staticmethod
     def _check_seeds(t: torch.Tensor, seeds: Sequence[int]) -> None:

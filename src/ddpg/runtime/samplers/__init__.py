@@ -40,27 +40,34 @@ class SamplerSpec:
 
     @property
     def hyper_names(self) -> tuple[str, ...]:
-        return hyper_names(self.params)
+        """The params' fields a user sets: all but σ_y, the method-fixed ones and those ``fixed`` pins."""
+        return tuple(n for n in hyper_names(self.params) if n not in self.fixed)
 
     def build(self, sigma_y: float, hyper: dict | None = None):
         """Validated params from σ_y and hyper-parameters named as the dataclass's fields."""
         return make_params(self.params, sigma_y, {**(hyper or {}), **self.fixed})
 
-    def restore(self, denoiser, operator, y: torch.Tensor, sigma_y: float, *, steps: int,
-                x_T: torch.Tensor | None = None, noise=None, generator: torch.Generator | None = None,
-                callback=None, **hyper) -> torch.Tensor:
-        p = self.build(sigma_y, hyper)
+    def run(self, p, denoiser, operator, y: torch.Tensor, *, steps: int, x_T: torch.Tensor | None = None,
+            noise=None, generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+        """The method with built params ``p``: the loop ``run_method`` (forward-only) or its own ``loop``."""
         if self.method is not None:
             return run_method(self.method, p, denoiser, operator, y, steps, x_T, noise, generator, callback)
         return self.loop(denoiser, operator, y, p, steps=steps, x_T=x_T, noise=noise, generator=generator,
                          callback=callback)
+
+    def restore(self, denoiser, operator, y: torch.Tensor, sigma_y: float, *, steps: int,
+                x_T: torch.Tensor | None = None, noise=None, generator: torch.Generator | None = None,
+                callback=None, **hyper) -> torch.Tensor:
+        """:meth:`run` with the params built from σ_y and ``hyper``."""
+        return self.run(self.build(sigma_y, hyper), denoiser, operator, y, steps=steps, x_T=x_T, noise=noise,
+                        generator=generator, callback=callback)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "ddpg": SamplerSpec("ddpg", "DDPG: preconditioned guidance with noise injection (Garber & Tirer 2024)",
                         DDPGParams, DDPG(), fixed={"inject_noise": True}),
     "idpg": SamplerSpec("idpg", "IDPG: the deterministic variant of DDPG", DDPGParams, DDPG(),
-                        fixed={"inject_noise": False}),
+                        fixed={"inject_noise": False, "select_candidates": False}),
     "ddnm": SamplerSpec("ddnm", "DDNM/DDNM+: null-space projection (Wang et al. 2023); DDNM+ for sigma_y > 0 "
                         "needs an SVD operator or a circular blur", DDNM.params, DDNM()),
     "ddrm": SamplerSpec("ddrm", "DDRM: per-singular-value updates (Kawar et al. 2022); SVD operators and circular "
