@@ -48,9 +48,11 @@ def quad_timesteps(steps: int, num_timesteps: int = 1000) -> list[int]:
     return [num_timesteps - 1 - s for s in seq]
 
 
-def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
-    """argmin_x ‖y − A x‖² + ρ‖x − x̂₀‖² (exact for every operator of the project)."""
-    return x0 + operator.pinv_eta(y - operator.A(x0), rho)
+def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: Scalar, weight: Scalar = 1.0
+              ) -> torch.Tensor:
+    """argmin_x ‖y − A x‖² + ρ‖x − x̂₀‖² (exact for every operator of the project), (B,3,H,W); ``weight``
+    scales the correction (1: the step; a tensor row's ``go``: 0 at the last step)."""
+    return x0 + coef(weight, x0) * operator.pinv_eta(y - operator.A(x0), rho)
 
 
 def diffpir_start(schedule: Schedule, operator: Operator, y: torch.Tensor, z: torch.Tensor,
@@ -140,8 +142,7 @@ class DiffPIR:
             x0 = x0.clamp(-1, 1)
         if skipped(row.go):
             return state.advance(x, x0, x)
-        fit = operator.pinv_eta(y - operator.A(x0), row.rho)
-        x0 = x0 + fit if not isinstance(row.go, torch.Tensor) else x0 + coef(row.go, x) * fit
+        x0 = data_step(operator, x0, y, row.rho, row.go)
         eps_hat = (x - coef(row.sqrt_a, x) * x0) / coef(row.sqrt_1m_a, x)
         x_next = coef(row.sqrt_a_next, x) * x0 + coef(row.sqrt_1m_a_next, x) * (
             math.sqrt(1 - p.zeta) * eps_hat + math.sqrt(p.zeta) * z)
