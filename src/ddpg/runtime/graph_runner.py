@@ -15,7 +15,9 @@ generator (seeded by ``seed``), registered with the graph so every replay advanc
 
 Capture: :func:`ddpg.runtime.cuda_graph.capture_graph`. On CPU (or ``cuda_graph=False``) the same function
 runs eagerly: the fallback and, on the CPU, bit-identical to ``run_method`` (tested for every forward-only
-method). Not here: DDPG's select_candidates (a candidate count that changes per step) and DPS/DPPS (autograd).
+method; DiffPIR on operators whose ``pinv_eta`` computes 1 + η to float32 rounding, since a float and a
+tensor ρ round that sum differently). Not here: DDPG's select_candidates (a candidate count that changes per
+step) and DPS/DPPS (autograd).
 DiffPIR passes its per-step ρ to ``operator.pinv_eta`` as a tensor, whose η check reads the value
 (``capturable = False``): it runs eagerly here but cannot be captured until that check accepts device tensors.
 """
