@@ -146,15 +146,18 @@ class GraphRunner:
         b.out.copy_(new.out)
         b.x.copy_(new.x)
 
+    def _new_buffers(self, y_shape: tuple[int, ...]) -> _Buffers:
+        shape = (y_shape[0], 3, *self.operator.img_size)
+
+        def zeros(s=shape):
+            return torch.zeros(s, device=self.device)
+
+        return _Buffers(x=zeros(), y=zeros(y_shape), z=zeros(), x0=zeros(), out=zeros(), t=zeros(shape[0]),
+                        row=zeros(self.table.shape[1]))
+
     def _buffers_for(self, y_shape: tuple[int, ...]) -> _Buffers:
         if y_shape not in self._buffers:
-            shape = (y_shape[0], 3, *self.operator.img_size)
-
-            def zeros(s=shape):
-                return torch.zeros(s, device=self.device)
-
-            self._buffers[y_shape] = _Buffers(x=zeros(), y=zeros(y_shape), z=zeros(), x0=zeros(), out=zeros(),
-                                              t=zeros(shape[0]), row=zeros(self.table.shape[1]))
+            self._buffers[y_shape] = self._new_buffers(y_shape)
         return self._buffers[y_shape]
 
     def _start(self, b: _Buffers, x_T: torch.Tensor) -> None:
@@ -238,8 +241,7 @@ class GraphRunner:
         bench`` times for the guidance's share of a step. Captured in its own graph when the runner uses
         graphs (separate buffers: the sampling buffers are untouched)."""
         shape = check_inputs(self.operator, y)
-        b = _Buffers(**{k: v.clone() for k, v in vars(self._buffers_for(tuple(y.shape))).items()
-                        if isinstance(v, torch.Tensor)})
+        b = self._new_buffers(tuple(y.shape))
         b.y.copy_(y)
         self._start(b, torch.zeros(shape, device=self.device))
         b.row.copy_(self.table[0])
