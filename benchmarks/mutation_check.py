@@ -49,10 +49,12 @@ OPS = ("tests/test_operators_properties.py tests/test_operators_parity.py tests/
 SAMPLER = "tests/test_step_scalars.py tests/test_runtime_fixtures.py tests/test_samplers_units.py"
 # (source file, names of the functions/classes/methods to mutate (None = the whole file), test files)
 TARGETS = [
-    ("src/ddpg/runtime/samplers/ddpg.py", ["GuidanceParams.sigma", "GuidanceParams.eta", "step_scalars",
-                                           "guidance", "ddpg_step"], SAMPLER),
-    ("src/ddpg/runtime/graph_sampler.py", ["step_table", "FastDDPGRunner._step"],
-     "tests/test_fast_path.py tests/test_step_scalars.py"),
+    ("src/ddpg/runtime/samplers/ddpg.py", ["DDPGParams.sigma", "DDPGParams.eta", "ddpg_table", "guidance",
+                                           "DDPG.draw", "DDPG.step", "DDPG.result"], SAMPLER),
+    ("src/ddpg/runtime/samplers/method.py", ["coef", "skipped", "stack_rows", "row_table", "row_of", "run_method"],
+     SAMPLER + " tests/test_method_contract.py"),
+    ("src/ddpg/runtime/graph_runner.py", ["GraphRunner._step", "GraphRunner._start"],
+     "tests/test_fast_path.py tests/test_method_contract.py"),
     ("src/ddpg/operators/fft.py", ["nonzero_threshold", "FFTBlur.__init__", "FFTBlur.spectrum", "FFTBlur._apply",
                                    "FFTBlur.A", "FFTBlur.At", "FFTBlur.pinv_eta", "FFTBlur.pinv", "footprint_centre",
                                    "FFTSuperRes.__init__", "FFTSuperRes.A", "FFTSuperRes.upsample_zeros",

@@ -351,7 +351,7 @@ def test_graph_runners_are_capped_and_the_least_recently_used_is_released(tmp_pa
     from ddpg.api import restoration
     from ddpg.api.denoisers import make_denoiser
     from ddpg.api.settings import resolve_settings
-    from ddpg.runtime.graph_sampler import FastDDPGRunner
+    from ddpg.runtime.graph_runner import GraphRunner
 
     class FakeRunner:
         def __init__(self, size):
@@ -369,7 +369,7 @@ def test_graph_runners_are_capped_and_the_least_recently_used_is_released(tmp_pa
         made.append(restorer.operator.img_size)
         return FakeRunner(restorer.operator.img_size)
 
-    monkeypatch.setattr(FastDDPGRunner, "from_restorer", classmethod(from_restorer))
+    monkeypatch.setattr(GraphRunner, "from_restorer", classmethod(from_restorer))
     sizes = [(8 + 2 * i, 8 + 2 * i) for i in range(restoration.MAX_GRAPH_RUNNERS + 2)]
     folder = make_images(tmp_path / "in", sizes)
     plan = api.RestorePlan(request=api.RestoreRequest(inputs=(folder,), outdir=tmp_path / "out"),

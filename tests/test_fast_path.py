@@ -1,8 +1,8 @@
 """The fast path computes the same function as the plain sampler: FastDenoiser (precision, channels-last),
-FastDDPGRunner (branch-free step with device scalars; CUDA graph on GPU), and the overlapped-I/O helpers.
+GraphRunner (the method's own step with device scalars; CUDA graph on GPU), and the overlapped-I/O helpers.
 
-Tolerances: fp32 on CPU, same x_T and noise: relative L2 < 1e-5 (only the rounding of the step scalars
-differs: the table holds √ᾱ etc. in float32 where the eager step multiplies by Python floats)."""
+On the CPU the runner's eager path equals the plain loop bit for bit for DDPG/IDPG (same x_T and noise; every
+forward-only method: test_method_contract.py); through a FastDenoiser, relative L2 < 1e-5."""
 
 import threading
 import time
@@ -17,10 +17,9 @@ from ddpg.models import GaussianPrior, as_denoiser, create_prior, prior_config
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer, ddpg_sample
 from ddpg.runtime.background_io import BackgroundWriter, Prefetcher
+from ddpg.runtime.cuda_graph import CAPTURE_LOCK, capture_graph
 from ddpg.runtime.fast_denoiser import FastDenoiser
-from ddpg.runtime.graph_sampler import COLUMNS, FastDDPGRunner, fast_ddpg_sample, step_table
-from ddpg.runtime.samplers.ddpg import GuidanceParams
-from ddpg.schedule import linear_schedule
+from ddpg.runtime.graph_runner import GraphRunner
 from test_runtime_fixtures import RUN_PARAMS, load_run, run_hyper
 
 TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
@@ -43,25 +42,26 @@ def replay_noise(seed: int):
     return lambda like: torch.randn(like.shape, generator=g)
 
 
-CASES = [  # (task, operator params, sigma_y, hyper) — covers σ = 0 (output x̃), modes 0/1/2, IDPG, SVD and FFT
-    ("sr4", {"impl": "fft"}, 0.05, {"gamma": 8, "eta_tilde": 0.7, "step_size_mode": 1}),
-    ("sr4", {"impl": "svd"}, 0.0, {}),
-    ("deblur_gauss", {}, 0.1, {"step_size_mode": 2, "gamma": 3, "scale_ls": 0.5}),
-    ("colorize", {}, 0.05, {"step_size_mode": 0, "inject_noise": False}),
+CASES = [  # (task, operator params, method, sigma_y, hyper) — σ = 0 (output x̃), modes 0/1/2, IDPG, SVD and FFT
+    ("sr4", {"impl": "fft"}, "ddpg", 0.05, {"gamma": 8, "eta_tilde": 0.7, "step_size_mode": 1}),
+    ("sr4", {"impl": "svd"}, "ddpg", 0.0, {}),
+    ("deblur_gauss", {}, "ddpg", 0.1, {"step_size_mode": 2, "gamma": 3, "scale_ls": 0.5}),
+    ("colorize", {}, "idpg", 0.05, {"step_size_mode": 0}),
 ]
 
 
-@pytest.mark.parametrize("task,params,sigma_y,hyper", CASES)
-def test_runner_equals_ddpg_sample(task, params, sigma_y, hyper):
+@pytest.mark.parametrize("task,params,method,sigma_y,hyper", CASES)
+def test_runner_equals_ddpg_sample(task, params, method, sigma_y, hyper):
     den = gaussian_denoiser()
     op = make_operator(task, 32, **params)
     y = op.A(torch.rand(2, 3, 32, 32) * 2 - 1) + 2 * sigma_y * torch.randn(op.meas_shape(2))
     x_T = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        ref = ddpg_sample(den, op, y, sigma_y, steps=12, x_T=x_T, noise=replay_noise(7), **hyper)
-        fast = FastDDPGRunner(den, op, sigma_y, steps=12, **hyper).sample(y, x_T=x_T, noise=replay_noise(7))
-    assert fast.shape == ref.shape
-    assert rel_err(fast, ref) < 1e-5
+        ref = ddpg_sample(den, op, y, sigma_y, steps=12, x_T=x_T, noise=replay_noise(7),
+                          inject_noise=method == "ddpg", **hyper)
+        runner = GraphRunner(den, op, method, sigma_y, steps=12, hyper=hyper)
+        fast = runner.sample(y, x_T=x_T, noise=replay_noise(7))
+    assert torch.equal(fast, ref)
 
 
 @pytest.mark.parametrize("run", RUN_PARAMS)
@@ -70,9 +70,11 @@ def test_runner_reproduces_the_reference_runs(run):
     scalars it shares): ``output`` within the fixture tolerance, 1e-4 relative L2."""
     fx, op, den, y = load_run(run)
     noise = iter(fx["noise"])
+    hyper = run_hyper(fx)
+    steps, method = hyper.pop("steps"), "ddpg" if hyper.pop("inject_noise") else "idpg"
     with torch.no_grad():
-        out = FastDDPGRunner(den, op, fx["sigma_y_01"], **run_hyper(fx)).sample(y, x_T=fx["x_T"],
-                                                                                noise=lambda like: next(noise))
+        out = GraphRunner(den, op, method, fx["sigma_y_01"], steps=steps, hyper=hyper).sample(
+            y, x_T=fx["x_T"], noise=lambda like: next(noise))
     assert next(noise, None) is None
     assert rel_err(out, fx["output"]) < 1e-4
 
@@ -81,8 +83,8 @@ def test_fast_denoiser_runner_equals_restorer_and_batch_equals_singles():
     prior = tiny_prior()
     op = make_operator("deblur_gauss", 16)  # the UNet runs at any multiple of its downsampling factor
     plain = Restorer(as_denoiser(prior), op, sigma_y=0.05, steps=3)
-    runner = FastDDPGRunner.from_restorer(Restorer(FastDenoiser(prior, channels_last=True), op, sigma_y=0.05,
-                                                   steps=3))
+    runner = GraphRunner.from_restorer(Restorer(FastDenoiser(prior, channels_last=True), op, sigma_y=0.05,
+                                                steps=3))
     assert not runner.cuda_graph  # CPU: eager fallback
     seeds = [11, 12]
     with torch.no_grad():
@@ -101,26 +103,15 @@ def test_generator_path_matches_ddpg_sample_and_seeded_runs_replay():
     y = op.A(torch.rand(1, 3, 32, 32) * 2 - 1)
     with torch.no_grad():
         ref = ddpg_sample(den, op, y, 0.05, steps=6, generator=torch.Generator().manual_seed(3))
-        fast = fast_ddpg_sample(den, op, y, 0.05, steps=6, generator=torch.Generator().manual_seed(3))
-        runner = FastDDPGRunner(den, op, 0.05, steps=6)
+        runner = GraphRunner(den, op, "ddpg", 0.05, steps=6)
+        fast = runner.sample(y, generator=torch.Generator().manual_seed(3))
         a, b, c = runner.sample(y, seed=1), runner.sample(y, seed=1), runner.sample(y, seed=2)
-    assert rel_err(fast, ref) < 1e-5
+    assert torch.equal(fast, ref)
     assert torch.equal(a, b)
     assert rel_err(a, c) > 1e-3  # a different seed changes x_T and every z
     with torch.no_grad():  # the runner's own stream (z drawn inside the step) is ddpg_sample's for that seed
         seeded = ddpg_sample(den, op, y, 0.05, steps=6, generator=torch.Generator().manual_seed(1))
-    assert rel_err(a, seeded) < 1e-5
-
-
-def test_step_table_holds_the_eager_scalars():
-    p = GuidanceParams(sigma_y=0.05, gamma=8.0, zeta=0.5, step_size_mode=1)
-    table = step_table(linear_schedule(), 100, p)
-    assert table.shape == (100, len(COLUMNS))
-    col = {name: table[:, i] for i, name in enumerate(COLUMNS)}
-    assert col["t"][0] == 990 and col["t"][-1] == 0
-    assert col["sqrt_a_next"][-1] == 1.0 and col["sqrt_1m_a_next"][-1] == 0.0  # ᾱ_{-1} = 1
-    assert col["coef_bp"][-1] == 0.0  # δ = 1 at the last step: pure LS
-    assert abs(float(col["step"][50]) - 0.990) < 1e-3  # mode-1 step size at k = 50 (algorithms.md §3.3)
+    assert torch.equal(a, seeded)
 
 
 def test_fast_denoiser_precisions_and_the_callers_module_is_untouched():
@@ -145,18 +136,20 @@ def test_runner_rejects_bad_requests():
     den = gaussian_denoiser()
     op = make_operator("deblur_gauss", 32)
     with pytest.raises(ConfigError, match="CUDA device"):
-        FastDDPGRunner(den, op, 0.05, steps=4, cuda_graph=True)
-    runner = FastDDPGRunner(den, op, 0.05, steps=4)
+        GraphRunner(den, op, "ddpg", 0.05, steps=4, cuda_graph=True)
+    runner = GraphRunner(den, op, "ddpg", 0.05, steps=4)
     with pytest.raises(ConfigError, match="x_T"):
         runner.sample(torch.zeros(1, 3, 32, 32), x_T=torch.zeros(1, 3, 16, 16))
     with pytest.raises(ConfigError, match="seeds"):
         runner.restore(torch.zeros(2, 3, 32, 32), [1])
     with pytest.raises(ConfigError, match="zeta"):
-        FastDDPGRunner(den, op, 0.05, zeta=2.0)
+        GraphRunner(den, op, "ddpg", 0.05, hyper={"zeta": 2.0})
     with pytest.raises(ConfigError, match="select_candidates"):
-        FastDDPGRunner.from_restorer(Restorer(den, op, sigma_y=0.05, hyper={"select_candidates": True}))
-    with pytest.raises(ConfigError, match="implements"):
-        FastDDPGRunner.from_restorer(Restorer(den, op, method="ddnm", sigma_y=0.05))
+        GraphRunner.from_restorer(Restorer(den, op, sigma_y=0.05, hyper={"select_candidates": True}))
+    with pytest.raises(ConfigError, match="forward-only"):
+        GraphRunner(den, op, "dps", 0.05)
+    with pytest.raises(ConfigError, match="cannot be captured"):
+        GraphRunner(den, op, "diffpir", 0.05, cuda_graph=True)
 
 
 def test_prefetcher_keeps_order_overlaps_and_reports_failures():
@@ -215,7 +208,7 @@ class FakeGraph:
 
 
 def fake_cuda_graph_api(monkeypatch) -> list:
-    """Replace the torch.cuda calls of ``FastDDPGRunner._capture`` with recorders (CPU tests); returns the log."""
+    """Replace the torch.cuda calls of ``capture_graph`` with recorders (CPU tests); returns the log."""
     log: list = []
 
     @contextmanager
@@ -246,21 +239,19 @@ def fake_cuda_graph_api(monkeypatch) -> list:
 
 
 def test_capture_runs_on_its_device_and_side_stream_under_the_capture_lock(monkeypatch):
-    op = make_operator("deblur_gauss", 32)
-    runner = FastDDPGRunner(gaussian_denoiser(), op, 0.05, steps=4)
-    b = runner._buffers_for(op.A(torch.zeros(1, 3, 32, 32)))
+    device, generator, calls = torch.device("cpu"), torch.Generator(), []
     log = fake_cuda_graph_api(monkeypatch)
-    with torch.no_grad():
-        runner._capture(b, graph_noise=True)
+    graph = capture_graph(lambda: calls.append(lock_free_elsewhere()), device, warmup=2, generator=generator)
     kinds = [e[0] for e in log]
-    assert log[0] == ("device", runner.device) and kinds[-1] == "device_exit"
+    assert calls == [False] * 3  # two warm-up calls and the captured one, each with the lock held
+    assert log[0] == ("device", device) and kinds[-1] == "device_exit"
     side = next(e[1] for e in log if e[0] == "new_stream")
     warmup = next(e for e in log if e[0] == "stream")
     capture = next(e for e in log if e[0] == "capture")
     assert warmup[1] is side and not warmup[2]  # warm-up on the side stream, other threads locked out
     assert capture[1:] == (side, "thread_local", False)  # explicit stream, lock held during capture
-    assert kinds.index("register") < kinds.index("capture") and log[kinds.index("register")][1] is runner.generator
-    assert isinstance(b.graph, FakeGraph) and b.graph_noise
+    assert kinds.index("register") < kinds.index("capture") and log[kinds.index("register")][1] is generator
+    assert isinstance(graph, FakeGraph)
     assert lock_free_elsewhere()
 
 
@@ -288,9 +279,8 @@ def test_prefetcher_loads_hold_the_capture_lock_and_wait_for_a_capture(monkeypat
     """While the capture lock is held no load starts: the loader thread is seen reaching the lock (an explicit
     signal, not a sleep), and the load has not run while the lock is held."""
     import ddpg.runtime.background_io as background_io
-    import ddpg.runtime.graph_sampler as graph_sampler
 
-    assert graph_sampler.CAPTURE_LOCK is background_io.CAPTURE_LOCK  # the runner's capture takes the same lock
+    assert CAPTURE_LOCK is background_io.CAPTURE_LOCK  # capture_graph takes the same lock
     lock = SignallingLock()
     monkeypatch.setattr(background_io, "CAPTURE_LOCK", lock)
     started, held = threading.Event(), []
@@ -300,7 +290,7 @@ def test_prefetcher_loads_hold_the_capture_lock_and_wait_for_a_capture(monkeypat
         held.append(not lock_free_elsewhere(lock._lock))
         return i
 
-    with lock:  # as FastDDPGRunner._capture: no load may start meanwhile
+    with lock:  # as capture_graph: no load may start meanwhile
         pf = Prefetcher(range(2), load, depth=1)
         assert lock.waiting.wait(timeout=60)  # the loader is at the lock (fails only if it never takes it)
         assert not started.is_set()  # ... and blocked there: the lock is held by this thread
@@ -316,18 +306,18 @@ def test_runner_refuses_compile_modes_that_make_their_own_cuda_graphs(mode):
 
     op = make_operator("deblur_gauss", 32)
     with pytest.raises(ConfigError, match=mode):
-        FastDDPGRunner(CompiledUNet(), op, 0.05, steps=4, cuda_graph=True, device="cuda:0")
+        GraphRunner(CompiledUNet(), op, "ddpg", 0.05, steps=4, cuda_graph=True, device="cuda:0")
 
 
 def test_release_waits_for_the_device_only_when_graphs_exist(monkeypatch):
     synced = []
     monkeypatch.setattr(torch.cuda, "synchronize", synced.append)
     op = make_operator("deblur_gauss", 32)
-    runner = FastDDPGRunner(gaussian_denoiser(), op, 0.05, steps=4)
-    runner._buffers_for(op.A(torch.zeros(1, 3, 32, 32)))
+    runner = GraphRunner(gaussian_denoiser(), op, "ddpg", 0.05, steps=4)
+    runner._buffers_for((1, 3, 32, 32))
     runner.release()
     assert synced == [] and runner._buffers == {}
-    runner._buffers_for(op.A(torch.zeros(1, 3, 32, 32))).graph = object()
+    runner._buffers_for((1, 3, 32, 32)).graph = object()
     runner.release()
     assert synced == [runner.device] and runner._buffers == {}
 
@@ -352,8 +342,8 @@ def test_cuda_graph_runner_equals_eager_runner(monkeypatch):
     den = FastDenoiser(prior, precision="fp32", channels_last=True)
     op = make_operator("sr4", 32, impl="fft").to("cuda")
     y = op.A(torch.rand(2, 3, 32, 32, device="cuda") * 2 - 1)
-    graph = FastDDPGRunner(den, op, 0.05, steps=8, cuda_graph=True)
-    eager = FastDDPGRunner(den, op, 0.05, steps=8, cuda_graph=False)
+    graph = GraphRunner(den, op, "ddpg", 0.05, steps=8, cuda_graph=True)
+    eager = GraphRunner(den, op, "ddpg", 0.05, steps=8, cuda_graph=False)
     seeds = [1, 2]
     out_graph, out_eager = graph.restore(y, seeds), eager.restore(y, seeds)
     assert graph._buffers[tuple(y.shape)].graph is not None
@@ -368,7 +358,7 @@ def test_cuda_graph_in_graph_noise_is_seeded():
     den = FastDenoiser(prior, precision="fp16")
     op = make_operator("sr4", 32, impl="fft").to("cuda")
     y = op.A(torch.rand(1, 3, 32, 32, device="cuda") * 2 - 1)
-    runner = FastDDPGRunner(den, op, 0.05, steps=6, cuda_graph=True)
+    runner = GraphRunner(den, op, "ddpg", 0.05, steps=6, cuda_graph=True)
     a, b, c = runner.sample(y, seed=5), runner.sample(y, seed=5), runner.sample(y, seed=6)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.isfinite(a).all()
@@ -381,7 +371,7 @@ def test_cuda_graph_in_graph_noise_follows_the_eager_generator_stream(monkeypatc
     den = FastDenoiser(tiny_prior().cuda(), precision="fp32")
     op = make_operator("deblur_gauss", 32).to("cuda")
     y = op.A(torch.rand(2, 3, 32, 32, device="cuda") * 2 - 1)
-    graph = FastDDPGRunner(den, op, 0.05, steps=6, cuda_graph=True)
-    eager = FastDDPGRunner(den, op, 0.05, steps=6, cuda_graph=False)
+    graph = GraphRunner(den, op, "ddpg", 0.05, steps=6, cuda_graph=True)
+    eager = GraphRunner(den, op, "ddpg", 0.05, steps=6, cuda_graph=False)
     out_graph, out_eager = graph.sample(y, seed=3), eager.sample(y, seed=3)
     assert rel_err(out_graph, out_eager) < 1e-4

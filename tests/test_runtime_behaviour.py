@@ -11,7 +11,7 @@ from ddpg.errors import ConfigError
 from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer, ddpg_sample, list_presets, load_preset, time_pairs
-from ddpg.runtime.samplers.ddpg import GuidanceParams
+from ddpg.runtime.samplers import get_sampler
 
 SMALL_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
               "image_size": 32}
@@ -129,8 +129,7 @@ def test_presets_match_the_paper_tables(method, section):
         for key, cell in (("gamma", gamma), ("zeta", zeta), ("eta_tilde", eta_tilde)):
             if cell is not None and number(cell) is not None:
                 assert p.hyper[key] == number(cell), (name, key)
-        derived = GuidanceParams(p.sigma_y, p.hyper["gamma"], p.hyper.get("zeta", 0.5), p.hyper["eta_tilde"],
-                                 p.hyper["xi"], p.hyper["step_size_mode"]).eta
+        derived = get_sampler(method).build(p.sigma_y, p.hyper).eta
         assert abs(derived - float(eta)) <= 1e-9 * float(eta), (name, derived, eta)
     paper = {n for n in list_presets(method) if n.split("/")[1] in DATASETS.values()}
     assert paper == names
@@ -217,12 +216,10 @@ def test_restorer_bad_input_fails_before_the_model_is_called():
         Restorer(NeverCalled(), op, sigma_y=-0.05)
     with pytest.raises(ConfigError, match=re.escape("unknown hyper-parameter(s) ['gama']")):
         Restorer(NeverCalled(), op, hyper={"gama": 3})
-    r = Restorer(NeverCalled(), op, hyper={"zeta": 2.0})
-    with pytest.raises(ConfigError, match="zeta must be in"):
-        r.restore(torch.zeros(1, 3, 8, 8), [1])
-    r = Restorer.from_preset("ddpg/celeba_hq/sr4/0.05", NeverCalled(), size=32, step_size_mode=7)
+    with pytest.raises(ConfigError, match="zeta must be in"):  # the params are validated on construction
+        Restorer(NeverCalled(), op, hyper={"zeta": 2.0})
     with pytest.raises(ConfigError, match="step_size_mode"):
-        r.restore(torch.zeros(1, 3, 8, 8), [1])
+        Restorer.from_preset("ddpg/celeba_hq/sr4/0.05", NeverCalled(), size=32, step_size_mode=7)
     r = Restorer(NeverCalled(), op)
     with pytest.raises(ConfigError, match="1 seeds for a batch of 2"):
         r.restore(torch.zeros(2, 3, 8, 8), [1])

@@ -1,8 +1,8 @@
 """Peer samplers, piece by piece: grids, candidate counts, spectral bases, closed-form data steps, DPS
 gradients against finite differences (float64, tiny UNets), and the clear errors."""
 
-import inspect
 import math
+from dataclasses import fields
 
 import pytest
 import torch
@@ -156,9 +156,9 @@ def test_gradient_methods_refuse_backends_without_gradients(method):
     with pytest.raises(ConfigError, match="torch backend"):
         Restorer(FrozenDenoiser(den), op, method=method, steps=5)
     with pytest.raises(ConfigError, match="torch backend"):
-        get_sampler(method).fn(FrozenDenoiser(den), op, y, 0.0, steps=5)
+        get_sampler(method).restore(FrozenDenoiser(den), op, y, 0.0, steps=5)
     with torch.inference_mode(), pytest.raises(ConfigError, match="inference_mode"):
-        get_sampler(method).fn(den, op, torch.zeros(1, 3, 32, 32), 0.0, steps=5)
+        get_sampler(method).restore(den, op, torch.zeros(1, 3, 32, 32), 0.0, steps=5)
 
 
 def test_svd_methods_refuse_fft_superresolution_clearly():
@@ -166,10 +166,10 @@ def test_svd_methods_refuse_fft_superresolution_clearly():
     op = make_operator("sr4", 32, impl="fft")
     y = torch.zeros(1, 3, 8, 8)
     with pytest.raises(OperatorError, match="DDRM needs an operator with an SVD"):
-        get_sampler("ddrm").fn(den, op, y, 0.0, steps=5)
+        get_sampler("ddrm").restore(den, op, y, 0.0, steps=5)
     with pytest.raises(OperatorError, match="DDNM\\+"):
-        get_sampler("ddnm").fn(den, op, y, 0.05, steps=5)
-    get_sampler("ddnm").fn(den, op, y, 0.0, steps=2)  # noiseless DDNM only needs A⁺
+        get_sampler("ddnm").restore(den, op, y, 0.05, steps=5)
+    get_sampler("ddnm").restore(den, op, y, 0.0, steps=2)  # noiseless DDNM only needs A⁺
 
 
 @pytest.mark.parametrize("method, hyper", [("ddnm", {"eta": 1.5}), ("ddrm", {"eta_b": -0.1}),
@@ -180,13 +180,13 @@ def test_bad_hyper_parameters_are_named(method, hyper):
     op = make_operator("deblur_gauss", 32)
     name = next(iter(hyper))
     with pytest.raises(ConfigError, match=name):
-        get_sampler(method).fn(den, op, torch.zeros(1, 3, 32, 32), 0.05, steps=3, **hyper)
+        get_sampler(method).restore(den, op, torch.zeros(1, 3, 32, 32), 0.05, steps=3, **hyper)
 
 
 @pytest.mark.parametrize("method", ["ddnm", "ddrm", "diffpir", "dps", "dpps"])
 def test_presets_build_their_operator_and_fit_the_sampler(method):
     spec = get_sampler(method)
-    accepted = set(inspect.signature(spec.fn).parameters)
+    accepted = {f.name for f in fields(spec.params)}
     names = list_presets(method)
     assert names and all(n.startswith(f"{method}/") for n in names)
     operators = set()

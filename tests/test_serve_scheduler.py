@@ -16,8 +16,9 @@ from conftest import rel_err
 from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer
-from ddpg.runtime.samplers.ddpg import ddpg_step, guidance_params, stack_scalars, step_scalars
-from ddpg.schedule import linear_schedule, time_pairs
+from ddpg.runtime.samplers import get_sampler
+from ddpg.runtime.samplers.method import State, stack_rows
+from ddpg.schedule import linear_schedule
 from ddpg.serve.scheduler import Cancelled, DeadlineExceeded, QueueFull, Scheduler, advance, start_sample
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -50,8 +51,9 @@ def twins_and_samples(denoiser):
         y = r.degrade(clean[i:i + 1], [seed])
         with torch.no_grad():
             twins.append(r.restore(y, [seed])[0])
-        p = guidance_params(sigma_y, inject_noise=method == "ddpg")
-        samples.append((start, start_sample(denoiser, op, y, p, STEPS, seed, (name, p))))
+        spec = get_sampler(method)
+        p = spec.build(sigma_y)
+        samples.append((start, start_sample(denoiser, op, y, spec.method, p, STEPS, seed, (name, p))))
     return twins, samples
 
 
@@ -90,16 +92,18 @@ def test_staggered_samples_with_a_unet_match_within_tolerance():
 
 def test_per_sample_scalars_give_each_row_the_bits_of_its_own_step():
     op = make_operator("sr_bicubic", SIZE, scale=4)
-    p = guidance_params(0.05)
-    rows = step_scalars(linear_schedule(), time_pairs(10, 1000), p)
+    spec = get_sampler("ddpg")
+    p = spec.build(0.05)
+    rows = spec.method.table(linear_schedule(), 10, p)
     picked = [rows[0], rows[4], rows[9]]  # includes the last step (δ = 1)
     x, eps, z = (torch.randn(3, 3, SIZE, SIZE) for _ in range(3))
     y = op.A(torch.randn(3, 3, SIZE, SIZE))
-    together = ddpg_step(x, eps, y, op, stack_scalars(picked), p, z)
+    together = spec.method.step(State(x, x, x), eps, stack_rows(picked), z, y, op, p)
     for i, k in enumerate(picked):
-        alone = ddpg_step(x[i:i + 1], eps[i:i + 1], y[i:i + 1], op, k, p, z[i:i + 1])
-        for a, b in zip(together, alone, strict=True):
-            assert torch.equal(a[i:i + 1], b)
+        xi = x[i:i + 1]
+        alone = spec.method.step(State(xi, xi, xi), eps[i:i + 1], k, z[i:i + 1], y[i:i + 1], op, p)
+        for name in ("x", "x0", "out"):
+            assert torch.equal(getattr(together, name)[i:i + 1], getattr(alone, name))
 
 
 class Recording:
@@ -119,7 +123,8 @@ class Recording:
 def sample_of(denoiser, seed: int, steps: int = STEPS, deadline: float | None = None):
     op = make_operator("sr_bicubic", SIZE, scale=4)
     y = op.A(torch.zeros(1, 3, SIZE, SIZE))
-    return start_sample(denoiser, op, y, guidance_params(0.05), steps, seed, "sr4", deadline)
+    spec = get_sampler("ddpg")
+    return start_sample(denoiser, op, y, spec.method, spec.build(0.05), steps, seed, "sr4", deadline)
 
 
 @pytest.mark.parametrize("policy, expected", [

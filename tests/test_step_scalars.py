@@ -1,13 +1,14 @@
-"""The DDPG/IDPG per-step scalars and one step against values computed by hand (algorithms.md §3.2–3.3), not
-with the sampler's own code: a 4-step schedule whose ᾱ are round numbers, and the paper's linear schedule."""
+"""The DDPG/IDPG step table (one row of per-step scalars per step) and one step against values computed by
+hand (algorithms.md §3.2–3.3), not with the sampler's own code: a 4-step schedule whose ᾱ are round numbers,
+and the paper's linear schedule."""
 
 import numpy as np
 import pytest
 import torch
 
 from ddpg.operators import make_operator
-from ddpg.runtime.graph_sampler import COLUMNS, step_table
-from ddpg.runtime.samplers.ddpg import GuidanceParams, ddpg_step, step_scalars
+from ddpg.runtime.samplers.ddpg import DDPG, DDPGParams, ddpg_table
+from ddpg.runtime.samplers.method import State
 from ddpg.schedule import Schedule, linear_schedule, time_pairs
 
 # β = (0.1, 0.2, 0.5, 0.3) → ᾱ_0..3 = 0.9, 0.72, 0.36, 0.252 (and ᾱ_{−1} = 1); 4 steps: (3,2) (2,1) (1,0) (0,−1)
@@ -33,37 +34,39 @@ def test_time_pairs_of_the_tiny_schedule():
     assert time_pairs(100, 1000)[0] == (990, 980) and time_pairs(100, 1000)[-1] == (0, -1)
 
 
-@pytest.mark.parametrize("mode, expected", [
-    (0, {"step": [1.0] * 4, "step_bp": [1.0] * 4, "step_ls": [1.0] * 4}),
-    (1, {"step": RATIO, "step_bp": [1.0] * 4, "step_ls": [1.0] * 4}),
-    (2, {"step": [1.0] * 4, "step_bp": [1.0] * 4, "step_ls": RATIO}),
-])
-def test_step_scalars_by_hand_for_each_step_size_mode(mode, expected):
-    ks = step_scalars(TINY, PAIRS, GuidanceParams(sigma_y=0.1, gamma=2.0, step_size_mode=mode))
-    assert close([k.t for k in ks], [t for t, _ in PAIRS]) and close([k.t_next for k in ks], [t for _, t in PAIRS])
-    assert close([k.a for k in ks], A) and close([k.a_next for k in ks], A_NEXT)
-    assert close([k.delta for k in ks], DELTA_GAMMA2) and close([k.w for k in ks], DELTA_GAMMA2)
-    for name, want in expected.items():
-        assert close([getattr(k, name) for k in ks], want), name
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_step_table_by_hand_for_each_step_size_mode(mode):
+    """t, ᾱ, √ᾱ, √(1−ᾱ), s, s_BP(1−δ), s_LS·δ·c, √(1−ζ)·w for the tiny schedule (σ_y 0.1, γ 2: δ = w = ᾱ'²)."""
+    rows = ddpg_table(TINY, 4, DDPGParams(sigma_y=0.1, gamma=2.0, zeta=0.36, step_size_mode=mode, scale_ls=0.5))
+    s = RATIO if mode == 1 else [1.0] * 4
+    s_ls = RATIO if mode == 2 else [1.0] * 4
+    assert close([r.t for r in rows], [t for t, _ in PAIRS])
+    assert close([r.a for r in rows], A) and close([r.a_next for r in rows], A_NEXT)
+    assert close([r.sqrt_a for r in rows], np.sqrt(A)) and close([r.sqrt_1m_a for r in rows], np.sqrt(1 - np.array(A)))
+    assert close([r.sqrt_a_next for r in rows], np.sqrt(A_NEXT))
+    assert close([r.sqrt_1m_a_next for r in rows], np.sqrt(1 - np.array(A_NEXT)))
+    assert close([r.step for r in rows], s)
+    assert close([r.coef_bp for r in rows], [1 - d for d in DELTA_GAMMA2])
+    assert close([r.coef_ls for r in rows], [sl * d * 0.5 for sl, d in zip(s_ls, DELTA_GAMMA2, strict=True)])
+    assert close([r.mix_eps for r in rows], [0.8 * d for d in DELTA_GAMMA2])  # √(1 − 0.36) = 0.8
 
 
 def test_noiseless_measurements_give_pure_bp_guidance_and_full_noise_weight():
-    ks = step_scalars(TINY, PAIRS, GuidanceParams(sigma_y=0.0, gamma=2.0, step_size_mode=1))
-    assert close([k.delta for k in ks], [0.0] * 4) and close([k.w for k in ks], [1.0] * 4)
-    assert close([k.step for k in ks], RATIO)
+    rows = ddpg_table(TINY, 4, DDPGParams(sigma_y=0.0, gamma=2.0, zeta=0.36, step_size_mode=1))
+    assert close([r.coef_bp for r in rows], [1.0] * 4) and close([r.coef_ls for r in rows], [0.0] * 4)
+    assert close([r.mix_eps for r in rows], [0.8] * 4) and close([r.step for r in rows], RATIO)
 
 
 def test_linear_schedule_step_sizes_and_delta_crossings_match_the_documented_values():
     """algorithms.md §3.3: mode-1 step 1.000, 0.990, 0.808, 0.046, 0 at k = 0, 50, 90, 98, 99; the first step at
-    which δ exceeds 0.5 for each γ."""
-    pairs = time_pairs(100, 1000)
-    ks = step_scalars(linear_schedule(), pairs, GuidanceParams(sigma_y=0.05, gamma=8.0, step_size_mode=1))
-    assert close([ks[k].step for k in (0, 50, 90, 98, 99)], [1.0, 0.990, 0.808, 0.046, 0.0], tol=5e-4)
+    which δ (= 1 − coef_bp, s_BP = 1) exceeds 0.5 for each γ."""
+    rows = ddpg_table(linear_schedule(), 100, DDPGParams(sigma_y=0.05, gamma=8.0, step_size_mode=1))
+    assert close([rows[k].step for k in (0, 50, 90, 98, 99)], [1.0, 0.990, 0.808, 0.046, 0.0], tol=5e-4)
     for gamma, first in {3: 84, 5: 87, 8: 90, 12: 91, 30: 94, 50: 95, 100: 96, 300: 97}.items():
-        ks = step_scalars(linear_schedule(), pairs, GuidanceParams(sigma_y=0.05, gamma=float(gamma)))
-        crossed = [i for i, k in enumerate(ks) if float(values([k.delta])[0]) > 0.5]
+        rows = ddpg_table(linear_schedule(), 100, DDPGParams(sigma_y=0.05, gamma=float(gamma)))
+        crossed = [i for i, r in enumerate(rows) if 1 - r.coef_bp > 0.5]
         assert crossed[0] == first, gamma
-        assert close([ks[-1].delta], [1.0])  # pure LS at the last step
+        assert close([rows[-1].coef_bp], [0.0])  # pure LS at the last step
 
 
 @pytest.mark.parametrize("sigma_y, eta_tilde, xi, expected", [
@@ -74,7 +77,7 @@ def test_linear_schedule_step_sizes_and_delta_crossings_match_the_documented_val
     (0.0, 0.7, 1e-5, 1e-4),
 ])
 def test_eta_by_hand(sigma_y, eta_tilde, xi, expected):
-    p = GuidanceParams(sigma_y=sigma_y, eta_tilde=eta_tilde, xi=xi)
+    p = DDPGParams(sigma_y=sigma_y, eta_tilde=eta_tilde, xi=xi)
     assert p.sigma == pytest.approx(2 * sigma_y, abs=1e-15)
     assert p.eta == pytest.approx(expected, rel=1e-12)
 
@@ -94,11 +97,12 @@ BY_HAND = {  # mode: (x̃, DDPG x', IDPG x')
 
 def one_step(mode: int, sigma_y: float, inject_noise: bool):
     op = make_operator("denoising", 4)
-    p = GuidanceParams(sigma_y=sigma_y, gamma=2.0, zeta=0.25, eta_tilde=0.5, step_size_mode=mode, scale_ls=0.5,
-                       inject_noise=inject_noise)
-    k = step_scalars(TINY, PAIRS, p)[1]
+    p = DDPGParams(sigma_y=sigma_y, gamma=2.0, zeta=0.25, eta_tilde=0.5, step_size_mode=mode, scale_ls=0.5,
+                   inject_noise=inject_noise)
+    row = ddpg_table(TINY, 4, p)[1]
     full = lambda v: torch.full((1, 3, 4, 4), v, dtype=torch.float64)  # noqa: E731
-    return ddpg_step(full(1.0), full(0.5), full(0.2), op, k, p, full(-1.0))
+    new = DDPG().step(State(full(1.0), full(1.0), full(1.0)), full(0.5), row, full(-1.0), full(0.2), op, p)
+    return new.x, new.x0, new.out
 
 
 @pytest.mark.parametrize("mode", [0, 1, 2])
@@ -117,20 +121,3 @@ def test_one_noiseless_step_by_hand():
     x_next, _, x_tilde = one_step(1, 0.0, True)
     assert torch.allclose(x_tilde, torch.full_like(x_tilde, 0.6500349965003499), atol=1e-12)
     assert torch.allclose(x_next, torch.full_like(x_next, 0.6364072224162955), atol=1e-12)
-
-
-@pytest.mark.parametrize("mode", [0, 1, 2])
-def test_step_table_columns_by_hand(mode):
-    """The fast runner's table: √ᾱ, √(1−ᾱ), s, s_BP(1−δ), s_LS·δ·c, √(1−ζ)·w for the tiny schedule."""
-    p = GuidanceParams(sigma_y=0.1, gamma=2.0, zeta=0.36, step_size_mode=mode, scale_ls=0.5)
-    table = step_table(TINY, 4, p)
-    col = {name: table[:, i] for i, name in enumerate(COLUMNS)}
-    s = RATIO if mode == 1 else [1.0] * 4
-    s_ls = RATIO if mode == 2 else [1.0] * 4
-    assert close(col["t"], [3, 2, 1, 0])
-    assert close(col["sqrt_a"], np.sqrt(A)) and close(col["sqrt_1m_a"], np.sqrt(1 - np.array(A)))
-    assert close(col["sqrt_a_next"], np.sqrt(A_NEXT)) and close(col["sqrt_1m_a_next"], np.sqrt(1 - np.array(A_NEXT)))
-    assert close(col["step"], s)
-    assert close(col["coef_bp"], [1 - d for d in DELTA_GAMMA2])
-    assert close(col["coef_ls"], [sl * d * 0.5 for sl, d in zip(s_ls, DELTA_GAMMA2, strict=True)])
-    assert close(col["mix_eps"], [0.8 * d for d in DELTA_GAMMA2])  # √(1 − 0.36) = 0.8

@@ -52,6 +52,7 @@ from ddpg.io import (
     save_json,
 )
 from ddpg.metrics import psnr, ssim
+from ddpg.runtime.graph_runner import GRAPH_METHODS
 from ddpg.versions import versions
 
 log = logging.getLogger("ddpg")
@@ -142,8 +143,8 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
     ``resize`` centre-crops and resizes to ``size`` (default: the prior's size). ``hyper`` overrides the
     method's hyper-parameters; ``select_candidates`` turns on DDPG's noise-candidate selection.
     Speed (torch backend): ``precision`` fp16/bf16 runs the UNet torso in low precision (guidance stays float32),
-    ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA, ddpg/idpg) captures each whole sampler step
-    in one CUDA graph (torch, fixed-shape TensorRT engines) or, with ONNX Runtime, the engine call (ONNX
+    ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA; ddpg/idpg/ddnm/ddrm) captures each whole
+    sampler step in one CUDA graph (torch, fixed-shape TensorRT engines) or, with ONNX Runtime, the engine call (ONNX
     Runtime's own graph mode; fixed-batch exports); on CUDA any of them also turns on cuDNN's algorithm timing
     (``cudnn.benchmark``) for the call. ``shard=(rank, world_size)``: handle only this rank's
     contiguous share of the sorted inputs (indices, hence seeds and outputs, stay global). ``denoiser`` skips
@@ -173,8 +174,9 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
                                             request.sigma_y, request.steps), request.hyper, request.select_candidates)
     mask_spec = check_task_files(settings.task, request.mask, request.kernel)
     step_graph = request.cuda_graph and request.backend != "onnxruntime"  # ONNX Runtime captures its engine call
-    if step_graph and (settings.method not in ("ddpg", "idpg") or settings.hyper.get("select_candidates")):
-        raise ParameterError("cuda_graph", True, f"captures DDPG/IDPG steps; not method {settings.method}"
+    if step_graph and (settings.method not in GRAPH_METHODS or settings.hyper.get("select_candidates")):
+        raise ParameterError("cuda_graph", True, f"captures the steps of {', '.join(GRAPH_METHODS)}; not method "
+                             f"{settings.method}"
                              + (" with select_candidates" if settings.hyper.get("select_candidates") else ""))
     denoiser = _torch_denoiser(request, denoiser, prior)
     if step_graph and not getattr(denoiser, "graph_safe", False):
@@ -523,9 +525,9 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
                         steps=plan.settings.steps, hyper=plan.settings.hyper)
     sampler = restorer.restore
     if plan.step_graph:  # one runner (buffers + graphs) per operator and σ_y, replaying the Restorer exactly
-        from ddpg.runtime.graph_sampler import FastDDPGRunner
+        from ddpg.runtime.graph_runner import GraphRunner
 
-        runner = plan.runners.pop((key, sigma), None) or FastDDPGRunner.from_restorer(restorer, cuda_graph=True)
+        runner = plan.runners.pop((key, sigma), None) or GraphRunner.from_restorer(restorer, cuda_graph=True)
         plan.runners[(key, sigma)] = runner  # now the most recently used
         if len(plan.runners) > MAX_GRAPH_RUNNERS:  # each holds graphs and their private memory pools
             plan.runners.pop(next(iter(plan.runners))).release()  # it captures again if its inputs come back

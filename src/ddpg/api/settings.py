@@ -3,7 +3,6 @@ hyper-parameters (:class:`Settings`), and the operator arguments of a task at an
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from dataclasses import dataclass, replace
@@ -170,15 +169,17 @@ def _fits(value: object, kind: type) -> bool:
 
 
 def hyper_defaults() -> dict:
-    """Every hyper-parameter's default value, from the samplers' signatures (the type a value must have)."""
+    """Every hyper-parameter's default value, from the methods' params dataclasses (the type a value must
+    have)."""
+    from dataclasses import fields
+
     from ddpg.runtime.samplers import SAMPLERS
-    from ddpg.runtime.samplers.ddpg import ddpg_sample
 
     defaults: dict = {}
-    for fn in [ddpg_sample, *(spec.fn for spec in SAMPLERS.values())]:
-        for name, p in inspect.signature(fn).parameters.items():
-            if p.default is not inspect.Parameter.empty and p.default is not None:
-                defaults.setdefault(name, p.default)
+    for spec in SAMPLERS.values():
+        for f in fields(spec.params):
+            if f.name in spec.hyper_names:
+                defaults.setdefault(f.name, f.default)
     return defaults
 
 

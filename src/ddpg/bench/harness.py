@@ -20,8 +20,9 @@ from torch import nn
 from ddpg.errors import ConfigError
 from ddpg.operators import ALIASES, make_operator
 from ddpg.precisions import parse_precision
+from ddpg.runtime.cuda_graph import capture_graph
 from ddpg.runtime.fast_denoiser import FastDenoiser, default_channels_last
-from ddpg.runtime.graph_sampler import FastDDPGRunner
+from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample
 
@@ -220,29 +221,19 @@ def ground_truth(size: tuple[int, int], device: torch.device) -> torch.Tensor:
 
 
 def _capture_unet(denoiser, x: torch.Tensor, t: torch.Tensor, warmup: int):
-    """The denoiser alone in a CUDA graph (static x, t): the UNet-only latency with launch overhead removed.
-    Warm-up and capture on one side stream of x's device (as ``FastDDPGRunner._capture``)."""
-    with torch.cuda.device(x.device):
-        side = torch.cuda.Stream(x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):
-            for _ in range(max(1, warmup)):
-                denoiser(x, t)
-        torch.cuda.current_stream(x.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-            denoiser(x, t)
-    return graph.replay
+    """The denoiser alone in a CUDA graph (static x, t): the UNet-only latency with launch overhead removed
+    (``capture_graph``, as the graph runner)."""
+    return capture_graph(lambda: denoiser(x, t), x.device, warmup=warmup).replay
 
 
 class RestorationPath:
     """Whole restorations on the plain path (``Restorer`` / ``ddpg_sample``) or the fast path
-    (``FastDDPGRunner``), with the DDPG default hyper-parameters."""
+    (``GraphRunner``), with the DDPG default hyper-parameters."""
 
     def __init__(self, cfg: BenchConfig, denoiser, operator):
         self.cfg, self.denoiser, self.operator = cfg, denoiser, operator
-        self.runner = None if cfg.plain else FastDDPGRunner(denoiser, operator, cfg.sigma_y, steps=cfg.steps,
-                                                            cuda_graph=cfg.cuda_graph)
+        self.runner = None if cfg.plain else GraphRunner(denoiser, operator, "ddpg", cfg.sigma_y, steps=cfg.steps,
+                                                         cuda_graph=cfg.cuda_graph)
 
     def restore(self, y: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """x_T and noise from each image's seed streams (identical on both paths)."""
@@ -266,8 +257,8 @@ class RestorationPath:
         or, with ``eager`` or on the plain path, an eager step."""
         runner = self.runner
         if runner is None or eager:
-            runner = FastDDPGRunner(self.denoiser, self.operator, self.cfg.sigma_y, steps=self.cfg.steps,
-                                    cuda_graph=False)
+            runner = GraphRunner(self.denoiser, self.operator, "ddpg", self.cfg.sigma_y, steps=self.cfg.steps,
+                                 cuda_graph=False)
         return runner.guidance_only(y, eps)
 
     def warm_up(self, y: torch.Tensor, steps: int = WARMUP_STEPS) -> None:

@@ -134,7 +134,7 @@ def restore(
     precision: str = typer.Option("fp32", help="torch backend: UNet torso in fp32 | fp16 | bf16 (guidance stays "
                                                "fp32)."),
     compile: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the UNet."),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="On CUDA: capture each whole ddpg/idpg step "
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="On CUDA: capture each whole ddpg/idpg/ddnm/ddrm step "
                                     "(UNet + guidance + noise) in one CUDA graph; with onnxruntime, the engine "
                                     "call (fixed-batch export)."),
     sample: bool = typer.Option(False, "--sample", help="Restore the bundled sample face with face64."),

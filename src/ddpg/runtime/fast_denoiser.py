@@ -28,7 +28,7 @@ from ddpg.schedule import Schedule
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 # torch.compile modes whose Inductor output records its own CUDA graphs (``triton.cudagraphs``; see
-# ``torch._inductor.list_mode_options``): they cannot run inside the whole-step graph of ``FastDDPGRunner``
+# ``torch._inductor.list_mode_options``): they cannot run inside the whole-step graph of ``GraphRunner``
 GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 

@@ -1,14 +1,15 @@
 """Paper presets as data: ``configs/presets/<method>.yaml`` hold each method's table of settings.
 
 A preset is named ``method/prior/task/sigma_y`` (e.g. ``ddpg/celeba_hq/sr4/0.05``). Each method file has
-``defaults`` (hyper-parameters when a row is silent), ``tasks`` (task name → operator parameters),
+optional ``defaults`` (deviations from the method's params dataclass shared by its rows; the files hold only
+values that differ from the dataclass defaults), ``tasks`` (task name → operator parameters),
 ``settings`` (the table rows) and ``prior_aliases`` (priors that reuse another prior's rows, e.g. face64 and
 gaussian take the CelebA-HQ settings).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from importlib import resources
 
@@ -16,6 +17,8 @@ import yaml
 
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
+
+from .samplers import get_sampler
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,12 @@ def _catalogue() -> dict[str, Preset]:
     for doc in _method_files():
         method = doc["method"]
         rows = doc["settings"]
+        base = {**method_defaults(method), **doc.get("defaults", {})}
         for row in rows:
             priors = [row["prior"]] + [a for a, target in doc.get("prior_aliases", {}).items()
                                        if target == row["prior"]]
             for prior in priors:
-                hyper = {**doc.get("defaults", {}), **{k: v for k, v in row.items()
-                                                        if k not in ("prior", "task", "sigma_y", "steps")}}
+                hyper = {**base, **{k: v for k, v in row.items() if k not in ("prior", "task", "sigma_y", "steps")}}
                 name = f"{method}/{prior}/{row['task']}/{sigma_key(row['sigma_y'])}"
                 source = doc.get("source", "") if prior == row["prior"] else f"{doc.get('source', '')} " \
                     f"(settings of {row['prior']})"
@@ -69,6 +72,12 @@ def _catalogue() -> dict[str, Preset]:
                                        float(row["sigma_y"]), int(row.get("steps", doc.get("steps", 100))),
                                        hyper, source.strip())
     return presets
+
+
+def method_defaults(method: str) -> dict:
+    """Every hyper-parameter of ``method`` with its default, from the method's params dataclass."""
+    spec = get_sampler(method)
+    return {f.name: f.default for f in fields(spec.params) if f.name in spec.hyper_names}
 
 
 def list_presets(method: str | None = None, prior: str | None = None, task: str | None = None) -> list[str]:
@@ -87,8 +96,6 @@ def load_preset(name: str, **overrides) -> Preset:
         hint = f"; similar: {', '.join(close)}" if close else "; see `ddpg presets list`"
         raise ConfigError(f"unknown preset {name!r}{hint}")
     preset = catalogue[name]
-    from .samplers import get_sampler
-
     hyper_names = set(get_sampler(preset.method).hyper_names) | set(preset.hyper)
     top = {k: v for k, v in overrides.items() if k in ("sigma_y", "steps", "prior", "operator", "task")}
     hyper = {k: v for k, v in overrides.items() if k not in top}

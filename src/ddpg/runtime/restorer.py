@@ -55,8 +55,6 @@ class Restorer:
                  steps: int = 100, hyper: dict | None = None):
         self.spec = get_sampler(method)
         check_sigma_y(sigma_y)
-        if self.spec.needs_svd and not operator.has_svd:
-            raise ConfigError(f"method {method} needs an SVD operator; {operator.name} has none")
         if self.spec.needs_grad and not getattr(denoiser, "supports_grad", False):
             raise ConfigError(f"method {method} differentiates through the UNet and runs on the torch backend "
                               f"only, not on {getattr(denoiser, 'backend', 'this backend')}")
@@ -67,6 +65,7 @@ class Restorer:
         self.denoiser, self.operator = denoiser, operator
         self.method, self.sigma_y, self.steps = method, float(sigma_y), int(steps)
         self.hyper = dict(hyper or {})
+        self.params = self.spec.build(self.sigma_y, self.hyper)  # validated once; the method's params dataclass
 
     @classmethod
     def from_preset(cls, name: str, denoiser, size: int | tuple[int, int] | None = None,
@@ -97,8 +96,8 @@ class Restorer:
         """Restorations (B,3,H,W) float32 in the [-1, 1] scale (not clamped) of measurements y."""
         self._check_seeds(y, seeds)
         x_T, noise = seeded_start(seeds, self.operator.img_size, y.device)
-        return self.spec.fn(self.denoiser, self.operator, y, self.sigma_y, steps=self.steps, x_T=x_T,
-                            noise=noise, callback=callback, **self.hyper)
+        return self.spec.run(self.params, self.denoiser, self.operator, y, steps=self.steps, x_T=x_T, noise=noise,
+                             callback=callback)
 
     @staticmethod
     def _check_seeds(t: torch.Tensor, seeds: Sequence[int]) -> None:

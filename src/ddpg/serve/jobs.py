@@ -20,7 +20,7 @@ from ddpg.api.request import RestoreRequest
 from ddpg.api.restoration import InputJob, RestorePlan, prepare_input, sidecar_record, write_outputs
 from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
 from ddpg.errors import DdpgError, InputError, ParameterError
-from ddpg.runtime.samplers.ddpg import guidance_params
+from ddpg.runtime.samplers import get_sampler
 from ddpg.versions import versions
 
 from .scheduler import Sample, start_sample
@@ -154,11 +154,11 @@ class Preparer:
             raise FieldError(field_of(exc, "image"), str(exc).replace(str(image), filename)) from None
         while len(self.operators) > MAX_OPERATORS:
             self.operators.pop(next(iter(self.operators)))
-        params = guidance_params(job.restorer.sigma_y, inject_noise=settings.method == "ddpg",
-                                 **{k: v for k, v in settings.hyper.items() if k not in ("select_candidates", "n_max")})
+        params = job.restorer.params
         deadline_s = fields.get("deadline_s", self.default_deadline_s)
-        sample = start_sample(self.denoiser, job.restorer.operator, job.y, params, settings.steps, job.seed,
-                              (job.key, params), None if deadline_s is None else now + deadline_s)
+        deadline = None if deadline_s is None else now + deadline_s
+        sample = start_sample(self.denoiser, job.restorer.operator, job.y, job.restorer.spec.method, params,
+                              settings.steps, job.seed, (job.key, params), deadline)
         return Prepared(job, plan, sample, workdir, fields.get("response", "png"), filename)
 
     def _settings(self, fields: dict):
@@ -180,8 +180,7 @@ class Preparer:
         if schedule is not None and settings.steps > len(schedule.betas):
             raise FieldError("steps", f"{settings.steps} exceeds the prior's {len(schedule.betas)} diffusion steps")
         try:
-            guidance_params(settings.sigma_y, **{k: v for k, v in settings.hyper.items()
-                                                 if k not in ("select_candidates", "n_max")})
+            get_sampler(settings.method).build(settings.sigma_y, settings.hyper)
         except DdpgError as exc:
             raise FieldError("sigma_y" if "sigma_y" in str(exc) else "hyper", str(exc)) from None
         return settings

@@ -1,9 +1,10 @@
 """Step-level continuous batching: one engine loop per (prior, device) runs every restoration in flight.
 
-Each :class:`Sample` carries its own step index, its own rows of the DDPG step table and its own seeded noise
-stream. A tick runs one denoiser call over all active samples of an image size (padded to ``engine_batch``
-rows when the engine needs a fixed batch), then :func:`ddpg_step` — the eager sampler's step — once per group
-of samples sharing an operator and guidance parameters, with per-sample scalars. New samples join at the
+Each :class:`Sample` carries its own step index, its own rows of its method's step table and its own seeded
+noise stream. A tick runs one denoiser call over all active samples of an image size (padded to
+``engine_batch`` rows when the engine needs a fixed batch), then the method's ``step`` — the step the eager
+loop ``run_method`` calls — once per group of samples sharing a method, operator and parameters, with
+per-sample (B,1,1,1) rows (``stack_rows``; DDPG/IDPG, whose step broadcasts them per sample). New samples join at the
 next tick boundary; finished, cancelled and overdue samples leave there, so a sample's result does not
 depend on what else shared its ticks (bit for bit where the denoiser and operators are batch-invariant).
 
@@ -27,16 +28,8 @@ import torch
 from ddpg.errors import DdpgError
 from ddpg.operators.base import Operator
 from ddpg.runtime.restorer import seeded_start
-from ddpg.runtime.samplers.ddpg import (
-    GuidanceParams,
-    NoiseSource,
-    StepScalars,
-    ddpg_step,
-    prepare,
-    stack_scalars,
-    step_scalars,
-)
-from ddpg.schedule import time_pairs
+from ddpg.runtime.samplers.common import NoiseSource, prepare
+from ddpg.runtime.samplers.method import Method, State, stack_rows
 
 POLICIES = ("continuous", "request", "single")
 
@@ -69,36 +62,42 @@ class Cancelled(ServeError):
 
 @dataclass(eq=False)
 class Sample:
-    """One restoration in flight: x_t (1,3,H,W) float32, y (1,C,h,w) float32, its step rows and noise."""
+    """One restoration in flight: its method's state (x_t (1,3,H,W) float32, …), y (1,C,h,w) float32, its
+    step rows and noise."""
 
-    x: torch.Tensor
+    state: State
     y: torch.Tensor
     operator: Operator
-    params: GuidanceParams
-    rows: list[StepScalars]
+    method: Method
+    params: object  # the method's params dataclass
+    rows: list
     noise: NoiseSource
-    group: Hashable  # samples with equal groups share one guidance call (same operator and params)
+    group: Hashable  # samples with equal groups share one step call (same method, operator and params)
     deadline: float | None = None  # time.monotonic() after which the sample is dropped
     future: Future = field(default_factory=Future)
     index: int = 0  # the next step
-    x0: torch.Tensor | None = None
-    x_tilde: torch.Tensor | None = None
     ticks_shared: int = 0  # sum over its steps of the samples in the same denoiser call
 
     @property
+    def x(self) -> torch.Tensor:
+        return self.state.x
+
+    @property
     def result(self) -> torch.Tensor:
-        """The restoration (3,H,W) float32, [-1, 1] scale: the last x̃ when σ = 0, else the last x̂₀."""
-        return (self.x_tilde if self.params.sigma == 0 else self.x0)[0]
+        """The restoration (3,H,W) float32, [-1, 1] scale (the method's ``result``)."""
+        return self.method.result(self.state, self.params)[0]
 
 
-def start_sample(denoiser, operator: Operator, y: torch.Tensor, params: GuidanceParams, steps: int, seed: int,
+def start_sample(denoiser, operator: Operator, y: torch.Tensor, method: Method, params, steps: int, seed: int,
                  group: Hashable, deadline: float | None = None) -> Sample:
-    """A sample that replays ``ddpg_sample`` of ``Restorer.restore(y, [seed])``: the same x_T, step table and
-    per-step noise (each drawn from the seed's sampling stream). ``y``: (1,C,h,w) on the denoiser's device."""
+    """A sample that replays ``Restorer.restore(y, [seed])`` of ``method`` with ``params``: the same x_T, step
+    table and per-step noise (each drawn from the seed's sampling stream). ``y``: (1,C,h,w) on the denoiser's
+    device."""
     x_T, noise = seeded_start([seed], operator.img_size, y.device)
-    schedule, y, x, noise = prepare(denoiser, operator, y, x_T, noise, None)
-    rows = step_scalars(schedule, time_pairs(steps, schedule.num_timesteps), params)
-    return Sample(x, y, operator, params, rows, noise, group, deadline)
+    schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, None)
+    rows = method.table(schedule, steps, params)
+    state = method.start(y, operator, params, x_T, schedule, rows)
+    return Sample(state, y, operator, method, params, rows, noise, group, deadline)
 
 
 class Scheduler:
@@ -250,8 +249,8 @@ class Scheduler:
 
 def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) -> None:
     """One step of every sample (each at its own step index): a denoiser call per image size over its
-    samples (padded to ``engine_batch`` rows when given), then :func:`ddpg_step` per group with per-sample
-    scalars and each sample's own z. Finished samples must have left ``samples``."""
+    samples (padded to ``engine_batch`` rows when given), then the method's ``step`` per group with
+    per-sample rows and each sample's own z. Finished samples must have left ``samples``."""
     for same_size in _grouped(samples, lambda s: tuple(s.x.shape[-2:])):
         x = torch.cat([s.x for s in same_size])
         t = torch.tensor([float(s.rows[s.index].t) for s in same_size], device=x.device)
@@ -263,12 +262,14 @@ def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) ->
         position = {id(s): i for i, s in enumerate(same_size)}
         for members in _grouped(same_size, lambda s: s.group):
             first = members[0]
-            rows = stack_scalars([s.rows[s.index] for s in members], x.device)
-            z = torch.cat([s.noise(s.x) for s in members])  # every step draws z, as the eager sampler does
-            x_next, x0, x_tilde = ddpg_step(torch.cat([s.x for s in members]), eps[[position[id(s)] for s in members]],
-                                            torch.cat([s.y for s in members]), first.operator, rows, first.params, z)
+            rows = stack_rows([s.rows[s.index] for s in members], x.device)
+            z = torch.cat([s.method.draw(s.noise, s.x, s.rows[s.index], s.params) for s in members])
+            state = State(*(torch.cat([getattr(s.state, k) for s in members]) for k in ("x", "x0", "out")),
+                          first.state.ctx)
+            new = first.method.step(state, eps[[position[id(s)] for s in members]], rows,
+                                    z, torch.cat([s.y for s in members]), first.operator, first.params)
             for j, s in enumerate(members):
-                s.x, s.x0, s.x_tilde = x_next[j:j + 1], x0[j:j + 1], x_tilde[j:j + 1]
+                s.state = s.state.advance(new.x[j:j + 1], new.x0[j:j + 1], new.out[j:j + 1])
                 s.index += 1
                 s.ticks_shared += len(same_size)
 

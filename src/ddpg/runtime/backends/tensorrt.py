@@ -303,7 +303,7 @@ class TensorRTDenoiser:
                 with self._side.ordered():
                     self.bindings.enqueue(slot)
                 # an explicit capture stream on the engine's device (torch's shared default capture stream lives
-                # on whichever device was current when the process made its first graph), as FastDDPGRunner does
+                # on whichever device was current when the process made its first graph), as GraphRunner does
                 capture = torch.cuda.Stream(self.device)
                 capture.wait_stream(torch.cuda.current_stream(self.device))
                 graph = torch.cuda.CUDAGraph()

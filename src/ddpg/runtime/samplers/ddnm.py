@@ -14,63 +14,102 @@ is refused (use impl="svd"). No UNet gradient; NFE = steps.
 With σ > 0, η_b = 1 and the same η, these rules are DDRM's three per-component rules in VP units (λ = 1 ↔ the
 "noisier than y" rule, λ < 1 ↔ "less noisy", s_i = 0 ↔ "missing"); only the start differs, which the tests use
 as a cross-check.
-Gaussian-prior benchmark (benchmarks/results/methods_gaussian_cpu.md: 32×32, 4 images, PSNR dB; posterior mean /
-baseline in brackets): deblur_gauss σ_y 0.05 (DDNM+) 22.73 (24.67 / Tikhonov 15.48); sr4 SVD σ_y 0.05 19.69
-(21.44 / bicubic 20.95); noiseless deblur 105.58 (109.29 / 40.20, exact A⁺); sr4 σ_y 0 21.40 (23.60 / 22.18);
-inpainting 50 % σ_y 0 27.27 (30.71 / A⁺y 12.02).
+Measured against a Gaussian prior's exact posterior: ``benchmarks/results/methods_gaussian_cpu.md``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ddpg.checks import check_sigma_y
 from ddpg.operators.base import Operator
-from ddpg.schedule import time_pairs
+from ddpg.schedule import Schedule, time_pairs
 
-from .common import check_eta, predict_x0, prepare, timestep
-from .ddpg import NoiseSource
+from .common import check_unit_interval
+from .method import Scalar, State, coef, noise_like
 from .spectral import SpectralView
 
 
-def ddnm_plus_factors(s: torch.Tensor, alpha: float, s_t: float, sigma: float, eta: float
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class DDNMParams:
+    """DDNM's hyper-parameters: η, the share of fresh noise (the one place its default lives)."""
+
+    sigma_y: float = 0.0
+    eta: float = 0.85
+
+    def __post_init__(self) -> None:
+        check_sigma_y(self.sigma_y)
+        check_unit_interval("eta", self.eta)
+
+
+@dataclass(frozen=True)
+class DDNMRow:
+    """One step's scalars: t, √a, √(1−a) (a = ᾱ_t), α = √a', s_t = √(1−a') and, for DDNM+, s_t², s_t·η,
+    s_t·√(1−η²) and α·σ. Tensor rows must be 0-d here (the spectral factors broadcast against s)."""
+
+    t: Scalar
+    sqrt_a: Scalar
+    sqrt_1m_a: Scalar
+    alpha: Scalar
+    s_t: Scalar
+    s_t2: Scalar
+    s_t_eta: Scalar
+    s_t_fresh: Scalar
+    alpha_sigma: Scalar
+
+
+def ddnm_plus_factors(s: torch.Tensor, row: DDNMRow, eta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(λ, d₁, d₂) per singular value s (σ > 0), each shaped like s."""
     measured = s > 0
-    thresh = alpha * sigma / torch.where(measured, s, 1)  # ασ/s_i
-    clean_enough = s_t >= thresh
-    lam = torch.where(clean_enough, 1.0, s * s_t * math.sqrt(1 - eta**2) / (alpha * sigma))
+    thresh = torch.where(measured, s, 1).reciprocal() * row.alpha_sigma  # ασ/s_i (as float / tensor computes it)
+    clean_enough = row.s_t >= thresh
+    lam = torch.where(clean_enough, 1.0, s * row.s_t * math.sqrt(1 - eta**2) / row.alpha_sigma)
     lam = torch.where(measured, lam, 0.0)
-    d1 = torch.where(s_t > thresh, (s_t**2 - thresh**2).clamp_min(0).sqrt(), s_t * eta)
-    d1 = torch.where(measured, d1, s_t * eta)
-    d2 = torch.where(measured, torch.zeros_like(s), s_t * math.sqrt(1 - eta**2))
+    d1 = torch.where(row.s_t > thresh, (row.s_t2 - thresh**2).clamp_min(0).sqrt(), row.s_t_eta)
+    d1 = torch.where(measured, d1, row.s_t_eta)
+    d2 = torch.where(measured, torch.zeros_like(s), row.s_t_fresh)
     return lam, d1, d2
 
 
-def ddnm_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *, steps: int = 100,
-                eta: float = 0.85, x_T: torch.Tensor | None = None, noise: NoiseSource | None = None,
-                generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
-    """Restore (B,3,H,W) float32 images ([-1,1] scale, not clamped) from ``y``; DDNM+ when sigma_y > 0."""
-    sigma = 2 * check_sigma_y(sigma_y)
-    eta = check_eta("eta", eta)
-    schedule, y, x, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    view = SpectralView(operator, y.device, "DDNM+ (sigma_y > 0)") if sigma > 0 else None
-    for i, (t, t_next) in enumerate(time_pairs(steps, schedule.num_timesteps)):
-        a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
-        eps = denoiser(x, timestep(x, t)).float()
-        x0 = predict_x0(x, eps, a)
+class DDNM:
+    """DDNM (σ = 0) and DDNM+ (σ > 0) as a method (``method`` protocol); DDNM+ keeps its spectral view in
+    the state's ctx."""
+
+    name = "ddnm"
+    params = DDNMParams
+    capturable = True
+    draw = staticmethod(noise_like)
+
+    def table(self, schedule: Schedule, steps: int, p: DDNMParams) -> list[DDNMRow]:
+        rows = []
+        for t, t_next in time_pairs(steps, schedule.num_timesteps):
+            a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
+            alpha, s_t = math.sqrt(a_next), math.sqrt(1 - a_next)
+            rows.append(DDNMRow(float(t), math.sqrt(a), math.sqrt(1 - a), alpha, s_t, s_t**2, s_t * p.eta,
+                                s_t * math.sqrt(1 - p.eta**2), alpha * (2 * p.sigma_y)))
+        return rows
+
+    def start(self, y: torch.Tensor, operator: Operator, p: DDNMParams, x_T: torch.Tensor, schedule: Schedule,
+              rows: list[DDNMRow]) -> State:
+        view = SpectralView(operator, y.device, "DDNM+ (sigma_y > 0)") if p.sigma_y > 0 else None
+        return State(x_T, x_T, x_T, view)
+
+    def step(self, state: State, eps: torch.Tensor, row: DDNMRow, z: torch.Tensor, y: torch.Tensor,
+             operator: Operator, p: DDNMParams) -> State:
+        x, view = state.x, state.ctx
+        x0 = (x - coef(row.sqrt_1m_a, x) * eps) / coef(row.sqrt_a, x)
         correction = operator.pinv(operator.A(x0) - y)
-        z = noise(x)
-        alpha, s_t = math.sqrt(a_next), math.sqrt(1 - a_next)
         if view is None:
             x0_c = x0 - correction
-            x = alpha * x0_c + s_t * (eta * z + math.sqrt(1 - eta**2) * eps)
+            x = coef(row.alpha, x) * x0_c + coef(row.s_t, x) * (p.eta * z + math.sqrt(1 - p.eta**2) * eps)
         else:
-            lam, d1, d2 = ddnm_plus_factors(view.s, alpha, s_t, sigma, eta)
+            lam, d1, d2 = ddnm_plus_factors(view.s, row, p.eta)
             x0_c = x0 - view.image(lam * view.coef(correction))
-            x = alpha * x0_c + view.image(d1 * view.coef(z) + d2 * view.coef(eps))
-        if callback is not None:
-            callback(i, x, x0)
-    return x
+            x = coef(row.alpha, x) * x0_c + view.image(d1 * view.coef(z) + d2 * view.coef(eps))
+        return state.advance(x, x0, x)
+
+    def result(self, state: State, p: DDNMParams) -> torch.Tensor:
+        return state.out

@@ -13,24 +13,61 @@ Step t → t' (σ' = σ_{t'}, 0 at t' = −1), per component:
 At the last step σ' = 0 and every rule gives c = x̂: the output is the x̂₀ of the t = 0 step. The same η
 serves as η_A and η_C (the reference's single ``--eta``). No UNet gradient; NFE = steps (default 20).
 The z of the start are Vᵀx_T; the step noise is Vᵀ of ``noise(x)``, one draw per step.
-Gaussian-prior benchmark (benchmarks/results/methods_gaussian_cpu.md: 32×32, 4 images, PSNR dB; posterior mean /
-baseline in brackets): deblur_gauss σ_y 0.05 23.47 (24.67 / 15.48); sr4 SVD σ_y 0.05 19.70 (21.44 / 20.95);
-noiseless deblur 46.14 (109.29 / 40.20); sr4 σ_y 0 21.81 (23.60 / 22.18); inpainting 50 % σ_y 0 23.92 (30.71 / 12.02).
+Measured against a Gaussian prior's exact posterior: ``benchmarks/results/methods_gaussian_cpu.md``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ddpg.checks import check_sigma_y
 from ddpg.operators.base import Operator
-from ddpg.schedule import time_pairs
+from ddpg.schedule import Schedule, time_pairs
 
-from .common import check_eta, predict_x0, prepare, timestep
-from .ddpg import NoiseSource
+from .common import check_unit_interval
+from .method import Scalar, State, coef, noise_like
 from .spectral import SpectralView
+
+
+@dataclass(frozen=True)
+class DDRMParams:
+    """DDRM's hyper-parameters: η (η_A = η_C) and η_b (the one place their defaults live)."""
+
+    sigma_y: float = 0.0
+    eta: float = 0.85
+    eta_b: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_sigma_y(self.sigma_y)
+        check_unit_interval("eta", self.eta)
+        check_unit_interval("eta_b", self.eta_b)
+
+
+@dataclass(frozen=True)
+class DDRMRow:
+    """One step's scalars: t, √a, √(1−a) (a = ᾱ_t), √a', σ' = σ_{t'} (VE), σ'², σ'·√(1−η²) and σ'·η.
+    Tensor rows must be 0-d here (the rules broadcast against the singular values)."""
+
+    t: Scalar
+    sqrt_a: Scalar
+    sqrt_1m_a: Scalar
+    sqrt_a_next: Scalar
+    sigma_next: Scalar
+    sigma_next2: Scalar
+    sigma_next_fresh: Scalar
+    sigma_next_eta: Scalar
+
+
+@dataclass(frozen=True)
+class DDRMContext:
+    """Per-run constants: the spectral view, Uᵀy and ȳ = Uᵀy/s (0 where s = 0)."""
+
+    view: SpectralView
+    y_coef: torch.Tensor
+    y_bar: torch.Tensor
 
 
 def ve_sigma(a: float) -> float:
@@ -47,47 +84,57 @@ def ddrm_start(view: SpectralView, y_bar: torch.Tensor, z: torch.Tensor, sigma_T
     return view.image(c) / sigma_T
 
 
-def ddrm_coefficients(view: SpectralView, x0_c: torch.Tensor, eps_c: torch.Tensor, z: torch.Tensor,
-                      y_coef: torch.Tensor, y_bar: torch.Tensor, sigma_next: float, sigma: float, eta: float,
-                      eta_b: float) -> torch.Tensor:
+def ddrm_coefficients(ctx: DDRMContext, x0_c: torch.Tensor, eps_c: torch.Tensor, z: torch.Tensor, row: DDRMRow,
+                      p: DDRMParams) -> torch.Tensor:
     """The coefficients c of x_{t'}/√ᾱ_{t'} by the three rules above."""
-    s = view.s
+    s, sigma = ctx.view.s, 2 * p.sigma_y
     safe_s = torch.where(s > 0, s, 1)
-    sn = s * sigma_next
+    sn = s * row.sigma_next
     missing = (s == 0) | (sn == sigma)
     less_noisy = ~missing & (sn < sigma)
-    c_missing = x0_c + sigma_next * math.sqrt(1 - eta**2) * eps_c + sigma_next * eta * z
+    c_missing = x0_c + row.sigma_next_fresh * eps_c + row.sigma_next_eta * z
     if sigma > 0:
-        c_less = x0_c + sigma_next * math.sqrt(1 - eta**2) * (y_coef - s * x0_c) / sigma + sigma_next * eta * z
+        c_less = (x0_c + row.sigma_next_fresh * (ctx.y_coef - s * x0_c) / sigma + row.sigma_next_eta * z)
     else:
         c_less = c_missing  # never selected: s·σ' < 0 is impossible
-    spread = (sigma_next**2 - sigma**2 * eta_b**2 / safe_s**2).clamp_min(0).sqrt()
-    c_noisier = eta_b * y_bar + (1 - eta_b) * x0_c + spread * z
+    spread = (row.sigma_next2 - sigma**2 * p.eta_b**2 / safe_s**2).clamp_min(0).sqrt()
+    c_noisier = p.eta_b * ctx.y_bar + (1 - p.eta_b) * x0_c + spread * z
     return torch.where(missing, c_missing, torch.where(less_noisy, c_less, c_noisier))
 
 
-def ddrm_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *, steps: int = 20,
-                eta: float = 0.85, eta_b: float = 1.0, x_T: torch.Tensor | None = None,
-                noise: NoiseSource | None = None, generator: torch.Generator | None = None,
-                callback=None) -> torch.Tensor:
-    """Restore (B,3,H,W) float32 images ([-1,1] scale, not clamped) from ``y`` with DDRM."""
-    sigma = 2 * check_sigma_y(sigma_y)
-    eta, eta_b = check_eta("eta", eta), check_eta("eta_b", eta_b)
-    schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    view = SpectralView(operator, y.device, "DDRM")
-    pairs = time_pairs(steps, schedule.num_timesteps)
-    y_coef = view.meas_coef(y)
-    y_bar = torch.where(view.s > 0, y_coef / torch.where(view.s > 0, view.s, 1), 0)
-    x = ddrm_start(view, y_bar, view.coef(x_T), ve_sigma(schedule.alpha_bar(pairs[0][0])), sigma)
-    x0 = x
-    for i, (t, t_next) in enumerate(pairs):
-        a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
-        eps = denoiser(x, timestep(x, t)).float()
-        x0 = predict_x0(x, eps, a)
-        z = view.coef(noise(x))
-        c = ddrm_coefficients(view, view.coef(x0), view.coef(eps), z, y_coef, y_bar, ve_sigma(a_next), sigma,
-                              eta, eta_b)
-        x = math.sqrt(a_next) * view.image(c)
-        if callback is not None:
-            callback(i, x, x0)
-    return x
+class DDRM:
+    """DDRM as a method (``method`` protocol): the step noise is Vᵀ of ``noise(x)``, one draw per step."""
+
+    name = "ddrm"
+    params = DDRMParams
+    capturable = True
+    draw = staticmethod(noise_like)
+
+    def table(self, schedule: Schedule, steps: int, p: DDRMParams) -> list[DDRMRow]:
+        rows = []
+        for t, t_next in time_pairs(steps, schedule.num_timesteps):
+            a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
+            sn = ve_sigma(a_next)
+            rows.append(DDRMRow(float(t), math.sqrt(a), math.sqrt(1 - a), math.sqrt(a_next), sn, sn**2,
+                                sn * math.sqrt(1 - p.eta**2), sn * p.eta))
+        return rows
+
+    def start(self, y: torch.Tensor, operator: Operator, p: DDRMParams, x_T: torch.Tensor, schedule: Schedule,
+              rows: list[DDRMRow]) -> State:
+        """x_T by the start rule (σ_T at the first step's t), from the coefficients Vᵀx_T of the given x_T."""
+        view = SpectralView(operator, y.device, "DDRM")
+        y_coef = view.meas_coef(y)
+        y_bar = torch.where(view.s > 0, y_coef / torch.where(view.s > 0, view.s, 1), 0)
+        x = ddrm_start(view, y_bar, view.coef(x_T), rows[0].sqrt_1m_a / rows[0].sqrt_a, 2 * p.sigma_y)
+        return State(x, x, x, DDRMContext(view, y_coef, y_bar))
+
+    def step(self, state: State, eps: torch.Tensor, row: DDRMRow, z: torch.Tensor, y: torch.Tensor,
+             operator: Operator, p: DDRMParams) -> State:
+        x, ctx = state.x, state.ctx
+        x0 = (x - coef(row.sqrt_1m_a, x) * eps) / coef(row.sqrt_a, x)
+        c = ddrm_coefficients(ctx, ctx.view.coef(x0), ctx.view.coef(eps), ctx.view.coef(z), row, p)
+        x = coef(row.sqrt_a_next, x) * ctx.view.image(c)
+        return state.advance(x, x0, x)
+
+    def result(self, state: State, p: DDRMParams) -> torch.Tensor:
+        return state.out

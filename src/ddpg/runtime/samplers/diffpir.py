@@ -19,15 +19,13 @@ Step i (t = t_i, t⁻ = t_{i+1}):
      x = √ᾱ_{t⁻}·x̂₀ + √(1−ᾱ_{t⁻})·(√(1−ζ)·ε̂ + √ζ·z).
 Output: the iterate x at t = 0 (the last step's x̂₀ is computed but unused, as in the reference scripts); for
 noiseless inpainting the known pixels are pasted back. NFE = steps; no UNet gradient.
-Gaussian-prior benchmark (benchmarks/results/methods_gaussian_cpu.md: 32×32, 4 images, PSNR dB; posterior mean /
-baseline in brackets): (clip=False: 14 % of that prior's pixels lie outside [−1, 1]) deblur_gauss σ_y 0.05 21.82
-(24.67 / 15.48); sr4 SVD σ_y 0.05 18.55 (21.44 / 20.95); noiseless deblur 32.83 (109.29 / 40.20); sr4 σ_y 0 20.91
-(23.60 / 22.18); inpainting 50 % σ_y 0, 20 steps λ 1 ζ 1: 26.24 (30.71 / 12.02).
+Measured against a Gaussian prior's exact posterior: ``benchmarks/results/methods_gaussian_cpu.md``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,8 +35,8 @@ from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule
 
-from .common import check_eta, lift, predict_x0, prepare, timestep
-from .ddpg import NoiseSource
+from .common import NoiseSource, check_unit_interval, lift
+from .method import Scalar, State, coef, noise_like, skipped
 
 
 def quad_timesteps(steps: int, num_timesteps: int = 1000) -> list[int]:
@@ -50,9 +48,11 @@ def quad_timesteps(steps: int, num_timesteps: int = 1000) -> list[int]:
     return [num_timesteps - 1 - s for s in seq]
 
 
-def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
-    """argmin_x ‖y − A x‖² + ρ‖x − x̂₀‖² (exact for every operator of the project)."""
-    return x0 + operator.pinv_eta(y - operator.A(x0), rho)
+def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: Scalar, weight: Scalar = 1.0
+              ) -> torch.Tensor:
+    """argmin_x ‖y − A x‖² + ρ‖x − x̂₀‖² (exact for every operator of the project), (B,3,H,W); ``weight``
+    scales the correction (1: the step; a tensor row's ``go``: 0 at the last step)."""
+    return x0 + coef(weight, x0) * operator.pinv_eta(y - operator.A(x0), rho)
 
 
 def diffpir_start(schedule: Schedule, operator: Operator, y: torch.Tensor, z: torch.Tensor,
@@ -69,33 +69,92 @@ def diffpir_start(schedule: Schedule, operator: Operator, y: torch.Tensor, z: to
         max((1 - a_T) - ratio * (1 - a_y), 0.0)) * z
 
 
-def diffpir_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *, steps: int = 100,
-                   lam: float = 7.0, zeta: float = 0.3, clip: bool = True, x_T: torch.Tensor | None = None,
-                   noise: NoiseSource | None = None, generator: torch.Generator | None = None,
-                   callback=None) -> torch.Tensor:
-    """Restore (B,3,H,W) float32 images ([-1,1] scale) from ``y`` with DiffPIR (``lam`` = λ, ``zeta`` = ζ;
-    ``clip``: clip x̂₀ to [−1, 1] as the reference does)."""
-    sigma_n = max(0.001, check_sigma_y(sigma_y))
-    zeta = check_eta("zeta", zeta)
-    if not lam > 0:
-        raise ConfigError(f"lam (DiffPIR's λ) must be > 0, got {lam}")
-    schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    ts = quad_timesteps(steps, schedule.num_timesteps)
-    x = diffpir_start(schedule, operator, y, x_T, sigma_n)
-    for i, t in enumerate(ts):
-        a = schedule.alpha_bar(t)
-        x0 = predict_x0(x, denoiser(x, timestep(x, t)).float(), a)
-        if clip:
+@dataclass(frozen=True)
+class DiffPIRParams:
+    """DiffPIR's hyper-parameters: λ (``lam``), ζ (``zeta``) and ``clip`` (clip x̂₀ to [−1, 1] as the
+    reference does); the one place their defaults live."""
+
+    sigma_y: float = 0.0
+    lam: float = 7.0
+    zeta: float = 0.3
+    clip: bool = True
+
+    def __post_init__(self) -> None:
+        check_sigma_y(self.sigma_y)
+        check_unit_interval("zeta", self.zeta)
+        if not self.lam > 0:
+            raise ConfigError(f"lam (DiffPIR's λ) must be > 0, got {self.lam}")
+
+    @property
+    def sigma_n(self) -> float:
+        """σ_n = max(0.001, sigma_y), the reference's noise level ([0, 1] scale)."""
+        return max(0.001, self.sigma_y)
+
+
+@dataclass(frozen=True)
+class DiffPIRRow:
+    """One step's scalars: t, √a, √(1−a) (a = ᾱ_t), ρ_t, √ᾱ_{t⁻}, √(1−ᾱ_{t⁻}), and ``go`` (1 before the
+    last step: data step and re-noising; 0 at the last step, where a' and ρ are placeholders)."""
+
+    t: Scalar
+    sqrt_a: Scalar
+    sqrt_1m_a: Scalar
+    rho: Scalar
+    sqrt_a_next: Scalar
+    sqrt_1m_a_next: Scalar
+    go: Scalar
+
+
+class DiffPIR:
+    """DiffPIR as a method (``method`` protocol)."""
+
+    name = "diffpir"
+    params = DiffPIRParams
+    capturable = False
+
+    def draw(self, noise: NoiseSource, x: torch.Tensor, row: DiffPIRRow, p: DiffPIRParams) -> torch.Tensor:
+        """z like x; none drawn at the last step of an eager run (go = 0.0: no re-noising)."""
+        return torch.zeros_like(x) if skipped(row.go) else noise_like(noise, x, row, p)
+
+    def table(self, schedule: Schedule, steps: int, p: DiffPIRParams) -> list[DiffPIRRow]:
+        ts = quad_timesteps(steps, schedule.num_timesteps)
+        rows = []
+        for i, t in enumerate(ts):
+            a = schedule.alpha_bar(t)
+            last = i == len(ts) - 1
+            a_next = 1.0 if last else schedule.alpha_bar(ts[i + 1])
+            rows.append(DiffPIRRow(float(t), math.sqrt(a), math.sqrt(1 - a), p.lam * p.sigma_n**2 * a / (1 - a),
+                                   math.sqrt(a_next), math.sqrt(1 - a_next), 0.0 if last else 1.0))
+        return rows
+
+    def start(self, y: torch.Tensor, operator: Operator, p: DiffPIRParams, x_T: torch.Tensor, schedule: Schedule,
+              rows: list[DiffPIRRow]) -> State:
+        x = diffpir_start(schedule, operator, y, x_T, p.sigma_n)
+        return State(x, x, x, (operator, y))
+
+    def step(self, state: State, eps: torch.Tensor, row: DiffPIRRow, z: torch.Tensor, y: torch.Tensor,
+             operator: Operator, p: DiffPIRParams) -> State:
+        """Steps 1–3 above; at the last step (go = 0) x stays: skipped for the float 0, blended by weight
+        (go·x_{t⁻} + (1 − go)·x) for tensor rows."""
+        x = state.x
+        x0 = (x - coef(row.sqrt_1m_a, x) * eps) / coef(row.sqrt_a, x)
+        if p.clip:
             x0 = x0.clamp(-1, 1)
-        if i < len(ts) - 1:
-            x0 = data_step(operator, x0, y, lam * sigma_n**2 * a / (1 - a))
-            a_next = schedule.alpha_bar(ts[i + 1])
-            eps_hat = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)
-            z = noise(x)
-            x = math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * (math.sqrt(1 - zeta) * eps_hat + math.sqrt(zeta) * z)
-        if callback is not None:
-            callback(i, x, x0)
-    if operator.name == "inpainting" and sigma_y == 0:
-        kept = operator.At(torch.ones_like(y))
-        x = kept * y + (1 - kept) * x
-    return x
+        if skipped(row.go):
+            return state.advance(x, x0, x)
+        x0 = data_step(operator, x0, y, row.rho, row.go)
+        eps_hat = (x - coef(row.sqrt_a, x) * x0) / coef(row.sqrt_1m_a, x)
+        x_next = coef(row.sqrt_a_next, x) * x0 + coef(row.sqrt_1m_a_next, x) * (
+            math.sqrt(1 - p.zeta) * eps_hat + math.sqrt(p.zeta) * z)
+        if isinstance(row.go, torch.Tensor):
+            x_next = coef(row.go, x) * x_next + coef(1 - row.go, x) * x
+        return state.advance(x_next, x0, x_next)
+
+    def result(self, state: State, p: DiffPIRParams) -> torch.Tensor:
+        """The last x; for noiseless inpainting with the known pixels pasted back."""
+        operator, y = state.ctx
+        x = state.out
+        if operator.name == "inpainting" and p.sigma_y == 0:
+            kept = operator.At(torch.ones_like(y))
+            x = kept * y + (1 - kept) * x
+        return x

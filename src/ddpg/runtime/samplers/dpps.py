@@ -11,15 +11,13 @@ measured channel is repeated). Step t → t_prev (the DPS grid and variance of :
 Candidates cost N_t operator calls and no NFE. ζ: 0.4 deblurring, 1.0 SR×4 and inpainting; the paper's
 σ = 0.01 on [−1,1] is sigma_y = 0.005 in the project's y = A x + 2·sigma_y·n (presets ``…/0.005``).
 Needs ∂/∂x_t through the UNet: torch backend only.
-Gaussian-prior benchmark (benchmarks/results/methods_gaussian_cpu.md: 32×32, 4 images, PSNR dB; posterior mean /
-baseline in brackets): (clip=False) deblur_gauss σ_y 0.05 22.04 (24.67 / 15.48); sr4 SVD σ_y 0.05 18.86
-(21.44 / 20.95); noiseless deblur 25.53 (109.29 / 40.20); sr4 σ_y 0 20.77 (23.60 / 22.18); inpainting 50 % σ_y 0
-28.28 (30.71 / 12.02); 1000 steps.
+Measured against a Gaussian prior's exact posterior: ``benchmarks/results/methods_gaussian_cpu.md``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -27,9 +25,16 @@ from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 
-from .common import lift, prepare
-from .ddpg import NoiseSource
-from .dps import ancestral_steps, check_grad_backend, log_variance, norm_and_grad, posterior_mean, std_of
+from .common import NoiseSource, lift, prepare
+from .dps import (
+    ancestral_steps,
+    check_grad_backend,
+    check_var_type,
+    log_variance,
+    norm_and_grad,
+    posterior_mean,
+    std_of,
+)
 
 
 def candidate_count(a: float, n_max: int) -> int:
@@ -37,14 +42,20 @@ def candidate_count(a: float, n_max: int) -> int:
     return int(math.floor(max(n_max * (1 - math.exp(-a / (1 - a))), 2)))
 
 
-def select_noise(noise: NoiseSource, like: torch.Tensor, count: int, score) -> torch.Tensor:
-    """Draw ``count`` noises like ``like`` (B,C,H,W) — one draw of shape (B, count·C, H, W), so each image's
-    stream supplies its own candidates — and return, per image, the one with the smallest
-    ``score(z: (count, B, C, H, W)) -> (count, B)``."""
+def best_candidate(zs: torch.Tensor, like: torch.Tensor, score) -> torch.Tensor:
+    """Per image, the candidate with the smallest ``score(z: (N, B, C, H, W)) -> (N, B)`` among ``zs``
+    (B, N·C, H, W), one draw per image so each image's stream supplies its own candidates; returns (B,C,H,W)."""
     B, C = like.shape[:2]
-    zs = noise(like.new_empty(B, count * C, *like.shape[2:])).view(B, count, C, *like.shape[2:]).transpose(0, 1)
+    zs = zs.view(B, -1, C, *like.shape[2:]).transpose(0, 1)
     best = score(zs).argmin(dim=0)
     return zs[best, torch.arange(B, device=like.device)]
+
+
+def select_noise(noise: NoiseSource, like: torch.Tensor, count: int, score) -> torch.Tensor:
+    """Draw ``count`` noises like ``like`` (B,C,H,W) in one draw of shape (B, count·C, H, W) and return
+    :func:`best_candidate` of them."""
+    B, C = like.shape[:2]
+    return best_candidate(noise(like.new_empty(B, count * C, *like.shape[2:])), like, score)
 
 
 def measured_distance(operator: Operator, residual: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -54,17 +65,31 @@ def measured_distance(operator: Operator, residual: torch.Tensor, offsets: torch
     return (residual.unsqueeze(0) - measured).flatten(2).norm(dim=2)
 
 
-def dpps_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *, steps: int = 1000,
-                zeta: float = 1.0, n_max: int = 50, var_type: str = "auto", clip: bool = True,
+@dataclass(frozen=True)
+class DPPSParams:
+    """DPPS's hyper-parameters: ζ (step scale), n_max (candidates), ``var_type`` and ``clip`` of x̂₀."""
+
+    sigma_y: float = 0.0
+    zeta: float = 1.0
+    n_max: int = 50
+    var_type: str = "auto"
+    clip: bool = True
+
+    def __post_init__(self) -> None:
+        check_sigma_y(self.sigma_y)
+        if not self.zeta >= 0:
+            raise ConfigError(f"zeta (DPPS step scale) must be >= 0, got {self.zeta}")
+        if isinstance(self.n_max, bool) or not isinstance(self.n_max, int) or self.n_max < 2:
+            raise ConfigError(f"n_max must be an integer >= 2, got {self.n_max!r}")
+        check_var_type(self.var_type)
+
+
+def dpps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPPSParams, *, steps: int = 1000,
                 x_T: torch.Tensor | None = None, noise: NoiseSource | None = None,
                 generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
     """Restore (B,3,H,W) float32 images ([-1,1] scale) from ``y`` with DPPS."""
-    check_sigma_y(sigma_y)
     check_grad_backend(denoiser, "DPPS")
-    if not zeta >= 0:
-        raise ConfigError(f"zeta (DPPS step scale) must be >= 0, got {zeta}")
-    if int(n_max) < 2:
-        raise ConfigError(f"n_max must be >= 2, got {n_max}")
+    zeta, n_max, var_type, clip = p.zeta, p.n_max, p.var_type, p.clip
     schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, generator)
     plan = ancestral_steps(schedule, steps)
     a_T = plan[0].a

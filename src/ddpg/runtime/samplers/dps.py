@@ -17,10 +17,7 @@ replaced by the next one's (guided-diffusion's clipped log variance).
 so the paper's setting is sigma_y = σ/2 (presets ``…/0.025``); the sampler itself never uses the noise level.
 Needs ∂/∂x_t through the UNet: torch backend only (``denoiser.supports_grad``); NFE = steps forward + steps
 backward passes.
-Gaussian-prior benchmark (benchmarks/results/methods_gaussian_cpu.md: 32×32, 4 images, PSNR dB; posterior mean /
-baseline in brackets): (clip=False) deblur_gauss σ_y 0.05 21.54 (24.67 / 15.48); sr4 SVD σ_y 0.05 19.00
-(21.44 / 20.95); noiseless deblur 23.66 (109.29 / 40.20); sr4 σ_y 0 20.19 (23.60 / 22.18); inpainting 50 % σ_y 0
-27.98 (30.71 / 12.02); 1000 steps.
+Measured against a Gaussian prior's exact posterior: ``benchmarks/results/methods_gaussian_cpu.md``.
 """
 
 from __future__ import annotations
@@ -36,8 +33,7 @@ from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule
 
-from .common import predict_x0, prepare, timestep
-from .ddpg import NoiseSource
+from .common import NoiseSource, predict_x0, prepare, timestep
 
 VAR_TYPES = ("auto", "learned_range", "fixed_small", "fixed_large")
 
@@ -54,6 +50,11 @@ class AncestralStep:
     coef_xt: float
     log_var_small: float  # log β̃ (clipped at the first step)
     log_var_large: float  # log β (β̃ at the first step, as guided-diffusion's fixed_large)
+
+
+def check_var_type(var_type: str) -> None:
+    if var_type not in VAR_TYPES:
+        raise ConfigError(f"var_type must be one of {', '.join(VAR_TYPES)}, got {var_type!r}")
 
 
 def respaced_timesteps(steps: int, num_timesteps: int) -> list[int]:
@@ -114,11 +115,8 @@ def log_variance(out: torch.Tensor, k: AncestralStep, var_type: str) -> torch.Te
             raise ConfigError(f"var_type 'learned_range' needs a prior with 6 output channels, got {out.shape[1]}")
         frac = (out[:, 3:6] + 1) / 2
         return frac * math.log(k.beta) + (1 - frac) * k.log_var_small
-    if var_type == "fixed_small":
-        return k.log_var_small
-    if var_type == "fixed_large":
-        return k.log_var_large
-    raise ConfigError(f"var_type must be one of {', '.join(VAR_TYPES)}, got {var_type!r}")
+    check_var_type(var_type)
+    return k.log_var_small if var_type == "fixed_small" else k.log_var_large
 
 
 def posterior_mean(k: AncestralStep, x0: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
@@ -129,15 +127,28 @@ def std_of(log_var: torch.Tensor | float) -> torch.Tensor | float:
     return torch.exp(0.5 * log_var) if isinstance(log_var, torch.Tensor) else math.exp(0.5 * log_var)
 
 
-def dps_sample(denoiser, operator: Operator, y: torch.Tensor, sigma_y: float, *, steps: int = 1000,
-               zeta: float = 0.3, var_type: str = "auto", clip: bool = True, x_T: torch.Tensor | None = None,
-               noise: NoiseSource | None = None, generator: torch.Generator | None = None,
-               callback=None) -> torch.Tensor:
-    """Restore (B,3,H,W) float32 images ([-1,1] scale) from ``y`` with DPS (``zeta``: the step scale ζ)."""
-    check_sigma_y(sigma_y)
+@dataclass(frozen=True)
+class DPSParams:
+    """DPS's hyper-parameters: ζ (step scale), the reverse variance ``var_type`` and ``clip`` of x̂₀."""
+
+    sigma_y: float = 0.0
+    zeta: float = 0.3
+    var_type: str = "auto"
+    clip: bool = True
+
+    def __post_init__(self) -> None:
+        check_sigma_y(self.sigma_y)
+        if not self.zeta >= 0:
+            raise ConfigError(f"zeta (DPS step scale) must be >= 0, got {self.zeta}")
+        check_var_type(self.var_type)
+
+
+def dps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPSParams, *, steps: int = 1000,
+               x_T: torch.Tensor | None = None, noise: NoiseSource | None = None,
+               generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Restore (B,3,H,W) float32 images ([-1,1] scale) from ``y`` with DPS."""
     check_grad_backend(denoiser, "DPS")
-    if not zeta >= 0:
-        raise ConfigError(f"zeta (DPS step scale) must be >= 0, got {zeta}")
+    zeta, var_type, clip = p.zeta, p.var_type, p.clip
     schedule, y, x, noise = prepare(denoiser, operator, y, x_T, noise, generator)
     plan = ancestral_steps(schedule, steps)
     for i, k in enumerate(plan):

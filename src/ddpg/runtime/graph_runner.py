@@ -1,0 +1,255 @@
+"""Any forward-only method with the whole step (denoiser + ``method.step`` + noise) in one CUDA graph.
+
+The method's own table (:mod:`.samplers.method`: one row of per-step scalars per step) goes to a (steps, K)
+float32 device table once per run; before each step one row is copied (device to device) into a static
+buffer, and the captured function reads it as 0-d tensors and calls exactly the method's ``step`` — the step
+the eager loop ``run_method`` calls with Python floats. With tensor rows the step is branch-free (a term
+whose weight is 0 at some step is multiplied by 0, not skipped), so one graph serves every step. Inputs
+(x_t, y, z) and the state live in preallocated static buffers; nothing in the loop calls ``.item()``,
+``.cpu()`` or branches on tensor values.
+
+Noise: with ``noise=`` (or ``generator=``) z comes from the caller, drawn outside the graph by the method's
+``draw`` and copied into the static z buffer, so a run replays ``run_method`` exactly (and ``restore(y,
+seeds)`` replays ``Restorer.restore``). Without them z is drawn inside the graph from the runner's own
+generator (seeded by ``seed``), registered with the graph so every replay advances it.
+
+Capture: :func:`ddpg.runtime.cuda_graph.capture_graph`. On CPU (or ``cuda_graph=False``) the same function
+runs eagerly: the fallback and, on the CPU, bit-identical to ``run_method`` (tested for every forward-only
+method; DiffPIR on operators whose ``pinv_eta`` computes 1 + η to float32 rounding, since a float and a
+tensor ρ round that sum differently). Not here: DDPG's select_candidates (a candidate count that changes per
+step) and DPS/DPPS (autograd).
+DiffPIR passes its per-step ρ to ``operator.pinv_eta`` as a tensor, whose η check reads the value
+(``capturable = False``): it runs eagerly here but cannot be captured until that check accepts device tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+
+import torch
+
+from ddpg.errors import ConfigError
+from ddpg.operators.base import Operator
+from ddpg.runtime.cuda_graph import capture_graph
+from ddpg.runtime.fast_denoiser import GRAPHING_COMPILE_MODES
+from ddpg.runtime.samplers import SAMPLERS, get_sampler
+from ddpg.runtime.samplers.common import NoiseSource, check_inputs, gaussian_noise
+from ddpg.runtime.samplers.method import State, row_of, row_table
+from ddpg.schedule import linear_schedule
+
+# the methods whose step can be captured (forward-only, and ``capturable``: no host read in the step)
+GRAPH_METHODS = tuple(name for name, spec in SAMPLERS.items() if spec.method is not None and spec.method.capturable)
+
+
+@dataclass
+class _Buffers:
+    """Static tensors of one batch size; the graph reads and writes only these."""
+
+    x: torch.Tensor  # x_t (B,3,H,W)
+    y: torch.Tensor  # measurement
+    z: torch.Tensor  # per-step noise
+    x0: torch.Tensor  # x̂₀ of the last step
+    out: torch.Tensor  # the state's ``out`` of the last step
+    t: torch.Tensor  # (B,) timestep values
+    row: torch.Tensor  # (K,) the current step's scalars
+    ctx: object = None  # the method's per-run constants (tensors refilled in place)
+    graph: object = None  # torch.cuda.CUDAGraph once captured
+    graph_noise: bool = False  # whether the captured graph draws z itself
+
+
+def _refill(old, new):
+    """``old`` with its tensor fields overwritten in place by ``new``'s (a captured graph keeps reading old's)."""
+    if old is None or not is_dataclass(old):
+        return new if old is None else old
+    for f in fields(old):
+        if isinstance(getattr(old, f.name), torch.Tensor):
+            getattr(old, f.name).copy_(getattr(new, f.name))
+    return old
+
+
+class GraphRunner:
+    """A forward-only method (ddpg, idpg, ddnm, ddrm, diffpir) for fixed shapes with preallocated buffers and
+    (on CUDA) one CUDA graph per batch size. Same function as ``Restorer(denoiser, operator, method=...,
+    sigma_y=..., steps=..., hyper=...)``. ``denoiser``: any object of the denoiser interface; whole-step capture
+    needs ``denoiser.graph_safe`` (``FastDenoiser`` over a UNet). ``cuda_graph``: None = on when the operator's
+    device is CUDA and the denoiser is graph-safe. ``warmup``: eager steps before capture."""
+
+    def __init__(self, denoiser, operator: Operator, method: str = "ddpg", sigma_y: float = 0.0, *,
+                 steps: int | None = None, hyper: dict | None = None, cuda_graph: bool | None = None,
+                 warmup: int = 2, device: torch.device | str | None = None):
+        self.spec = get_sampler(method)
+        if self.spec.method is None:
+            raise ConfigError(f"the graph runner runs forward-only methods, not {method} (it differentiates "
+                              "through the UNet)")
+        self.p = self.spec.build(sigma_y, hyper)
+        if getattr(self.p, "select_candidates", False):
+            raise ConfigError("the graph runner does not implement noise-candidate selection (select_candidates); "
+                              "use the plain Restorer for it")
+        self.method, self.name, self.hyper = self.spec.method, method, dict(hyper or {})
+        self.denoiser, self.operator = denoiser, operator
+        self.steps = int(steps if steps is not None else self.spec.default_steps)
+        self.device = torch.device(device) if device is not None else operator.device
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        if cuda_graph and not self.method.capturable:
+            raise ConfigError(f"cuda_graph: the {method} step cannot be captured (graph methods: "
+                              f"{', '.join(GRAPH_METHODS)}); it runs eagerly with cuda_graph=None or False")
+        self.cuda_graph = self._use_graph(cuda_graph) and self.method.capturable
+        self.warmup = max(1, int(warmup))
+        self.schedule = getattr(denoiser, "schedule", None) or linear_schedule()
+        self.rows = self.method.table(self.schedule, self.steps, self.p)
+        self.row_cls = type(self.rows[0])
+        self.table = row_table(self.rows, self.device)
+        self.generator = torch.Generator(device=self.device)
+        self._buffers: dict[tuple, _Buffers] = {}
+
+    def _use_graph(self, cuda_graph: bool | None) -> bool:
+        on_cuda = self.device.type == "cuda"
+        graph_safe = bool(getattr(self.denoiser, "graph_safe", False))
+        if cuda_graph and not on_cuda:
+            raise ConfigError(f"cuda_graph needs a CUDA device; the operator is on {self.device}")
+        if cuda_graph and not graph_safe:
+            raise ConfigError(f"cuda_graph: the {getattr(self.denoiser, 'backend', '?')} denoiser cannot be "
+                              "captured in a torch CUDA graph (use the backend's own graph option)")
+        mode = getattr(self.denoiser, "compile_mode", None)
+        if cuda_graph and mode in GRAPHING_COMPILE_MODES and getattr(self.denoiser, "compiled", False):
+            raise ConfigError(f"cuda_graph: torch.compile mode {mode!r} makes its own CUDA graphs; use compile_mode "
+                              "'default' or 'max-autotune-no-cudagraphs' with the whole-step graph")
+        return bool(on_cuda and graph_safe) if cuda_graph is None else bool(cuda_graph)
+
+    @classmethod
+    def from_restorer(cls, restorer, **options) -> GraphRunner:
+        """The runner for a ``ddpg.runtime.Restorer`` (its method, σ_y, steps and hyper-parameters)."""
+        return cls(restorer.denoiser, restorer.operator, restorer.method, restorer.sigma_y, steps=restorer.steps,
+                   hyper=restorer.hyper, **options)
+
+    def settings(self) -> dict:
+        """As ``Restorer.settings`` plus the runner's speed options."""
+        options = getattr(self.denoiser, "options", dict)()
+        return {"method": self.name, "sigma_y": self.p.sigma_y, "steps": self.steps, "hyper": self.hyper,
+                "operator": {"name": self.operator.name, **self.operator.params},
+                "fast": {"cuda_graph": self.cuda_graph, **options}}
+
+    # --- the step ---------------------------------------------------------------------------------------
+    def _step(self, b: _Buffers, draw_noise: bool, eps: torch.Tensor | None = None) -> None:
+        """One step on the static buffers (the captured region): ``method.step`` with the row b.row as 0-d
+        tensors. ``eps``: a fixed ε instead of the denoiser (guidance timing)."""
+        row = row_of(self.row_cls, b.row)
+        if eps is None:
+            b.t.copy_(row.t.expand_as(b.t))
+            eps = self.denoiser(b.x, b.t).float()
+        if draw_noise:
+            b.z.normal_(generator=self.generator)
+        new = self.method.step(State(b.x, b.x0, b.out, b.ctx), eps, row, b.z, b.y, self.operator, self.p)
+        b.x0.copy_(new.x0)
+        b.out.copy_(new.out)
+        b.x.copy_(new.x)
+
+    def _new_buffers(self, y_shape: tuple[int, ...]) -> _Buffers:
+        shape = (y_shape[0], 3, *self.operator.img_size)
+
+        def zeros(s=shape):
+            return torch.zeros(s, device=self.device)
+
+        return _Buffers(x=zeros(), y=zeros(y_shape), z=zeros(), x0=zeros(), out=zeros(), t=zeros(shape[0]),
+                        row=zeros(self.table.shape[1]))
+
+    def _buffers_for(self, y_shape: tuple[int, ...]) -> _Buffers:
+        if y_shape not in self._buffers:
+            self._buffers[y_shape] = self._new_buffers(y_shape)
+        return self._buffers[y_shape]
+
+    def _start(self, b: _Buffers, x_T: torch.Tensor) -> None:
+        """The method's start from b.y and x_T into the static buffers."""
+        state = self.method.start(b.y, self.operator, self.p, x_T.to(self.device, torch.float32), self.schedule,
+                                  self.rows)
+        b.x.copy_(state.x)
+        b.x0.copy_(state.x0)
+        b.out.copy_(state.out)
+        b.ctx = _refill(b.ctx, state.ctx)
+
+    def _capture(self, b: _Buffers, graph_noise: bool, eps: torch.Tensor | None = None) -> None:
+        b.row.copy_(self.table[0])
+        b.graph = capture_graph(lambda: self._step(b, graph_noise, eps), self.device, warmup=self.warmup,
+                                generator=self.generator if graph_noise else None)
+        b.graph_noise = graph_noise
+
+    # --- public -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, y: torch.Tensor, *, x_T: torch.Tensor | None = None, noise: NoiseSource | None = None,
+               generator: torch.Generator | None = None, seed: int | None = None,
+               callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Restorations (B,3,H,W) float32, [-1, 1] scale, not clamped (a new tensor).
+
+        ``noise``/``generator`` as in ``run_method`` (z drawn outside the graph: exact replay). With neither,
+        x_T and z come from the runner's generator seeded with ``seed`` (default 0), z inside the graph.
+        ``callback(step, x_t, x0)`` receives the live static buffers: clone them to keep them.
+        """
+        shape = check_inputs(self.operator, y, x_T)
+        if y.device != self.device:
+            raise ConfigError(f"y is on {y.device} but this runner computes on {self.device} (the operator's "
+                              "device unless device= is given): move the operator with .to(device) first")
+        if generator is not None and noise is None:
+            noise = gaussian_noise(generator)
+        graph_noise = noise is None
+        b = self._buffers_for(tuple(y.shape))
+        b.y.copy_(y)
+        if self.cuda_graph and (b.graph is None or b.graph_noise != graph_noise):
+            self._start(b, torch.zeros(shape, device=self.device))  # the ctx the graph will read
+            self._capture(b, graph_noise)
+        if graph_noise:
+            self.generator.manual_seed(0 if seed is None else int(seed))
+        if x_T is None:
+            x_T = torch.randn(shape, generator=generator if generator is not None else self.generator,
+                              device=self.device)
+        self._start(b, x_T)
+        for i in range(self.steps):
+            b.row.copy_(self.table[i])
+            if not graph_noise:
+                b.z.copy_(self.method.draw(noise, b.x, self.rows[i], self.p))
+            if self.cuda_graph:
+                b.graph.replay()
+            else:
+                self._step(b, graph_noise)
+            if callback is not None:
+                callback(i, b.x, b.x0)
+        return self.method.result(State(b.x, b.x0, b.out, b.ctx), self.p).clone()
+
+    def restore(self, y: torch.Tensor, seeds: Sequence[int],
+                callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """As ``Restorer.restore``: x_T and every z from each image's own seed stream, so the output equals the
+        Restorer's (and a batch equals the single runs)."""
+        from ddpg.runtime.restorer import seeded_start
+
+        if len(seeds) != y.shape[0]:
+            raise ConfigError(f"{len(seeds)} seeds for a batch of {y.shape[0]}")
+        x_T, noise = seeded_start(seeds, self.operator.img_size, self.device)
+        return self.sample(y, x_T=x_T, noise=noise, callback=callback)
+
+    def release(self) -> None:
+        """Drop every static buffer and captured graph (their memory returns to torch's caching allocator).
+        Waits for the device first: a graph freed while a replay is in flight can free its RNG state tensors
+        under it."""
+        if any(b.graph is not None for b in self._buffers.values()):
+            torch.cuda.synchronize(self.device)
+        self._buffers.clear()
+
+    @torch.no_grad()
+    def guidance_only(self, y: torch.Tensor, eps: torch.Tensor) -> Callable[[], None]:
+        """A callable running one step's ``method.step`` and noise with a fixed ε (no denoiser): what ``ddpg
+        bench`` times for the guidance's share of a step. Captured in its own graph when the runner uses
+        graphs (separate buffers: the sampling buffers are untouched)."""
+        shape = check_inputs(self.operator, y)
+        b = self._new_buffers(tuple(y.shape))
+        b.y.copy_(y)
+        self._start(b, torch.zeros(shape, device=self.device))
+        b.row.copy_(self.table[0])
+        eps = eps.to(self.device, torch.float32).clone()
+        if not self.cuda_graph:
+            return lambda: self._step(b, True, eps)
+        self._capture(b, True, eps)
+        return b.graph.replay
+
+
+__all__ = ["GRAPH_METHODS", "GraphRunner"]

@@ -1,0 +1,135 @@
+"""A forward-only restoration method as data plus a pure step, and the one loop that runs any of them.
+
+A method (see ``docs/architecture.md``) is an object with
+
+- ``params``: its frozen params dataclass, the one place its defaults live (validated in ``__post_init__``);
+- ``table(schedule, steps, p) -> list[Row]``: one row of per-step scalars per step (Python floats, computed
+  once in float64; every scalar that multiplies a tensor is a row entry, so a row read back from a float32
+  device table gives the same bits);
+- ``start(y, operator, p, x_T, schedule, rows) -> State``;
+- ``draw(noise, x, row, p) -> z``: the step's noise (B,…) from the run's noise source;
+- ``step(state, eps, row, z, y, operator, p) -> State``: pure; ``row`` holds Python floats (eager: a term
+  whose weight is the float 0 is skipped) or tensors — 0-d for the whole batch (graph runner) or (B,1,1,1)
+  per sample (:func:`stack_rows`) — with every term computed and multiplied by its weight (branch-free);
+- ``result(state, p) -> (B,3,H,W)``.
+
+:func:`run_method` is the loop: one denoiser call, one draw and one step per row, then the callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any, Protocol
+
+import torch
+
+from ddpg.errors import ConfigError
+
+from .common import NoiseSource, prepare, timestep
+
+Scalar = float | torch.Tensor  # a Python float, a 0-d tensor, or one value per sample shaped (B, 1, 1, 1)
+
+
+@dataclass(frozen=True)
+class State:
+    """The loop's carry: x (x_t, (B,3,H,W)), x0 (the last x̂₀), out (what ``result`` returns from) and ctx
+    (per-run constants a method derives at the start, e.g. a spectral basis)."""
+
+    x: torch.Tensor
+    x0: torch.Tensor
+    out: torch.Tensor
+    ctx: Any = None
+
+    def advance(self, x: torch.Tensor, x0: torch.Tensor, out: torch.Tensor) -> State:
+        return replace(self, x=x, x0=x0, out=out)
+
+
+class Method(Protocol):
+    name: str
+    params: type
+    capturable: bool  # whether its tensor-row step can run inside a CUDA graph (no host reads)
+
+    def table(self, schedule, steps: int, p) -> list: ...
+    def start(self, y: torch.Tensor, operator, p, x_T: torch.Tensor, schedule, rows: list) -> State: ...
+    def draw(self, noise: NoiseSource, x: torch.Tensor, row, p) -> torch.Tensor: ...
+    def step(self, state: State, eps: torch.Tensor, row, z: torch.Tensor, y: torch.Tensor, operator,
+             p) -> State: ...
+    def result(self, state: State, p) -> torch.Tensor: ...
+
+
+def coef(v: Scalar, like: torch.Tensor) -> Scalar:
+    """A row entry ready to multiply ``like``: a float as it is (torch rounds it to like's dtype), a tensor
+    rounded to like's dtype, so both forms enter the product with the same value."""
+    return v.to(like.dtype) if isinstance(v, torch.Tensor) else v
+
+
+def skipped(weight: Scalar) -> bool:
+    """Whether a term with this weight is left out: only for the Python float 0 (eager rows); a tensor
+    weight never skips its term (the graph runner and per-sample rows are branch-free)."""
+    return not isinstance(weight, torch.Tensor) and weight == 0
+
+
+def stack_rows(rows: list, device: torch.device | str = "cpu"):
+    """One row whose fields are the rows' values as float64 (B, 1, 1, 1) tensors (row i → sample i)."""
+    cls = type(rows[0])
+    return cls(*(torch.tensor([float(getattr(r, f.name)) for r in rows], dtype=torch.float64,
+                              device=device).view(-1, 1, 1, 1) for f in fields(cls)))
+
+
+def row_table(rows: list, device: torch.device | str, dtype=torch.float32) -> torch.Tensor:
+    """(steps, K) tensor of the rows' fields (K = the row's field count), for a device-side table."""
+    return torch.tensor([[float(getattr(r, f.name)) for f in fields(r)] for r in rows], dtype=torch.float64
+                        ).to(device, dtype)
+
+
+def row_of(cls, values: torch.Tensor):
+    """A row of type ``cls`` whose fields are the 0-d views of ``values`` (K,)."""
+    return cls(*values.unbind(0))
+
+
+def noise_like(noise: NoiseSource, x: torch.Tensor, row, p) -> torch.Tensor:
+    """The usual draw: one N(0, I) sample shaped like x per step."""
+    return noise(x)
+
+
+def make_params(cls, sigma_y: float, hyper: dict):
+    """``cls(sigma_y, **hyper)`` with each value converted to its field's type (int, bool or float); an
+    unknown name is refused, naming the known ones."""
+    kinds = {f.name: f.type for f in fields(cls)}
+    unknown = sorted(set(hyper) - set(kinds) - {"sigma_y"})
+    if unknown:
+        raise ConfigError(f"unknown hyper-parameter(s) {unknown}; known: {sorted(hyper_names(cls))}")
+    converters = {"int": _to_int, "bool": bool, "float": float, "str": str}
+    return cls(sigma_y=float(sigma_y), **{k: converters[kinds[k]](v) for k, v in hyper.items()})
+
+
+def _to_int(v):
+    """An integral number as int; anything else unchanged, for the params' own check to refuse by name."""
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() else v
+
+
+def hyper_names(cls) -> tuple[str, ...]:
+    """The hyper-parameters a user sets: the params dataclass's fields but σ_y and the method-fixed ones."""
+    return tuple(f.name for f in fields(cls) if f.name != "sigma_y" and not f.metadata.get("fixed"))
+
+
+def run_method(method: Method, p, denoiser, operator, y: torch.Tensor, steps: int,
+               x_T: torch.Tensor | None = None, noise: NoiseSource | None = None,
+               generator: torch.Generator | None = None,
+               callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Run ``method`` with params ``p``: restorations (B,3,H,W) float32, [-1, 1] scale, not clamped.
+
+    ``denoiser(x_t, t)`` → ε; ``noise(like)`` supplies the per-step noise (default: N(0, I) from
+    ``generator``); ``x_T`` defaults to N(0, I) from ``generator``; ``callback(step, x_t, x0)`` after every
+    step."""
+    schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, generator)
+    rows = method.table(schedule, steps, p)
+    state = method.start(y, operator, p, x_T, schedule, rows)
+    for i, row in enumerate(rows):
+        eps = denoiser(state.x, timestep(state.x, row.t)).float()
+        z = method.draw(noise, state.x, row, p)
+        state = method.step(state, eps, row, z, y, operator, p)
+        if callback is not None:
+            callback(i, state.x, state.x0)
+    return method.result(state, p)
