@@ -97,6 +97,8 @@ def test_tensorrt_calls_run_on_their_own_stream_and_device_never_stream_0(monkey
     side = SideStream(torch.device("cpu"))
     bindings = Bindings(trt, engine, EngineShapes([profile], "e.plan"), side.device, lambda: side.handle,
                         side.synchronize)
+    with pytest.raises(ConfigError, match="e.plan: CUDA-graph mode needs a fixed-shape engine"):
+        TensorRTDenoiser.from_bindings(bindings, side, cuda_graph=True)  # this engine takes batches 1..2
     den = TensorRTDenoiser.from_bindings(bindings, side)
     engine.contexts[0].buffers = bindings.slots[0].buffers
     x = torch.randn(2, 3, 8, 8)
