@@ -196,13 +196,10 @@ def test_cuda_run_keeps_buffer_traffic_on_ort_stream(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: log.append(("record", s.name)), raising=False)
     monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: ort_stream)
     ort_stream.cuda_stream = 7
-    den = object.__new__(OrtDenoiser)
-    den.device, den.session, den._run_options, den.cuda_graph = torch.device("cuda", 0), Session(), "opts", False
-    den._side = SideStream(den.device)
-    io = backend._CudaIO(torch.zeros(2, 3, 4, 4), torch.zeros(2), None, torch.zeros(2, 3, 4, 4), "binding")
-    den._io = {(2, 3, 4, 4): io}
+    io = backend.CudaIO(torch.zeros(2, 3, 4, 4), torch.zeros(2), None, torch.zeros(2, 3, 4, 4), "binding")
     x = torch.randn(2, 3, 4, 4)
-    eps = den._run_cuda(x, torch.tensor([1.0, 2.0]))
+    eps = backend.run_io_binding(Session(), io, SideStream(torch.device("cuda", 0)), "opts", x,
+                                 torch.tensor([1.0, 2.0]), cuda_graph=False)
     assert torch.equal(eps, 2 * x) and eps.data_ptr() != io.eps.data_ptr() and torch.equal(io.t, torch.tensor([1., 2.]))
     assert log == [("wait", "ort", "caller"), ("run", "ort", "binding", "opts"), ("wait", "caller", "ort"),
                    ("record", "caller")]
@@ -215,7 +212,7 @@ def test_cuda_io_binding_matches_cpu(ddpm_engine, ddpm_small):
     den = OrtDenoiser(ddpm_engine, device="cuda")
     assert den.session.get_providers()[0] == "CUDAExecutionProvider"
     granted = den.session.get_provider_options()["CUDAExecutionProvider"]
-    assert granted["has_user_compute_stream"] == "1" and int(granted["user_compute_stream"]) == den._side.handle
+    assert granted["has_user_compute_stream"] == "1" and int(granted["user_compute_stream"]) == den.stream_handle
     x, t = torch.randn(3, 3, 32, 32), torch.tensor([999.0, 500.0, 0.0])
     with torch.no_grad():
         ref = prior(x, t)

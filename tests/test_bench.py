@@ -243,9 +243,9 @@ def test_nvidia_smi_falls_back_to_name_and_driver(monkeypatch):
 
     monkeypatch.setattr(report.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
     monkeypatch.setattr(report.subprocess, "run", fake_run)
-    assert report._nvidia_smi() == {"name": "NVIDIA H200", "driver": "580.159.03"} and len(calls) == 2
+    assert report.nvidia_smi() == {"name": "NVIDIA H200", "driver": "580.159.03"} and len(calls) == 2
     monkeypatch.setattr(report.shutil, "which", lambda name: None)
-    assert report._nvidia_smi() == {}
+    assert report.nvidia_smi() == {}
 
 
 # --- timing protocol on a fake CUDA device -------------------------------------------------------------------

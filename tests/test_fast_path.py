@@ -256,18 +256,18 @@ def test_capture_runs_on_its_device_and_side_stream_under_the_capture_lock(monke
 
 
 class SignallingLock:
-    """An RLock that sets ``waiting`` whenever another thread than its creator is about to acquire it."""
+    """An RLock (``inner``) that sets ``waiting`` whenever another thread than its creator is about to acquire it."""
 
     def __init__(self):
-        self._lock, self._owner, self.waiting = threading.RLock(), threading.get_ident(), threading.Event()
+        self.inner, self._owner, self.waiting = threading.RLock(), threading.get_ident(), threading.Event()
 
     def acquire(self, blocking=True, timeout=-1):
         if threading.get_ident() != self._owner:
             self.waiting.set()
-        return self._lock.acquire(blocking, timeout)
+        return self.inner.acquire(blocking, timeout)
 
     def release(self):
-        self._lock.release()
+        self.inner.release()
 
     __enter__ = acquire
 
@@ -287,7 +287,7 @@ def test_prefetcher_loads_hold_the_capture_lock_and_wait_for_a_capture(monkeypat
 
     def load(i):
         started.set()
-        held.append(not lock_free_elsewhere(lock._lock))
+        held.append(not lock_free_elsewhere(lock.inner))
         return i
 
     with lock:  # as capture_graph: no load may start meanwhile
@@ -314,12 +314,15 @@ def test_release_waits_for_the_device_only_when_graphs_exist(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", synced.append)
     op = make_operator("deblur_gauss", 32)
     runner = GraphRunner(gaussian_denoiser(), op, "ddpg", 0.05, steps=4)
-    runner._buffers_for((1, 3, 32, 32))
+    y = op.A(torch.zeros(1, 3, 32, 32))
+    runner.sample(y)
+    assert list(runner.buffers) == [tuple(y.shape)]
     runner.release()
-    assert synced == [] and runner._buffers == {}
-    runner._buffers_for((1, 3, 32, 32)).graph = object()
+    assert synced == [] and runner.buffers == {}
+    runner.sample(y)
+    runner.buffers[tuple(y.shape)].graph = object()  # as after a capture (a CPU runner captures none)
     runner.release()
-    assert synced == [runner.device] and runner._buffers == {}
+    assert synced == [runner.device] and runner.buffers == {}
 
 
 def test_low_precision_keeps_norms_embeddings_and_head_in_float32():
@@ -346,7 +349,7 @@ def test_cuda_graph_runner_equals_eager_runner(monkeypatch):
     eager = GraphRunner(den, op, "ddpg", 0.05, steps=8, cuda_graph=False)
     seeds = [1, 2]
     out_graph, out_eager = graph.restore(y, seeds), eager.restore(y, seeds)
-    assert graph._buffers[tuple(y.shape)].graph is not None
+    assert graph.buffers[tuple(y.shape)].graph is not None
     assert rel_err(out_graph, out_eager) < 1e-4  # cuDNN may pick other kernels inside the graph
     again = graph.restore(y, seeds)  # the same graph replays with new inputs
     assert torch.equal(again, out_graph)

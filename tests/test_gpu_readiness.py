@@ -94,12 +94,13 @@ def test_tensorrt_calls_run_on_their_own_stream_and_device_never_stream_0(monkey
     trt = fake_trt()
     engine = FakeEngine(trt, profiles=1)
     profile = ShapeProfile.from_mapping({"x": ((1, 3, 8, 8), (2, 3, 8, 8), (2, 3, 8, 8)), "t": ((1,), (2,), (2,))})
-    den = object.__new__(TensorRTDenoiser)
-    den.device, den.engine_path, den.class_labels, den.cuda_graph = torch.device("cpu"), "e.plan", None, False
-    den.shapes = EngineShapes([profile], "e.plan")
-    den._side = SideStream(den.device)
-    den.bindings = Bindings(trt, engine, den.shapes, den.device, lambda: den._side.handle, den._side.synchronize)
-    engine.contexts[0].buffers = den.bindings.slots[0].buffers
+    side = SideStream(torch.device("cpu"))
+    bindings = Bindings(trt, engine, EngineShapes([profile], "e.plan"), side.device, lambda: side.handle,
+                        side.synchronize)
+    with pytest.raises(ConfigError, match="e.plan: CUDA-graph mode needs a fixed-shape engine"):
+        TensorRTDenoiser.from_bindings(bindings, side, cuda_graph=True)  # this engine takes batches 1..2
+    den = TensorRTDenoiser.from_bindings(bindings, side)
+    engine.contexts[0].buffers = bindings.slots[0].buffers
     x = torch.randn(2, 3, 8, 8)
     log.clear()
     eps = den(x, torch.tensor([3.0, 5.0]))
@@ -133,12 +134,11 @@ def test_tensorrt_own_graph_is_captured_on_an_explicit_stream_under_the_capture_
     trt = fake_trt()
     engine = FakeEngine(trt, profiles=1)
     fixed = ShapeProfile.from_mapping({"x": ((1, 3, 8, 8),) * 3, "t": ((1,),) * 3})
-    den = object.__new__(TensorRTDenoiser)
-    den.device, den.engine_path, den.class_labels, den.cuda_graph = torch.device("cpu"), "e.plan", None, True
-    den.shapes, den._graph = EngineShapes([fixed], "e.plan"), None
-    den._side = SideStream(den.device)
-    den.bindings = Bindings(trt, engine, den.shapes, den.device, lambda: den._side.handle, den._side.synchronize)
-    engine.contexts[0].buffers = den.bindings.slots[0].buffers
+    side = SideStream(torch.device("cpu"))
+    bindings = Bindings(trt, engine, EngineShapes([fixed], "e.plan"), side.device, lambda: side.handle,
+                        side.synchronize)
+    den = TensorRTDenoiser.from_bindings(bindings, side, cuda_graph=True)
+    engine.contexts[0].buffers = bindings.slots[0].buffers
     x = torch.randn(1, 3, 8, 8)
     for _ in range(2):
         den(x, torch.tensor([1.0]))
@@ -175,16 +175,14 @@ def test_ort_cuda_graph_warm_up_and_capture_runs_hold_the_capture_lock(monkeypat
             held.append(not lock_free_elsewhere())
             io.eps.copy_(io.x * 2)
 
-    den = object.__new__(backend.OrtDenoiser)
-    den.device, den.session, den._run_options = torch.device("cuda", 0), Session(), "opts"
-    den._side = SideStream(den.device)
-    io = backend._CudaIO(torch.zeros(1, 3, 4, 4), torch.zeros(1), None, torch.zeros(1, 3, 4, 4), "binding")
-    den._io = {(1, 3, 4, 4): io}
+    session, side = Session(), SideStream(torch.device("cuda", 0))
+    io = backend.CudaIO(torch.zeros(1, 3, 4, 4), torch.zeros(1), None, torch.zeros(1, 3, 4, 4), "binding")
     x = torch.randn(1, 3, 4, 4)
     for graph_mode in (True, False):
-        den.cuda_graph, io.runs, held[:] = graph_mode, 0, []
+        io.runs, held[:] = 0, []
         for _ in range(5):
-            assert torch.equal(den._run_cuda(x, torch.tensor([1.0])), 2 * x)
+            eps = backend.run_io_binding(session, io, side, "opts", x, torch.tensor([1.0]), cuda_graph=graph_mode)
+            assert torch.equal(eps, 2 * x)
         capture = backend.GRAPH_CAPTURE_RUNS
         assert held == ([True] * capture + [False] * (5 - capture) if graph_mode else [False] * 5)
     assert lock_free_elsewhere()
@@ -312,7 +310,7 @@ def _mask_reference_vt(op, x):
     if isinstance(op, Inpainting):
         m = op.mask
         return torch.cat([x[..., m].reshape(x.shape[0], -1), x[..., ~m].reshape(x.shape[0], -1)], dim=1)
-    M = op._get(x)
+    M = op.matrices(x)
     c = M["Vh"].T @ x @ M["Vw"]
     mh, mw = op.m
     mask = torch.ones(c.shape[-2:], dtype=torch.bool)
@@ -338,13 +336,13 @@ def test_svd_operators_gather_with_cached_indices_and_match_the_mask_layout(inde
     torch.testing.assert_close(op.Vt(x), _mask_reference_vt(op, x), rtol=0, atol=0)
     torch.testing.assert_close(op.V(op.Vt(x)), x, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(op.U(op.Ut(y)), y, rtol=1e-5, atol=1e-5)
-    order = op._order
-    perm = order._perm.get(x.device, torch.int64)
+    order = op.order
+    perm = order.permutation(x.device)
     with _OpLog() as seen:  # steps after the first: no new index tensors, no mask indexing, no host reads
         for _ in range(2):
             op.V(op.Vt(x))
             op.U(op.Ut(y))
-    assert order._perm.get(x.device, torch.int64) is perm and len(order._perm._store) == 1
+    assert order.permutation(x.device) is perm  # the one gather permutation, built once
     forbidden = {"nonzero", "masked_select", "_local_scalar_dense", "item", "_to_copy", "index", "index_put_",
                  "index_put", "sum"}
     assert not forbidden & set(seen.ops), sorted(forbidden & set(seen.ops))

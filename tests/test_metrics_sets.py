@@ -170,7 +170,7 @@ def test_evaluate_reports_set_metrics(net, feats, folders, tmp_path):
     source = FeatureSource(network=net, weights_id="random-test-weights", cache=extractor.folder.parent)
     report = evaluate(folders / "pred", folders / "gt", tmp_path / "out", labels=["noisy"], features=source,
                       images=[f"im{i}" for i in range(N_PRED)], fid_min_images=2, giqa_components=1, giqa_pca=3)
-    assert source._extractor.computed == 0  # every feature came from the cache filled above
+    assert source.extractor().computed == 0  # every feature came from the cache filled above
     entry = report.extra["summary"]["methods"]["noisy"]
     refs = ref[:N_PRED]  # the references are the ground truth of the evaluated images
     assert entry["images"] == N_PRED

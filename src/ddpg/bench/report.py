@@ -52,7 +52,7 @@ def _smi_query(exe: str, fields: tuple[str, ...]) -> list[str] | None:
     return values if len(values) == len(fields) else None
 
 
-def _nvidia_smi() -> dict:
+def nvidia_smi() -> dict:
     """GPU name, driver, maximum clocks and power limit from nvidia-smi; only name and driver when the full
     query is refused (a field this driver does not know fails the whole query); {} without nvidia-smi."""
     exe = shutil.which("nvidia-smi")
@@ -92,7 +92,7 @@ def environment(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         env.update({"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
                     "compute_capability": f"{props.major}.{props.minor}",
-                    "cudnn": torch.backends.cudnn.version(), "nvidia_smi": _nvidia_smi(),
+                    "cudnn": torch.backends.cudnn.version(), "nvidia_smi": nvidia_smi(),
                     "cudnn_benchmark": torch.backends.cudnn.benchmark,
                     "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
                     "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32})
@@ -311,4 +311,4 @@ def write_all(report: dict, json_path: Path) -> list[Path]:
 
 
 __all__ = ["CPU_NOTE", "PSNR_TOLERANCE_DB", "SCHEMA", "TARGETS", "check_targets", "environment", "markdown",
-           "now_utc", "prior_targets", "write_all", "write_json", "write_markdown", "write_plot"]
+           "now_utc", "nvidia_smi", "prior_targets", "write_all", "write_json", "write_markdown", "write_plot"]

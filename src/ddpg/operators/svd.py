@@ -45,9 +45,13 @@ class SpectralOrder:
         self._perm = DeviceCache(lambda dev, dt: order.to(dev))
         self._inverse = DeviceCache(lambda dev, dt: torch.argsort(order).to(dev))
 
+    def permutation(self, device: torch.device) -> torch.Tensor:
+        """The int64 gather permutation (3·H·W,) on ``device``, built once per device."""
+        return self._perm.get(device, torch.int64)
+
     def gather(self, c: torch.Tensor, *, head_only: bool = False) -> torch.Tensor:
         """(B, 3·H·W) — or (B, n_head) with ``head_only`` — from coefficients (B, 3, H, W)."""
-        perm = self._perm.get(c.device, torch.int64)
+        perm = self.permutation(c.device)
         return c.reshape(c.shape[0], -1).index_select(1, perm[: self.n_head] if head_only else perm)
 
     def scatter(self, v: torch.Tensor) -> torch.Tensor:
@@ -81,7 +85,7 @@ class SeparableSVD(DecomposableOperator):
         self._mats = DeviceCache(self._build)
         head = torch.zeros(self.img_size, dtype=torch.bool)
         head[: self.m[0], : self.m[1]] = True
-        self._order = SpectralOrder(head)
+        self.order = SpectralOrder(head)  # the flat layout of Vt/V
 
     def _build(self, device, dtype):
         def t(a):
@@ -96,22 +100,24 @@ class SeparableSVD(DecomposableOperator):
     def meas_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, 3, *self.m)
 
-    def _get(self, x):
+    def matrices(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The cached 1-D factors (Ah, Aw, Uh, Uw, Vh, Vw) and the (m_h, m_w) singular grid s2d, on x's device and
+        dtype."""
         return self._mats.get(x.device, x.dtype)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         self.check_image(x)
-        M = self._get(x)
+        M = self.matrices(x)
         return M["Ah"] @ x @ M["Aw"].T
 
     def At(self, y: torch.Tensor) -> torch.Tensor:
         self.check_measurement(y)
-        M = self._get(y)
+        M = self.matrices(y)
         return M["Ah"].T @ y @ M["Aw"]
 
     def apply_spectral(self, r: torch.Tensor, gain) -> torch.Tensor:
         """V diag(gain(s)) Uᵀ r with the 1-D factors; s as the (m_h, m_w) grid s_i·t_j."""
-        M = self._get(r)
+        M = self.matrices(r)
         coef = M["Uh"].T @ r @ M["Uw"] * gain(M["s2d"])
         return M["Vh"][:, : self.m[0]] @ coef @ M["Vw"][:, : self.m[1]].T
 
@@ -119,19 +125,19 @@ class SeparableSVD(DecomposableOperator):
         return self._mats.get(self.device, dtype)["s2d"].flatten().repeat(3)
 
     def Vt(self, x: torch.Tensor) -> torch.Tensor:
-        M = self._get(x)
-        return self._order.gather(M["Vh"].T @ x @ M["Vw"])  # spectral coefficients (B, 3, H, W), reordered
+        M = self.matrices(x)
+        return self.order.gather(M["Vh"].T @ x @ M["Vw"])  # spectral coefficients (B, 3, H, W), reordered
 
     def V(self, v: torch.Tensor) -> torch.Tensor:
-        M = self._get(v)
-        return M["Vh"] @ self._order.scatter(v) @ M["Vw"].T
+        M = self.matrices(v)
+        return M["Vh"] @ self.order.scatter(v) @ M["Vw"].T
 
     def Ut(self, y: torch.Tensor) -> torch.Tensor:
-        M = self._get(y)
+        M = self.matrices(y)
         return (M["Uh"].T @ y @ M["Uw"]).reshape(y.shape[0], -1)
 
     def U(self, c: torch.Tensor) -> torch.Tensor:
-        M = self._get(c)
+        M = self.matrices(c)
         return M["Uh"] @ c.reshape(c.shape[0], 3, *self.m) @ M["Uw"].T
 
 
@@ -217,7 +223,7 @@ class Inpainting(EqualSingulars):
         self.mask = mask.bool()
         self.params = {"kept": int(self.mask.sum())}
         self._m = DeviceCache(lambda dev, dt: self.mask.to(dev, dt))
-        self._order = SpectralOrder(self.mask)
+        self.order = SpectralOrder(self.mask)  # the flat layout of Vt/V
 
     def A(self, x):
         self.check_image(x)
@@ -231,16 +237,16 @@ class Inpainting(EqualSingulars):
         return torch.ones(3 * self.params["kept"], device=self.device, dtype=dtype)
 
     def Vt(self, x):
-        return self._order.gather(x)
+        return self.order.gather(x)
 
     def V(self, v):
-        return self._order.scatter(v)
+        return self.order.scatter(v)
 
     def Ut(self, y):
-        return self._order.gather(y, head_only=True)
+        return self.order.gather(y, head_only=True)
 
     def U(self, c):
-        return self._order.scatter(F.pad(c, (0, 3 * self.img_size[0] * self.img_size[1] - c.shape[1])))
+        return self.order.scatter(F.pad(c, (0, 3 * self.img_size[0] * self.img_size[1] - c.shape[1])))
 
 
 class Colorization(EqualSingulars):

@@ -24,8 +24,9 @@ DiffPIR passes its per-step ρ to ``operator.pinv_eta`` as a tensor, whose η ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
+from types import MappingProxyType
 
 import torch
 
@@ -176,6 +177,12 @@ class GraphRunner:
         b.graph_noise = graph_noise
 
     # --- public -------------------------------------------------------------------------------------------
+    @property
+    def buffers(self) -> Mapping[tuple, _Buffers]:
+        """The static buffers (and captured graph) held per measurement shape: a read-only view, emptied by
+        ``release``."""
+        return MappingProxyType(self._buffers)
+
     @torch.no_grad()
     def sample(self, y: torch.Tensor, *, x_T: torch.Tensor | None = None, noise: NoiseSource | None = None,
                generator: torch.Generator | None = None, seed: int | None = None,

@@ -162,7 +162,7 @@ def _check_device_of(x: torch.Tensor, device: torch.device, source: str) -> None
 
 
 @dataclass
-class _CudaIO:
+class CudaIO:
     """Device buffers bound to one IO binding for one input shape."""
 
     x: torch.Tensor
@@ -207,7 +207,7 @@ class OrtDenoiser:
         self.session = make_session(self.engine_path, self.device, cuda_graph=cuda_graph, tf32=tf32,
                                     stream=self._side.handle if self._side is not None else None,
                                     provider_options=provider_options, sess_options=sess_options)
-        self._io: dict[tuple[int, ...], _CudaIO] = {}
+        self._io: dict[tuple[int, ...], CudaIO] = {}
         self._run_options = None
         if self.device.type == "cuda":  # torch orders the work on the shared stream; no host sync per call
             self._run_options = _ort().RunOptions()
@@ -220,7 +220,8 @@ class OrtDenoiser:
         t = timesteps_for_batch(t, x_t.shape[0], x_t.device, str(self.engine_path))
         if self.device.type == "cpu":
             return self._run_cpu(x_t, t)
-        return self._run_cuda(x_t, t)
+        return run_io_binding(self.session, self._buffers(tuple(x_t.shape)), self._side, self._run_options, x_t, t,
+                              cuda_graph=self.cuda_graph)
 
     def _run_cpu(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         feeds = {"x": x_t.detach().float().contiguous().numpy(), "t": t.detach().contiguous().numpy()}
@@ -230,7 +231,7 @@ class OrtDenoiser:
         (eps,) = self.session.run(["eps"], feeds)
         return torch.from_numpy(np.ascontiguousarray(eps, dtype=np.float32))
 
-    def _buffers(self, shape: tuple[int, ...]) -> _CudaIO:
+    def _buffers(self, shape: tuple[int, ...]) -> CudaIO:
         if shape in self._io:
             return self._io[shape]
         if self.cuda_graph and self._io:
@@ -249,23 +250,31 @@ class OrtDenoiser:
                                    shape=tuple(tensor.shape), buffer_ptr=tensor.data_ptr())
         binding.bind_output("eps", device_type="cuda", device_id=dev.index, element_type=np.float32,
                             shape=tuple(eps.shape), buffer_ptr=eps.data_ptr())
-        self._io[shape] = _CudaIO(x, t, y, eps, binding)
+        self._io[shape] = CudaIO(x, t, y, eps, binding)
         return self._io[shape]
 
-    def _run_cuda(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The input copies, ORT's kernels and the output copy, all on ORT's stream, in order: a call can never
-        overwrite the bound buffers while an earlier call (issued from any caller stream) still uses them."""
-        io = self._buffers(tuple(x_t.shape))
-        caller = torch.cuda.current_stream(self.device)
-        with self._side.ordered():  # after the caller's writes of x_t and t; ORT's OnRunStart sets the device too
-            io.x.copy_(x_t.detach())
-            io.t.copy_(t.detach())
-            run_bound(self.session, io.binding, self._run_options,
-                      capture=self.cuda_graph and io.runs < GRAPH_CAPTURE_RUNS)
-            io.runs += 1
-            eps = io.eps.clone()  # the bound buffer is overwritten by the next call
-        eps.record_stream(caller)  # allocated on ORT's stream, used on the caller's
-        return eps
+    @property
+    def stream_handle(self) -> int | None:
+        """The cudaStream_t ORT runs on (its user compute stream; never 0), None on the CPU."""
+        return self._side.handle if self._side is not None else None
+
+
+def run_io_binding(session, io: CudaIO, side: SideStream, run_options, x_t: torch.Tensor, t: torch.Tensor, *,
+                   cuda_graph: bool) -> torch.Tensor:
+    """eps (B,3,H,W), a fresh tensor, from one run of ``session`` on ``io`` (buffers bound for x_t's shape).
+
+    The input copies, ORT's kernels and the output copy, all on ``side`` (ORT's stream), in order: a call can never
+    overwrite the bound buffers while an earlier call (issued from any caller stream) still uses them.
+    ``cuda_graph``: the first ``GRAPH_CAPTURE_RUNS`` runs of ``io`` hold ``CAPTURE_LOCK``."""
+    caller = torch.cuda.current_stream(side.device)
+    with side.ordered():  # after the caller's writes of x_t and t; ORT's OnRunStart sets the device too
+        io.x.copy_(x_t.detach())
+        io.t.copy_(t.detach())
+        run_bound(session, io.binding, run_options, capture=cuda_graph and io.runs < GRAPH_CAPTURE_RUNS)
+        io.runs += 1
+        eps = io.eps.clone()  # the bound buffer is overwritten by the next call
+    eps.record_stream(caller)  # allocated on ORT's stream, used on the caller's
+    return eps
 
 
 def run_bound(session, binding, run_options, *, capture: bool) -> None:

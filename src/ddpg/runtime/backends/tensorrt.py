@@ -258,6 +258,18 @@ class TensorRTDenoiser:
         self._engine = engine_obj
         self._graph: torch.cuda.CUDAGraph | None = None
 
+    @classmethod
+    def from_bindings(cls, bindings: Bindings, side: SideStream, *, cuda_graph: bool = False) -> TensorRTDenoiser:
+        """A denoiser that only runs ``bindings`` (an engine the caller deserialized and bound, launching on ``side``):
+        no sidecar checks, no metadata (``info``, ``config``, ``schedule``) and no class labels."""
+        if cuda_graph and not bindings.shapes.fixed:
+            raise ConfigError(f"{bindings.shapes.source}: CUDA-graph mode needs a fixed-shape engine")
+        den = cls.__new__(cls)
+        den.device, den.shapes, den.engine_path = bindings.device, bindings.shapes, Path(bindings.shapes.source)
+        den.class_labels, den.cuda_graph, den.graph_safe = None, cuda_graph, bindings.shapes.fixed
+        den.bindings, den._side, den._graph = bindings, side, None
+        return den
+
     def _feeds(self, x_t: torch.Tensor, t) -> dict[str, torch.Tensor]:
         batch, source = x_t.shape[0], str(self.engine_path)
         feeds = {"x": x_t.detach(), "t": timesteps_for_batch(t, batch, x_t.device, source).detach()}
