@@ -110,7 +110,7 @@ class DiffPIR:
 
     name = "diffpir"
     params = DiffPIRParams
-    capturable = False
+    capturable = True
 
     def draw(self, noise: NoiseSource, x: torch.Tensor, row: DiffPIRRow, p: DiffPIRParams) -> torch.Tensor:
         """z like x; none drawn at the last step of an eager run (go = 0.0: no re-noising)."""
