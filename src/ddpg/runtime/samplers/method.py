@@ -64,6 +64,19 @@ def coef(v: Scalar, like: torch.Tensor) -> Scalar:
     return v.to(like.dtype) if isinstance(v, torch.Tensor) else v
 
 
+def spectral_row(row, coefs: torch.Tensor):
+    """``row`` ready to combine with spectral coefficients ``coefs`` (B, …; real or complex): each tensor
+    field rounded to their real dtype (:func:`coef`), a per-sample (B, 1, 1, 1) value reshaped to (B, 1, …)
+    of coefs.ndim (e.g. (B, 1) against an SVD's flat (B, N)); Python floats and 0-d tensors keep their shape."""
+    real = coefs.real
+
+    def fit(v: Scalar) -> Scalar:
+        v = coef(v, real)
+        return v.reshape(-1, *(1,) * (coefs.ndim - 1)) if isinstance(v, torch.Tensor) and v.ndim else v
+
+    return type(row)(*(fit(getattr(row, f.name)) for f in fields(row)))
+
+
 def skipped(weight: Scalar) -> bool:
     """Whether a term with this weight is left out: only for the Python float 0 (eager rows); a tensor
     weight never skips its term (the graph runner and per-sample rows are branch-free)."""
