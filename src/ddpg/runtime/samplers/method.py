@@ -10,7 +10,8 @@ A method (see ``docs/architecture.md``) is an object with
 - ``draw(noise, x, row, p) -> z``: the step's noise (B,…) from the run's noise source;
 - ``step(state, eps, row, z, y, operator, p) -> State``: pure; ``row`` holds Python floats (eager: a term
   whose weight is the float 0 is skipped) or tensors — 0-d for the whole batch (graph runner) or (B,1,1,1)
-  per sample (:func:`stack_rows`) — with every term computed and multiplied by its weight (branch-free);
+  per sample (:func:`stack_rows`; :func:`spectral_row` shapes them for spectral coefficients) — with every
+  term computed and multiplied by its weight (branch-free);
 - ``result(state, p) -> (B,3,H,W)``.
 
 :func:`run_method` is the loop: one denoiser call, one draw and one step per row, then the callback.
@@ -34,7 +35,9 @@ Scalar = float | torch.Tensor  # a Python float, a 0-d tensor, or one value per 
 @dataclass(frozen=True)
 class State:
     """The loop's carry: x (x_t, (B,3,H,W)), x0 (the last x̂₀), out (what ``result`` returns from) and ctx
-    (per-run constants a method derives at the start, e.g. a spectral basis)."""
+    (per-run constants a method derives at the start, e.g. a spectral basis). ``ddpg serve`` steps a group of
+    samples with the first one's ctx, so ``step`` reads from ctx only what the group shares (per-sample data
+    comes from its y)."""
 
     x: torch.Tensor
     x0: torch.Tensor
