@@ -12,6 +12,7 @@ from ddpg.operators import make_operator
 from ddpg.runtime import Restorer
 from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.samplers import FORWARD_METHODS, SAMPLERS
+from ddpg.runtime.samplers.method import State, stack_rows
 
 SIZE, STEPS = 16, 4
 VARIANTS = [(name, {}) for name in SAMPLERS] + [("ddpg", {"select_candidates": True})]
@@ -84,6 +85,41 @@ def test_the_runners_branch_free_step_gives_the_loops_bits_on_the_cpu(prior, met
         assert ((fast - plain).norm() / plain.norm()).item() < 1e-6
     else:
         assert torch.equal(fast, plain)
+
+
+@pytest.mark.parametrize("op_name", list(OPERATORS))
+@pytest.mark.parametrize("sigma_y", [0.0, 0.05])
+@pytest.mark.parametrize("method", FORWARD_METHODS)
+def test_samples_at_different_steps_share_a_step_call(prior, method, sigma_y, op_name):
+    """Per-sample rows (``stack_rows``, as ``ddpg serve`` batches): sample i of a stacked step equals its single
+    step with row i as a tensor, bit for bit, and with the Python-float row (the eager loop's), bit for bit
+    except in ROUNDING (float32 rounding there, as above). Rows: the first step and the last."""
+    task, params = OPERATORS[op_name]
+    r = restorer(prior, method, {}, sigma_y, task, params)
+    g = torch.Generator().manual_seed(1)
+    y = observe(prior, r, 2)
+    x_T, eps, z = (torch.randn(2, 3, SIZE, SIZE, generator=g) for _ in range(3))
+    method_, p, schedule = r.spec.method, r.params, r.denoiser.schedule
+    rows = method_.table(schedule, STEPS, p)
+    picked = [rows[0], rows[-1]]
+    singles = [method_.start(y[i:i + 1], r.operator, p, x_T[i:i + 1], schedule, rows) for i in range(2)]
+    stacked = State(*(torch.cat([getattr(s, k) for s in singles]) for k in ("x", "x0", "out")), singles[0].ctx)
+    together = method_.step(stacked, eps, stack_rows(picked), z, y, r.operator, p)
+    for i, (single, row) in enumerate(zip(singles, picked, strict=True)):
+        args = (eps[i:i + 1], z[i:i + 1], y[i:i + 1], r.operator, p)
+        as_tensor = method_.step(single, args[0], stack_rows([row]), *args[1:])
+        as_float = method_.step(single, args[0], row, *args[1:])
+        for name in ("x", "x0", "out"):
+            got = getattr(together, name)[i:i + 1]
+            assert torch.equal(got, getattr(as_tensor, name)), (i, name)
+            if (method, op_name) in ROUNDING:
+                assert rel_l2(got, getattr(as_float, name)) < 1e-6, (i, name)
+            else:
+                assert torch.equal(got, getattr(as_float, name)), (i, name)
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs)")

@@ -68,6 +68,22 @@ def test_pinv_eta_equals_the_dense_solve(task, impl, eta):
 
 
 @pytest.mark.parametrize("task, impl", CASES)
+def test_a_per_sample_eta_tensor_gives_each_sample_its_own_solve(task, impl):
+    """η shaped (B, 1, 1, 1) (DiffPIR's per-sample ρ) broadcasts per sample, is not read by the η check,
+    and sample i equals the call with the tensor η_i alone, bit for bit."""
+    op = build(task, impl)
+    r = torch.randn(op.meas_shape(2), generator=torch.Generator().manual_seed(2))
+    eta = torch.tensor([1e-3, 0.5]).view(2, 1, 1, 1)
+    got = op.pinv_eta(r, eta)
+    assert got.shape == (2, 3, *SIZE)
+    for i in range(2):
+        assert torch.equal(got[i:i + 1], op.pinv_eta(r[i:i + 1], eta[i:i + 1]))
+    op.check_eta(torch.empty(0))  # a tensor η is never read (a host sync); Python numbers still are
+    with pytest.raises(OperatorError, match="eta must be > 0"):
+        op.check_eta(0.0)
+
+
+@pytest.mark.parametrize("task, impl", CASES)
 def test_pinv_satisfies_the_penrose_identities(task, impl):
     op = build(task, impl)
     A, P = matrices(op, torch.float64)

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from ddpg.cli.main import app
 from ddpg.io import save_image
+from ddpg.runtime.samplers import FORWARD_METHODS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TOKEN = "s3cret-token"
@@ -198,7 +199,7 @@ def test_observed_measurement_and_uploaded_mask_equal_their_twins(server, images
                                       "--steps", str(STEPS))
 
 
-@pytest.mark.parametrize("fields, field", [({"sigma_y": -1}, "sigma_y"), ({"method": "ddnm"}, "method"),
+@pytest.mark.parametrize("fields, field", [({"sigma_y": -1}, "sigma_y"), ({"method": "dps"}, "method"),
                                             ({"task": "sr8"}, "task"), ({"steps": "many"}, "steps"),
                                             ({"hyper": {"zeta": 2}}, "hyper"), ({"colour": "red"}, "colour"),
                                             ({"seed": -3}, "seed")])
@@ -231,7 +232,7 @@ def test_every_route_but_healthz_needs_the_token(server, images):
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
     assert counter(server.metrics(), "unauthorized") == before + 1
     models = httpx.get(server.url + "/v1/models", headers=server.headers).json()["models"][0]
-    assert models["prior"] == "gaussian" and models["methods"] == ["ddpg", "idpg"]
+    assert models["prior"] == "gaussian" and models["methods"] == list(FORWARD_METHODS)
 
 
 def test_disconnected_client_frees_its_place_and_overdue_request_is_504(server, images):

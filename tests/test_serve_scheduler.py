@@ -27,6 +27,10 @@ SIZE, STEPS = 32, 8
 JOBS = [(("sr_bicubic", {"scale": 4}), 0.05, 3, "ddpg", 0), (("deblur_gauss", {}), 0.0, 7, "ddpg", 2),
         (("sr_bicubic", {"scale": 4}), 0.05, 11, "ddpg", 3), (("sr_bicubic", {"scale": 4}), 0.1, 5, "idpg", 5),
         (("inpainting", {}), 0.02, 2, "idpg", 5)]
+# the other forward-only methods, two samples each at different steps of one shared step call
+PEER_JOBS = [(("deblur_gauss", {}), 0.05, 4, "ddnm", 0), (("deblur_gauss", {}), 0.05, 9, "ddnm", 3),
+             (("deblur_gauss", {}), 0.05, 6, "diffpir", 1), (("deblur_gauss", {}), 0.05, 8, "diffpir", 4),
+             (("deblur_gauss", {}), 0.0, 1, "ddrm", 0), (("deblur_gauss", {}), 0.0, 12, "ddrm", 2)]
 
 
 def gaussian():
@@ -40,12 +44,12 @@ def small_unet():
     return as_denoiser(prior.eval())
 
 
-def twins_and_samples(denoiser):
+def twins_and_samples(denoiser, jobs=JOBS):
     """Each job's restoration by the Restorer alone, and its sample (with the join tick)."""
     ops = {}
-    clean = torch.rand(len(JOBS), 3, SIZE, SIZE) * 2 - 1
+    clean = torch.rand(len(jobs), 3, SIZE, SIZE) * 2 - 1
     twins, samples = [], []
-    for i, ((name, params), sigma_y, seed, method, start) in enumerate(JOBS):
+    for i, ((name, params), sigma_y, seed, method, start) in enumerate(jobs):
         op = ops.setdefault(name, make_operator(name, SIZE, **params))
         r = Restorer(denoiser, op, method=method, sigma_y=sigma_y, steps=STEPS)
         y = r.degrade(clean[i:i + 1], [seed])
@@ -78,6 +82,17 @@ def test_staggered_samples_equal_their_lone_restorations_bit_for_bit():
     assert max(sizes) == len(JOBS) and sizes[0] == 1  # they did share ticks, at different step indices
     for (_, s), twin in zip(samples, twins, strict=True):
         assert torch.equal(s.result, twin)
+
+
+def test_ddnm_diffpir_and_ddrm_samples_at_different_steps_equal_their_lone_restorations():
+    """Each pair shares its step call (same method, operator and params) at different step indices, DiffPIR's
+    pair across its last step (go = 0 for one sample only); bit for bit with the Gaussian prior."""
+    denoiser = gaussian()
+    twins, samples = twins_and_samples(denoiser, PEER_JOBS)
+    sizes = run_staggered(denoiser, samples)
+    assert max(sizes) == len(PEER_JOBS)
+    for (_, s), twin, job in zip(samples, twins, PEER_JOBS, strict=True):
+        assert torch.equal(s.result, twin), job
 
 
 def test_staggered_samples_with_a_unet_match_within_tolerance():

@@ -47,8 +47,11 @@ class Operator:
             raise OperatorError(f"{self.name}: measurement must have shape {expected}, got {tuple(y.shape)}")
 
     @staticmethod
-    def check_eta(eta: float) -> None:
-        if not eta > 0:
+    def check_eta(eta: float | torch.Tensor) -> None:
+        """OperatorError unless a Python-number η is > 0. A tensor η (0-d, or one value per sample) is not
+        read: it comes from a method's table, validated when its params were built, and reading it would be
+        a host sync that a CUDA graph cannot capture."""
+        if not isinstance(eta, torch.Tensor) and not eta > 0:
             raise OperatorError(f"eta must be > 0, got {eta}")
 
     def A(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,8 @@ runs eagerly: the fallback and, on the CPU, bit-identical to ``run_method`` (tes
 method; DiffPIR on operators whose ``pinv_eta`` computes 1 + η to float32 rounding, since a float and a
 tensor ρ round that sum differently). Not here: DDPG's select_candidates (a candidate count that changes per
 step) and DPS/DPPS (autograd).
-DiffPIR passes its per-step ρ to ``operator.pinv_eta`` as a tensor, whose η check reads the value
-(``capturable = False``): it runs eagerly here but cannot be captured until that check accepts device tensors.
+DiffPIR passes its per-step ρ to ``operator.pinv_eta`` as a tensor; the operators' η check leaves tensors
+unread (ρ > 0 follows from its validated params), so its step is captured like the others.
 """
 
 from __future__ import annotations

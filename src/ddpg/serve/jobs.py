@@ -20,12 +20,12 @@ from ddpg.api.request import RestoreRequest
 from ddpg.api.restoration import InputJob, RestorePlan, prepare_input, sidecar_record, write_outputs
 from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
 from ddpg.errors import DdpgError, InputError, ParameterError
-from ddpg.runtime.samplers import get_sampler
+from ddpg.runtime.samplers import FORWARD_METHODS, get_sampler
 from ddpg.versions import versions
 
 from .scheduler import Sample, start_sample
 
-SERVED_METHODS = ("ddpg", "idpg")  # methods whose step the scheduler batches per sample
+SERVED_METHODS = FORWARD_METHODS  # the scheduler batches their steps with per-sample rows (no autograd)
 RESPONSES = ("png", "json")
 # the request's fields and their types (named as the api's parameters, which its errors name)
 FIELDS = {"task": str, "method": str, "preset": str, "sigma_y": float, "steps": int, "seed": int,
@@ -169,7 +169,7 @@ class Preparer:
             raise FieldError(field_of(exc, "preset"), str(exc)) from None
         if settings.method not in SERVED_METHODS:
             raise FieldError("method", f"{settings.method}: `ddpg serve` batches the steps of "
-                             f"{' and '.join(SERVED_METHODS)}; restore with {settings.method} by `ddpg restore`")
+                             f"{', '.join(SERVED_METHODS)}; restore with {settings.method} by `ddpg restore`")
         try:
             settings = apply_hyper(settings, fields.get("hyper"), False)
         except DdpgError as exc:

@@ -4,7 +4,8 @@ Each :class:`Sample` carries its own step index, its own rows of its method's st
 noise stream. A tick runs one denoiser call over all active samples of an image size (padded to
 ``engine_batch`` rows when the engine needs a fixed batch), then the method's ``step`` — the step the eager
 loop ``run_method`` calls — once per group of samples sharing a method, operator and parameters, with
-per-sample (B,1,1,1) rows (``stack_rows``; DDPG/IDPG, whose step broadcasts them per sample). New samples join at the
+per-sample (B,1,1,1) rows (``stack_rows``; every forward-only method's step broadcasts them per sample, and its
+state's ctx holds only what the group shares, e.g. the operator's spectral view). New samples join at the
 next tick boundary; finished, cancelled and overdue samples leave there, so a sample's result does not
 depend on what else shared its ticks (bit for bit where the denoiser and operators are batch-invariant).
 

@@ -29,7 +29,7 @@ from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule, time_pairs
 
 from .common import check_unit_interval
-from .method import Scalar, State, coef, noise_like
+from .method import Scalar, State, coef, noise_like, spectral_row
 from .spectral import SpectralView
 
 
@@ -48,7 +48,7 @@ class DDNMParams:
 @dataclass(frozen=True)
 class DDNMRow:
     """One step's scalars: t, √a, √(1−a) (a = ᾱ_t), α = √a', s_t = √(1−a') and, for DDNM+, s_t², s_t·η,
-    s_t·√(1−η²) and α·σ. Tensor rows must be 0-d here (the spectral factors broadcast against s)."""
+    s_t·√(1−η²) and α·σ."""
 
     t: Scalar
     sqrt_a: Scalar
@@ -62,7 +62,8 @@ class DDNMRow:
 
 
 def ddnm_plus_factors(s: torch.Tensor, row: DDNMRow, eta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(λ, d₁, d₂) per singular value s (σ > 0), each shaped like s."""
+    """(λ, d₁, d₂) per singular value s (σ > 0): shaped like s, or (B, …) for a per-sample ``row`` shaped by
+    :func:`.method.spectral_row`."""
     measured = s > 0
     thresh = torch.where(measured, s, 1).reciprocal() * row.alpha_sigma  # ασ/s_i (as float / tensor computes it)
     clean_enough = row.s_t >= thresh
@@ -106,8 +107,9 @@ class DDNM:
             x0_c = x0 - correction
             x = coef(row.alpha, x) * x0_c + coef(row.s_t, x) * (p.eta * z + math.sqrt(1 - p.eta**2) * eps)
         else:
-            lam, d1, d2 = ddnm_plus_factors(view.s, row, p.eta)
-            x0_c = x0 - view.image(lam * view.coef(correction))
+            c = view.coef(correction)
+            lam, d1, d2 = ddnm_plus_factors(view.s, spectral_row(row, c), p.eta)
+            x0_c = x0 - view.image(lam * c)
             x = coef(row.alpha, x) * x0_c + view.image(d1 * view.coef(z) + d2 * view.coef(eps))
         return state.advance(x, x0, x)
 

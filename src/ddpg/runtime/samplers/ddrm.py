@@ -28,7 +28,7 @@ from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule, time_pairs
 
 from .common import check_unit_interval
-from .method import Scalar, State, coef, noise_like
+from .method import Scalar, State, coef, noise_like, spectral_row
 from .spectral import SpectralView
 
 
@@ -48,8 +48,7 @@ class DDRMParams:
 
 @dataclass(frozen=True)
 class DDRMRow:
-    """One step's scalars: t, √a, √(1−a) (a = ᾱ_t), √a', σ' = σ_{t'} (VE), σ'², σ'·√(1−η²) and σ'·η.
-    Tensor rows must be 0-d here (the rules broadcast against the singular values)."""
+    """One step's scalars: t, √a, √(1−a) (a = ᾱ_t), √a', σ' = σ_{t'} (VE), σ'², σ'·√(1−η²) and σ'·η."""
 
     t: Scalar
     sqrt_a: Scalar
@@ -61,17 +60,14 @@ class DDRMRow:
     sigma_next_eta: Scalar
 
 
-@dataclass(frozen=True)
-class DDRMContext:
-    """Per-run constants: the spectral view, Uᵀy and ȳ = Uᵀy/s (0 where s = 0)."""
-
-    view: SpectralView
-    y_coef: torch.Tensor
-    y_bar: torch.Tensor
-
-
 def ve_sigma(a: float) -> float:
     return math.sqrt(1 - a) / math.sqrt(a)
+
+
+def measured_coefs(view: SpectralView, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Uᵀy, ȳ = Uᵀy/s with 0 where s = 0), each (B, …) in the coefficient layout."""
+    y_coef = view.meas_coef(y)
+    return y_coef, torch.where(view.s > 0, y_coef / torch.where(view.s > 0, view.s, 1), 0)
 
 
 def ddrm_start(view: SpectralView, y_bar: torch.Tensor, z: torch.Tensor, sigma_T: float,
@@ -84,21 +80,23 @@ def ddrm_start(view: SpectralView, y_bar: torch.Tensor, z: torch.Tensor, sigma_T
     return view.image(c) / sigma_T
 
 
-def ddrm_coefficients(ctx: DDRMContext, x0_c: torch.Tensor, eps_c: torch.Tensor, z: torch.Tensor, row: DDRMRow,
-                      p: DDRMParams) -> torch.Tensor:
-    """The coefficients c of x_{t'}/√ᾱ_{t'} by the three rules above."""
-    s, sigma = ctx.view.s, 2 * p.sigma_y
+def ddrm_coefficients(view: SpectralView, y: torch.Tensor, x0_c: torch.Tensor, eps_c: torch.Tensor,
+                      z: torch.Tensor, row: DDRMRow, p: DDRMParams) -> torch.Tensor:
+    """The coefficients c of x_{t'}/√ᾱ_{t'} by the three rules above (``row`` per sample or for the batch)."""
+    s, sigma = view.s, 2 * p.sigma_y
+    y_coef, y_bar = measured_coefs(view, y)
+    row = spectral_row(row, x0_c)
     safe_s = torch.where(s > 0, s, 1)
     sn = s * row.sigma_next
     missing = (s == 0) | (sn == sigma)
     less_noisy = ~missing & (sn < sigma)
     c_missing = x0_c + row.sigma_next_fresh * eps_c + row.sigma_next_eta * z
     if sigma > 0:
-        c_less = (x0_c + row.sigma_next_fresh * (ctx.y_coef - s * x0_c) / sigma + row.sigma_next_eta * z)
+        c_less = (x0_c + row.sigma_next_fresh * (y_coef - s * x0_c) / sigma + row.sigma_next_eta * z)
     else:
         c_less = c_missing  # never selected: s·σ' < 0 is impossible
     spread = (row.sigma_next2 - sigma**2 * p.eta_b**2 / safe_s**2).clamp_min(0).sqrt()
-    c_noisier = p.eta_b * ctx.y_bar + (1 - p.eta_b) * x0_c + spread * z
+    c_noisier = p.eta_b * y_bar + (1 - p.eta_b) * x0_c + spread * z
     return torch.where(missing, c_missing, torch.where(less_noisy, c_less, c_noisier))
 
 
@@ -123,17 +121,16 @@ class DDRM:
               rows: list[DDRMRow]) -> State:
         """x_T by the start rule (σ_T at the first step's t), from the coefficients Vᵀx_T of the given x_T."""
         view = SpectralView(operator, y.device, "DDRM")
-        y_coef = view.meas_coef(y)
-        y_bar = torch.where(view.s > 0, y_coef / torch.where(view.s > 0, view.s, 1), 0)
+        y_bar = measured_coefs(view, y)[1]
         x = ddrm_start(view, y_bar, view.coef(x_T), rows[0].sqrt_1m_a / rows[0].sqrt_a, 2 * p.sigma_y)
-        return State(x, x, x, DDRMContext(view, y_coef, y_bar))
+        return State(x, x, x, view)
 
     def step(self, state: State, eps: torch.Tensor, row: DDRMRow, z: torch.Tensor, y: torch.Tensor,
              operator: Operator, p: DDRMParams) -> State:
-        x, ctx = state.x, state.ctx
+        x, view = state.x, state.ctx
         x0 = (x - coef(row.sqrt_1m_a, x) * eps) / coef(row.sqrt_a, x)
-        c = ddrm_coefficients(ctx, ctx.view.coef(x0), ctx.view.coef(eps), ctx.view.coef(z), row, p)
-        x = coef(row.sqrt_a_next, x) * ctx.view.image(c)
+        c = ddrm_coefficients(view, y, view.coef(x0), view.coef(eps), view.coef(z), row, p)
+        x = coef(row.sqrt_a_next, x) * view.image(c)
         return state.advance(x, x0, x)
 
     def result(self, state: State, p: DDRMParams) -> torch.Tensor:

@@ -51,8 +51,9 @@ def quad_timesteps(steps: int, num_timesteps: int = 1000) -> list[int]:
 def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: Scalar, weight: Scalar = 1.0
               ) -> torch.Tensor:
     """argmin_x ‖y − A x‖² + ρ‖x − x̂₀‖² (exact for every operator of the project), (B,3,H,W); ``weight``
-    scales the correction (1: the step; a tensor row's ``go``: 0 at the last step)."""
-    return x0 + coef(weight, x0) * operator.pinv_eta(y - operator.A(x0), rho)
+    scales the correction (1: the step; a tensor row's ``go``: 0 at the last step); a tensor ρ (0-d or per
+    sample (B, 1, 1, 1)) enters in x0's dtype."""
+    return x0 + coef(weight, x0) * operator.pinv_eta(y - operator.A(x0), coef(rho, x0))
 
 
 def diffpir_start(schedule: Schedule, operator: Operator, y: torch.Tensor, z: torch.Tensor,
@@ -110,7 +111,7 @@ class DiffPIR:
 
     name = "diffpir"
     params = DiffPIRParams
-    capturable = False
+    capturable = True
 
     def draw(self, noise: NoiseSource, x: torch.Tensor, row: DiffPIRRow, p: DiffPIRParams) -> torch.Tensor:
         """z like x; none drawn at the last step of an eager run (go = 0.0: no re-noising)."""

@@ -10,7 +10,8 @@ A method (see ``docs/architecture.md``) is an object with
 - ``draw(noise, x, row, p) -> z``: the step's noise (B,…) from the run's noise source;
 - ``step(state, eps, row, z, y, operator, p) -> State``: pure; ``row`` holds Python floats (eager: a term
   whose weight is the float 0 is skipped) or tensors — 0-d for the whole batch (graph runner) or (B,1,1,1)
-  per sample (:func:`stack_rows`) — with every term computed and multiplied by its weight (branch-free);
+  per sample (:func:`stack_rows`; :func:`spectral_row` shapes them for spectral coefficients) — with every
+  term computed and multiplied by its weight (branch-free);
 - ``result(state, p) -> (B,3,H,W)``.
 
 :func:`run_method` is the loop: one denoiser call, one draw and one step per row, then the callback.
@@ -34,7 +35,9 @@ Scalar = float | torch.Tensor  # a Python float, a 0-d tensor, or one value per 
 @dataclass(frozen=True)
 class State:
     """The loop's carry: x (x_t, (B,3,H,W)), x0 (the last x̂₀), out (what ``result`` returns from) and ctx
-    (per-run constants a method derives at the start, e.g. a spectral basis)."""
+    (per-run constants a method derives at the start, e.g. a spectral basis). ``ddpg serve`` steps a group of
+    samples with the first one's ctx, so ``step`` reads from ctx only what the group shares (per-sample data
+    comes from its y)."""
 
     x: torch.Tensor
     x0: torch.Tensor
@@ -62,6 +65,19 @@ def coef(v: Scalar, like: torch.Tensor) -> Scalar:
     """A row entry ready to multiply ``like``: a float as it is (torch rounds it to like's dtype), a tensor
     rounded to like's dtype, so both forms enter the product with the same value."""
     return v.to(like.dtype) if isinstance(v, torch.Tensor) else v
+
+
+def spectral_row(row, coefs: torch.Tensor):
+    """``row`` ready to combine with spectral coefficients ``coefs`` (B, …; real or complex): each tensor
+    field rounded to their real dtype (:func:`coef`), a per-sample (B, 1, 1, 1) value reshaped to (B, 1, …)
+    of coefs.ndim (e.g. (B, 1) against an SVD's flat (B, N)); Python floats and 0-d tensors keep their shape."""
+    real = coefs.real
+
+    def fit(v: Scalar) -> Scalar:
+        v = coef(v, real)
+        return v.reshape(-1, *(1,) * (coefs.ndim - 1)) if isinstance(v, torch.Tensor) and v.ndim else v
+
+    return type(row)(*(fit(getattr(row, f.name)) for f in fields(row)))
 
 
 def skipped(weight: Scalar) -> bool:
