@@ -72,7 +72,7 @@ TARGETS = [
     ("src/ddpg/operators/kernels.py", ["keys_cubic", "bicubic_taps_svd", "bicubic_taps_matlab", "gaussian_taps",
                                        "outer_kernel"], OPS),
     ("src/ddpg/models/nn.py", ["sinusoidal_embedding"], "tests/test_timestep_embedding.py tests/test_models_unets.py"),
-    ("src/ddpg/export/validate.py", ["DEFAULT_RTOL", "default_rtol", "validate_onnx", "_ratio"],
+    ("src/ddpg/export/validate.py", ["DEFAULT_RTOL", "default_rtol", "validate_onnx", "error_ratio"],
      "tests/test_export_tolerances.py"),
     ("src/ddpg/io.py", ["atomic_write", "StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
     ("src/ddpg/api/restoration.py", ["write_outputs"],

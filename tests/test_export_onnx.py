@@ -19,7 +19,7 @@ from conftest import FIXTURES, rel_err
 from ddpg.cli.export import export_command
 from ddpg.errors import CheckpointError, ConfigError
 from ddpg.export import BatchProfile, EngineError, ExportError, export_module, export_prior, read_metadata
-from ddpg.export.onnx_export import _random_prior
+from ddpg.export.onnx_export import random_prior
 from ddpg.models import create_prior
 from ddpg.runtime.backends.onnxruntime import OrtDenoiser
 
@@ -173,7 +173,7 @@ def test_random_weights_are_not_degenerate():
     """ADM zero-initialises its output convolutions; --random-weights must still give a non-zero output."""
     cfg = torch.load(FIXTURES / "priors" / "adm_small_a.pt", weights_only=True)["config"]
     assert not create_prior(cfg)(torch.randn(1, 3, 32, 32), torch.tensor([500.0])).any()
-    a, b = _random_prior(cfg), _random_prior(cfg)
+    a, b = random_prior(cfg), random_prior(cfg)
     x, t = torch.randn(1, 3, 32, 32), torch.tensor([500.0])
     with torch.no_grad():
         out = a(x, t)
@@ -195,7 +195,7 @@ def test_cli_exports_a_prior_yaml(tmp_path):
     assert info.prior == "tiny_ddpm" and info.opset == 19 and info.batch == BatchProfile(1, 1, 3)
     assert info.checkpoint == "random" and info.config["ch_mult"] == [1, 2]
     x, t = torch.randn(3, 3, 32, 32), torch.tensor([999.0, 500.0, 0.0])
-    ref = _random_prior(info.config)
+    ref = random_prior(info.config)
     with torch.no_grad():
         assert rel_err(OrtDenoiser(out)(x, t), ref(x, t)) < 1e-5
     bad = runner.invoke(app, ["--prior", str(spec), "--opset", "21", "--random-weights", "-o", str(out)])

@@ -145,10 +145,10 @@ def test_class_labels_reach_the_export_and_the_reference(tmp_path):
 
 
 def test_ratio_by_hand():
-    from ddpg.export.validate import _ratio
+    from ddpg.export.validate import error_ratio
 
-    assert _ratio(4.0, 16.0) == 0.5 and _ratio(0.0, 0.0) == 0.0 and _ratio(1e-30, 0.0) == float("inf")
-    assert _ratio(0.25, 0.25) == 1.0 and _ratio(0.0, 1e-30) == 0.0
+    assert error_ratio(4.0, 16.0) == 0.5 and error_ratio(0.0, 0.0) == 0.0 and error_ratio(1e-30, 0.0) == float("inf")
+    assert error_ratio(0.25, 0.25) == 1.0 and error_ratio(0.0, 1e-30) == 0.0
 
 
 def test_reported_seconds_are_the_time_the_check_took(half_onnx):

@@ -159,7 +159,7 @@ def test_random_options_are_refused_cleanly_before_any_input_is_read(tmp_path, m
     import ddpg.api.restoration as restoration
 
     loaded = []
-    monkeypatch.setattr(restoration, "_run", lambda plan, pending, *a: loaded.extend(pending))
+    monkeypatch.setattr(restoration, "run_plan", lambda plan, pending, *a: loaded.extend(pending))
     folder = tmp_path / "in"
     folder.mkdir(exist_ok=True)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")

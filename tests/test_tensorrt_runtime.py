@@ -176,7 +176,7 @@ def gpu_trt():
 @pytest.mark.cuda
 def test_end_to_end_export_build_run_matches_torch(gpu_trt, tmp_path):
     from ddpg.export import export_prior
-    from ddpg.export.onnx_export import EpsGraph, _random_prior
+    from ddpg.export.onnx_export import EpsGraph, random_prior
     from ddpg.export.tensorrt_build import build_engine
 
     onnx_path = tmp_path / "tiny.onnx"
@@ -185,7 +185,7 @@ def test_end_to_end_export_build_run_matches_torch(gpu_trt, tmp_path):
     assert not record.cache_hit and record.path.is_file()
     assert build_engine(onnx_path, out=tmp_path / "tiny.plan", cache_dir=tmp_path / "cache").cache_hit
 
-    reference = EpsGraph(_random_prior(TINY_DDPM)).cuda().eval()
+    reference = EpsGraph(random_prior(TINY_DDPM)).cuda().eval()
     denoiser = TensorRTDenoiser(record.path)
     assert denoiser.name == "tiny_ddpm" and denoiser.schedule.num_timesteps == 1000
     for batch in (1, 3, 4):
@@ -213,7 +213,7 @@ def test_end_to_end_export_build_run_matches_torch(gpu_trt, tmp_path):
 @pytest.mark.cuda
 def test_end_to_end_fp16_engine_from_a_mixed_precision_export(gpu_trt, tmp_path):
     from ddpg.export import export_prior
-    from ddpg.export.onnx_export import EpsGraph, _random_prior
+    from ddpg.export.onnx_export import EpsGraph, random_prior
     from ddpg.export.tensorrt_build import build_engine
 
     onnx_path = tmp_path / "tiny16.onnx"
@@ -222,5 +222,5 @@ def test_end_to_end_fp16_engine_from_a_mixed_precision_export(gpu_trt, tmp_path)
     assert record.plan.precision == "fp16"
     x, t = torch.randn(2, 3, 32, 32, device="cuda"), torch.tensor([999.0, 500.0], device="cuda")
     with torch.no_grad():
-        want = EpsGraph(_random_prior(TINY_DDPM)).cuda().eval()(x, t)
+        want = EpsGraph(random_prior(TINY_DDPM)).cuda().eval()(x, t)
     assert rel_err(TensorRTDenoiser(record.path)(x, t), want) < 1e-2

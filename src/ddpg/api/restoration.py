@@ -162,7 +162,7 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
     if pending:
         _writable(request.outdir)
     with cudnn_autotune(plan.cudnn_tune):
-        _run(plan, pending, report, progress)
+        run_plan(plan, pending, report, progress)
     return report
 
 
@@ -380,7 +380,7 @@ def _engine_batch(denoiser, batch_size: int) -> int:
     return batch_size
 
 
-def _run(plan: RestorePlan, pending: list[tuple[int, Path]], report: Report, progress) -> None:
+def run_plan(plan: RestorePlan, pending: list[tuple[int, Path]], report: Report, progress) -> None:
     """Restore the ``pending`` (index, path) inputs in batches of ``plan.batch_size`` into ``report``; the next
     inputs load and degrade, and finished ones are written, in background threads while the sampler runs."""
     from ddpg.runtime.background_io import BackgroundWriter, Prefetcher

@@ -250,7 +250,7 @@ def _check_model(path: Path) -> None:
         raise ExportError(f"the exported ONNX model does not pass onnx.checker: {exc}") from exc
 
 
-def _random_prior(config: dict) -> nn.Module:
+def random_prior(config: dict) -> nn.Module:
     """A default-initialised prior (seed 0) whose all-zero tensors (ADM zero-initialises its output
     convolutions) are drawn from N(0, 0.02²), so its output is not identically zero."""
     from ddpg.models import create_prior
@@ -286,7 +286,7 @@ def load_for_export(prior: str | Path | dict | None, checkpoint: str | Path | No
     if config["kind"] == "gaussian":
         raise ConfigError("the gaussian prior is analytic (FFTs, no network): there is nothing to export")
     if random_weights:
-        return _random_prior(config), RANDOM, RANDOM
+        return random_prior(config), RANDOM, RANDOM
     if checkpoint is None:
         if config.get("name") not in REGISTRY:
             raise CheckpointError("a prior given by config needs a checkpoint file (--checkpoint PATH)")

@@ -150,19 +150,19 @@ def validate_onnx(onnx_path: str | Path, reference: Callable, *, precision: str 
                 sq_err[int(ti)] += float(delta[i].square().sum())
                 sq_ref[int(ti)] += float(ref[i].square().sum())
     abs_delta = torch.cat(diffs).numpy()
-    per_t = {t: _ratio(sq_err[t], sq_ref[t]) for t in timesteps}
+    per_t = {t: error_ratio(sq_err[t], sq_ref[t]) for t in timesteps}
     worst = max(per_t, key=per_t.get)
     max_abs = float(abs_delta.max())
     passed = per_t[worst] <= rtol and (atol is None or max_abs <= atol)
     return ValidationReport(
         precision=precision, device=str(device), rtol=rtol, atol=atol, batches=list(batches),
-        timesteps=list(timesteps), max_abs=max_abs, rel_l2=_ratio(sum(sq_err.values()), sum(sq_ref.values())),
+        timesteps=list(timesteps), max_abs=max_abs, rel_l2=error_ratio(sum(sq_err.values()), sum(sq_ref.values())),
         median_abs=float(np.median(abs_delta)), p99_abs=float(np.quantile(abs_delta, 0.99)),
         per_timestep=per_t, worst_timestep=worst, passed=bool(passed),
         seconds=round(time.perf_counter() - start, 3))
 
 
-def _ratio(sq_err: float, sq_ref: float) -> float:
+def error_ratio(sq_err: float, sq_ref: float) -> float:
     """‖Δ‖/‖ref‖; 0 when both vanish, inf when only the reference does."""
     if sq_ref > 0:
         return math.sqrt(sq_err / sq_ref)
