@@ -398,3 +398,15 @@ def test_cudnn_autotune_is_scoped_to_the_call():
             assert torch.backends.cudnn.benchmark
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+@pytest.mark.parametrize("method", ["ddpg", "dps"])
+def test_the_sample_writes_its_grid_for_every_kind_of_method(tmp_path, method):
+    """`restore --sample` draws the grid's observation without a denoiser, so a method that needs the UNet's
+    gradient (DPS) exits 0 with its grid too (it used to fail after restoring)."""
+    res = runner.invoke(app, ["restore", "--sample", "-o", str(tmp_path), "--method", method, "--steps", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    grid = load_image(tmp_path / "astronaut_face64_grid.png")
+    restored = load_image(tmp_path / "astronaut_face64_restored.png")
+    h, w = restored.shape[1:]
+    assert grid.shape[1] >= h and grid.shape[2] >= 4 * w  # ground truth, observation, baseline, restoration

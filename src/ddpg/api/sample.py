@@ -19,7 +19,7 @@ def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg
     restoration)."""
     from ddpg.figures import comparison_grid
     from ddpg.operators import baseline, make_operator
-    from ddpg.runtime import Restorer
+    from ddpg.runtime.restorer import seeded_observations
 
     report = restore([sample_path()], outdir, task=task, prior="face64", method=method, sigma_y=sigma_y,
                      steps=steps, seed=seed, device=device, progress=progress)
@@ -32,7 +32,7 @@ def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg
         name, params, _ = operator_args(settings.operator, task, tuple(gt.shape[1:]), tuple(gt.shape[1:]),
                                         motion_seed=0, mask={}, mask_seed=seed, kernel=None)
         op = make_operator(name, tuple(gt.shape[1:]), **params)
-        y = Restorer(None, op, method=method, sigma_y=settings.sigma_y, steps=1).degrade(gt[None] * 2 - 1, [seed])
+        y = seeded_observations(gt[None] * 2 - 1, op, settings.sigma_y, [seed])
         base = ((baseline(op, y)[0] + 1) / 2).clamp(0, 1)
         grid = comparison_grid([[gt, ((y[0] + 1) / 2).clamp(0, 1), base, load_image(outdir / f"{stem}_restored.png")]],
                                ["ground truth", "observation", meta["metrics"]["baseline"].split()[0], method])

@@ -48,6 +48,14 @@ def seeded_start(seeds: Sequence[int], img_size: tuple[int, int], device: torch.
     return draw((3, *img_size), device), noise
 
 
+def seeded_observations(x: torch.Tensor, operator: Operator, sigma_y: float, seeds: Sequence[int]) -> torch.Tensor:
+    """y = A x + 2σ_y n for clean images x (B,3,H,W) in [-1, 1], image i's n from its seed's measurement stream
+    (what :meth:`Restorer.degrade` and ``ddpg restore`` draw)."""
+    return torch.cat([degrade(x[i:i + 1], operator, sigma_y,
+                              generator=stream_generator(s, MEASUREMENT_STREAM, x.device))
+                      for i, s in enumerate(seeds)])
+
+
 class Restorer:
     """Restore batches with one method and operator. ``hyper``: the method's hyper-parameters."""
 
@@ -87,9 +95,7 @@ class Restorer:
     def degrade(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         """Observations y = A x + 2σ_y n of clean images x (B,3,H,W) in [-1, 1], n from each image's seed."""
         self._check_seeds(x, seeds)
-        return torch.cat([degrade(x[i:i + 1], self.operator, self.sigma_y,
-                                  generator=stream_generator(s, MEASUREMENT_STREAM, x.device))
-                          for i, s in enumerate(seeds)])
+        return seeded_observations(x, self.operator, self.sigma_y, seeds)
 
     def restore(self, y: torch.Tensor, seeds: Sequence[int],
                 callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
