@@ -15,8 +15,7 @@ generator (seeded by ``seed``), registered with the graph so every replay advanc
 
 Capture: :func:`ddpg.runtime.cuda_graph.capture_graph`. On CPU (or ``cuda_graph=False``) the same function
 runs eagerly: the fallback and, on the CPU, bit-identical to ``run_method`` (tested for every forward-only
-method; DiffPIR on operators whose ``pinv_eta`` computes 1 + η to float32 rounding, since a float and a
-tensor ρ round that sum differently). Not here: DDPG's select_candidates (a candidate count that changes per
+method and operator). Not here: DDPG's select_candidates (a candidate count that changes per
 step) and DPS/DPPS (autograd).
 DiffPIR passes its per-step ρ to ``operator.pinv_eta`` as a tensor; the operators' η check leaves tensors
 unread (ρ > 0 follows from its validated params), so its step is captured like the others.

@@ -51,8 +51,10 @@ def quad_timesteps(steps: int, num_timesteps: int = 1000) -> list[int]:
 def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: Scalar, weight: Scalar = 1.0
               ) -> torch.Tensor:
     """argmin_x ‖y − A x‖² + ρ‖x − x̂₀‖² (exact for every operator of the project), (B,3,H,W); ``weight``
-    scales the correction (1: the step; a tensor row's ``go``: 0 at the last step); a tensor ρ (0-d or per
-    sample (B, 1, 1, 1)) enters in x0's dtype."""
+    scales the correction (1: the step; a tensor row's ``go``: 0 at the last step). ρ enters as a tensor in x0's
+    dtype, a Python float too, so an operator that adds it to a constant (the masks' 1 + ρ) rounds the same for
+    the eager loop's float rows and the graph runner's tensor rows (0-d or per sample (B, 1, 1, 1))."""
+    rho = rho if isinstance(rho, torch.Tensor) else torch.as_tensor(rho, dtype=x0.dtype, device=x0.device)
     return x0 + coef(weight, x0) * operator.pinv_eta(y - operator.A(x0), coef(rho, x0))
 
 
