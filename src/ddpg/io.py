@@ -80,9 +80,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-_atomic = atomic_write  # the name other modules imported first
-
-
 class StagedFiles:
     """Several outputs that appear together: each is written to a temporary file first, and only when all
     are written are they renamed into place (in order, so the last one — a sidecar — marks completion).
