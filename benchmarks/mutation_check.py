@@ -395,7 +395,8 @@ def _round_robin(mutants: list[Mutant]) -> list[Mutant]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="", help="substring of the file or mutant id to restrict to")
+    ap.add_argument("--only", default="", help="comma-separated substrings of the file, tests or mutant id to "
+                    "restrict to")
     ap.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "ddpg_mutation.jsonl")
     ap.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "results" / "mutation_report.md")
     ap.add_argument("--timeout", type=float, default=240.0)
@@ -421,7 +422,9 @@ def main() -> None:
         write_report(args.report, mutants, results, args.command or "nice -n 19 python benchmarks/mutation_check.py")
         print("report:", args.report)
         return
-    todo = [m for m in _round_robin(mutants) if (args.only in m.file or args.only == m.id or args.only in m.tests)
+    patterns = args.only.split(",")
+    todo = [m for m in _round_robin(mutants)
+            if any(p in m.file or p == m.id or p in m.tests for p in patterns)
             and (m.id not in results or (args.rerun_survivors and results[m.id]["status"] == "survived"
                                          and m.id not in EQUIVALENT))]
     print(f"{len(mutants)} mutants, {len(todo)} to run", flush=True)

@@ -188,3 +188,18 @@ def test_impls_and_parameters_are_checked_against_the_table(task, impl):
             make_operator(task, SIZE, impl="dense", **SMALL.get(task, {}))
     with pytest.raises(OperatorError, match=r"unknown parameter\(s\) \['bogus'\]"):
         make_operator(task, SIZE, bogus=1)
+
+
+@pytest.mark.parametrize("task, impl", CASES + [("dense_svd", None)])
+def test_every_map_refuses_a_tensor_of_the_wrong_shape(task, impl):
+    """A, Aᵀ, A⁺ and pinv_eta name the shape they expected, for every operator (the decomposition-only one
+    uses DecomposableOperator's own A and Aᵀ; a blur's measurement is an image)."""
+    op = DenseSVD(SIZE, m=5, seed=0) if task == "dense_svd" else build(task, impl)
+    image, meas = torch.zeros(1, 3, *SIZE), torch.zeros(op.meas_shape(1))
+    wrong_image, wrong_meas = torch.zeros(1, 3, SIZE[0] + 1, SIZE[1]), torch.zeros(1, *op.meas_shape(1)[1:-1], 1)
+    assert op.A(image).shape == meas.shape and op.At(meas).shape == image.shape
+    with pytest.raises(OperatorError, match=rf"expected images \(B, C, {SIZE[0]}, {SIZE[1]}\)"):
+        op.A(wrong_image)
+    for fn in (op.At, op.pinv, lambda r: op.pinv_eta(r, 0.1)):
+        with pytest.raises(OperatorError, match=r"measurement must have shape|expected images \(B, C, "):
+            fn(wrong_meas)

@@ -16,7 +16,7 @@ def serve_command(
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N (one process per GPU)."),
     class_label: int = typer.Option(None, help="Class for class-conditional priors."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (localhost by default)."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, help="TCP port (0: one the OS picks; the URL is printed once bound)."),
     max_batch: int = typer.Option(8, help="Samples per engine tick at most."),
     max_queue: int = typer.Option(64, help="Requests waiting for admission at most (beyond: 429)."),
     engine_batch: int = typer.Option(None, help="Pad every denoiser call to this batch (fixed-batch engines)."),
@@ -45,7 +45,8 @@ def serve_command(
     try:
         serve(ServeOptions(prior, backend, engine, device, class_label, host, port, max_batch, max_queue,
                            engine_batch, policy, batch_wait_ms, max_pixels, request_timeout_s=request_timeout,
-                           drain_timeout_s=drain_timeout, token_file=token_file, test_hooks=test_hooks))
+                           drain_timeout_s=drain_timeout, token_file=token_file, test_hooks=test_hooks),
+              on_listening=lambda url: console.print(f"ddpg serve: listening on {url}", highlight=False))
     except DdpgError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None

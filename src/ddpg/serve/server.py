@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,15 +127,25 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(opts: ServeOptions) -> None:
-    """Serve until SIGTERM/SIGINT; returns after the drain."""
+def listening_url(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket (the port the OS picked for port 0)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(opts: ServeOptions, on_listening: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; returns after the drain. ``on_listening(url)`` is called once the socket
+    is bound (with ``port`` 0, the URL names the port the OS picked)."""
     with tempfile.TemporaryDirectory(prefix="ddpg-serve-") as workroot:
         state = build_state(opts, Path(workroot))
         config = uvicorn.Config(make_app(state), host=opts.host, port=opts.port, log_level="warning",
                                 timeout_graceful_shutdown=10, lifespan="off")
         server = DrainingServer(config, state, opts.drain_timeout_s)
+        sock = config.bind_socket()
+        if on_listening is not None:
+            on_listening(listening_url(sock))
         threading.Thread(target=warm_up, args=(state,), name="ddpg-warmup", daemon=True).start()
         try:
-            server.run()
+            server.run(sockets=[sock])
         finally:
             state.scheduler.close()
