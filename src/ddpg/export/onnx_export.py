@@ -25,7 +25,7 @@ from torch import nn
 
 from ddpg.engine_metadata import BatchProfile, build_metadata
 from ddpg.errors import ConfigError, DdpgError
-from ddpg.precisions import PRECISIONS
+from ddpg.precisions import PRECISIONS, parse_precision
 from ddpg.versions import versions
 
 from .validate import ValidationReport, validate_onnx
@@ -83,8 +83,7 @@ def check_opset_precision(opset: int, precision: str) -> None:
     if opset not in OPSETS:
         raise ConfigError(f"--opset {opset}: unsupported; ddpg exports opset {OPSETS[0]}–{OPSETS[-1]} (opset 21+ "
                           "emits native GroupNormalization, which TensorRT and ONNX Runtime CUDA mishandle)")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    parse_precision(precision, "--precision")
 
 
 def check_validation_device(device: str) -> None:

@@ -57,7 +57,7 @@ from ddpg.engine_metadata import EngineInfo, read_metadata
 from ddpg.engine_sidecar import EngineKey, GpuInfo, ShapeProfile, sidecar_path
 from ddpg.errors import ConfigError, DdpgError
 from ddpg.io import atomic_write
-from ddpg.precisions import PRECISIONS
+from ddpg.precisions import PRECISIONS, parse_precision
 from ddpg.runtime.backends.tensorrt_env import deserialize_plan, gpu_info, require_tensorrt, trt_logger
 from ddpg.versions import versions
 
@@ -146,8 +146,7 @@ def select_precision(tensorrt_version: str, onnx_prec: str, requested: str | Non
     if major < 10:
         raise ConfigError(f"TensorRT {tensorrt_version} is too old: ddpg builds with TensorRT 10 or 11")
     precision = onnx_prec if requested is None else requested
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    parse_precision(precision, "--precision")
     if major >= 11:
         if precision != onnx_prec:
             raise ConfigError(f"--precision {precision}: TensorRT {tensorrt_version} is strongly typed, so the engine "

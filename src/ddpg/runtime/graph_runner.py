@@ -24,7 +24,7 @@ unread (ρ > 0 follows from its validated params), so its step is captured like 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
@@ -53,19 +53,9 @@ class _Buffers:
     out: torch.Tensor  # the state's ``out`` of the last step
     t: torch.Tensor  # (B,) timestep values
     row: torch.Tensor  # (K,) the current step's scalars
-    ctx: object = None  # the method's per-run constants (tensors refilled in place)
+    ctx: object = None  # the method's constants from its first start (operator and b.y only), kept
     graph: object = None  # torch.cuda.CUDAGraph once captured
     graph_noise: bool = False  # whether the captured graph draws z itself
-
-
-def _refill(old, new):
-    """``old`` with its tensor fields overwritten in place by ``new``'s (a captured graph keeps reading old's)."""
-    if old is None or not is_dataclass(old):
-        return new if old is None else old
-    for f in fields(old):
-        if isinstance(getattr(old, f.name), torch.Tensor):
-            getattr(old, f.name).copy_(getattr(new, f.name))
-    return old
 
 
 class GraphRunner:
@@ -167,7 +157,8 @@ class GraphRunner:
         b.x.copy_(state.x)
         b.x0.copy_(state.x0)
         b.out.copy_(state.out)
-        b.ctx = _refill(b.ctx, state.ctx)
+        if b.ctx is None:  # a captured graph reads the first start's ctx; a later start's is equal to it
+            b.ctx = state.ctx
 
     def _capture(self, b: _Buffers, graph_noise: bool, eps: torch.Tensor | None = None) -> None:
         b.row.copy_(self.table[0])

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 
 from .common import NoiseSource, lift, prepare
 from .dps import (
+    DPSParams,
     ancestral_steps,
     check_grad_backend,
-    check_var_type,
     log_variance,
     norm_and_grad,
     posterior_mean,
@@ -66,22 +66,17 @@ def measured_distance(operator: Operator, residual: torch.Tensor, offsets: torch
 
 
 @dataclass(frozen=True)
-class DPPSParams:
-    """DPPS's hyper-parameters: ζ (step scale), n_max (candidates), ``var_type`` and ``clip`` of x̂₀."""
+class DPPSParams(DPSParams):
+    """DPPS's hyper-parameters: those of DPS (ζ defaults to 1) and n_max, the most noise candidates."""
 
-    sigma_y: float = 0.0
+    label: ClassVar[str] = "DPPS"
     zeta: float = 1.0
     n_max: int = 50
-    var_type: str = "auto"
-    clip: bool = True
 
     def __post_init__(self) -> None:
-        check_sigma_y(self.sigma_y)
-        if not self.zeta >= 0:
-            raise ConfigError(f"zeta (DPPS step scale) must be >= 0, got {self.zeta}")
+        super().__post_init__()
         if isinstance(self.n_max, bool) or not isinstance(self.n_max, int) or self.n_max < 2:
             raise ConfigError(f"n_max must be an integer >= 2, got {self.n_max!r}")
-        check_var_type(self.var_type)
 
 
 def dpps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPPSParams, *, steps: int = 1000,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -131,6 +132,7 @@ def std_of(log_var: torch.Tensor | float) -> torch.Tensor | float:
 class DPSParams:
     """DPS's hyper-parameters: ζ (step scale), the reverse variance ``var_type`` and ``clip`` of x̂₀."""
 
+    label: ClassVar[str] = "DPS"
     sigma_y: float = 0.0
     zeta: float = 0.3
     var_type: str = "auto"
@@ -139,7 +141,7 @@ class DPSParams:
     def __post_init__(self) -> None:
         check_sigma_y(self.sigma_y)
         if not self.zeta >= 0:
-            raise ConfigError(f"zeta (DPS step scale) must be >= 0, got {self.zeta}")
+            raise ConfigError(f"zeta ({self.label} step scale) must be >= 0, got {self.zeta}")
         check_var_type(self.var_type)
 
 
