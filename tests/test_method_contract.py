@@ -135,3 +135,35 @@ def test_cuda_graph_replay_matches_the_eager_loop(method, monkeypatch):
         graph = GraphRunner.from_restorer(r, cuda_graph=True).restore(y, [3, 4])
         eager = r.restore(y, [3, 4])
     assert ((graph - eager).norm() / eager.norm()).item() < 1e-5
+
+
+class HalfEps:
+    """A denoiser whose ε comes back in float16 (a low-precision engine's output); ``widen`` casts it back
+    to float32 itself, as the step should."""
+
+    def __init__(self, inner, widen: bool):
+        self.inner, self.widen = inner, widen
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = self.inner(x, t).half()
+        return eps.float() if self.widen else eps
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("method", FORWARD_METHODS)
+def test_a_half_precision_eps_is_widened_before_the_guidance_maths(prior, method):
+    """The guidance runs in float32 whatever precision the denoiser returns: ε in float16 gives the bits of
+    the same ε handed over in float32, in the loop and in the graph runner."""
+    r = restorer(prior, method, {})
+    y = observe(prior, r, 2)
+    outs = []
+    for widen in (False, True):
+        denoiser = HalfEps(as_denoiser(prior), widen)
+        half = Restorer(denoiser, r.operator, method=method, sigma_y=r.sigma_y, steps=STEPS, hyper={})
+        outs.append((half.restore(y, [3, 4]), GraphRunner.from_restorer(half).restore(y, [3, 4])))
+    (loop, runner), (loop_ref, runner_ref) = outs
+    assert loop.dtype == runner.dtype == torch.float32
+    assert torch.equal(loop, loop_ref) and torch.equal(runner, runner_ref)
+    assert not torch.equal(loop_ref, r.restore(y, [3, 4]))  # float16 ε does differ from float32 ε
