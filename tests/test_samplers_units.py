@@ -231,3 +231,43 @@ def test_ddnm_plus_equals_ddrm_up_to_the_start(task, params):
         outs.append(r.restore(r.degrade(x, [1, 2]), [1, 2]))
     assert rel_err(outs[0], outs[1]) < 1e-3
     assert rel_err(outs[0], x) > 0.05  # not trivially equal to the truth
+
+
+def test_ddpg_candidate_selection_keeps_per_image_the_noise_that_best_explains_y():
+    """DDPG with select_candidates: every step but the last draws N_t = candidate_count(ᾱ_t, n_max) noises per
+    image (the last step's noise is multiplied by 0: zeros); the step keeps, for each image, the candidate z_j
+    minimising ‖√ᾱ'·(y − A x̃) − √(1−ᾱ')·√ζ·A z_j‖, i.e. it equals the plain step given that z_j."""
+    from ddpg.runtime.samplers.ddpg import DDPG, DDPGParams
+    from ddpg.runtime.samplers.method import State
+
+    den = as_denoiser(create_prior("gaussian"))
+    op = make_operator("deblur_gauss", 16)
+    p = DDPGParams(sigma_y=0.05, zeta=0.1, select_candidates=True, n_max=6)
+    rows = DDPG().table(linear_schedule(), 10, p)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 3, 16, 16, generator=g)
+    y = op.A(torch.rand(3, 3, 16, 16, generator=g) * 2 - 1)
+    y = y + 0.3 * torch.randn(y.shape, generator=g)  # far noisier than σ_y: y − A x̃ weighs like the noise term
+
+    def noise(like):
+        return torch.randn(like.shape, generator=g)
+
+    assert rows[-1].a_next == 1 and all(row.a_next < 1 for row in rows[:-1])
+    assert torch.equal(DDPG().draw(noise, x, rows[-1], p), torch.zeros_like(x))
+    chosen = set()
+    for row in rows[:-1]:
+        n = candidate_count(row.a, p.n_max)
+        z = DDPG().draw(noise, x, row, p)
+        assert z.shape == (3, 3 * n, 16, 16) and n >= 2
+        eps = den(x, torch.full((3,), float(row.t)))
+        new = DDPG().step(State(x, x, x), eps, row, z, y, op, p)
+        plain = [DDPG().step(State(x, x, x), eps, row, z[:, 3 * j:3 * j + 3], y, op, p) for j in range(n)]
+        for b in range(3):
+            x_tilde = plain[0].out[b:b + 1]  # x̃ does not depend on z
+            scores = [float((math.sqrt(row.a_next) * (y[b:b + 1] - op.A(x_tilde))
+                             - math.sqrt(1 - row.a_next) * math.sqrt(p.zeta) * op.A(z[b:b + 1, 3 * j:3 * j + 3]))
+                            .norm()) for j in range(n)]
+            best = min(range(n), key=scores.__getitem__)
+            chosen.add(best)
+            assert torch.allclose(new.x[b], plain[best].x[b], atol=1e-6)
+    assert len(chosen) > 1  # not always the same index
