@@ -375,3 +375,48 @@ def test_fft_spectrum_defaults_to_the_operators_device_and_float32(task, params,
     assert torch.allclose(full[:, : n // 2 + 1], K.to(torch.complex128), atol=1e-6)
     # an explicit device wins over the operator's (the meta device stands in for a GPU here)
     assert op.spectrum("meta").device.type == "meta" and op.spectrum("meta", full=True).device.type == "meta"
+
+
+@pytest.mark.parametrize("size, sigma", [(0, 1.0), (-3, 1.0), (5, 0.0), (5, -1.0)])
+def test_gaussian_taps_refuse_an_empty_size_or_a_non_positive_sigma(size, sigma):
+    from ddpg.operators.kernels import gaussian_taps
+
+    with pytest.raises(OperatorError, match=rf"size >= 1 and sigma > 0, got size={size}, sigma={sigma}"):
+        gaussian_taps(size, sigma)
+    with pytest.raises(OperatorError, match="size >= 1 and sigma > 0"):
+        make_operator("deblur_gauss", 16, kernel_size=size, sigma=sigma)
+
+
+def test_footprint_centre_by_hand_and_for_an_unnormalised_kernel():
+    """k = [[1, 0], [2, 1]]: centre c = (0, 0), Σk = 4, row mean (0·1 + 1·3)/4 = 0.75, column mean
+    (0·3 + 1·1)/4 = 0.25, so the footprint is at (−0.75, −0.25); scaling k does not move it."""
+    from ddpg.operators.fft import footprint_centre
+
+    k = torch.tensor([[1.0, 0.0], [2.0, 1.0]])
+    assert footprint_centre(k) == pytest.approx((-0.75, -0.25), abs=1e-12)
+    assert footprint_centre(3 * k) == pytest.approx((-0.75, -0.25), abs=1e-12)
+
+
+RCOND_16 = 16 * float(torch.finfo(torch.float32).eps)  # NumPy's pinv rcond for a 16×16 float32 operator
+
+
+@pytest.mark.parametrize("eps, zeros", [(1e-8, 16), (0.9 * RCOND_16, 16), (1.2 * RCOND_16, 0), (1e-5, 0)])
+def test_the_fourier_basis_drops_exactly_the_frequencies_the_pseudo_inverse_drops(eps, zeros):
+    """A 1×2 kernel 3·[(1+ε)/2, (1−ε)/2] (sum 3: not normalised) has |K̂| = 3ε along the Nyquist column
+    (16 frequencies of a 16×16 image) and up to 3 elsewhere. NumPy's rcond drops σ ≤ 16·eps₃₂·σ_max, i.e.
+    ε ≤ 16·eps₃₂ (tried far below, just below, just above and far above): the Fourier basis (DDRM/DDNM on a
+    circular blur) zeroes the same singular values as A⁺, its Uᵀy is 0 there, and V diag(1/s) Uᵀ equals A⁺."""
+    from ddpg.operators.base import reciprocal
+
+    op = FFTBlur(3 * np.array([[(1 + eps) / 2, (1 - eps) / 2]]), 16)
+    basis = op.spectral(torch.device("cpu"))
+    s = basis.s
+    assert int((s == 0).sum()) == zeros
+    if zeros == 0:
+        assert float(s.min()) == pytest.approx(3 * eps, rel=1e-3) and float(s.max()) == pytest.approx(3, rel=1e-6)
+    r = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    coef = basis.meas_coef(r)
+    assert torch.equal(coef[..., s == 0], torch.zeros_like(coef[..., s == 0]))
+    via_basis = basis.image(reciprocal(s) * coef)
+    reference = op.pinv(r)
+    assert float((via_basis - reference).norm() / reference.norm()) < 1e-5
