@@ -52,6 +52,7 @@ from ddpg.io import (
     save_json,
 )
 from ddpg.metrics import psnr, ssim
+from ddpg.operators.baselines import auto_baseline_name
 from ddpg.runtime.graph_runner import GRAPH_METHODS
 from ddpg.versions import versions
 
@@ -584,7 +585,7 @@ def write_outputs(plan: RestorePlan, job: InputJob, out: torch.Tensor, timing: d
     if job.clean is not None:
         metrics = {"psnr": round(psnr(restored, job.clean), 4),
                    "baseline_psnr": round(psnr(job.baseline, job.clean), 4),
-                   "baseline": "bicubic" if getattr(op, "scale", 1) > 1 else "tikhonov (eta=1e-2)"}
+                   "baseline": auto_baseline_name(op)}
         if min(H, W) >= 11:
             metrics["ssim"] = round(ssim(restored, job.clean), 4)
         sidecar["metrics"] = metrics

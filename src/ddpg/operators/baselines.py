@@ -11,6 +11,16 @@ from ddpg.errors import OperatorError
 from .base import Operator
 
 METHODS = ("auto", "bicubic", "pinv", "tikhonov")
+DEFAULT_ETA = 1e-2
+
+
+def is_super_resolution(operator: Operator) -> bool:
+    return getattr(operator, "scale", 1) > 1
+
+
+def auto_baseline_name(operator: Operator) -> str:
+    """What :func:`baseline` computes with its defaults (method "auto", η = DEFAULT_ETA), for reports."""
+    return "bicubic" if is_super_resolution(operator) else f"tikhonov (eta={DEFAULT_ETA:g})"
 
 
 def bicubic_upsample(y: torch.Tensor, size: tuple[int, int],
@@ -39,18 +49,18 @@ def pinv_baseline(operator: Operator, y: torch.Tensor) -> torch.Tensor:
     return operator.pinv(y)
 
 
-def tikhonov(operator: Operator, y: torch.Tensor, eta: float = 1e-2) -> torch.Tensor:
+def tikhonov(operator: Operator, y: torch.Tensor, eta: float = DEFAULT_ETA) -> torch.Tensor:
     """argmin_x ‖Ax − y‖² + η‖x‖² = Aᵀ(AAᵀ + ηI)⁻¹y (B, 3, H, W); η > 0."""
     return operator.pinv_eta(y, eta)
 
 
-def baseline(operator: Operator, y: torch.Tensor, eta: float = 1e-2, *, method: str = "auto") -> torch.Tensor:
+def baseline(operator: Operator, y: torch.Tensor, eta: float = DEFAULT_ETA, *, method: str = "auto") -> torch.Tensor:
     """The measurement-only restoration of y (B, 3, H, W) in [-1, 1]. ``auto``: phase-aware bicubic
     upsampling for SR (``operator.scale`` > 1), Tikhonov with ``eta`` otherwise (for inpainting, denoising
     and colorization that is the pseudo-inverse up to the factor ‖w‖²/(‖w‖² + η))."""
     if method not in METHODS:
         raise OperatorError(f"baseline: method must be one of {METHODS}, got {method!r}")
-    is_sr = getattr(operator, "scale", 1) > 1
+    is_sr = is_super_resolution(operator)
     if method == "bicubic" or (method == "auto" and is_sr):
         if not is_sr:
             raise OperatorError(f"baseline: bicubic upsampling needs an SR operator, not {operator.name}")
