@@ -203,3 +203,17 @@ def test_every_map_refuses_a_tensor_of_the_wrong_shape(task, impl):
     for fn in (op.At, op.pinv, lambda r: op.pinv_eta(r, 0.1)):
         with pytest.raises(OperatorError, match=r"measurement must have shape|expected images \(B, C, "):
             fn(wrong_meas)
+
+
+@pytest.mark.parametrize("weights", [(0.3333, 0.3334, 0.3333), (0.299, 0.587, 0.114), (0.1, 0.1, 0.8)])
+def test_colorization_basis_starts_with_w_over_its_norm_for_any_weights(weights):
+    """The QR of [w, e₁, e₂] may return −w/‖w‖ first; the sign fix makes it +w/‖w‖ (so U = I and s = ‖w‖
+    give U s Vᵀ = A), whatever rounding leaves in the other columns' products with w (tried on the task's
+    weights and on two others, e.g. Rec. 601's)."""
+    from ddpg.operators import Colorization
+
+    op = type("Weighted", (Colorization,), {"weights": weights})(SIZE)
+    x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    s = op.singulars(torch.float64)
+    assert rel(op.U(s * op.Vt(x)[:, : s.numel()]), op.A(x)) < 1e-12
+    assert float(s[0]) == pytest.approx(float(np.linalg.norm(weights)), rel=1e-12)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from ddpg.errors import OperatorError
 from ddpg.operators import baseline, bicubic_upsample, degrade, make_operator, pinv_baseline, tikhonov
+from ddpg.operators.baselines import auto_baseline_name
 
 
 def smooth_image(n: int) -> torch.Tensor:
@@ -99,3 +100,19 @@ def test_baseline_rejects_bad_methods():
         baseline(make_operator("denoising", 8), torch.zeros(1, 3, 8, 8), method="bicubic")
     with pytest.raises(OperatorError, match="measurement must have shape"):
         baseline(make_operator("sr4", 32), torch.zeros(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("task, params, name", [
+    ("sr_bicubic", {"scale": 2, "impl": "svd"}, "bicubic"), ("sr_bicubic", {"scale": 2, "impl": "fft"}, "bicubic"),
+    ("sr_avgpool", {"scale": 4}, "bicubic"), ("deblur_gauss", {"impl": "fft"}, "tikhonov (eta=0.01)"),
+    ("deblur_gauss", {"impl": "svd"}, "tikhonov (eta=0.01)"), ("inpainting", {}, "tikhonov (eta=0.01)"),
+    ("denoising", {}, "tikhonov (eta=0.01)"), ("colorization", {}, "tikhonov (eta=0.01)")])
+def test_the_reported_baseline_names_what_baseline_computes(task, params, name):
+    """Every SR scale (×2 as well as ×4) is upsampled bicubically; every other operator, with or without a
+    ``scale`` attribute, gets Tikhonov with η = 1e-2; the name a sidecar reports says which."""
+    op = make_operator(task, 16, **params)
+    y = op.A(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    assert auto_baseline_name(op) == name
+    expected = (bicubic_upsample(y, op.img_size, getattr(op, "sample_offset", None)) if name == "bicubic"
+                else tikhonov(op, y, 1e-2))
+    assert torch.allclose(baseline(op, y), expected, atol=1e-6)

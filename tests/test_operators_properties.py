@@ -385,16 +385,54 @@ def test_gaussian_taps_refuse_an_empty_size_or_a_non_positive_sigma(size, sigma)
         gaussian_taps(size, sigma)
     with pytest.raises(OperatorError, match="size >= 1 and sigma > 0"):
         make_operator("deblur_gauss", 16, kernel_size=size, sigma=sigma)
+    assert gaussian_taps(1, 1e-3).tolist() == [1.0]  # the smallest kernel and sigma are accepted
 
 
 def test_footprint_centre_by_hand_and_for_an_unnormalised_kernel():
-    """k = [[1, 0], [2, 1]]: centre c = (0, 0), Σk = 4, row mean (0·1 + 1·3)/4 = 0.75, column mean
-    (0·3 + 1·1)/4 = 0.25, so the footprint is at (−0.75, −0.25); scaling k does not move it."""
+    """k = [[1, 0, 0], [2, 1, 1]] (2×3): centre c = ((2−1)//2, (3−1)//2) = (0, 1), Σk = 5, row mean
+    (0·1 + 1·4)/5 = 0.8, column mean (0·3 + 1·1 + 2·1)/5 = 0.6, so the footprint is at (−0.8, 0.4); scaling k
+    does not move it."""
     from ddpg.operators.fft import footprint_centre
 
-    k = torch.tensor([[1.0, 0.0], [2.0, 1.0]])
-    assert footprint_centre(k) == pytest.approx((-0.75, -0.25), abs=1e-12)
-    assert footprint_centre(3 * k) == pytest.approx((-0.75, -0.25), abs=1e-12)
+    k = torch.tensor([[1.0, 0.0, 0.0], [2.0, 1.0, 1.0]])
+    assert footprint_centre(k) == pytest.approx((-0.8, 0.4), abs=1e-12)
+    assert footprint_centre(3 * k) == pytest.approx((-0.8, 0.4), abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [3, 4, 7])
+def test_zero_boundary_toeplitz_rows_by_hand(k):
+    """Row i of the zero-boundary convolution matrix weighs x[j] by taps[j − i + k//2] for
+    j = i − k//2 … i + ⌈k/2⌉ − 1 inside the image: for odd k that is NumPy's centred correlation."""
+    from ddpg.operators.svd import toeplitz_zero_boundary
+
+    taps = np.arange(1.0, k + 1)
+    mat = toeplitz_zero_boundary(9, taps)
+    if k % 2:
+        x = np.random.default_rng(k).normal(size=9)
+        np.testing.assert_allclose(mat @ x, np.correlate(x, taps, "same"), atol=1e-12)
+    else:  # k = 4: row i covers i − 2 … i + 1 with taps 1, 2, 3, 4
+        assert mat[0, :3].tolist() == [3.0, 4.0, 0.0] and mat[4, 2:6].tolist() == [1.0, 2.0, 3.0, 4.0]
+        assert mat[8, 6:].tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("scale, size", [(0, (16, 16)), (-2, (16, 16)), (3, (16, 16)), (3, (15, 16)),
+                                         (3, (18, 16))])
+def test_fft_superresolution_refuses_a_scale_that_does_not_divide_the_image(scale, size):
+    with pytest.raises(OperatorError, match=rf"scale {scale} must divide the image size"):
+        FFTSuperRes(np.ones((2, 2)), scale, size)
+
+
+def test_fft_superresolution_at_scale_1_is_its_blur_and_drops_the_same_frequencies():
+    """Scale 1 is accepted and is the blur itself: with the kernel [1/2, 1/2] (|K̂| = 0 on the Nyquist column)
+    its A⁺ equals the blur's, which zeroes those frequencies, and A A⁺ A = A."""
+    kernel = np.array([[0.5, 0.5]])
+    sr, blur = FFTSuperRes(kernel, 1, 16), FFTBlur(kernel, 16)
+    r = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(sr.A(r), blur.A(r), atol=1e-6)
+    assert torch.allclose(sr.pinv(r), blur.pinv(r), atol=1e-5)
+    assert torch.allclose(sr.A(sr.pinv(sr.A(r))), sr.A(r), atol=1e-5)
+    nyquist = torch.fft.rfft2(sr.pinv(r))[..., 8]  # the Nyquist column of the rfft2 half-spectrum
+    assert float(nyquist.abs().max()) < 1e-4
 
 
 RCOND_16 = 16 * float(torch.finfo(torch.float32).eps)  # NumPy's pinv rcond for a 16×16 float32 operator
