@@ -389,12 +389,12 @@ def test_gaussian_taps_refuse_an_empty_size_or_a_non_positive_sigma(size, sigma)
 
 
 def test_footprint_centre_by_hand_and_for_an_unnormalised_kernel():
-    """k = [[1, 0, 0], [2, 1, 1]] (2×3): centre c = ((2−1)//2, (3−1)//2) = (0, 1), Σk = 5, row mean
-    (0·1 + 1·4)/5 = 0.8, column mean (0·3 + 1·1 + 2·1)/5 = 0.6, so the footprint is at (−0.8, 0.4); scaling k
-    does not move it."""
+    """k = [[1, 0, 0, 0], [2, 1, 1, 0]] (2×4, both sides even, not square): centre c = ((2−1)//2, (4−1)//2)
+    = (0, 1), Σk = 5, row mean (0·1 + 1·4)/5 = 0.8, column mean (0·3 + 1·1 + 2·1 + 3·0)/5 = 0.6, so the
+    footprint is at (−0.8, 0.4); scaling k does not move it."""
     from ddpg.operators.fft import footprint_centre
 
-    k = torch.tensor([[1.0, 0.0, 0.0], [2.0, 1.0, 1.0]])
+    k = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2.0, 1.0, 1.0, 0.0]])
     assert footprint_centre(k) == pytest.approx((-0.8, 0.4), abs=1e-12)
     assert footprint_centre(3 * k) == pytest.approx((-0.8, 0.4), abs=1e-12)
 
