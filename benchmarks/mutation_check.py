@@ -6,7 +6,7 @@ one operand of a binary operation or a unary minus/not, change a numeric constan
 f → 10·f, 0.0 → 1.0), flip a boolean constant, swap the first two positional arguments of a call, drop a
 no-argument method call (``x.conj()`` → ``x``), replace an expression statement (a call) by ``pass``.
 
-    nice -n 19 python benchmarks/mutation_check.py [--only PATTERN] [--rerun-survivors] \
+    python benchmarks/mutation_check.py [--only PATTERN,...] [--rerun-survivors] [--timeout S] \
         [--results /tmp/ddpg_mutation.jsonl] [--report benchmarks/results/mutation_report.md] [--list]
     python benchmarks/mutation_check.py --report-only   # the report from the results so far
 
@@ -75,64 +75,111 @@ TARGETS = [
     ("src/ddpg/export/validate.py", ["DEFAULT_RTOL", "default_rtol", "validate_onnx", "error_ratio"],
      "tests/test_export_tolerances.py"),
     ("src/ddpg/io.py", ["atomic_write", "StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
+    ("src/ddpg/operators/baselines.py", ["is_super_resolution", "auto_baseline_name"],
+     "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match "
+     "tests/test_cli_restore.py::test_sr_sidecar_scores_the_bicubic_baseline tests/test_operators_baselines.py"),
     ("src/ddpg/api/restoration.py", ["write_outputs"],
      "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match "
      "tests/test_cli_restore.py::test_restored_png_is_the_restorers_output "
      "tests/test_cli_restore.py::test_sidecar_metrics_of_the_smallest_images "
-     "tests/test_cli_restore.py::test_resized_inputs_keep_their_ground_truth_beside_the_restoration"),
+     "tests/test_cli_restore.py::test_resized_inputs_keep_their_ground_truth_beside_the_restoration "
+     "tests/test_cli_restore.py::test_sr_sidecar_scores_the_bicubic_baseline"),
 ]
 
 # mutant id → why it cannot change behaviour (filled in after reading each survivor)
 EQUIVALENT: dict[str, str] = {
-    "7daa0d0c37": "max(a, b) → max(b, a): max is symmetric",
-    "3e1beedec1": "s < threshold → s <= threshold: differs only for a singular value exactly equal to the "
-                  "threshold (a float64 SVD output equal to 3e-2 to the last bit), a measure-zero boundary",
-    "4f7ac99389": "step_table's s_BP·(1−δ) → (1−δ): s_BP is 1 in every step-size mode (algorithms.md §3.2 line 9)",
-    "baa7830f30": "guidance's s_BP·(1−δ) → (1−δ): s_BP is 1 in every step-size mode",
-    # guidance skips a term whose weight is 0; a mutated guard adds that term times 0 instead
-    "f466b09f31": "guidance: δ < 1 → δ <= 1 adds (1−δ)·P_η r = 0 at δ = 1",
-    "f0950fd938": "guidance: δ < 1 → δ < 2 adds (1−δ)·P_η r = 0 at δ = 1",
-    "7be7bf129b": "guidance: δ > 0 → δ >= 0 adds δ·c·Aᵀr = 0 at δ = 0",
-    "0e1e022beb": "guidance: c > 0 → c >= 0 adds δ·c·Aᵀr = 0 at c = 0",
-    "12718d1463": "guidance: δ > 0 and c > 0 → or: the extra cases add δ·c·Aᵀr with δ = 0 or c = 0",
-    "42187e18d2": "guidance: keeps δ > 0 only: adds δ·c·Aᵀr = 0 when c = 0",
-    "70179c7206": "guidance: keeps c > 0 only: adds δ·c·Aᵀr = 0 when δ = 0",
-    "98d3f62100": "fast step: c > 0 and σ > 0 → or: the extra cases add coef_ls·Aᵀr with coef_ls = s_LS·δ·c = 0 "
-                  "(c = 0, or σ = 0 where δ = 0)",
-    "503a5cdd56": "fast step: keeps c > 0 only: with σ = 0, δ = 0 so coef_ls = 0",
-    "1716e14b62": "fast step: keeps σ > 0 only: with c = 0, coef_ls = 0",
-    "a9a464b08c": "fast step: c > 0 → c >= 0: coef_ls = 0 at c = 0",
-    "704de787e5": "fast step: σ > 0 → σ >= 0: δ = 0 at σ = 0, so coef_ls = 0",
-    "ab6634ccec": "validation report: seconds rounded to 4 decimals instead of 3",
-    "377ccea579": "validation: ONNX output not cast to float64 before got − ref: the float64 reference promotes it "
-                  "exactly",
-    "a0f8921b5e": "validation: reference not cast to float64: got − ref is promoted to float64 anyway; only the "
-                  "reference's squared norm is summed in float32 (relative rounding ~1e-7, far inside every bound)",
-    "acbc4be2b4": "atomic_write cleanup unlink(missing_ok=False): the temporary file exists whenever the except "
-                  "branch runs (mkstemp made it; only a writer deleting it itself would differ)",
+    "4c32fbfb67": "max(a, b) → max(b, a): max is symmetric",
+    "08c64a0809": "ddpg_table's s_BP·(1−δ) → (1−δ): s_BP is 1 in every step-size mode (algorithms.md §3.2 line 9)",
+    "3ceedaa369": "guidance: the LS guard σ > 0 and c > 0 and coef_ls not 0 → or: the extra cases add coef_ls·Aᵀr "
+                  "with coef_ls = s_LS·δ·c = 0 (σ = 0 makes δ = 0)",
+    "e45001b622": "guidance: keeps σ > 0 only: with c = 0 or coef_ls = 0 it adds 0·Aᵀr",
+    "a25fcff081": "guidance: keeps c > 0 only: with σ = 0, δ = 0 so coef_ls = 0",
+    "e2d9bfd3b4": "guidance: keeps 'coef_ls not 0' only: coef_ls = s_LS·δ·c is 0 whenever σ = 0 or c = 0",
+    "dc6a290f93": "guidance: update + c·P_η r → c·P_η r: update is still the zero tensor at that line",
+    "0f0ebc9eb4": "guidance: σ > 0 → σ >= 0: at σ = 0, δ = 0 so coef_ls = 0",
+    "a696909cd1": "guidance: c > 0 → c >= 0: at c = 0, coef_ls = 0",
+    "768007a4e2": "DDPG step: z.shape[1] → z.shape[2] in the candidates test: with one plain z the branch picks its"
+                  " only candidate, z itself",
+    "f24ec99b59": "DDPG step: x.shape[1] → x.shape[2] in the candidates test: with one plain z the branch picks its"
+                  " only candidate, z itself",
+    "511da159bc": "graph runner start: b.x0 not refilled: every method's step writes x0 before anything (result, "
+                  "callback) reads it",
+    "9ac48ac7fb": "graph runner start: b.out not refilled: every method's step writes out before result reads it",
+    "803e063489": "FFTBlur keeps its .kernel attribute in float64 instead of float32: A, Aᵀ and the pseudo-inverses"
+                  " use the float64 padded copy; footprint_centre casts to float64 anyway",
     "97369a700e": "FFT _apply: s=x.shape[-2:] → x.shape[2:], the same for the (B, C, H, W) tensors it is given",
-    "5741db6653": "fast step: ε not cast to float32: every denoiser returns float32 ε, and the step writes into "
-                  "float32 buffers either way (the cast is for a low-precision denoiser output)",
-    # the sidecar writer: rounding precision and argument order of symmetric scores
-    "bc9af6852f": "sidecar: load time rounded to 5 decimals instead of 4",
-    "b698aa8bf0": "sidecar: PSNR rounded to 5 decimals instead of 4",
-    "a1358e7acc": "sidecar: baseline PSNR rounded to 5 decimals instead of 4",
-    "a9052dec5e": "sidecar: SSIM rounded to 5 decimals instead of 4",
-    "01a33c0fe2": "sidecar: write time rounded to 5 decimals instead of 4",
-    "52c967ef3e": "sidecar: psnr(clean, restored) for psnr(restored, clean): restored is already clamped to [0, 1], "
-                  "so the score is symmetric",
-    "ee90cbbf94": "sidecar: ssim(clean, restored): SSIM's formula is symmetric and restored is already in [0, 1]",
-    "803e063489": "FFTBlur keeps its .kernel attribute in float64 instead of float32: A, Aᵀ and the pseudo-inverses "
-                  "use the float64 padded copy; footprint_centre casts to float64 anyway",
-    "f61e5684c6": "guidance: update + c·P_η r → c·P_η r: update is still the zero tensor at that line",
-    "43e03d4896": "SVD pinv: the inner where(s > 0, s, 1) → where(s >= 0, s, 1) makes 1/0 = inf at zero singular "
-                  "values, which the outer where then replaces by 0",
-    "94d988caa2": "SVD pinv: the placeholder 1 in where(s > 0, s, 1) → 2: only read where the outer where puts 0",
-    "4c0d30679c": "sidecar: min(H, W) → min(W, H)",
-    "c6cdde76b9": "sidecar: restored clamped to [0, 2] instead of [0, 1]: save_image, psnr and ssim clamp to [0, 1]",
+    "8519e5abe0": "FFT A⁺: power > threshold → power >= threshold: differs only for an eigenvalue exactly equal to "
+                  "the threshold, a measure-zero boundary",
+    "aba37984b7": "FFT A⁺: the placeholder 1 in where(keep, power, 1) → 2: read only where the outer where puts 0",
+    "69082a667a": "Fourier basis: |K̂|² > threshold → >=: differs only for an eigenvalue exactly equal to the "
+                  "threshold, a measure-zero boundary",
+    "8a5fa2e8a0": "Fourier basis: the placeholder 1 in where(keep, mag, 1) → 2: read only where the outer where "
+                  "puts 0",
+    "f54469ef1a": "footprint_centre: the float32 kernel not widened to float64: the centre moves by float32 "
+                  "rounding (~1e-7 px), far inside every use",
+    "e8ebb912c5": "FFT SR: the autocorrelation's spectrum is real (an even signal); without .real, the cache's "
+                  ".to(real dtype) keeps the real part and drops only rounding noise",
+    "6c1dcea689": "FFT SR zero-filling: y.shape[:-2] → y.shape[:2]: the same for the (B, C, h, w) measurements",
+    "b650421684": "FFT SR _lr_solve: s=r.shape[-2:] → r.shape[2:]: the same for the (B, C, h, w) tensors it is "
+                  "given",
+    "ea195918ca": "FFT SR A⁺: h > threshold → h >= threshold: differs only for a response exactly equal to the "
+                  "threshold, a measure-zero boundary",
+    "35d55d07aa": "FFT SR A⁺: h.abs() → h: h = Σ_aliases |K̂|² is ≥ 0 (tiny negative rounding is dropped either "
+                  "way)",
+    "18d7d83663": "FFT SR A⁺: the threshold from max(h) instead of max(|h|): h = Σ_aliases |K̂|² ≥ 0, the same "
+                  "maximum",
+    "f5f13d0815": "FFT SR A⁺: factor 1 instead of 0 at a dropped low-resolution frequency: h = Σ_aliases |K̂|² ≤ "
+                  "threshold means every alias has |K̂| ≤ √threshold, and Aᵀ multiplies each by K̂*, so the change "
+                  "is below the threshold itself",
+    "5dc278558e": "FFT SR A⁺: the placeholder 1 in where(keep, h, 1) → 2: read only where the outer where puts 0",
+    "85edbd2fc7": "reciprocal: the inner where(s > 0, s, 1) → where(s >= 0, s, 1) makes 1/0 = inf at s = 0, which "
+                  "the outer where replaces by 0",
+    "a5e676cbe9": "reciprocal: the placeholder 1 in where(s > 0, s, 1) → 2: read only where the outer where puts 0",
+    "cd2c88fab5": "s < threshold → s <= threshold: differs only for a singular value exactly equal to the threshold"
+                  " (a float64 SVD output equal to 3e-2 to the last bit), a measure-zero boundary",
+    "eff7b2fafe": "reflect_index: `-j - 1 if j < 0` → `if j <= 0`: j = 0 never enters the loop (0 < n), so the "
+                  "branch is taken for j < 0 only either way",
+    "d7877ac534": "reflect_index: `-j - 1 if j < 0` → `if j < 1`: j = 0 never enters the loop (0 < n), so the "
+                  "branch is taken for j < 0 only either way",
+    "7254d1add7": "bicubic_matrix: taps[j − i − len/2] wraps (NumPy's negative index) to taps[j − i + len/2]: len ="
+                  " 2·half for the even 4s-tap kernels",
+    "5d926a36b0": "colorization basis: sign(q₀·w) → sign(q₀ ⊙ w): q₀ = ±w/‖w‖ with every w_i > 0, so each element "
+                  "has the sign of q₀·w",
+    "6a110072e4": "colorization basis: sign(q₀·w) → sign(q₀): q₀ = ±w/‖w‖ with every w_i > 0, so each element has "
+                  "the sign of q₀·w",
+    "40c82f6e25": "colorization basis: QR of [w, e₁, e₂, e₃] instead of [w, e₁, e₂]: the reduced Q (3×3) is the "
+                  "same to the bit (checked), Householder QR builds it from the first three columns",
     "0a4070be66": "Keys kernel: x <= 1 → x < 1 at x = 1 picks the outer cubic, which is 0 there like the inner one",
-    "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there "
-                  "(8a − 20a + 16a − 4a = 0)",
+    "eeea5918de": "Keys kernel: x < 2 → x <= 2 at x = 2 picks the outer cubic, which is 0 there (8a − 20a + 16a − "
+                  "4a = 0)",
+    "365224912c": "bicubic_taps_svd: n / 2 → n // 2: n = 4·scale is even, so both are the same number",
+    "2461479c46": "bicubic_taps_matlab: k(o/s)/s → k(o/s)·s: a constant factor the normalisation on the next line "
+                  "removes",
+    "75603f81c1": "bicubic_taps_matlab: k(o/s)/s → k(o/s): a constant factor the normalisation removes",
+    "6bd7d45e71": "bicubic_taps_matlab: taps / Σtaps → taps · Σtaps: Keys' kernel is a partition of unity, Σ_o "
+                  "k(o/s) = s, so after /s the sum is already 1 (to rounding)",
+    "322a5e0396": "bicubic_taps_matlab: drops the normalisation: Σ_o k(o/s)/s = 1 already (Keys' kernel is a "
+                  "partition of unity)",
+    "32c019401a": "outer_kernel: np.outer(taps, taps) with its two equal arguments swapped",
+    "8fb5431c25": "validation: ONNX output not cast to float64 before got − ref: the float64 reference promotes it "
+                  "exactly",
+    "304bc5e706": "validation: reference not cast to float64: got − ref is promoted to float64 anyway; only the "
+                  "reference's squared norm is summed in float32 (relative rounding ~1e-7, far inside every bound)",
+    "40c0c4279c": "validation report: seconds rounded to 4 decimals instead of 3",
+    "0b7aeb1623": "atomic_write cleanup unlink(missing_ok=False): the temporary file exists whenever the except "
+                  "branch runs (mkstemp made it; only a writer deleting it itself would differ)",
+    "5a24d82384": "sidecar: min(H, W) → min(W, H)",
+    "77e2c0a47d": "sidecar: write time rounded to 5 decimals instead of 4",
+    "a81f1aa331": "sidecar: restored clamped to [0, 2] instead of [0, 1]: save_image, psnr and ssim clamp to [0, 1]",
+    "765faa0d23": "sidecar: load time rounded to 5 decimals instead of 4",
+    "35d700f632": "sidecar: psnr(clean, restored) for psnr(restored, clean): restored is already clamped to [0, 1],"
+                  " so the score is symmetric",
+    "b5dbe42914": "sidecar: baseline PSNR rounded to 5 decimals instead of 4",
+    "e5314fad8c": "sidecar: psnr(clean, baseline) for psnr(baseline, clean): the baseline is clamped to [0, 1] when"
+                  " it is made (prepare_input), so the score is symmetric",
+    "91040bda23": "sidecar: baseline PSNR rounded to 5 decimals instead of 4",
+    "1f2c88b3ab": "sidecar: ssim(clean, restored): SSIM's formula is symmetric and restored is already in [0, 1]",
+    "fe8dfb6879": "sidecar: SSIM rounded to 5 decimals instead of 4",
 }
 
 BINOPS = {ast.Add: [ast.Sub], ast.Sub: [ast.Add], ast.Mult: [ast.Div], ast.Div: [ast.Mult, ast.FloorDiv],
@@ -341,7 +388,7 @@ def copy_tree(dest: Path) -> Path:
     return dest
 
 
-def write_report(path: Path, mutants: list[Mutant], results: dict, command: str) -> None:
+def write_report(path: Path, mutants: list[Mutant], results: dict, command: str, machine: str) -> None:
     by_status: dict[str, list[Mutant]] = {}
     for m in mutants:
         r = results.get(m.id)
@@ -352,7 +399,7 @@ def write_report(path: Path, mutants: list[Mutant], results: dict, command: str)
     n = {k: len(v) for k, v in by_status.items()}
     lines = ["# Mutation check of the core", "",
              f"Command: `{command}`", "",
-             "Machine: the 2-core shared development box (CPU only), under `nice -n 19`.", "",
+             f"Machine: {machine}.", "",
              f"Mutants generated: {len(mutants)}; tried: {sum(n.values())} (one target after another in turn, "
              "so an unfinished run covers every target) — killed "
              f"{n.get('killed', 0)}, timed out (counted as killed) {n.get('timeout', 0)}, surviving "
@@ -402,6 +449,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=240.0)
     ap.add_argument("--rerun-survivors", action="store_true")
     ap.add_argument("--command", default="", help="the command line to name in the report")
+    ap.add_argument("--machine", default="the 2-core development machine (CPU only)",
+                    help="where the mutants ran, for the report")
     ap.add_argument("--list", action="store_true", help="only list the mutants")
     ap.add_argument("--report-only", action="store_true", help="write the report from the results file")
     args = ap.parse_args()
@@ -419,7 +468,8 @@ def main() -> None:
             r = json.loads(ln)
             results[r["id"]] = r
     if args.report_only:
-        write_report(args.report, mutants, results, args.command or "nice -n 19 python benchmarks/mutation_check.py")
+        write_report(args.report, mutants, results, args.command or "python benchmarks/mutation_check.py",
+                     args.machine)
         print("report:", args.report)
         return
     patterns = args.only.split(",")
@@ -441,8 +491,8 @@ def main() -> None:
             with args.results.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             print(f"[{i + 1}/{len(todo)}] {status:8s} {secs:5.1f}s {m.file}:{m.line} {m.description}", flush=True)
-    command = "nice -n 19 python benchmarks/mutation_check.py" + (f" --only {args.only}" if args.only else "")
-    write_report(args.report, mutants, results, command)
+    command = "python benchmarks/mutation_check.py" + (f" --only {args.only}" if args.only else "")
+    write_report(args.report, mutants, results, args.command or command, args.machine)
     print("report:", args.report)
 
 
