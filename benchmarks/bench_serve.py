@@ -7,6 +7,9 @@ offered load.
     python benchmarks/bench_serve.py --prior face64 --steps 10 --max-batch 4 \
         --out benchmarks/results/serve_cpu_face64
 
+``--max-batch auto`` starts every server with ``--max-batch auto`` (each reports the batch it chose) and runs
+offline ``ddpg restore`` and the saturation clients at the batch the same rule picks in this process.
+
 Targets (checked in the report): at saturation continuous batching delivers >= 90 % of offline images/s; at
 the lowest load its p50 latency is <= 1.15x a lone request's; at every load its p99 is below request-level
 batching's.
@@ -55,7 +58,7 @@ def occupancy(metrics_text: str) -> tuple[float, float]:
 
 
 class Server:
-    """``ddpg serve`` in a subprocess with one policy."""
+    """``ddpg serve`` in a subprocess with one policy (``--max-batch`` as given: a batch or auto)."""
 
     def __init__(self, args, policy: str, port: int):
         cmd = [sys.executable, "-m", "ddpg", "serve", "--prior", args.prior, "--port", str(port), "--max-batch",
@@ -134,36 +137,49 @@ def measure(url: str, run) -> dict:
 
 
 def offline(args, files: list[Path]) -> dict:
-    """``ddpg restore`` of ``files`` at ``--max-batch`` in this process, the prior loaded and warmed up first
+    """``ddpg restore`` of ``files`` at the benchmark's batch in this process, the prior loaded and warmed up first
     (the server's is resident too): images/s."""
     from ddpg import api
     from ddpg.api.denoisers import make_denoiser
 
     denoiser = make_denoiser(args.prior, None, "torch", None, "cpu")
-    options = {"task": args.task, "prior": args.prior, "steps": args.steps, "batch_size": args.max_batch,
+    options = {"task": args.task, "prior": args.prior, "steps": args.steps, "batch_size": args.batch,
                "denoiser": denoiser}
     with tempfile.TemporaryDirectory() as out:
-        api.restore([str(f) for f in files[: args.max_batch]], Path(out) / "warm", **options)
+        api.restore([str(f) for f in files[: args.batch]], Path(out) / "warm", **options)
         t0 = time.perf_counter()
         report = api.restore([str(f) for f in files], out, **options)
         wall = time.perf_counter() - t0
     if report.failed:
         raise RuntimeError(f"offline restore failed: {report.failed}")
-    return {"images": len(files), "batch_size": args.max_batch, "wall_s": wall, "images_per_s": len(files) / wall}
+    return {"images": len(files), "batch_size": args.batch, "wall_s": wall, "images_per_s": len(files) / wall}
+
+
+def auto_batch(args) -> int:
+    """The batch ``ddpg serve --max-batch auto`` would choose here (the same profile and rule)."""
+    from ddpg.api.denoisers import make_denoiser
+    from ddpg.serve.batch_size import choose_batch, profile_batches
+
+    denoiser = make_denoiser(args.prior, None, "torch", None, "cpu")
+    size = (getattr(denoiser, "config", {}) or {}).get("image_size") or 64
+    return choose_batch(profile_batches(denoiser, size, "cpu"))
 
 
 def run_policy(args, policy: str, port: int, images: list[bytes], offline_rate: float) -> dict:
     server = Server(args, policy, port)
     try:
         server.wait_ready()
+        (model,) = httpx.get(server.url + "/v1/models").json()["models"]
         asyncio.run(closed_loop(server.url, images, args, 1, 1, 999))  # warm-up, not counted
         points = {"lone": measure(server.url, closed_loop(server.url, images, args, 1, args.lone, 1000))}
-        points["saturation"] = measure(server.url, closed_loop(server.url, images, args, 2 * args.max_batch,
+        points["saturation"] = measure(server.url, closed_loop(server.url, images, args, 2 * args.batch,
                                                                args.saturation, 2000))
         for j, load in enumerate(args.loads):
             points[f"poisson_{load:g}"] = measure(server.url, poisson(server.url, images, args, load * offline_rate,
                                                                       args.poisson, 3000 + 100 * j))
             points[f"poisson_{load:g}"]["load_fraction"] = load
+        for point in points.values():
+            point["max_batch"] = model["max_batch"]
         return points
     finally:
         server.stop()
@@ -189,17 +205,18 @@ def markdown(report: dict) -> str:
     a = report["args"]
     lines = [f"# ddpg serve load benchmark ({a['prior']}, {a['task']}, {a['steps']} steps, max batch "
              f"{a['max_batch']})", "", f"Machine: {report['machine']}", "", f"Command: `{report['command']}`", "",
-             f"Offline `ddpg restore` at batch {a['max_batch']} (prior resident, warmed up): "
+             f"Offline `ddpg restore` at batch {a['batch']} (prior resident, warmed up): "
              f"{report['offline']['images_per_s']:.3f} images/s, the faster of "
              + " and ".join(f"{r['images_per_s']:.3f}" for r in report["offline"]["runs"])
              + " (before and after the servers).", "",
-             "| policy | point | offered req/s | images/s | p50 s | p95 s | p99 s | mean batch |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| policy | max batch | point | offered req/s | images/s | p50 s | p95 s | p99 s | mean batch |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for policy, points in report["policies"].items():
         for name, p in points.items():
             lat = p["latency_s"]
-            lines.append(f"| {policy} | {name} | {p['offered_per_s']:.3f} | {p['images_per_s']:.3f} | "
-                         f"{lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | {p['mean_batch_occupancy']:.2f} |")
+            lines.append(f"| {policy} | {p['max_batch']} | {name} | {p['offered_per_s']:.3f} | "
+                         f"{p['images_per_s']:.3f} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
+                         f"{p['mean_batch_occupancy']:.2f} |")
     lines += ["", "Targets:", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else 'no'} |" for c in report["targets"]]
     return "\n".join(lines) + "\n"
@@ -231,7 +248,7 @@ def main() -> None:
     ap.add_argument("--prior", default="face64")
     ap.add_argument("--task", default="sr4")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--max-batch", type=int, default=4)
+    ap.add_argument("--max-batch", default="4", help="a batch, or auto (see above)")
     ap.add_argument("--batch-wait-ms", type=float, default=2000.0, help="request-level batching's wait T")
     ap.add_argument("--lone", type=int, default=3, help="requests one after another (the lone latency)")
     ap.add_argument("--saturation", type=int, default=16, help="requests at concurrency 2 x max batch")
@@ -243,19 +260,21 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/serve_cpu_face64")
     args = ap.parse_args()
     args.loads = [float(v) for v in args.loads.split(",")]
+    args.batch = auto_batch(args) if args.max_batch == "auto" else int(args.max_batch)
+    print("batch", args.batch, flush=True)
     files = sorted(FACES.glob("*.png"))
     images = [f.read_bytes() for f in files]
     report = {"command": shlex.join(["python", "benchmarks/bench_serve.py", *sys.argv[1:]]), "machine": args.machine,
               "args": {k: v for k, v in vars(args).items() if k not in ("machine",)}}
     # offline is measured before and after the servers (the shared machine's load drifts); the faster is the
     # reference, so the saturation target is judged against the harder figure
-    before = offline(args, files[: 2 * args.max_batch])
+    before = offline(args, files[: 2 * args.batch])
     print("offline", json.dumps(before), flush=True)
     report["policies"] = {}
     for i, policy in enumerate(args.policies.split(",")):
         report["policies"][policy] = run_policy(args, policy, args.port + i, images, before["images_per_s"])
         print(policy, json.dumps(report["policies"][policy]), flush=True)
-    after = offline(args, files[: 2 * args.max_batch])
+    after = offline(args, files[: 2 * args.batch])
     report["offline"] = {**max(before, after, key=lambda r: r["images_per_s"]), "runs": [before, after]}
     if {"continuous", "request"} <= set(report["policies"]):
         report["targets"] = targets(report)

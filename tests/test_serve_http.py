@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from ddpg.cli.main import app
 from ddpg.io import save_image
 from ddpg.runtime.samplers import FORWARD_METHODS
+from ddpg.serve.batch_size import choose_batch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TOKEN = "s3cret-token"
@@ -340,9 +341,28 @@ def test_sigterm_drains_requests_in_flight_refuses_new_ones_and_exits(images, tm
         server.stop()
 
 
+def test_max_batch_auto_reports_its_profile_and_choice_and_restores(images, tmp_path):
+    """With ``--max-batch auto`` the server times the denoiser at start-up, takes the batch its rule picks from
+    that profile (whatever this machine's speed), reports both, and restores as ``ddpg restore`` does."""
+    server = ServerProcess(tmp_path, "--max-batch", "auto")
+    try:
+        (model,) = httpx.get(server.url + "/v1/models").json()["models"]
+        seconds = {int(b): s for b, s in model["batch_seconds"].items()}
+        assert model["max_batch_auto"] is True and 1 in seconds and all(s > 0 for s in seconds.values())
+        assert model["max_batch"] == choose_batch(seconds)
+        assert server.metrics()[("ddpg_serve_max_batch", ())] == model["max_batch"]
+        response = asyncio.run(post(server, images / "face0.png", task="sr4", seed=4, steps=STEPS))
+        assert response.status_code == 200, response.text
+        assert response.content == twin_png(images / "face0.png", tmp_path / "twin", "--task", "sr4", "--seed", "4",
+                                            "--steps", str(STEPS))
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("args, message", [(["--token-file", "/nonexistent/token"], "--token-file"),
                                            (["--policy", "eager"], "--policy"),
-                                           (["--max-batch", "8", "--engine-batch", "4"], "--engine-batch")])
+                                           (["--max-batch", "8", "--engine-batch", "4"], "--engine-batch"),
+                                           (["--max-batch", "lots"], "--max-batch")])
 def test_bad_server_options_exit_2_naming_the_flag(args, message):
     result = CliRunner().invoke(app, ["serve", "--prior", "gaussian", *args])
     assert result.exit_code == 2 and message in result.output

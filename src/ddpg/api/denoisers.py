@@ -102,6 +102,11 @@ def guess_prior_of(checkpoint: str) -> str:
     return name
 
 
+def engine_batch_profile(denoiser):
+    """The batch sizes an ONNX/TensorRT engine takes (its ``BatchProfile``); None for a PyTorch prior."""
+    return getattr(getattr(denoiser, "info", None), "batch", None)
+
+
 def size_multiple(denoiser) -> int:
     """The factor the prior's image sides must be a multiple of (its UNet's total downsampling; 1 for the
     Gaussian prior)."""

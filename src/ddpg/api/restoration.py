@@ -21,6 +21,7 @@ import torch
 from ddpg.api.degradation import observation_meta
 from ddpg.api.denoisers import (
     check_engine_prior,
+    engine_batch_profile,
     guess_prior_of,
     make_denoiser,
     prior_record,
@@ -373,8 +374,7 @@ def _existing_outputs(plan: RestorePlan, index: int, path: Path, stem: str) -> b
 
 def _engine_batch(denoiser, batch_size: int) -> int:
     """``batch_size``, lowered to the largest batch an ONNX/TensorRT engine takes (a batch is split to fit)."""
-    profile = getattr(getattr(denoiser, "info", None), "batch", None)
-    largest = getattr(profile, "max", None)
+    largest = getattr(engine_batch_profile(denoiser), "max", None)
     if isinstance(largest, int) and batch_size > largest:
         log.info("batch size %d split into batches of %d: the engine takes at most %d", batch_size, largest, largest)
         return largest

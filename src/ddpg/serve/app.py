@@ -63,6 +63,8 @@ class ServeState:
         self.token, self.max_body_bytes, self.test_hooks = token, max_body_bytes, test_hooks
         self.model_info = model_info or {}
         self.ready = False
+        self.auto_batch = False  # --max-batch auto: warm-up chooses the scheduler's max_batch
+        self.batch_seconds: dict[int, float] = {}  # auto's profile: batch -> seconds per denoiser call
 
 
 def authorized(state: ServeState, request: Request) -> bool:
@@ -207,6 +209,8 @@ async def models(request: Request) -> Response:
     state: ServeState = request.app.state.serve
     return JSONResponse({"models": [{**state.model_info, "methods": list(SERVED_METHODS), "tasks": list(CLI_TASKS),
                                      "fields": sorted(FIELDS), "max_batch": state.scheduler.max_batch,
+                                     "max_batch_auto": state.auto_batch,
+                                     "batch_seconds": {str(b): s for b, s in state.batch_seconds.items()},
                                      "policy": state.scheduler.policy}]})
 
 

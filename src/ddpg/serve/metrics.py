@@ -15,6 +15,7 @@ class ServeMetrics:
     latency and images restored. Thread-safe (the engine loop and the app both update it)."""
 
     def __init__(self, max_batch: int):
+        """``max_batch``: the most samples a tick may hold (the occupancy histogram's last bucket)."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("ddpg_serve_requests", "Restore requests by outcome", ["outcome"], registry=r)
@@ -22,6 +23,8 @@ class ServeMetrics:
             self.requests.labels(outcome)
         self.queue_depth = Gauge("ddpg_serve_queue_depth", "Requests waiting for admission", registry=r)
         self.active = Gauge("ddpg_serve_active_samples", "Samples in the engine's batch", registry=r)
+        self.max_batch = Gauge("ddpg_serve_max_batch", "Samples per engine tick at most (0 until --max-batch "
+                               "auto has chosen)", registry=r)
         self.occupancy = Histogram("ddpg_serve_batch_occupancy", "Samples per engine tick", registry=r,
                                    buckets=tuple(range(1, max_batch + 1)))
         self.step_seconds = Histogram("ddpg_serve_step_seconds", "Seconds per engine tick (one step of every "

@@ -153,8 +153,17 @@ class Scheduler:
         steps = max((len(s.rows) - s.index for s in self.active), default=0)
         return max(1, math.ceil(self.tick_s * steps))
 
+    def set_max_batch(self, max_batch: int) -> None:
+        """Change the most samples per tick (``--max-batch auto`` once it has chosen); from the next admission."""
+        if max_batch < 1 or (self.engine_batch is not None and self.engine_batch < max_batch):
+            raise ValueError("need max_batch >= 1 and engine_batch >= max_batch")
+        with self._cv:
+            self.max_batch = 1 if self.policy == "single" else max_batch
+            self._changed()
+
     def pause(self, paused: bool) -> None:
-        """Hold the loop at the next tick boundary (test hook: makes queue states reproducible)."""
+        """Hold the loop at the next tick boundary (while ``--max-batch auto`` profiles; test hook: makes queue
+        states reproducible)."""
         with self._cv:
             self._paused = paused
             self._cv.notify_all()

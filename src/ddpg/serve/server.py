@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 import uvicorn
 
-from ddpg.api.denoisers import check_device, check_engine_prior, make_denoiser
+from ddpg.api.denoisers import check_device, check_engine_prior, engine_batch_profile, make_denoiser
 from ddpg.errors import ConfigError
 
 from .app import ServeState, make_app
+from .batch_size import AUTO_CAP, choose_batch, profile_batches
 from .jobs import Preparer
 from .metrics import ServeMetrics
 from .scheduler import POLICIES, Scheduler
@@ -40,7 +41,7 @@ class ServeOptions:
     class_label: int | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    max_batch: int = 8
+    max_batch: int | str = 8  # or "auto"
     max_queue: int = 64
     engine_batch: int | None = None
     policy: str = "continuous"
@@ -63,15 +64,51 @@ def read_token(path: str) -> str:
     return token
 
 
+def parse_max_batch(value: int | str) -> int | None:
+    """``--max-batch``: a positive integer, or None for ``auto``."""
+    if str(value).strip().lower() == "auto":
+        return None
+    try:
+        batch = int(value)
+    except (TypeError, ValueError):
+        batch = 0
+    if batch < 1:
+        raise ConfigError(f"--max-batch {value!r}: expected a positive integer or auto")
+    return batch
+
+
+def engine_batches(denoiser, max_batch: int | None, engine_batch: int | None) -> tuple[int, int | None]:
+    """(most samples per tick, padded call batch) for ``--max-batch`` (None: auto, the most it may choose) and
+    ``--engine-batch``, checked against an ONNX/TensorRT engine's batch profile. Unpadded, a call's batch is the
+    number of active samples (1 to the most), so the engine must take 1 to that; a fixed-batch engine pads
+    every call to its batch. With padding every call costs the same, so auto takes the padded batch."""
+    profile = engine_batch_profile(denoiser)
+    if profile is not None:
+        if engine_batch is None and profile.fixed:
+            engine_batch = profile.max
+        if engine_batch is not None and not profile.min <= engine_batch <= profile.max:
+            raise ConfigError(f"--engine-batch {engine_batch}: the engine takes batch {profile}")
+        if engine_batch is None and profile.min > 1:
+            raise ConfigError(f"the engine takes batch {profile}, not a single sample: give --engine-batch "
+                              f"between {profile.min} and {profile.max} to pad its calls")
+        if engine_batch is None and max_batch is not None and max_batch > profile.max:
+            raise ConfigError(f"--max-batch {max_batch}: the engine takes batch {profile}")
+    if max_batch is None:
+        max_batch = engine_batch or min(AUTO_CAP, profile.max if profile is not None else AUTO_CAP)
+    if engine_batch is not None and engine_batch < max_batch:
+        raise ConfigError(f"--engine-batch {engine_batch} is below --max-batch {max_batch}")
+    return max_batch, engine_batch
+
+
 def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
-    """Check the options, load the denoiser and build the scheduler, request builder and metrics."""
+    """Check the options, load the denoiser and build the scheduler, request builder and metrics. With
+    ``--max-batch auto`` the scheduler holds its queue until :func:`warm_up` has chosen the batch."""
     check_device(opts.device)
     if opts.policy not in POLICIES:
         raise ConfigError(f"--policy {opts.policy!r}: choose one of {', '.join(POLICIES)}")
-    if opts.max_batch < 1 or opts.max_queue < 0 or opts.max_pixels < 1:
-        raise ConfigError("--max-batch and --max-pixels must be >= 1, --max-queue >= 0")
-    if opts.engine_batch is not None and opts.engine_batch < opts.max_batch:
-        raise ConfigError(f"--engine-batch {opts.engine_batch} is below --max-batch {opts.max_batch}")
+    requested = parse_max_batch(opts.max_batch)
+    if opts.max_queue < 0 or opts.max_pixels < 1 or (opts.engine_batch is not None and opts.engine_batch < 1):
+        raise ConfigError("--max-pixels and --engine-batch must be >= 1, --max-queue >= 0")
     token = read_token(opts.token_file) if opts.token_file else None
     if opts.backend == "torch":
         denoiser = make_denoiser(opts.prior, None, "torch", None, opts.device, opts.class_label)
@@ -79,25 +116,43 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     else:
         denoiser = make_denoiser(None, None, opts.backend, opts.engine, opts.device, opts.class_label)
         prior = check_engine_prior(denoiser, None)
-    metrics = ServeMetrics(opts.max_batch)
-    scheduler = Scheduler(denoiser, max_batch=opts.max_batch, max_queue=opts.max_queue, policy=opts.policy,
-                          batch_wait_s=opts.batch_wait_ms / 1000, engine_batch=opts.engine_batch, metrics=metrics)
+    max_batch, engine_batch = engine_batches(denoiser, requested, opts.engine_batch)
+    metrics = ServeMetrics(max_batch)
+    scheduler = Scheduler(denoiser, max_batch=max_batch, max_queue=opts.max_queue, policy=opts.policy,
+                          batch_wait_s=opts.batch_wait_ms / 1000, engine_batch=engine_batch, metrics=metrics)
     preparer = Preparer(denoiser, prior, opts.device, max_pixels=opts.max_pixels,
                         default_deadline_s=opts.request_timeout_s)
     info = {"prior": prior, "backend": opts.backend, "device": opts.device,
             "image_size": (getattr(denoiser, "config", {}) or {}).get("image_size")}
-    return ServeState(scheduler, preparer, metrics, workroot, token=token, max_body_bytes=opts.max_body_bytes,
-                      model_info=info, test_hooks=opts.test_hooks)
+    state = ServeState(scheduler, preparer, metrics, workroot, token=token, max_body_bytes=opts.max_body_bytes,
+                       model_info=info, test_hooks=opts.test_hooks)
+    state.auto_batch = requested is None and engine_batch is None and opts.policy != "single"
+    if state.auto_batch:
+        scheduler.pause(True)
+    else:
+        metrics.max_batch.set(scheduler.max_batch)
+    return state
 
 
 def warm_up(state: ServeState) -> None:
-    """One denoiser call at the full batch (kernels chosen, memory reserved), then ready."""
+    """Ready the denoiser, then mark the server ready. ``--max-batch auto``: time a call at batch 1, 2, 4, …
+    and take the largest batch up to which each doubling still paid (:mod:`ddpg.serve.batch_size`); otherwise
+    one call at the full batch (kernels chosen, memory reserved)."""
+    scheduler = state.scheduler
     size = state.model_info.get("image_size") or 64
-    batch = state.scheduler.engine_batch or state.scheduler.max_batch
     device = state.preparer.device
-    with torch.no_grad():
-        state.scheduler.denoiser(torch.zeros(batch, 3, size, size, device=device),
-                                 torch.full((batch,), 500.0, device=device))
+    if state.auto_batch:
+        state.batch_seconds = profile_batches(scheduler.denoiser, size, device, cap=scheduler.max_batch)
+        scheduler.set_max_batch(choose_batch(state.batch_seconds))
+        state.metrics.max_batch.set(scheduler.max_batch)
+        log.info("ddpg serve: --max-batch auto chose %d (seconds per call by batch: %s)", scheduler.max_batch,
+                 ", ".join(f"{b}: {s:.4f}" for b, s in state.batch_seconds.items()))
+        scheduler.pause(False)
+    else:
+        batch = scheduler.engine_batch or scheduler.max_batch
+        with torch.no_grad():
+            scheduler.denoiser(torch.zeros(batch, 3, size, size, device=device),
+                               torch.full((batch,), 500.0, device=device))
     state.ready = True
     log.info("ddpg serve: ready")
 
