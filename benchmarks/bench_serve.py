@@ -7,8 +7,9 @@ offered load.
     python benchmarks/bench_serve.py --prior face64 --steps 10 --max-batch 4 \
         --out benchmarks/results/serve_cpu_face64
 
-``--max-batch auto`` starts every server with ``--max-batch auto`` (each reports the batch it chose) and runs
-offline ``ddpg restore`` and the saturation clients at the batch the same rule picks in this process.
+``--max-batch auto`` picks the batch once, in this process, by ``ddpg serve --max-batch auto``'s profile and
+rule, and runs every server, offline ``ddpg restore`` and the saturation clients at it (the same batch for
+every policy).
 
 Targets (checked in the report): at saturation continuous batching delivers >= 90 % of offline images/s; at
 the lowest load its p50 latency is <= 1.15x a lone request's; at every load its p99 is below request-level
@@ -58,11 +59,11 @@ def occupancy(metrics_text: str) -> tuple[float, float]:
 
 
 class Server:
-    """``ddpg serve`` in a subprocess with one policy (``--max-batch`` as given: a batch or auto)."""
+    """``ddpg serve`` in a subprocess with one policy."""
 
     def __init__(self, args, policy: str, port: int):
         cmd = [sys.executable, "-m", "ddpg", "serve", "--prior", args.prior, "--port", str(port), "--max-batch",
-               str(args.max_batch), "--max-queue", "100000", "--policy", policy, "--batch-wait-ms",
+               str(args.batch), "--max-queue", "100000", "--policy", policy, "--batch-wait-ms",
                str(args.batch_wait_ms), "--request-timeout", "100000", "-q"]
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
@@ -169,7 +170,6 @@ def run_policy(args, policy: str, port: int, images: list[bytes], offline_rate: 
     server = Server(args, policy, port)
     try:
         server.wait_ready()
-        (model,) = httpx.get(server.url + "/v1/models").json()["models"]
         asyncio.run(closed_loop(server.url, images, args, 1, 1, 999))  # warm-up, not counted
         points = {"lone": measure(server.url, closed_loop(server.url, images, args, 1, args.lone, 1000))}
         points["saturation"] = measure(server.url, closed_loop(server.url, images, args, 2 * args.batch,
@@ -178,8 +178,6 @@ def run_policy(args, policy: str, port: int, images: list[bytes], offline_rate: 
             points[f"poisson_{load:g}"] = measure(server.url, poisson(server.url, images, args, load * offline_rate,
                                                                       args.poisson, 3000 + 100 * j))
             points[f"poisson_{load:g}"]["load_fraction"] = load
-        for point in points.values():
-            point["max_batch"] = model["max_batch"]
         return points
     finally:
         server.stop()
@@ -203,20 +201,20 @@ def targets(report: dict) -> list[dict]:
 
 def markdown(report: dict) -> str:
     a = report["args"]
+    chosen = " chosen by --max-batch auto" if a["max_batch"] == "auto" else ""
     lines = [f"# ddpg serve load benchmark ({a['prior']}, {a['task']}, {a['steps']} steps, max batch "
-             f"{a['max_batch']})", "", f"Machine: {report['machine']}", "", f"Command: `{report['command']}`", "",
+             f"{a['batch']}{chosen})", "", f"Machine: {report['machine']}", "", f"Command: `{report['command']}`", "",
              f"Offline `ddpg restore` at batch {a['batch']} (prior resident, warmed up): "
              f"{report['offline']['images_per_s']:.3f} images/s, the faster of "
              + " and ".join(f"{r['images_per_s']:.3f}" for r in report["offline"]["runs"])
              + " (before and after the servers).", "",
-             "| policy | max batch | point | offered req/s | images/s | p50 s | p95 s | p99 s | mean batch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| policy | point | offered req/s | images/s | p50 s | p95 s | p99 s | mean batch |",
+             "|---|---|---|---|---|---|---|---|"]
     for policy, points in report["policies"].items():
         for name, p in points.items():
             lat = p["latency_s"]
-            lines.append(f"| {policy} | {p['max_batch']} | {name} | {p['offered_per_s']:.3f} | "
-                         f"{p['images_per_s']:.3f} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
-                         f"{p['mean_batch_occupancy']:.2f} |")
+            lines.append(f"| {policy} | {name} | {p['offered_per_s']:.3f} | {p['images_per_s']:.3f} | "
+                         f"{lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | {p['mean_batch_occupancy']:.2f} |")
     lines += ["", "Targets:", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else 'no'} |" for c in report["targets"]]
     return "\n".join(lines) + "\n"
@@ -268,13 +266,14 @@ def main() -> None:
               "args": {k: v for k, v in vars(args).items() if k not in ("machine",)}}
     # offline is measured before and after the servers (the shared machine's load drifts); the faster is the
     # reference, so the saturation target is judged against the harder figure
-    before = offline(args, files[: 2 * args.batch])
+    offline_files = files[: max(args.saturation, 2 * args.batch)]
+    before = offline(args, offline_files)
     print("offline", json.dumps(before), flush=True)
     report["policies"] = {}
     for i, policy in enumerate(args.policies.split(",")):
         report["policies"][policy] = run_policy(args, policy, args.port + i, images, before["images_per_s"])
         print(policy, json.dumps(report["policies"][policy]), flush=True)
-    after = offline(args, files[: 2 * args.batch])
+    after = offline(args, offline_files)
     report["offline"] = {**max(before, after, key=lambda r: r["images_per_s"]), "runs": [before, after]}
     if {"continuous", "request"} <= set(report["policies"]):
         report["targets"] = targets(report)

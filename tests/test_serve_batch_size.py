@@ -20,22 +20,21 @@ from test_serve_scheduler import Recording, gaussian, sample_of
 
 @pytest.mark.parametrize("seconds, chosen", [
     ({1: 1.0}, 1),
-    ({1: 1.0, 2: 2.0}, 1),  # linear cost (a CPU): batching does not pay
-    ({1: 1.0, 2: 1.0, 4: 1.2, 8: 2.4}, 4),  # flat, then linear
+    ({1: 1.0, 2: 2.0, 4: 4.0}, 1),  # linear cost: batching does not pay
+    ({1: 1.0, 2: 1.0, 4: 1.2, 8: 2.4}, 4),  # flat, then linear: 4 and 8 give the same images/s
     ({1: 1.0, 2: 1.0, 4: 1.0, 8: 1.0}, 8),  # flat to the end of the profile
-    ({1: 1.0, 2: 2 / 1.1}, 2),  # exactly the 10 % gain
-    ({1: 1.0, 2: 2 / 1.09}, 1),  # just below it
-    ({1: 1.0, 2: 2.0, 4: 1.0}, 1),  # a later doubling does not rescue an earlier one that did not pay
-    ({1: 1.0, 2: 1.0, 8: 1.0}, 2),  # a gap in the doublings ends the choice
+    ({1: 1.0, 2: 0.5, 4: 1.1, 8: 0.5}, 8),  # a slow reading at 4 does not hide a better 8
+    ({1: 1.0, 2: 0.52, 4: 1.0, 8: 2.1}, 2),  # a plateau within the tolerance: its smallest batch
 ])
-def test_choose_batch_takes_each_doubling_that_raised_images_per_s_by_the_gain(seconds, chosen):
+def test_choose_batch_takes_the_smallest_batch_near_the_best_images_per_s(seconds, chosen):
     assert choose_batch(seconds) == chosen
 
 
-def test_choose_batch_needs_batch_1_and_honours_its_gain():
+def test_choose_batch_tolerance_is_inclusive_and_an_empty_profile_is_refused():
+    assert choose_batch({1: 1.0, 2: 1.0}, tolerance=0.5) == 1  # 1 image/s is exactly half the best 2
+    assert choose_batch({1: 1.0, 2: 1.0}, tolerance=0.25) == 2
     with pytest.raises(ValueError):
-        choose_batch({2: 1.0})
-    assert choose_batch({1: 1.0, 2: 1.5}, gain=0.5) == 1 and choose_batch({1: 1.0, 2: 1.3}, gain=0.5) == 2
+        choose_batch({})
 
 
 def synthetic(monkeypatch, cost, oom_from: int | None = None) -> list[int]:
@@ -52,29 +51,45 @@ def synthetic(monkeypatch, cost, oom_from: int | None = None) -> list[int]:
     return asked
 
 
-def test_profile_stops_at_the_first_doubling_that_does_not_pay(monkeypatch):
+def test_profile_stops_after_two_doublings_that_do_not_pay(monkeypatch):
     asked = synthetic(monkeypatch, lambda b: 1.0 if b <= 4 else b / 4)
     seconds = profile_batches(None, 64, "cpu")
-    assert asked == [1, 2, 4, 8] and list(seconds) == [1, 2, 4, 8] and choose_batch(seconds) == 4
+    assert asked == [1, 2, 4, 8, 16] and list(seconds) == asked and choose_batch(seconds) == 4
+    asked = synthetic(monkeypatch, lambda b: 0.1 * b)  # linear: 2 and 4 do not pay
+    assert choose_batch(profile_batches(None, 64, "cpu")) == 1 and asked == [1, 2, 4]
 
 
-def test_profile_on_a_linear_cost_times_only_batches_1_and_2(monkeypatch):
-    asked = synthetic(monkeypatch, lambda b: 0.1 * b)
-    assert choose_batch(profile_batches(None, 64, "cpu")) == 1 and asked == [1, 2]
+def test_one_slow_doubling_does_not_stop_the_profile(monkeypatch):
+    asked = synthetic(monkeypatch, {1: 1.0, 2: 1.0, 4: 4.0, 8: 1.0, 16: 16.0, 32: 32.0}.get)
+    assert choose_batch(profile_batches(None, 64, "cpu")) == 8 and asked == [1, 2, 4, 8, 16, 32]
 
 
 def test_profile_stops_at_its_cap_and_before_a_batch_that_does_not_fit(monkeypatch):
     asked = synthetic(monkeypatch, lambda b: 1.0)
     assert choose_batch(profile_batches(None, 64, "cpu")) == AUTO_CAP and asked[-1] == AUTO_CAP
-    assert choose_batch(profile_batches(None, 64, "cpu", cap=6)) == 4  # 8 is over the cap
+    asked = synthetic(monkeypatch, lambda b: 1.0)
+    assert choose_batch(profile_batches(None, 64, "cpu", cap=6)) == 4 and asked == [1, 2, 4]  # 8 is over the cap
     asked = synthetic(monkeypatch, lambda b: 1.0, oom_from=16)
     seconds = profile_batches(None, 64, "cpu")
     assert asked == [1, 2, 4, 8, 16] and list(seconds) == [1, 2, 4, 8] and choose_batch(seconds) == 8
+    synthetic(monkeypatch, lambda b: 1.0, oom_from=1)
+    with pytest.raises(torch.OutOfMemoryError):  # not even one sample fits: say so
+        profile_batches(None, 64, "cpu")
 
 
-def test_time_call_runs_the_denoiser_at_the_batch_once_untimed_then_repeats():
+def test_time_call_runs_the_denoiser_at_the_batch_once_untimed_then_repeats(monkeypatch):
     denoiser = Recording(gaussian())
+    monkeypatch.setattr(batch_size, "MIN_SECONDS", 0.0)
     assert batch_size.time_call(denoiser, 3, 16, "cpu", repeats=2) >= 0 and denoiser.sizes == [3, 3, 3]
+
+
+def test_time_call_times_at_least_min_seconds(monkeypatch):
+    """A clock that advances 0.1 s per reading: each call takes 0.1 s, so 0.5 s needs five timed calls."""
+    clock = iter(0.1 * i for i in range(1000))
+    monkeypatch.setattr(batch_size.time, "perf_counter", lambda: next(clock))
+    denoiser = Recording(gaussian())
+    assert batch_size.time_call(denoiser, 2, 16, "cpu", repeats=2) == pytest.approx(0.1)
+    assert len(denoiser.sizes) == 1 + 5
 
 
 @pytest.mark.parametrize("value, parsed", [("auto", None), ("AUTO", None), ("4", 4), (2, 2)])

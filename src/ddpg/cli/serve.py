@@ -17,9 +17,9 @@ def serve_command(
     class_label: int = typer.Option(None, help="Class for class-conditional priors."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (localhost by default)."),
     port: int = typer.Option(8000, help="TCP port (0: one the OS picks; the URL is printed once bound)."),
-    max_batch: str = typer.Option("8", help="Samples per engine tick at most, or auto: the largest batch (up to "
-                                  "64) up to which each doubling raised the denoiser's images/s by >= 10 %, "
-                                  "timed at start-up (1 on most CPUs)."),
+    max_batch: str = typer.Option("8", help="Samples per engine tick at most, or auto: the smallest batch within "
+                                  "10 % of the best images/s of the denoiser timed at batch 1, 2, 4, … (up to 64) "
+                                  "at start-up."),
     max_queue: int = typer.Option(64, help="Requests waiting for admission at most (beyond: 429)."),
     engine_batch: int = typer.Option(None, help="Pad every denoiser call to this batch (fixed-batch engines)."),
     policy: str = typer.Option("continuous", help="continuous | request (request-level batching) | single."),

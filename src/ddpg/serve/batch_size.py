@@ -1,9 +1,10 @@
 """``--max-batch auto``: the engine's batch from the denoiser's measured cost at each batch size.
 
-Batching pays only while a larger denoiser call costs less per image. On a GPU the cost of a call is nearly
-flat up to a large batch; on a CPU it grows about linearly, so every sample that joins a tick slows the
-others down and one request at a time has the best latency at the same throughput. ``auto`` doubles the batch
-from 1 while each doubling still raises the images/s by at least ``AUTO_GAIN``.
+Batching pays while a larger denoiser call costs less per image; past that, a larger batch only makes every
+tick longer. ``auto`` times calls at batch 1, 2, 4, … until two doublings in a row have not raised the best
+images/s by ``AUTO_GAIN`` (or a batch does not fit in memory), then takes the smallest batch within
+``AUTO_TOLERANCE`` of the best images/s: nearly the best throughput at the shortest ticks, and a choice that
+timing noise on a plateau cannot push far.
 """
 
 from __future__ import annotations
@@ -13,52 +14,60 @@ import time
 
 import torch
 
-AUTO_GAIN = 0.10  # a doubling must raise images/s by this fraction to be taken
+AUTO_GAIN = 0.10  # a doubling that raises the best images/s by less than this does not count as progress
+AUTO_TOLERANCE = 0.10  # the chosen batch reaches at least (1 - this) of the best images/s measured
 AUTO_CAP = 64  # the largest batch auto tries
+MIN_SECONDS = 0.5  # each batch is timed for at least this long (and at least ``repeats`` calls)
 
 
-def choose_batch(seconds: dict[int, float], gain: float = AUTO_GAIN) -> int:
-    """The largest batch b of ``seconds`` (batch → seconds per denoiser call; batches 1, 2, 4, …) such that
-    every doubling up to b raised the images/s (b / seconds) by at least ``gain``."""
-    if 1 not in seconds:
-        raise ValueError("the profile needs batch 1")
-    chosen = 1
-    while 2 * chosen in seconds and (2 * chosen / seconds[2 * chosen]) >= (1 + gain) * (chosen / seconds[chosen]):
-        chosen *= 2
-    return chosen
+def images_per_s(seconds: dict[int, float]) -> dict[int, float]:
+    return {b: b / s for b, s in seconds.items()}
+
+
+def choose_batch(seconds: dict[int, float], tolerance: float = AUTO_TOLERANCE) -> int:
+    """The smallest batch of ``seconds`` (batch → seconds per denoiser call) whose images/s (b / seconds) is at
+    least (1 − ``tolerance``) of the best."""
+    if not seconds:
+        raise ValueError("the profile is empty")
+    rate = images_per_s(seconds)
+    best = max(rate.values())
+    return min(b for b, r in rate.items() if r >= (1 - tolerance) * best)
 
 
 def time_call(denoiser, batch: int, image_size: int, device: str, repeats: int) -> float:
-    """Median seconds of ``repeats`` denoiser calls on (batch, 3, image_size, image_size) zeros at t = 500,
-    after one untimed call (kernels chosen, memory reserved)."""
+    """Median seconds of one denoiser call on (batch, 3, image_size, image_size) zeros at t = 500, over at least
+    ``repeats`` calls and ``MIN_SECONDS``, after one untimed call (kernels chosen, memory reserved)."""
     x = torch.zeros(batch, 3, image_size, image_size, device=device)
     t = torch.full((batch,), 500.0, device=device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times = []
+    times: list[float] = []
     with torch.no_grad():
-        for i in range(repeats + 1):
+        denoiser(x, t)
+        while len(times) < repeats or sum(times) < MIN_SECONDS:
             sync()
             t0 = time.perf_counter()
             denoiser(x, t)
             sync()
-            if i:
-                times.append(time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
 def profile_batches(denoiser, image_size: int, device: str, cap: int = AUTO_CAP, repeats: int = 3,
                     gain: float = AUTO_GAIN) -> dict[int, float]:
-    """Seconds per denoiser call at batch 1, 2, 4, … up to ``cap``, stopping at the first doubling that does not
-    pay (by :func:`choose_batch`) or does not fit in memory."""
-    seconds = {1: time_call(denoiser, 1, image_size, device, repeats)}
-    batch = 2
-    while batch <= cap:
+    """Seconds per denoiser call at batch 1, 2, 4, … up to ``cap``; stops once two doublings in a row have not
+    raised the best images/s by ``gain``, or at the first batch that does not fit in memory."""
+    seconds: dict[int, float] = {}
+    best, stalls, batch = 0.0, 0, 1
+    while batch <= cap and stalls < 2:
         try:
             seconds[batch] = time_call(denoiser, batch, image_size, device, repeats)
         except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
             torch.cuda.empty_cache()
             break
-        if choose_batch(seconds, gain) < batch:
-            break
+        rate = batch / seconds[batch]
+        stalls = 0 if rate >= (1 + gain) * best else stalls + 1
+        best = max(best, rate)
         batch *= 2
     return seconds
