@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ddpg.errors import InputError
 from ddpg.metrics.sets import GaussianMixtureModel, fid, fit_giqa_gmm, kid, knn_giqa
@@ -46,24 +45,23 @@ def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
-    """(size, size) float64 Gaussian weights summing to 1."""
+    """(size,) float64 Gaussian weights summing to 1; SSIM's window is their outer product."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
 
 
 def ssim_map(pred: torch.Tensor, gt: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """The SSIM map (C, H − 10, W − 10) float64 of ``pred`` (clamped to [0, data_range]) against ``gt``."""
     x, y = _pair(pred, gt)
     x = x.clamp(0, data_range)
-    C, H, W = x.shape[1:]
+    H, W = x.shape[-2:]
     if min(H, W) < SSIM_WINDOW:
         raise InputError(f"SSIM needs images of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels, got {W}×{H}")
-    w = gaussian_window()[None, None].repeat(C, 1, 1, 1)
+    g = gaussian_window()
 
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, groups=C)
+    def filt(t: torch.Tensor) -> torch.Tensor:  # the window's valid correlation, one axis at a time
+        return t.unfold(-1, SSIM_WINDOW, 1).matmul(g).unfold(-2, SSIM_WINDOW, 1).matmul(g)
 
     mu_x, mu_y = filt(x), filt(y)
     var_x = filt(x * x) - mu_x**2
