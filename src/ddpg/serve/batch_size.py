@@ -19,16 +19,12 @@ AUTO_CAP = 64  # the largest batch auto tries
 MIN_SECONDS = 0.5  # each batch is timed for at least this long (and at least ``repeats`` calls)
 
 
-def images_per_s(seconds: dict[int, float]) -> dict[int, float]:
-    return {b: b / s for b, s in seconds.items()}
-
-
 def choose_batch(seconds: dict[int, float], tolerance: float = AUTO_TOLERANCE) -> int:
     """The smallest batch of ``seconds`` (batch → seconds per denoiser call) whose images/s (b / seconds) is at
     least (1 − ``tolerance``) of the best."""
     if not seconds:
         raise ValueError("the profile is empty")
-    rate = images_per_s(seconds)
+    rate = {b: b / s for b, s in seconds.items()}
     best = max(rate.values())
     return min(b for b, r in rate.items() if r >= (1 - tolerance) * best)
 

@@ -135,9 +135,9 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
 
 
 def warm_up(state: ServeState) -> None:
-    """Ready the denoiser, then mark the server ready. ``--max-batch auto``: time a call at batch 1, 2, 4, …
-    and take the largest batch up to which each doubling still paid (:mod:`ddpg.serve.batch_size`); otherwise
-    one call at the full batch (kernels chosen, memory reserved)."""
+    """Ready the denoiser, then mark the server ready. ``--max-batch auto``: time calls at batch 1, 2, 4, …
+    and take the smallest batch within 10 % of the best images/s (:mod:`ddpg.serve.batch_size`), then release
+    the queue; otherwise one call at the full batch (kernels chosen, memory reserved)."""
     scheduler = state.scheduler
     size = state.model_info.get("image_size") or 64
     device = state.preparer.device
