@@ -108,10 +108,9 @@ class Scheduler:
                  batch_wait_s: float = 0.05, engine_batch: int | None = None, metrics=None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-        if max_batch < 1 or max_queue < 0 or (engine_batch is not None and engine_batch < max_batch):
-            raise ValueError("need max_batch >= 1, max_queue >= 0 and engine_batch >= max_batch")
+        if max_queue < 0:
+            raise ValueError("need max_queue >= 0")
         self.denoiser, self.policy, self.metrics = denoiser, policy, metrics
-        self.max_batch = 1 if policy == "single" else max_batch
         self.max_queue, self.batch_wait_s, self.engine_batch = max_queue, batch_wait_s, engine_batch
         self.queue: deque[tuple[float, Sample]] = deque()  # (arrival time, sample)
         self.active: list[Sample] = []
@@ -120,6 +119,7 @@ class Scheduler:
         self._cv = threading.Condition()
         self._paused = False
         self._stop = False
+        self.set_max_batch(max_batch)
         self._thread = threading.Thread(target=self._loop, name="ddpg-engine", daemon=True)
         self._thread.start()
 
@@ -154,7 +154,8 @@ class Scheduler:
         return max(1, math.ceil(self.tick_s * steps))
 
     def set_max_batch(self, max_batch: int) -> None:
-        """Change the most samples per tick (``--max-batch auto`` once it has chosen); from the next admission."""
+        """Set the most samples per tick (at start, and ``--max-batch auto`` once it has chosen); from the next
+        admission."""
         if max_batch < 1 or (self.engine_batch is not None and self.engine_batch < max_batch):
             raise ValueError("need max_batch >= 1 and engine_batch >= max_batch")
         with self._cv:
