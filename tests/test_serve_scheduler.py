@@ -212,3 +212,53 @@ def test_drain_finishes_work_in_flight_and_refuses_new():
     assert done.wait(600) and result["ok"]
     assert all(f.done() and f.exception() is None for f in futures)
     scheduler.close()
+
+
+def test_host_calls_run_in_the_engine_thread_between_ticks():
+    """A request's own work (decode, encode) never overlaps a tick: it runs when the tick that was running at
+    submission has ended and before the next begins."""
+    in_call = threading.Event()
+
+    class Marking(Recording):
+        def __call__(self, x, t):
+            in_call.set()
+            try:
+                return super().__call__(x, t)
+            finally:
+                in_call.clear()
+
+    def job(tag):
+        return tag, threading.current_thread().name, in_call.is_set(), len(denoiser.sizes)
+
+    denoiser = Marking(gaussian())
+    scheduler = Scheduler(denoiser, max_batch=2, max_queue=4, host_between_ticks=True)
+    host = {}
+    denoiser.hook = lambda call: host.setdefault("job", scheduler.host_call(job, "during")) if call == 2 else None
+    try:
+        assert scheduler.submit(sample_of(denoiser, 1)).result(timeout=60) is not None
+        assert host["job"].result(timeout=60) == ("during", "ddpg-engine", False, 3)  # after call 2, before 3
+    finally:
+        scheduler.close()
+
+
+def test_host_calls_run_while_paused_raise_into_their_future_and_fail_at_close():
+    scheduler = Scheduler(gaussian(), max_batch=2, max_queue=4, host_between_ticks=True)
+    scheduler.pause(True)
+    try:
+        assert scheduler.host_call(lambda a, b: a + b, 2, 3).result(timeout=60) == 5
+        with pytest.raises(ZeroDivisionError):
+            scheduler.host_call(lambda: 1 / 0).result(timeout=60)
+        started, gate = threading.Event(), threading.Event()
+        blocker = scheduler.host_call(lambda: started.set() or gate.wait(60))  # holds the engine thread
+        assert started.wait(60)
+        abandoned = scheduler.host_call(lambda: "ran")
+        assert abandoned.cancel()  # its caller went away: skipped, the loop goes on
+        pending = scheduler.host_call(lambda: "never")
+    finally:
+        closer = threading.Thread(target=scheduler.close)
+        closer.start()
+    with pytest.raises(Exception, match="stopped"):
+        pending.result(timeout=60)
+    gate.set()
+    closer.join(60)
+    assert blocker.result(timeout=60) is True and abandoned.cancelled()
