@@ -63,8 +63,8 @@ def check_task_files(task: str, mask: str | None, kernel: str | None) -> dict:
 def resolve_settings(task: str | None, method: str | None, preset: str | None, prior: str,
                      sigma_y: float | None, steps: int | None) -> Settings:
     """Settings from ``preset`` if named; else the paper preset of (method, prior, task) at the nearest
-    σ_y (priors without presets take the CelebA-HQ rows), with σ_y and steps overridden when given; else the
-    method's defaults. Explicit arguments always win."""
+    σ_y (priors without presets take the CelebA-HQ rows; its variant for ``steps`` where one was tuned), with
+    σ_y and steps overridden when given; else the method's defaults. Explicit arguments always win."""
     from ddpg.runtime import find_preset, get_sampler, load_preset
 
     if sigma_y is not None:
@@ -83,7 +83,7 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
     method = method or "ddpg"
     spec = get_sampler(method)
     family = prior if prior in PRIOR_FAMILIES else "celeba_hq"
-    found = find_preset(method, family, task, DEFAULT_SIGMA_Y if sigma_y is None else sigma_y)
+    found = find_preset(method, family, task, DEFAULT_SIGMA_Y if sigma_y is None else sigma_y, steps)
     if found is not None:
         p = load_preset(found, **overrides)
         return Settings(task, method, found, p.sigma_y, p.steps, dict(p.hyper), dict(p.operator))

@@ -4,7 +4,8 @@ A preset is named ``method/prior/task/sigma_y`` (e.g. ``ddpg/celeba_hq/sr4/0.05`
 optional ``defaults`` (deviations from the method's params dataclass shared by its rows; the files hold only
 values that differ from the dataclass defaults), ``tasks`` (task name → operator parameters),
 ``settings`` (the table rows) and ``prior_aliases`` (priors that reuse another prior's rows, e.g. face64 and
-gaussian take the CelebA-HQ settings).
+gaussian take the CelebA-HQ settings). A row with ``at_steps: N`` is a variant of its preset for runs of N
+steps, named ``method/prior/task/sigma_y@N``: :func:`find_preset` picks it when a run asks for N steps.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Preset:
     steps: int = 100
     hyper: dict = field(default_factory=dict)
     source: str = ""
+    at_steps: int | None = None  # a variant for runs of this many steps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,15 +65,20 @@ def _catalogue() -> dict[str, Preset]:
         for row in rows:
             priors = [row["prior"]] + [a for a, target in doc.get("prior_aliases", {}).items()
                                        if target == row["prior"]]
+            at_steps = row.get("at_steps")
             for prior in priors:
-                hyper = {**base, **{k: v for k, v in row.items() if k not in ("prior", "task", "sigma_y", "steps")}}
-                name = f"{method}/{prior}/{row['task']}/{sigma_key(row['sigma_y'])}"
-                source = doc.get("source", "") if prior == row["prior"] else f"{doc.get('source', '')} " \
-                    f"(settings of {row['prior']})"
+                hyper = {**base, **{k: v for k, v in row.items() if k not in ROW_KEYS}}
+                name = f"{method}/{prior}/{row['task']}/{sigma_key(row['sigma_y'])}" + (
+                    f"@{at_steps}" if at_steps is not None else "")
+                source = row.get("source") or (doc.get("source", "") if prior == row["prior"] else
+                                               f"{doc.get('source', '')} (settings of {row['prior']})")
+                steps = at_steps if at_steps is not None else row.get("steps", doc.get("steps", 100))
                 presets[name] = Preset(name, method, prior, row["task"], dict(doc["tasks"][row["task"]]),
-                                       float(row["sigma_y"]), int(row.get("steps", doc.get("steps", 100))),
-                                       hyper, source.strip())
+                                       float(row["sigma_y"]), int(steps), hyper, source.strip(), at_steps)
     return presets
+
+
+ROW_KEYS = ("prior", "task", "sigma_y", "steps", "at_steps", "source")  # a row's keys that are not hyper
 
 
 def method_defaults(method: str) -> dict:
@@ -124,12 +131,15 @@ def load_preset(name: str, **overrides) -> Preset:
     return replace(preset, **top, hyper={**preset.hyper, **hyper})
 
 
-def find_preset(method: str, prior: str, task: str, sigma_y: float) -> str | None:
-    """The preset for these settings, or the same method/prior/task at the nearest σ_y."""
-    exact = f"{method}/{prior}/{task}/{sigma_key(sigma_y)}"
-    if exact in _catalogue():
-        return exact
-    options = [p for p in _catalogue().values() if (p.method, p.prior, p.task) == (method, prior, task)]
-    if not options:
-        return None
-    return min(options, key=lambda p: abs(p.sigma_y - sigma_y)).name
+def find_preset(method: str, prior: str, task: str, sigma_y: float, steps: int | None = None) -> str | None:
+    """The preset for these settings, or the same method/prior/task at the nearest σ_y; its variant for
+    ``steps`` when it has one."""
+    catalogue = _catalogue()
+    name = f"{method}/{prior}/{task}/{sigma_key(sigma_y)}"
+    if name not in catalogue:
+        options = [p for p in catalogue.values()
+                   if (p.method, p.prior, p.task) == (method, prior, task) and p.at_steps is None]
+        if not options:
+            return None
+        name = min(options, key=lambda p: abs(p.sigma_y - sigma_y)).name
+    return f"{name}@{steps}" if f"{name}@{steps}" in catalogue else name
