@@ -162,10 +162,10 @@ def test_plan_errors_and_a_cell_made_with_other_settings(tmp_path, random_featur
     with pytest.raises(ConfigError, match="restored with other gaussian weights"):
         run_suite(load_plan(write_plan(tmp_path, grid=small)), features=random_features)
     other_preset = json.loads(kept)
-    other_preset["preset"] = "ddpg/celeba_hq/sr4/0.01"  # as if ddpg restore had taken another preset then
+    other_preset["hyper"]["gamma"] = 300  # as if ddpg restore had taken another preset row then
     record.write_text(json.dumps(other_preset))
-    with pytest.raises(ConfigError, match="restored with preset ddpg/celeba_hq/sr4/0.01, ddpg restore now takes "
-                                          "ddpg/gaussian/sr4/0.05"):
+    with pytest.raises(ConfigError, match=r"other hyper-parameters than ddpg restore takes now \(preset "
+                                          r"ddpg/gaussian/sr4/0.05\): gamma 300 → 10"):
         run_suite(load_plan(write_plan(tmp_path, grid=small)), features=random_features)
     record.write_text(kept)
     assert run_suite(load_plan(write_plan(tmp_path, grid=small)), features=random_features).skipped  # reused

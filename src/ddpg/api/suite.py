@@ -38,7 +38,7 @@ import yaml
 from ddpg.api.denoisers import check_device, make_denoiser
 from ddpg.api.report import NullProgress, Report
 from ddpg.api.restoration import restore
-from ddpg.api.settings import resolve_settings
+from ddpg.api.settings import apply_hyper, resolve_settings
 from ddpg.errors import ConfigError, InputError
 from ddpg.io import collect_inputs, save_json
 
@@ -195,10 +195,15 @@ def finished_cell(plan: Plan, cell: Cell) -> dict | None:
     if made != now:
         raise ConfigError(f"{path}: this cell was restored with other {plan.prior} weights (sha256 {made}, now "
                           f"{now}); move the folder away or choose another 'out' for the plan")
-    preset = resolve_settings(cell.task, cell.method, None, plan.prior, cell.sigma_y, cell.steps).preset
-    if record.get("preset") != preset:
-        raise ConfigError(f"{path}: this cell was restored with preset {record.get('preset')}, ddpg restore now "
-                          f"takes {preset}; move the folder away or choose another 'out' for the plan")
+    now = apply_hyper(resolve_settings(cell.task, cell.method, None, plan.prior, cell.sigma_y, cell.steps),
+                      dict(cell.hyper), False)
+    made = record.get("hyper") or {}
+    changed = sorted(k for k in {*made, *now.hyper} if made.get(k) != now.hyper.get(k))
+    if changed:
+        raise ConfigError(f"{path}: this cell was restored with other hyper-parameters than ddpg restore takes now "
+                          f"(preset {now.preset}): " + ", ".join(f"{k} {made.get(k)} → {now.hyper.get(k)}"
+                                                                  for k in changed)
+                          + "; move the folder away or choose another 'out' for the plan")
     return record
 
 
