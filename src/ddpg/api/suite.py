@@ -195,14 +195,14 @@ def finished_cell(plan: Plan, cell: Cell) -> dict | None:
     if made != now:
         raise ConfigError(f"{path}: this cell was restored with other {plan.prior} weights (sha256 {made}, now "
                           f"{now}); move the folder away or choose another 'out' for the plan")
-    now = apply_hyper(resolve_settings(cell.task, cell.method, None, plan.prior, cell.sigma_y, cell.steps),
-                      dict(cell.hyper), False)
-    made = record.get("hyper") or {}
-    changed = sorted(k for k in {*made, *now.hyper} if made.get(k) != now.hyper.get(k))
+    settings = apply_hyper(resolve_settings(cell.task, cell.method, None, plan.prior, cell.sigma_y, cell.steps),
+                           dict(cell.hyper), False)
+    used = record.get("hyper") or {}
+    changed = sorted(k for k in {*used, *settings.hyper} if used.get(k) != settings.hyper.get(k))
     if changed:
         raise ConfigError(f"{path}: this cell was restored with other hyper-parameters than ddpg restore takes now "
-                          f"(preset {now.preset}): " + ", ".join(f"{k} {made.get(k)} → {now.hyper.get(k)}"
-                                                                  for k in changed)
+                          f"(preset {settings.preset}): " + ", ".join(f"{k} {used.get(k)} → {settings.hyper.get(k)}"
+                                                                       for k in changed)
                           + "; move the folder away or choose another 'out' for the plan")
     return record
 

@@ -43,6 +43,11 @@ def sigma_key(sigma_y: float) -> str:
     return f"{float(sigma_y):g}"
 
 
+def variant_name(name: str, steps: int | None) -> str:
+    """The name of preset ``name``'s variant for runs of ``steps`` steps (``name`` itself for None)."""
+    return name if steps is None else f"{name}@{steps}"
+
+
 def _method_files() -> list[dict]:
     folder = resources.files("ddpg.configs").joinpath("presets")
     items = sorted((i for i in folder.iterdir() if i.name.endswith(".yaml")), key=lambda i: i.name)
@@ -68,8 +73,7 @@ def _catalogue() -> dict[str, Preset]:
             at_steps = row.get("at_steps")
             for prior in priors:
                 hyper = {**base, **{k: v for k, v in row.items() if k not in ROW_KEYS}}
-                name = f"{method}/{prior}/{row['task']}/{sigma_key(row['sigma_y'])}" + (
-                    f"@{at_steps}" if at_steps is not None else "")
+                name = variant_name(f"{method}/{prior}/{row['task']}/{sigma_key(row['sigma_y'])}", at_steps)
                 source = row.get("source") or (doc.get("source", "") if prior == row["prior"] else
                                                f"{doc.get('source', '')} (settings of {row['prior']})")
                 steps = at_steps if at_steps is not None else row.get("steps", doc.get("steps", 100))
@@ -142,4 +146,4 @@ def find_preset(method: str, prior: str, task: str, sigma_y: float, steps: int |
         if not options:
             return None
         name = min(options, key=lambda p: abs(p.sigma_y - sigma_y)).name
-    return f"{name}@{steps}" if f"{name}@{steps}" in catalogue else name
+    return variant_name(name, steps) if variant_name(name, steps) in catalogue else name

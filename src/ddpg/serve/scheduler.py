@@ -234,10 +234,11 @@ class Scheduler:
                 if self._stop:
                     return
                 jobs, self._host_jobs = self._host_jobs, []
+                batch = []
                 if not self._paused:
                     self._admit()
                     self._drop_overdue()
-                batch = [] if self._paused else list(self.active)
+                    batch = list(self.active)
             for fn, args, future in jobs:
                 _run_into(future, fn, args)
             if batch:
@@ -282,6 +283,7 @@ class Scheduler:
             self._changed()
         if self.metrics is not None:
             self.metrics.observe_tick(len(batch), seconds)
+
 
 def _run_into(future: Future, fn: Callable, args: tuple) -> None:
     if not future.set_running_or_notify_cancel():  # its caller went away
