@@ -153,14 +153,6 @@ def restore_response(png: bytes, sidecar: dict, kind: str, queue_s: float, total
     return Response(png, media_type="image/png", headers=headers)
 
 
-async def host_work(state: ServeState, fn, *args):
-    """``fn(*args)`` (a request's decode/degrade or encode/metrics) off the event loop: between two ticks in
-    the engine thread when the scheduler asks for it (CPU), else in the thread pool beside the ticks."""
-    if state.scheduler.host_between_ticks:
-        return await asyncio.wrap_future(state.scheduler.host_call(fn, *args))
-    return await run_in_threadpool(fn, *args)
-
-
 async def restore(request: Request) -> Response:
     state: ServeState = request.app.state.serve
     t0 = time.monotonic()
@@ -183,8 +175,8 @@ async def _restore(state: ServeState, request: Request, t0: float) -> Response:
             fields = parse_fields(raw)
             if len(state.scheduler.queue) >= state.scheduler.max_queue:  # refuse before the work of preparing
                 raise QueueFull(state.scheduler.retry_after_s())
-            prepared = await host_work(state, state.preparer.prepare, fields, image, filename, files.get("kernel"),
-                                       files.get("mask"), workdir, t0)
+            prepared = await run_in_threadpool(state.preparer.prepare, fields, image, filename, files.get("kernel"),
+                                               files.get("mask"), workdir, t0)
             future = asyncio.wrap_future(state.scheduler.submit(prepared.sample))
         except FieldError as exc:
             return error(422, exc.message, exc.field)
@@ -205,10 +197,8 @@ async def _restore(state: ServeState, request: Request, t0: float) -> Response:
         total = time.monotonic() - t0
         timing = {"queue_and_restore": round(time.monotonic() - admitted, 4),
                   "mean_batch": round(prepared.sample.ticks_shared / max(1, len(prepared.sample.rows)), 3)}
-        png, sidecar = await host_work(state, write_result, prepared, out, timing)
+        png, sidecar = await run_in_threadpool(write_result, prepared, out, timing)
         return restore_response(png, sidecar, prepared.response, admitted - t0, total)
-    except ServeError as exc:  # e.g. the server stopped before the result was written
-        return error(exc.status, str(exc))
     except DdpgError as exc:
         return error(500, f"restoration failed: {exc}")
     finally:

@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -102,15 +102,10 @@ def start_sample(denoiser, operator: Operator, y: torch.Tensor, method: Method, 
 
 
 class Scheduler:
-    """The engine loop, in its own thread. ``submit`` returns the sample's future (result: (3,H,W) CPU).
-
-    ``host_between_ticks`` (a CPU device): :meth:`host_call` runs a request's own work (decode, degrade,
-    encode, metrics) in the engine thread between two ticks, as offline ``restore`` runs it between batches,
-    so it never competes with a tick for the cores; otherwise the caller runs it beside the ticks."""
+    """The engine loop, in its own thread. ``submit`` returns the sample's future (result: (3,H,W) CPU)."""
 
     def __init__(self, denoiser, *, max_batch: int = 8, max_queue: int = 64, policy: str = "continuous",
-                 batch_wait_s: float = 0.05, engine_batch: int | None = None, metrics=None,
-                 host_between_ticks: bool = False):
+                 batch_wait_s: float = 0.05, engine_batch: int | None = None, metrics=None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if max_queue < 0:
@@ -119,8 +114,6 @@ class Scheduler:
         self.max_queue, self.batch_wait_s, self.engine_batch = max_queue, batch_wait_s, engine_batch
         self.queue: deque[tuple[float, Sample]] = deque()  # (arrival time, sample)
         self.active: list[Sample] = []
-        self.host_between_ticks = host_between_ticks
-        self._host_jobs: list[tuple[Callable, tuple, Future]] = []
         self.draining = False
         self.tick_s = 0.0  # moving average of a tick's seconds, for Retry-After
         self._cv = threading.Condition()
@@ -141,16 +134,6 @@ class Scheduler:
             self.queue.append((time.monotonic(), sample))
             self._changed()
         return sample.future
-
-    def host_call(self, fn: Callable, *args) -> Future:
-        """``fn(*args)`` run by the engine thread at the next tick boundary (even while paused); its future."""
-        future: Future = Future()
-        with self._cv:
-            if self._stop:
-                raise Draining("the server is shutting down and admits no new requests")
-            self._host_jobs.append((fn, args, future))
-            self._cv.notify_all()
-        return future
 
     def cancel(self, sample: Sample) -> None:
         """Free a sample's place (queued: at once; active: at the next tick boundary)."""
@@ -204,12 +187,8 @@ class Scheduler:
                 self._fail(s, Draining("the server stopped before this request finished"))
             for s in self.active:
                 self._fail(s, Draining("the server stopped before this request finished"))
-            for _, _, future in self._host_jobs:
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(Draining("the server stopped before this request finished"))
             self.queue.clear()
             self.active.clear()
-            self._host_jobs.clear()
             self._changed()
         self._thread.join(timeout=30)
 
@@ -229,18 +208,13 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not self._stop and not self._host_jobs and (self._paused or not (self.queue or self.active)):
+                while not self._stop and (self._paused or not (self.queue or self.active)):
                     self._cv.wait()
                 if self._stop:
                     return
-                jobs, self._host_jobs = self._host_jobs, []
-                batch = []
-                if not self._paused:
-                    self._admit()
-                    self._drop_overdue()
-                    batch = list(self.active)
-            for fn, args, future in jobs:
-                _run_into(future, fn, args)
+                self._admit()
+                self._drop_overdue()
+                batch = list(self.active)
             if batch:
                 self._tick(batch)
 
@@ -283,16 +257,6 @@ class Scheduler:
             self._changed()
         if self.metrics is not None:
             self.metrics.observe_tick(len(batch), seconds)
-
-
-def _run_into(future: Future, fn: Callable, args: tuple) -> None:
-    if not future.set_running_or_notify_cancel():  # its caller went away
-        return
-    try:
-        future.set_result(fn(*args))
-    except Exception as exc:  # the caller's error, raised where it awaits the future
-        future.set_exception(exc)
-
 
 def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) -> None:
     """One step of every sample (each at its own step index): a denoiser call per image size over its

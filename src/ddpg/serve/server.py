@@ -119,8 +119,7 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     max_batch, engine_batch = engine_batches(denoiser, requested, opts.engine_batch)
     metrics = ServeMetrics(max_batch)
     scheduler = Scheduler(denoiser, max_batch=max_batch, max_queue=opts.max_queue, policy=opts.policy,
-                          batch_wait_s=opts.batch_wait_ms / 1000, engine_batch=engine_batch, metrics=metrics,
-                          host_between_ticks=torch.device(opts.device).type == "cpu")
+                          batch_wait_s=opts.batch_wait_ms / 1000, engine_batch=engine_batch, metrics=metrics)
     preparer = Preparer(denoiser, prior, opts.device, max_pixels=opts.max_pixels,
                         default_deadline_s=opts.request_timeout_s)
     info = {"prior": prior, "backend": opts.backend, "device": opts.device,
