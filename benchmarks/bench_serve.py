@@ -161,10 +161,11 @@ def offline(args, files: list[Path]) -> dict:
 def auto_batch(args) -> int:
     """The batch ``ddpg serve --max-batch auto`` would choose here (the same profile and rule)."""
     from ddpg.api.denoisers import make_denoiser
+    from ddpg.models.denoiser import native_image_size
     from ddpg.serve.batch_size import choose_batch, profile_batches
 
     denoiser = make_denoiser(args.prior, None, "torch", None, "cpu")
-    size = (getattr(denoiser, "config", {}) or {}).get("image_size") or 64
+    size = native_image_size(denoiser) or 64
     return choose_batch(profile_batches(denoiser, size, "cpu"))
 
 

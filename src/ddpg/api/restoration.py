@@ -53,6 +53,7 @@ from ddpg.io import (
     save_json,
 )
 from ddpg.metrics import psnr, ssim
+from ddpg.models.denoiser import native_image_size
 from ddpg.operators.baselines import auto_baseline_name
 from ddpg.runtime.graph_runner import GRAPH_METHODS
 from ddpg.versions import versions
@@ -188,7 +189,7 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
     schedule = getattr(denoiser, "schedule", None)
     if schedule is not None and settings.steps > len(schedule.betas):
         raise ParameterError("steps", settings.steps, f"exceeds the prior's {len(schedule.betas)} diffusion steps")
-    prior_size = (getattr(denoiser, "config", {}) or {}).get("image_size")
+    prior_size = native_image_size(denoiser)
     if request.resize and not (request.size or prior_size):
         raise ParameterError("resize", True, f"needs a size (the prior {prior} has no fixed image size)")
     from ddpg.runtime import get_sampler

@@ -18,6 +18,7 @@ import yaml
 from torch import nn
 
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import native_image_size
 from ddpg.operators import ALIASES, make_operator
 from ddpg.precisions import parse_precision
 from ddpg.runtime.cuda_graph import capture_graph
@@ -413,7 +414,7 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     _free_cached(clock)
     baseline = torch.cuda.memory_allocated(device) if clock.cuda else 0  # left by earlier runs in this process
     prior = build_prior(cfg.prior, cfg.checkpoint, device)
-    size = cfg.size or (getattr(prior, "config", {}) or {}).get("image_size") or 256
+    size = cfg.size or native_image_size(prior) or 256
     name, params = ALIASES.get(cfg.task, (cfg.task, {}))
     params = {**params, "impl": "fft"} if name == "sr_bicubic" else dict(params)
     operator = make_operator(name, size, **params).to(device)

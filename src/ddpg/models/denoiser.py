@@ -50,3 +50,10 @@ def as_denoiser(prior: nn.Module, class_labels: torch.Tensor | int | None = None
     if not conditional and class_labels is not None:
         raise ConfigError(f"prior {name} is unconditional: class_labels must be None")
     return Denoiser(prior, class_labels)
+
+
+def native_image_size(model) -> int | None:
+    """The side (pixels) of the square images ``model`` (a prior, denoiser or engine) was trained on, from its
+    config; None when it has none (the analytic prior)."""
+    size = (getattr(model, "config", {}) or {}).get("image_size")
+    return int(size) if size else None

@@ -13,6 +13,7 @@ import torch
 
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import native_image_size
 from ddpg.operators import degrade, make_operator
 from ddpg.operators.base import Operator
 
@@ -82,7 +83,7 @@ class Restorer:
         image size) unless given."""
         preset = load_preset(name, **overrides)
         if operator is None:
-            size = size or (getattr(denoiser, "config", {}) or {}).get("image_size") or 256
+            size = size or native_image_size(denoiser) or 256
             params = dict(preset.operator)
             operator = make_operator(params.pop("task"), size, **params)
         return cls(denoiser, operator, method=preset.method, sigma_y=preset.sigma_y, steps=preset.steps,

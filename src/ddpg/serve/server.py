@@ -20,6 +20,7 @@ import uvicorn
 
 from ddpg.api.denoisers import check_device, check_engine_prior, engine_batch_profile, make_denoiser
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import native_image_size
 
 from .app import ServeState, make_app
 from .batch_size import AUTO_CAP, choose_batch, profile_batches
@@ -123,7 +124,7 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     preparer = Preparer(denoiser, prior, opts.device, max_pixels=opts.max_pixels,
                         default_deadline_s=opts.request_timeout_s)
     info = {"prior": prior, "backend": opts.backend, "device": opts.device,
-            "image_size": (getattr(denoiser, "config", {}) or {}).get("image_size")}
+            "image_size": native_image_size(denoiser)}
     state = ServeState(scheduler, preparer, metrics, workroot, token=token, max_body_bytes=opts.max_body_bytes,
                        model_info=info, test_hooks=opts.test_hooks)
     state.auto_batch = requested is None and engine_batch is None and opts.policy != "single"
@@ -139,7 +140,7 @@ def warm_up(state: ServeState) -> None:
     and take the smallest batch within 10 % of the best images/s (:mod:`ddpg.serve.batch_size`), then release
     the queue; otherwise one call at the full batch (kernels chosen, memory reserved)."""
     scheduler = state.scheduler
-    size = state.model_info.get("image_size") or 64
+    size = native_image_size(scheduler.denoiser) or 64
     device = state.preparer.device
     if state.auto_batch:
         state.batch_seconds = profile_batches(scheduler.denoiser, size, device, cap=scheduler.max_batch)
