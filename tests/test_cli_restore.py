@@ -243,6 +243,9 @@ def test_task_options_motion_kernel_seed_and_masks(tmp_path):
     (["--steps", "2000"], "exceeds the prior's 1000 diffusion steps"),
     (["--hyper", "zeta"], "--hyper zeta: expected KEY=VALUE"),
     (["--hyper", "lam=2"], "lam: not a hyper-parameter of ddpg"),
+    (["--operator", "sigma"], "--operator sigma: expected KEY=VALUE"),
+    (["--task", "deblur_gauss", "--operator", "scale=2"], "scale: not a parameter of the deblur_gauss operator"),
+    (["--operator", "impl=dct"], "--operator impl=dct: sr_bicubic: impl must be 'svd' or 'fft'"),
     (["--method", "idpg", "--select-candidates"], "--select-candidates True: chooses DDPG's injected noise"),
     (["--cuda-graph"], "--cuda-graph True: needs a CUDA device"),
     (["--precision", "fp8"], "--precision fp8: choose one of"),
@@ -427,3 +430,29 @@ def test_sr_sidecar_scores_the_bicubic_baseline(images, tmp_path):
     expected = psnr_by_hand(((up + 1) / 2).clamp(0, 1)[0].numpy(), load_image(images / "img0.png").numpy())
     # measured 0.002 dB apart (the sidecar scores the float measurement); Tikhonov's is 0.2 dB off
     assert meta["metrics"]["baseline_psnr"] == pytest.approx(expected, abs=0.02)
+
+
+def test_operator_option_builds_the_measurement_and_resume_notices_it(images, tmp_path):
+    """--operator replaces the preset's operator (the rest at the paper defaults): the measurement is the one
+    make_operator builds, the sidecar records it, and --skip-existing refuses outputs of another operator."""
+    src = images / "img0.png"
+    base = ["restore", str(src), "--task", "deblur_gauss", "--method", "dps", "--steps", "2", "--sigma-y", "0",
+            "-q"]
+    out = tmp_path / "o"
+    res = runner.invoke(app, [*base, "-o", str(out), "--operator", "sigma=1.5", "--operator", "kernel_size=7"])
+    assert res.exit_code == 0, res.output
+    sidecar = json.loads((out / "img0.json").read_text())
+    assert {k: sidecar["operator"][k] for k in ("name", "kernel_size", "sigma", "impl")} == {
+        "name": "deblur_gauss", "kernel_size": 7, "sigma": 1.5, "impl": "fft"}  # dps's preset: 25×25 σ 3
+    assert sidecar["settings"]["operator"] == {"task": "deblur_gauss", "sigma": 1.5, "kernel_size": 7}
+    # the observed PNG (σ_y 0) is this operator's measurement of the image, up to 8-bit rounding
+    clean = load_image(src)[None] * 2 - 1
+    observed = load_image(out / "img0_observed.png")[None] * 2 - 1
+    wanted = make_operator("deblur_gauss", 32, sigma=1.5, kernel_size=7).A(clean)
+    presets = make_operator("deblur_gauss", 32, sigma=3.0, kernel_size=25).A(clean)
+    assert (observed - wanted).abs().max() <= 1.01 / 255 < 4 / 255 < (observed - presets).abs().max()
+    res = runner.invoke(app, [*base, "-o", str(out), "--operator", "sigma=2.5", "--skip-existing"])
+    assert res.exit_code == 1 and "other settings" in res.output and "operator" in res.output, res.output
+    res = runner.invoke(app, [*base, "-o", str(out), "--operator", "sigma=1.5", "--operator", "kernel_size=7",
+                              "--skip-existing"])
+    assert res.exit_code == 0 and "1 skipped" in res.output, res.output

@@ -197,3 +197,57 @@ def test_cli_suite_and_torchrun_ranks_match_one_process(tmp_path):
     a = json.loads((ranks / cell / "cell.json").read_text())
     b = json.loads((one / "results" / cell / "cell.json").read_text())
     assert a["metrics"]["psnr"] == b["metrics"]["psnr"] and a["nfe_per_image"] == b["nfe_per_image"] == STEPS
+
+
+def test_every_method_of_a_task_restores_the_same_measurements(tmp_path, random_features):
+    """The methods' presets blur with different Gaussians (dps: 25×25 σ 3, ddnm: 5×5 σ 10 SVD); the suite gives
+    every method of a task the plan's operator, so their observations are the same, and cell.json, the table and
+    the restore line name it. A cell restored with another operator is refused, never overwritten."""
+    grid = [{"methods": ["ddnm", "dps"], "tasks": ["deblur_gauss"], "sigma_y": [0.05], "steps": [2], "images": 1}]
+    operators = {"deblur_gauss": {"sigma": 1.5, "kernel_size": 7}}
+    plan = load_plan(write_plan(tmp_path, grid=grid, operators=operators))
+    assert run_suite(plan, features=random_features).exit_code == 0
+    observed = [(plan.cell_dir(c) / "im0_observed.png").read_bytes() for c in plan.cells]
+    assert observed[0] == observed[1]
+    wanted = {"name": "deblur_gauss", "kernel_size": 7, "sigma": 1.5, "impl": "fft"}
+    for cell in plan.cells:
+        assert json.loads((plan.cell_dir(cell) / "cell.json").read_text())["operator"] == wanted
+        assert json.loads((plan.cell_dir(cell) / "im0.json").read_text())["operator"]["sigma"] == 1.5
+    tables = json.loads((tmp_path / "results" / "tables.json").read_text())["tasks"]["deblur_gauss"]
+    assert tables["operator"] == wanted
+    command = tables["rows"][1]["cells"]["0.05"]["command"]
+    assert "--operator sigma=1.5" in command and "--operator kernel_size=7" in command
+    md = (tmp_path / "results" / "tables.md").read_text()
+    assert "operator deblur_gauss (kernel_size 7, sigma 1.5, impl fft)" in md  # make_operator's order
+
+    # the plan's default operator (5×5 σ 10 circular) is another one: both finished cells are refused
+    with pytest.raises(ConfigError, match=r"restored with another deblur_gauss operator .*'sigma': 1.5"):
+        run_suite(load_plan(write_plan(tmp_path, grid=grid)), features=random_features)
+    # a record from before cell.json named its operator stands for its preset's (dps: 25×25 σ 3)
+    record = plan.cell_dir(plan.cells[1]) / "cell.json"
+    older = json.loads(record.read_text())
+    del older["operator"]
+    record.write_text(json.dumps(older))
+    with pytest.raises(ConfigError, match=r"another deblur_gauss operator \({'name': 'deblur_gauss', "
+                                          r"'kernel_size': 25, 'sigma': 3.0"):
+        run_suite(plan, features=random_features)
+    # restorations whose sidecars name another operator are not scored
+    record.unlink()
+    sidecar = plan.cell_dir(plan.cells[1]) / "im0.json"
+    held = json.loads(sidecar.read_text())
+    held["operator"]["sigma"] = 2.0
+    sidecar.write_text(json.dumps(held))
+    report = run_suite(plan, restore=False, features=random_features)
+    assert report.failed and "restored with another deblur_gauss operator" in report.failed[0][1]
+    assert not record.exists()
+
+
+@pytest.mark.parametrize("operators, message", [
+    ({"deblur_gauss": {"scale": 2}}, "scale: not a parameter of the deblur_gauss operator"),
+    ({"sr5": {}}, "'sr5' is not a task"),
+    ({"inpaint": {"mask": "m.png"}}, "mask: not a parameter of the inpaint operator"),
+    ([1], "'operators' maps tasks"),
+])
+def test_plan_operators_are_checked(tmp_path, operators, message):
+    with pytest.raises(ConfigError, match=message):
+        load_plan(write_plan(tmp_path, operators=operators))

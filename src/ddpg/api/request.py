@@ -47,6 +47,7 @@ class RestoreRequest:
     class_label: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     hyper: Mapping[str, object] | None = None
+    operator: Mapping[str, object] | None = None
     select_candidates: bool = False
     precision: str = "fp32"
     compile: bool = False
@@ -69,6 +70,8 @@ class RestoreRequest:
             check_sigma_y(self.sigma_y)
         if self.hyper is not None and not isinstance(self.hyper, Mapping):
             raise ParameterError("hyper", self.hyper, "must be a mapping of hyper-parameter names to values")
+        if self.operator is not None and not isinstance(self.operator, Mapping):
+            raise ParameterError("operator", self.operator, "must be a mapping of operator parameters to values")
         check_shard(self.shard)
         check_device(self.device)
         check_speed_options(self.backend, self.device, self.precision, self.compile, self.cuda_graph)

@@ -33,6 +33,7 @@ from ddpg.api.request import RestoreRequest
 from ddpg.api.settings import (
     Settings,
     apply_hyper,
+    apply_operator,
     check_task_files,
     method_defaults,
     operator_args,
@@ -144,7 +145,9 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
     matching measurement size (for SR ×s: to multiples of lcm(m, s)/s), so the restoration near the bottom
     and right edges treats the mirrored margin as data; inpainting masks are padded the same way.
     ``resize`` centre-crops and resizes to ``size`` (default: the prior's size). ``hyper`` overrides the
-    method's hyper-parameters; ``select_candidates`` turns on DDPG's noise-candidate selection.
+    method's hyper-parameters; ``select_candidates`` turns on DDPG's noise-candidate selection; ``operator``
+    builds the task's operator from these make_operator parameters (e.g. ``{"sigma": 3.0, "kernel_size": 25}``)
+    instead of the preset's, so that several methods can be compared on one measurement.
     Speed (torch backend): ``precision`` fp16/bf16 runs the UNet torso in low precision (guidance stays float32),
     ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA; ddpg/idpg/ddnm/ddrm) captures each whole
     sampler step in one CUDA graph (torch, fixed-shape TensorRT engines) or, with ONNX Runtime, the engine call (ONNX
@@ -175,6 +178,7 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
     prior, denoiser = _prior_and_engine(request)
     settings = apply_hyper(resolve_settings(request.task, request.method, request.preset, prior or "",
                                             request.sigma_y, request.steps), request.hyper, request.select_candidates)
+    settings = apply_operator(settings, request.operator)
     mask_spec = check_task_files(settings.task, request.mask, request.kernel)
     step_graph = request.cuda_graph and request.backend != "onnxruntime"  # ONNX Runtime captures its engine call
     if step_graph and (settings.method not in GRAPH_METHODS or settings.hyper.get("select_candidates")):
@@ -336,12 +340,12 @@ def _read_sidecar(path: Path) -> dict | None:
 def _job_settings(plan: RestorePlan, index: int, path: Path) -> dict:
     """What decides input ``index``'s outputs (its sidecar's ``settings``): input, task, method, steps, σ_y,
     seed, hyper-parameters, prior and checkpoint, operator options, size handling and bit depth."""
-    _, sigma, options, _ = _operator_task(plan, index, path)
+    op_task, sigma, options, _ = _operator_task(plan, index, path)
     prior = plan.record.get("prior", {})
     return json.loads(json.dumps({
         "input": str(path.resolve()), "observed": plan.request.observed, "task": plan.settings.task,
         "method": plan.settings.method, "steps": plan.settings.steps, "sigma_y": sigma,
-        "seed": plan.request.seed + index, "hyper": plan.settings.hyper,
+        "seed": plan.request.seed + index, "hyper": plan.settings.hyper, "operator": op_task,
         "prior": prior.get("name") or prior.get("spec"), "checkpoint_sha256": prior.get("checkpoint_sha256"),
         "mask": options["mask"], "kernel": options["kernel"], "resize": plan.request.resize,
         "size": plan.target if plan.request.resize else None, "bits": plan.request.bits}, default=str))
@@ -468,6 +472,9 @@ def _operator_task(plan: RestorePlan, index: int, path: Path) -> tuple[dict, flo
     meta = observation_meta(path) if plan.request.observed else None
     if meta is None:
         return op_task, sigma, options, source
+    if plan.request.operator is not None:
+        raise InputError(f"{path}: this measurement was made with the operator its metadata names "
+                         f"({path.with_suffix('.json')}); drop the operator option to restore it")
     if meta["task"] != settings.task:
         raise InputError(f"{path}: observed with task {meta['task']}, not {settings.task}; restore it with task "
                          f"{meta['task']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -113,24 +114,24 @@ def describe_method_defaults(task: str = "sr4", prior: str = "gaussian") -> str:
     return "; ".join(lines)
 
 
-def parse_hyper(items: list[str] | None) -> dict:
-    """``KEY=VALUE`` strings (the command line's ``--hyper``) as a dict; values are read as YAML scalars (``0.5``,
-    ``true``, ``10``); a ParameterError of ``hyper`` names a malformed one."""
+def parse_hyper(items: list[str] | None, param: str = "hyper", example: str = "zeta=0.3") -> dict:
+    """``KEY=VALUE`` strings (the command line's ``--hyper``, or ``--operator`` with ``param``) as a dict; values
+    are read as YAML scalars (``0.5``, ``true``, ``10``); a ParameterError of ``param`` names a malformed one."""
     import yaml
 
-    hyper: dict = {}
+    parsed_items: dict = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ParameterError("hyper", item, "expected KEY=VALUE, e.g. zeta=0.3")
+            raise ParameterError(param, item, f"expected KEY=VALUE, e.g. {example}")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ParameterError("hyper", item, f"unreadable value ({exc})") from exc
+            raise ParameterError(param, item, f"unreadable value ({exc})") from exc
         if not isinstance(parsed, (bool, int, float, str)):
-            raise ParameterError("hyper", item, "the value must be a number, a boolean or a word")
-        hyper[key.strip()] = parsed
-    return hyper
+            raise ParameterError(param, item, "the value must be a number, a boolean or a word")
+        parsed_items[key.strip()] = parsed
+    return parsed_items
 
 
 def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool) -> Settings:
@@ -157,6 +158,32 @@ def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool)
                                  + {bool: "true or false", int: "an integer", float: "a finite number",
                                     str: "a word"}.get(kind, kind.__name__))
     return replace(settings, hyper=merged)
+
+
+PER_IMAGE_OPERATOR_PARAMS = ("kernel", "seed", "mask", "box", "ratio")  # set per image by --kernel/--mask/the index
+
+
+def apply_operator(settings: Settings, operator: Mapping | None) -> Settings:
+    """The settings with the task's operator built from ``operator`` (its make_operator parameters, e.g.
+    ``{"kernel_size": 25, "sigma": 3.0, "impl": "svd"}``, every other one at the paper default) instead of the
+    preset's; unchanged for None. A ParameterError of ``operator`` names a parameter the task does not take."""
+    from ddpg.operators.tasks import TASK_TABLE, check_impl
+
+    if operator is None:
+        return settings
+    name, params = OPERATOR_OF_TASK[settings.task]
+    entry = TASK_TABLE[name]
+    allowed = [p for p in entry.params if p not in PER_IMAGE_OPERATOR_PARAMS] + ["impl"] * bool(entry.impls)
+    unknown = sorted(set(operator) - set(allowed))
+    if unknown:
+        raise ParameterError("operator", ", ".join(unknown), f"not a parameter of the {settings.task} operator; it "
+                             f"takes {', '.join(allowed) or 'none'} (masks and kernels: --mask, --kernel)")
+    if "impl" in operator:
+        try:
+            check_impl(name, operator["impl"], entry.impls)
+        except DdpgError as exc:
+            raise ParameterError("operator", f"impl={operator['impl']}", str(exc)) from exc
+    return replace(settings, operator={"task": name, **params, **operator})
 
 
 def _fits(value: object, kind: type) -> bool:

@@ -14,6 +14,8 @@ A plan (paths relative to the working folder the command runs in)::
     giqa_components: 5            # GMM-GIQA mixture (full covariances), optionally after a PCA:
     giqa_pca: null                #   components × (dims + 1) reference images are needed
     device: cpu                   # also batch_size (1) and hyper (overrides for every cell)
+    operators:                    # each task's operator, one for every method (make_operator parameters;
+      deblur_gauss: {sigma: 3.0, kernel_size: 25}   # default: the task's paper operator, not each preset's)
     grid:                         # blocks, each the product of its lists; later blocks add cells
       - {methods: [ddpg, idpg], tasks: [sr4], sigma_y: [0.05, 0.0], steps: [100]}
       - {methods: [dps], tasks: [sr4], sigma_y: [0.05], steps: [100], images: 8}
@@ -22,8 +24,11 @@ Each cell's outputs live in ``<out>/cells/<task>/<method>_sy<σ_y>_n<steps>/`` (
 and ``evaluation/`` from ``ddpg evaluate``); its ``cell.json`` is written last and marks it finished: a
 second run reuses it without restoring or scoring again, and an interrupted cell resumes image by image.
 A cell is reused when its settings (prior name, images, method, task, σ_y, steps, hyper, seed) match and it was
-restored with the prior's current weights (the checkpoint sha256 in cell.json's ``prior_record``); a cell made
-with other settings or other weights is refused, never overwritten.
+restored with the prior's current weights (the checkpoint sha256 in cell.json's ``prior_record``) and with the
+plan's operator for its task (cell.json's ``operator``); a cell made with other settings, weights or operator is
+refused, never overwritten. Every method of a task is restored from the same measurements: the suite passes
+the plan's operator to ``restore`` rather than letting each method take its own preset's (DPS's presets, for
+one, blur with a wider Gaussian than DDRM's).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from ddpg.io import collect_inputs, save_json
 CELL_RECORD = "cell.json"
 CELL_KIND = "ddpg-suite-cell"
 PLAN_KEYS = {"prior", "dataset", "out", "seed", "images", "inception", "grid", "device", "batch_size", "hyper",
-             "giqa_components", "giqa_pca", "cells"}
+             "giqa_components", "giqa_pca", "cells", "operators"}
 BLOCK_KEYS = {"methods", "tasks", "sigma_y", "steps", "images", "hyper"}
 
 
@@ -84,6 +89,7 @@ class Plan:
     source: str = ""  # the plan file
     files: list[Path] = field(default_factory=list)  # the dataset's images in sorted order
     cells_dir: Path | None = None  # where the cells live (default <out>/cells; plans may share one)
+    operators: dict = field(default_factory=dict)  # task → make_operator parameters (default: the paper's)
 
     def cell_dir(self, cell: Cell) -> Path:
         return (self.cells_dir or self.out / "cells") / cell.task / cell.name
@@ -99,7 +105,8 @@ def _as_list(block: dict, key: str, where: str) -> list:
 def load_plan(path: str | Path, *, device: str | None = None, out: str | Path | None = None) -> Plan:
     """Read and check a suite plan; ``device``/``out`` override the plan's. Unknown keys, tasks and methods,
     a missing dataset or an empty grid raise ConfigError naming the plan file."""
-    from ddpg.api.settings import CLI_TASKS
+    from ddpg.api.settings import CLI_TASKS, apply_operator
+    from ddpg.errors import ParameterError
     from ddpg.runtime import SAMPLERS as METHODS
 
     path = Path(path)
@@ -146,11 +153,24 @@ def load_plan(path: str | Path, *, device: str | None = None, out: str | Path | 
                             cells.append(cell)
     if not cells:
         raise ConfigError(f"{path}: the grid holds no cells")
+    operators = data.get("operators") or {}
+    if not isinstance(operators, dict):
+        raise ConfigError(f"{path}: 'operators' maps tasks to their operator parameters, e.g. deblur_gauss: "
+                          "{sigma: 3.0}")
+    for task, params in operators.items():
+        if task not in CLI_TASKS or not isinstance(params, dict):
+            raise ConfigError(f"{path}: operators: {task!r} is not a task with a mapping of parameters; tasks: "
+                              f"{', '.join(CLI_TASKS)}")
+        try:
+            apply_operator(resolve_settings(task, None, None, "", None, None), params)
+        except ParameterError as exc:
+            raise ConfigError(f"{path}: operators: {task}: {exc}") from exc
     plan = Plan(prior=str(data["prior"]), dataset=dataset, out=Path(out or data["out"]), cells=cells,
                 seed=int(data.get("seed", 0)), inception=data.get("inception"),
                 device=device or str(data.get("device", "cpu")), batch_size=int(data.get("batch_size", 1)),
                 giqa_components=int(data.get("giqa_components", 5)), giqa_pca=data.get("giqa_pca"),
-                source=str(path), files=files, cells_dir=Path(data["cells"]) if data.get("cells") else None)
+                source=str(path), files=files, cells_dir=Path(data["cells"]) if data.get("cells") else None,
+                operators={task: dict(params) for task, params in operators.items()})
     check_device(plan.device)
     return plan
 
@@ -181,6 +201,40 @@ def cell_settings(plan: Plan, cell: Cell) -> dict:
             "hyper": dict(cell.hyper), "seed": plan.seed}
 
 
+def cell_operator(plan: Plan, cell: Cell) -> dict:
+    """The make_operator parameters of the cell's task in this plan (the same for every method)."""
+    return dict(plan.operators.get(cell.task, {}))
+
+
+IDENTITY_SIZE = 256  # an operator's parameters do not depend on the image size; this one takes every paper kernel
+
+
+def operator_identity(operator: dict) -> dict:
+    """What decides a settings' operator (``{"task": name, **params}``) apart from the per-image choices (motion
+    kernel seed, mask): the name and parameters of the operator it builds, defaults filled in."""
+    from ddpg.operators import make_operator
+
+    op = make_operator(operator["task"], IDENTITY_SIZE, **{k: v for k, v in operator.items() if k != "task"})
+    return _shared_part({"name": op.name, **op.params})
+
+
+def _shared_part(description: dict) -> dict:
+    """An operator description (a sidecar's ``operator``) without its per-image entries, as JSON holds it."""
+    from ddpg.api.settings import PER_IMAGE_OPERATOR_PARAMS
+
+    skip = (*PER_IMAGE_OPERATOR_PARAMS, "kept")
+    return json.loads(json.dumps({k: v for k, v in description.items() if k not in skip}))
+
+
+def planned_operator(plan: Plan, cell: Cell) -> dict:
+    """:func:`operator_identity` of the operator the plan gives the cell's task."""
+    from ddpg.api.settings import apply_operator
+
+    settings = apply_operator(resolve_settings(cell.task, cell.method, None, plan.prior, cell.sigma_y, cell.steps),
+                              cell_operator(plan, cell))
+    return operator_identity(settings.operator)
+
+
 def finished_cell(plan: Plan, cell: Cell) -> dict | None:
     """The record of a finished cell, None when it is not finished; ConfigError when its folder holds a cell made
     with other settings (nothing there is overwritten)."""
@@ -197,6 +251,12 @@ def finished_cell(plan: Plan, cell: Cell) -> dict | None:
                           f"{now}); move the folder away or choose another 'out' for the plan")
     settings = apply_hyper(resolve_settings(cell.task, cell.method, None, plan.prior, cell.sigma_y, cell.steps),
                            dict(cell.hyper), False)
+    # records written before the suite passed one operator per task name none: restore took the preset's
+    made_with = record.get("operator") or operator_identity(settings.operator)
+    wanted = planned_operator(plan, cell)
+    if made_with != wanted:
+        raise ConfigError(f"{path}: this cell was restored with another {cell.task} operator ({made_with}) than the "
+                          f"plan's ({wanted}); move the folder away or choose another 'out' for the plan")
     used = record.get("hyper") or {}
     changed = sorted(k for k in {*used, *settings.hyper} if used.get(k) != settings.hyper.get(k))
     if changed:
@@ -221,7 +281,8 @@ def restore_cell(plan: Plan, cell: Cell, denoiser, *, shard: tuple[int, int] = (
     counter = CountingDenoiser(denoiser)
     report = restore(plan.files[:cell.images], plan.cell_dir(cell), prior=plan.prior, method=cell.method,
                      task=cell.task, sigma_y=cell.sigma_y, steps=cell.steps, hyper=dict(cell.hyper) or None,
-                     seed=plan.seed, batch_size=plan.batch_size, device=plan.device, skip_existing=True,
+                     seed=plan.seed, operator=cell_operator(plan, cell), batch_size=plan.batch_size,
+                     device=plan.device, skip_existing=True,
                      shard=shard, progress=progress, denoiser=counter)
     return {"done": report.done, "skipped": report.skipped, "failed": [list(f) for f in report.failed],
             "evaluations": counter.evaluations, "interrupted": report.interrupted}
@@ -241,7 +302,8 @@ def _restore_stats(celldir: Path, names: list[str]) -> dict:
             "baseline": {"name": first.get("metrics", {}).get("baseline"),
                          "psnr": sum(baseline) / len(baseline) if baseline else None},
             "preset": first.get("preset"), "hyper": first.get("hyper"), "prior_record": first.get("prior"),
-            "device": first.get("device"), "versions": first.get("versions")}
+            "device": first.get("device"), "versions": first.get("versions"),
+            "operators": [_shared_part(s["operator"]) for s in sidecars]}
 
 
 def score_cell(plan: Plan, cell: Cell, restored: dict, *, inception_features=None) -> dict:
@@ -254,11 +316,16 @@ def score_cell(plan: Plan, cell: Cell, restored: dict, *, inception_features=Non
     if stats["restored"] < len(names):
         raise InputError(f"{celldir}: {len(names) - stats['restored']} of {len(names)} images are not restored "
                          "(see the failures above); run the suite again to retry them")
+    wanted = planned_operator(plan, cell)
+    other = next((op for op in stats.pop("operators") if any(op.get(k) != v for k, v in wanted.items())), None)
+    if other is not None:
+        raise InputError(f"{celldir}: restored with another {cell.task} operator ({other}) than the plan's "
+                         f"({wanted}); move the folder away and run the suite again")
     report = evaluate(celldir, plan.dataset, celldir / "evaluation", labels=[cell.method],
                       images=[Path(n).stem for n in names], inception=plan.inception,
                       features=inception_features, giqa_components=plan.giqa_components, giqa_pca=plan.giqa_pca)
     summary = report.extra["summary"]
-    record = {"kind": CELL_KIND, "settings": cell_settings(plan, cell), **stats,
+    record = {"kind": CELL_KIND, "settings": cell_settings(plan, cell), "operator": wanted, **stats,
               "nfe_per_image": restored.get("nfe_per_image"), "metrics": summary["methods"][cell.method],
               "notes": summary["notes"], "evaluation": str(celldir / "evaluation")}
     save_json(record, celldir / CELL_RECORD)

@@ -8,7 +8,7 @@ import json
 import math
 import shlex
 
-from ddpg.api.suite import CELL_RECORD, Cell, Plan, cell_settings
+from ddpg.api.suite import CELL_RECORD, Cell, Plan, cell_operator, cell_settings, planned_operator
 from ddpg.io import StagedFiles, load_image, save_image, save_json
 from ddpg.versions import versions
 
@@ -44,7 +44,8 @@ def restore_command(plan: Plan, cell: Cell) -> str:
     inputs = [str(plan.dataset)] if cell.images == len(plan.files) else [str(f) for f in files]
     args = ["ddpg", "restore", *inputs, "-o", str(plan.cell_dir(cell)), "--prior", plan.prior, "--task", cell.task,
             "--method", cell.method, "--sigma-y", f"{cell.sigma_y:g}", "--steps", str(cell.steps), "--seed",
-            str(plan.seed), "--skip-existing", *[a for k, v in cell.hyper for a in ("--hyper", f"{k}={v}")]]
+            str(plan.seed), "--skip-existing", *[a for k, v in cell.hyper for a in ("--hyper", f"{k}={v}")],
+            *[a for k, v in cell_operator(plan, cell).items() for a in ("--operator", f"{k}={v}")]]
     return shlex.join(args)
 
 
@@ -60,9 +61,13 @@ def _table(plan: Plan, task: str, cells: list[Cell], records: dict) -> tuple[lis
     done = sum(records.get(c) is not None for c in cells)
     head = ["method", "images", *[f"{col[1]} σ={s:g}" if i == 0 else col[1] for s in sigmas
                                   for i, col in enumerate(shown)]]
+    operator = planned_operator(plan, cells[0])
+    described = ", ".join(f"{k} {v}" for k, v in operator.items() if k != "name")
     lines = [f"### {task}" + ("" if done == len(cells) else f" — partial: {done} of {len(cells)} cells finished"),
+             "", f"Every method restores the same measurements: operator {operator['name']}"
+             + (f" ({described})" if described else "") + ".",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    data = {"sigma_y": sigmas, "columns": [c[0] for c in shown], "rows": []}
+    data = {"sigma_y": sigmas, "columns": [c[0] for c in shown], "operator": operator, "rows": []}
     for (method, n_steps, hyper, images), by_sigma in rows.items():
         name = method + (f" ({n_steps} steps)" if len(steps) > 1 else "") + "".join(f" {k}={v}" for k, v in hyper)
         cells_text = []
