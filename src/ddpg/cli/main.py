@@ -111,11 +111,9 @@ def restore(
     method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg). "
                                "Without --sigma-y/--steps/--preset each takes its paper preset; for sr4 with the "
                                f"gaussian prior: {METHOD_DEFAULTS}. Other tasks and priors: `ddpg presets list`."),
-    hyper: list[str] = typer.Option(None, "--hyper", help="Override a method hyper-parameter, KEY=VALUE "
-                                                           "(repeatable), e.g. --hyper zeta=0.3."),
-    operator: list[str] = typer.Option(None, "--operator", help="Build the task's operator with this parameter, "
-                                       "KEY=VALUE (repeatable), instead of the preset's, e.g. --operator sigma=3.0 "
-                                       "--operator kernel_size=25 --operator impl=svd."),
+    hyper: list[str] = typer.Option(None, "--hyper", help="Set a method hyper-parameter, KEY=VALUE (repeatable)."),
+    operator: list[str] = typer.Option(None, "--operator", help="Build the task's operator with KEY=VALUE "
+                                       "(repeatable) instead of the preset's, e.g. --operator sigma=3.0."),
     select_candidates: bool = typer.Option(False, "--select-candidates", help="ddpg: pick the injected noise "
                                            "among N_t candidates by measurement fit (DPPS's selection)."),
     batch_size: int = typer.Option(1, help="Images per sampler call (results do not depend on it)."),
@@ -172,7 +170,7 @@ def restore(
                 method=method, sigma_y=sigma_y, steps=steps, seed=seed, batch_size=batch_size, device=device,
                 observed=observed, backend=backend, engine=engine, skip_existing=skip_existing, resize=resize,
                 size=size, mask=mask, kernel=kernel, bits=bits, class_label=class_label, hyper=api.parse_hyper(hyper),
-                operator=api.parse_hyper(operator, "operator", "sigma=3.0") if operator else None,
+                operator=api.parse_hyper(operator, "operator", "sigma=3.0") or None,
                 select_candidates=select_candidates, precision=precision, compile=compile, cuda_graph=cuda_graph,
                 **({} if max_pixels is None else {"max_pixels": max_pixels})), progress), quiet, flags)
     _print_restore_extra(report, outdir)
