@@ -215,8 +215,10 @@ def test_every_method_of_a_task_restores_the_same_measurements(tmp_path, random_
         assert json.loads((plan.cell_dir(cell) / "im0.json").read_text())["operator"]["sigma"] == 1.5
     tables = json.loads((tmp_path / "results" / "tables.json").read_text())["tasks"]["deblur_gauss"]
     assert tables["operator"] == wanted
-    command = tables["rows"][1]["cells"]["0.05"]["command"]
-    assert "--operator sigma=1.5" in command and "--operator kernel_size=7" in command
+    command = tables["rows"][1]["cells"]["0.05"]["command"]  # every parameter spelled out, as the suite gives it
+    assert "--operator kernel_size=7 --operator sigma=1.5 --operator impl=fft" in command
+    assert json.loads((plan.cell_dir(plan.cells[1]) / "im0.json").read_text())["settings"]["operator"] == {
+        "task": "deblur_gauss", "kernel_size": 7, "sigma": 1.5, "impl": "fft"}
     md = (tmp_path / "results" / "tables.md").read_text()
     assert "operator deblur_gauss (kernel_size 7, sigma 1.5, impl fft)" in md  # make_operator's order
 

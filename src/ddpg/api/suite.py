@@ -201,11 +201,6 @@ def cell_settings(plan: Plan, cell: Cell) -> dict:
             "hyper": dict(cell.hyper), "seed": plan.seed}
 
 
-def cell_operator(plan: Plan, cell: Cell) -> dict:
-    """The make_operator parameters of the cell's task in this plan (the same for every method)."""
-    return dict(plan.operators.get(cell.task, {}))
-
-
 IDENTITY_SIZE = 256  # an operator's parameters do not depend on the image size; this one takes every paper kernel
 
 
@@ -231,8 +226,14 @@ def planned_operator(plan: Plan, cell: Cell) -> dict:
     from ddpg.api.settings import apply_operator
 
     settings = apply_operator(resolve_settings(cell.task, cell.method, None, plan.prior, cell.sigma_y, cell.steps),
-                              cell_operator(plan, cell))
+                              plan.operators.get(cell.task, {}))
     return operator_identity(settings.operator)
+
+
+def cell_operator(plan: Plan, cell: Cell) -> dict:
+    """The operator parameters the suite gives ``restore`` for the cell, every default spelled out (the plan's
+    for the task, the same for every method)."""
+    return {k: v for k, v in planned_operator(plan, cell).items() if k != "name"}
 
 
 def finished_cell(plan: Plan, cell: Cell) -> dict | None:
