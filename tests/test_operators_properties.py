@@ -154,8 +154,8 @@ def test_degrade_is_seeded_and_unclipped():
 
 @pytest.mark.parametrize("call, message", [
     (lambda: make_operator("sr_bicubic", 30, scale=4), "must divide"),
-    (lambda: make_operator("sr_avgpool", 32, scale=0), "scale must be a positive integer"),
-    (lambda: make_operator("sr_bicubic", 32, scale=2.5), "scale must be a positive integer"),
+    (lambda: make_operator("sr_avgpool", 32, scale=0), "scale=.* must be an integer >= 1"),
+    (lambda: make_operator("sr_bicubic", 32, scale=2.5), "scale=.* must be an integer >= 1"),
     (lambda: make_operator("sr_bicubic", 8, scale=4), "smaller than the 16-tap kernel"),
     (lambda: make_operator("sr_bicubic", 32, impl="dense"), "impl must be"),
     (lambda: make_operator("denoising", (0, 16)), "size must be"),
@@ -383,7 +383,7 @@ def test_gaussian_taps_refuse_an_empty_size_or_a_non_positive_sigma(size, sigma)
 
     with pytest.raises(OperatorError, match=rf"size >= 1 and sigma > 0, got size={size}, sigma={sigma}"):
         gaussian_taps(size, sigma)
-    with pytest.raises(OperatorError, match="size >= 1 and sigma > 0"):
+    with pytest.raises(OperatorError, match="kernel_size=.* must be an integer >= 1|sigma=.* must be a finite number"):
         make_operator("deblur_gauss", 16, kernel_size=size, sigma=sigma)
     assert gaussian_taps(1, 1e-3).tolist() == [1.0]  # the smallest kernel and sigma are accepted
 

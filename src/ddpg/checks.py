@@ -17,3 +17,14 @@ def check_sigma_y(sigma_y: object, param: str = "sigma_y") -> float:
         raise ParameterError(param, sigma_y, f"must be a finite number in [0, {MAX_SIGMA_Y:g}] (the noise std on "
                                              "the [0, 1] image scale)")
     return float(sigma_y)
+
+
+def check_side(size: object, max_pixels: int, param: str = "size") -> int:
+    """``size`` (a resize target's side length, in pixels) if it is an integer >= 1 whose square image is within
+    ``max_pixels``; :class:`~ddpg.errors.ParameterError` naming ``param`` otherwise."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ParameterError(param, size, "must be an integer >= 1")
+    if size * size > max_pixels:
+        raise ParameterError(param, size, f"a {size}×{size} image is {size * size:,} pixels, more than the limit of "
+                                          f"{max_pixels:,} (max_pixels)")
+    return size

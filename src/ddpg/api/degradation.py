@@ -14,9 +14,10 @@ from ddpg.api.settings import (
     check_task_files,
     operator_args,
 )
-from ddpg.checks import check_sigma_y
+from ddpg.checks import check_side, check_sigma_y
 from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.io import (
+    DEFAULT_MAX_PIXELS,
     StagedFiles,
     center_crop_resize,
     collect_inputs,
@@ -50,7 +51,7 @@ def degrade(inputs: list[str | Path], outdir: str | Path, *, task: str = "sr4", 
     if fmt not in ("pt", "npy"):
         raise ParameterError("fmt", fmt, "must be pt or npy")
     if size is not None:
-        check_int("size", size, 1)
+        check_side(size, DEFAULT_MAX_PIXELS)
     if resize and size is None:
         raise ParameterError("resize", resize, "needs a size (the side length, in pixels)")
     check_int("seed", seed, 0)

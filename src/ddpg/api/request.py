@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ddpg.api.denoisers import check_device, check_speed_options
 from ddpg.api.settings import check_int
-from ddpg.checks import check_sigma_y
+from ddpg.checks import check_side, check_sigma_y
 from ddpg.errors import ParameterError
 from ddpg.io import DEFAULT_MAX_PIXELS
 
@@ -63,9 +63,10 @@ class RestoreRequest:
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
         check_int("max_pixels", self.max_pixels, 1)
-        for name in ("size", "steps"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), 1)
+        if self.steps is not None:
+            check_int("steps", self.steps, 1)
+        if self.size is not None:
+            check_side(self.size, self.max_pixels)
         if self.sigma_y is not None:
             check_sigma_y(self.sigma_y)
         if self.hyper is not None and not isinstance(self.hyper, Mapping):

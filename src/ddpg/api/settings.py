@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ddpg.checks import check_sigma_y
-from ddpg.errors import DdpgError, ParameterError
+from ddpg.errors import ConfigError, DdpgError, ParameterError
 from ddpg.io import pad_bottom_right
 from ddpg.operators.tasks import BLUR_TASKS, CLI_TASKS, KERNEL_TASKS, OPERATOR_OF_TASK
 
@@ -115,8 +115,9 @@ def describe_method_defaults(task: str = "sr4", prior: str = "gaussian") -> str:
 
 
 def parse_hyper(items: list[str] | None, param: str = "hyper", example: str = "zeta=0.3") -> dict:
-    """``KEY=VALUE`` strings (the command line's ``--hyper``, or ``--operator`` with ``param``) as a dict; values
-    are read as YAML scalars (``0.5``, ``true``, ``10``); a ParameterError of ``param`` names a malformed one."""
+    """``KEY=VALUE`` strings (the command line's ``--hyper``, or ``--operator`` with ``param``) as a dict; a value
+    is a number as Python writes one (``10``, ``0.5``, ``1e-5``, ``1e-05``: what sidecars hold), else a YAML scalar
+    (``true``, a word); a ParameterError of ``param`` names a malformed one."""
     import yaml
 
     parsed_items: dict = {}
@@ -124,14 +125,30 @@ def parse_hyper(items: list[str] | None, param: str = "hyper", example: str = "z
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise ParameterError(param, item, f"expected KEY=VALUE, e.g. {example}")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ParameterError(param, item, f"unreadable value ({exc})") from exc
+        parsed = _number(value.strip())
+        if parsed is None:
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ParameterError(param, item, f"unreadable value ({exc})") from exc
         if not isinstance(parsed, (bool, int, float, str)):
             raise ParameterError(param, item, "the value must be a number, a boolean or a word")
         parsed_items[key.strip()] = parsed
     return parsed_items
+
+
+_INT = re.compile(r"[+-]?[0-9]{1,18}")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+
+
+def _number(text: str) -> int | float | None:
+    """``text`` as an int or a float when it is written as one (YAML 1.1 would read ``1e-5`` as a word); else
+    None. Non-finite values are returned for the parameter's own check to refuse by name."""
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return None
 
 
 def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool) -> Settings:
@@ -157,6 +174,11 @@ def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool)
             raise ParameterError("hyper", f"{key}={value}", f"{key} of {settings.method} takes "
                                  + {bool: "true or false", int: "an integer", float: "a finite number",
                                     str: "a word"}.get(kind, kind.__name__))
+    try:
+        get_sampler(settings.method).build(settings.sigma_y, merged)
+    except ConfigError as exc:
+        raise ParameterError("hyper", ", ".join(f"{k}={v}" for k, v in (hyper or merged).items()), str(exc)) \
+            from exc
     return replace(settings, hyper=merged)
 
 
@@ -167,7 +189,7 @@ def apply_operator(settings: Settings, operator: Mapping | None) -> Settings:
     """The settings with the task's operator built from ``operator`` (its make_operator parameters, e.g.
     ``{"kernel_size": 25, "sigma": 3.0, "impl": "svd"}``, every other one at the paper default) instead of the
     preset's; unchanged for None. A ParameterError of ``operator`` names a parameter the task does not take."""
-    from ddpg.operators.tasks import TASK_TABLE, check_impl
+    from ddpg.operators.tasks import TASK_TABLE, check_impl, check_params
 
     if operator is None:
         return settings
@@ -178,11 +200,11 @@ def apply_operator(settings: Settings, operator: Mapping | None) -> Settings:
     if unknown:
         raise ParameterError("operator", ", ".join(unknown), f"not a parameter of the {settings.task} operator; it "
                              f"takes {', '.join(allowed) or 'none'} (masks and kernels: --mask, --kernel)")
-    if "impl" in operator:
-        try:
-            check_impl(name, operator["impl"], entry.impls)
-        except DdpgError as exc:
-            raise ParameterError("operator", f"impl={operator['impl']}", str(exc)) from exc
+    try:
+        check_impl(name, operator.get("impl"), entry.impls)
+        check_params(name, {k: v for k, v in operator.items() if k != "impl"})
+    except DdpgError as exc:
+        raise ParameterError("operator", ", ".join(f"{k}={v}" for k, v in operator.items()), str(exc)) from exc
     return replace(settings, operator={"task": name, **params, **operator})
 
 

@@ -22,9 +22,7 @@ def check_size(size) -> tuple[int, int]:
 
 
 def check_scale(task: str, scale, hw: tuple[int, int]) -> int:
-    """``scale`` as an int if it is a positive integer dividing the image size ``hw``."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise OperatorError(f"{task}: scale must be a positive integer, got {scale!r}")
+    """``scale`` (a positive integer: ``tasks.check_params``) as an int if it divides the image size ``hw``."""
     check_divisible(task, hw, int(scale))
     return int(scale)
 

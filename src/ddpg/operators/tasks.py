@@ -4,6 +4,7 @@ paper's setting; a task registered here is offered by the CLI and covered by the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,7 +33,8 @@ class Task:
     """A task: ``build(hw, impl, params)`` → operator for images (H, W); ``params`` its keyword parameters
     (besides ``impl``); ``impls`` its implementations, the first the default (none: the operator is exact with
     no implementation choice, and ``impl`` is ignored, as today); ``blur`` whether a user kernel may replace its
-    own; ``cli`` the name the CLI offers it under (with ``cli_params``), if any."""
+    own; ``cli`` the name the CLI offers it under (with ``cli_params``), if any; ``checks`` the value checks of
+    its parameters where they differ from :data:`PARAM_CHECKS`."""
 
     build: Callable[[tuple[int, int], str | None, dict], Operator]
     params: tuple[str, ...]
@@ -40,6 +42,33 @@ class Task:
     blur: bool = False
     cli: str | None = None
     cli_params: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+
+
+def integer(minimum: int) -> Callable[[object], str | None]:
+    """A check: None for an integer >= ``minimum``, else what is wrong."""
+    def check(value: object) -> str | None:
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+        return None if ok else f"must be an integer >= {minimum}"
+    return check
+
+
+def number(low: float, high: float, *, low_open: bool = False, high_open: bool = False
+           ) -> Callable[[object], str | None]:
+    """A check: None for a finite number in the interval from ``low`` to ``high`` (ends open as given)."""
+    def check(value: object) -> str | None:
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+            and math.isfinite(value) and (low < value if low_open else low <= value) \
+            and (value < high if high_open else value <= high)
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return None if ok else f"must be a finite number in {interval}"
+    return check
+
+
+PARAM_CHECKS: dict[str, Callable[[object], str | None]] = {  # the size-free checks of every task's parameters
+    "scale": integer(1), "kernel_size": integer(1), "seed": integer(0),
+    "sigma": number(0, math.inf, low_open=True, high_open=True), "threshold": number(0, 1, high_open=True),
+    "intensity": number(0, 1), "ratio": number(0, 1, high_open=True)}
 
 
 def build_sr_bicubic(hw: tuple[int, int], impl: str, params: dict) -> Operator:
@@ -143,7 +172,7 @@ TASK_TABLE: dict[str, Task] = {
     "deblur_gauss": Task(build_deblur_gauss, ("kernel_size", "sigma", "threshold"), ("fft", "svd"), blur=True,
                          cli="deblur_gauss"),
     "deblur_motion": Task(build_deblur_motion, ("kernel", "seed", "kernel_size", "intensity"), ("fft",),
-                          blur=True, cli="deblur_motion"),
+                          blur=True, cli="deblur_motion", checks={"kernel_size": integer(3)}),
     "deblur_kernel": Task(build_deblur_kernel, ("kernel",), ("fft",), blur=True),
     "inpainting": Task(build_inpainting, ("mask", "box", "ratio", "seed"), (), cli="inpaint"),
     "denoising": Task(build_denoising, (), (), cli="denoise"),
@@ -168,6 +197,16 @@ def check_impl(task: str, impl: str | None, impls: tuple[str, ...]) -> str | Non
     if len(impls) == 1:
         raise OperatorError(f"{task}: only impl='{impls[0]}' exists")
     raise OperatorError(f"{task}: impl must be {' or '.join(repr(i) for i in impls)}, got {impl!r}")
+
+
+def check_params(task: str, params: dict) -> None:
+    """Refuse a parameter value of ``task`` (a :data:`TASK_TABLE` name) that no image size could take, before
+    any image is read: an OperatorError naming the parameter and what it must be."""
+    checks = {**PARAM_CHECKS, **TASK_TABLE[task].checks}
+    for key, value in params.items():
+        problem = checks[key](value) if key in checks else None
+        if problem is not None:
+            raise OperatorError(f"{task}: {key}={value!r} {problem}")
 
 
 def make_operator(task: str, size: int | tuple[int, int], **params) -> Operator:
@@ -197,4 +236,5 @@ def make_operator(task: str, size: int | tuple[int, int], **params) -> Operator:
     unknown = set(params) - set(entry.params)
     if unknown:
         raise OperatorError(f"{task}: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(entry.params)}")
+    check_params(task, params)
     return entry.build(hw, check_impl(task, impl, entry.impls), params)
