@@ -30,3 +30,9 @@ class ParameterError(ConfigError):
     def __init__(self, param: str, value: object, problem: str):
         self.param, self.value, self.problem = param, value, problem
         super().__init__(f"{param}={value}: {problem}")
+
+
+class ImageTooLarge(InputError):
+    """An image, mask or kernel refused for its size before it is decoded: more pixels or values than the
+    limit (``max_pixels``), a file larger than any image of that many pixels could be, or a decompression bomb
+    Pillow itself refuses (a server answers 413)."""
