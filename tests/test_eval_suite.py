@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 import ddpg.api.suite as suite
 from ddpg.api.evaluation import FeatureSource
-from ddpg.api.suite import load_plan, run_suite
+from ddpg.api.suite import run_suite
+from ddpg.api.suite_plan import load_plan
 from ddpg.cli.main import app
 from ddpg.errors import ConfigError
 from ddpg.metrics import kid

@@ -110,6 +110,11 @@ def package_cycles(edges: list[Edge]) -> list[list[str]]:
         a, b = package_of(edge.importer), package_of(edge.imported)
         if a != b:
             graph.setdefault(a, set()).add(b)
+    return _cycles(graph)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The cycles a depth-first walk of ``graph`` (node → the nodes it imports) meets, each closed on its start."""
     cycles, done = [], set()
 
     def visit(node: str, stack: list[str]) -> None:
@@ -157,3 +162,24 @@ def test_the_checker_resolves_relative_imports_and_allows_downward_ones() -> Non
 def test_the_checker_names_a_planted_package_cycle() -> None:
     edges = [Edge("a.py", 1, "ddpg.runtime.a", "ddpg.export.b"), Edge("b.py", 2, "ddpg.export.b", "ddpg.runtime.c")]
     assert package_cycles(edges) == [["ddpg.export", "ddpg.runtime", "ddpg.export"]]
+
+
+def module_cycles(edges: list[Edge]) -> list[list[str]]:
+    """Import cycles between modules (module level and inside functions), each as the modules around it; a
+    package's ``__init__`` counts as the package."""
+    graph: dict[str, set[str]] = {}
+    for edge in edges:
+        if edge.importer != edge.imported and not edge.importer.startswith(edge.imported + "."):
+            graph.setdefault(edge.importer, set()).add(edge.imported)
+    return _cycles(graph)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    cycles = module_cycles(all_edges())
+    assert not cycles, "import cycles between modules:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_names_a_planted_module_cycle() -> None:
+    edges = [Edge("a.py", 1, "ddpg.api.a", "ddpg.api.b"), Edge("b.py", 9, "ddpg.api.b", "ddpg.api.a"),
+             Edge("c.py", 2, "ddpg.api.c", "ddpg.api")]
+    assert module_cycles(edges) == [["ddpg.api.a", "ddpg.api.b", "ddpg.api.a"]]

@@ -8,7 +8,7 @@ import json
 import math
 import shlex
 
-from ddpg.api.suite import CELL_RECORD, Cell, Plan, cell_operator, cell_settings, planned_operator
+from ddpg.api.suite_plan import CELL_RECORD, Cell, Plan, cell_operator, cell_settings, planned_operator
 from ddpg.io import StagedFiles, load_image, save_image, save_json
 from ddpg.versions import versions
 

@@ -289,7 +289,8 @@ def evaluate_suite(
 
     Example: `ddpg evaluate suite benchmarks/plans/face64.yaml`
     """
-    from ddpg.api.suite import load_plan, run_suite
+    from ddpg.api.suite import run_suite
+    from ddpg.api.suite_plan import load_plan
 
     quiet = quiet or os.environ.get("RANK", "0") not in ("", "0")
     with RichProgress(quiet) as progress:
