@@ -58,10 +58,11 @@ def seeded_observations(x: torch.Tensor, operator: Operator, sigma_y: float, see
 
 
 class Restorer:
-    """Restore batches with one method and operator. ``hyper``: the method's hyper-parameters."""
+    """Restore batches with one method and operator. ``steps`` defaults to the method's (``default_steps`` of its
+    :class:`~ddpg.runtime.samplers.SamplerSpec`); ``hyper``: the method's hyper-parameters."""
 
     def __init__(self, denoiser, operator: Operator, *, method: str = "ddpg", sigma_y: float = 0.0,
-                 steps: int = 100, hyper: dict | None = None):
+                 steps: int | None = None, hyper: dict | None = None):
         self.spec = get_sampler(method)
         check_sigma_y(sigma_y)
         if self.spec.needs_grad and not getattr(denoiser, "supports_grad", False):
@@ -72,7 +73,8 @@ class Restorer:
             raise ConfigError(f"method {method}: unknown hyper-parameter(s) {sorted(unknown)}; known: "
                               f"{sorted(self.spec.hyper_names)}")
         self.denoiser, self.operator = denoiser, operator
-        self.method, self.sigma_y, self.steps = method, float(sigma_y), int(steps)
+        self.method, self.sigma_y = method, float(sigma_y)
+        self.steps = int(steps if steps is not None else self.spec.default_steps)
         self.hyper = dict(hyper or {})
         self.params = self.spec.build(self.sigma_y, self.hyper)  # validated once; the method's params dataclass
 
