@@ -10,8 +10,8 @@
 # Device tool: run(command="bash benchmarks/gpu_session.sh", timeout_s=600).
 #
 # Time plan (a session has 15 min of device time, machine start included, and 10 min per command), estimated
-# from performance.md's UNet timings: every run does ~30 UNet-only calls, a 3-step warm-up and one timed
-# 100-step restoration (~135 NFE), plus a model build, a FLOP count and a profile (~5 s).
+# from the UNet timings in docs/performance.md §3: every run does ~30 UNet-only calls, a 3-step warm-up and
+# one timed 100-step restoration (~135 NFE), plus a model build, a FLOP count and a profile (~5 s).
 #   phase 1, the latency / guidance / accuracy numbers and the baseline: fp16-graph at 1,8,32 and plain at 1,8
 #            celeba_hq ~90 s, imagenet256_uncond ~180 s (its fp16 batch 32 alone ~75 s)
 #   phase 2, the throughput numbers: fp16-compile-graph at batch 32 only (COMPILE_BATCHES; each batch size
@@ -121,7 +121,7 @@ for configs in "${PHASES[@]}"; do
   done
 done
 
-if [ "$ORT_CUDA" = 1 ] && [ -z "${CONFIGS:-}" ]; then  # issue 6: full-size fp16 exports validate on the CUDA EP
+if [ "$ORT_CUDA" = 1 ] && [ -z "${CONFIGS:-}" ]; then  # full-size fp16 exports validate on the CUDA EP
   for prior in $PRIORS; do
     if [ "$(left)" -lt 60 ]; then echo "-- skipped the $prior export validation: no time left" >&2; continue; fi
     echo "\$ ddpg export --prior $prior --random-weights --precision fp16 --batch 1:1:8 --device cuda" \

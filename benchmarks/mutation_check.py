@@ -89,7 +89,7 @@ TARGETS = [
 # mutant id → why it cannot change behaviour (filled in after reading each survivor)
 EQUIVALENT: dict[str, str] = {
     "4c32fbfb67": "max(a, b) → max(b, a): max is symmetric",
-    "08c64a0809": "ddpg_table's s_BP·(1−δ) → (1−δ): s_BP is 1 in every step-size mode (algorithms.md §3.2 line 9)",
+    "08c64a0809": "ddpg_table's s_BP·(1−δ) → (1−δ): s_BP is 1 in every step-size mode (docs/methods.md §3.2)",
     "3ceedaa369": "guidance: the LS guard σ > 0 and c > 0 and coef_ls not 0 → or: the extra cases add coef_ls·Aᵀr "
                   "with coef_ls = s_LS·δ·c = 0 (σ = 0 makes δ = 0)",
     "e45001b622": "guidance: keeps σ > 0 only: with c = 0 or coef_ls = 0 it adds 0·Aᵀr",
@@ -481,7 +481,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ddpg-mut-") as tmp:
         tree = copy_tree(Path(tmp) / "tree")
         shared = ROOT.parent / "shared"
-        if shared.exists():  # tests read ../shared (the reference fixtures) from the tree's parent
+        if shared.exists():  # the optional reference fixtures beside the checkout (conftest.SHARED), for the tree
             (Path(tmp) / "shared").symlink_to(shared.resolve())
         for i, m in enumerate(todo):
             status, secs, first = run_mutant(m, tree, args.timeout)

@@ -26,7 +26,7 @@ ort = pytest.importorskip("onnxruntime")
 HAS_CUDA_EP = torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
 cuda_only = pytest.mark.skipif(not HAS_CUDA_EP, reason="needs a CUDA GPU and onnxruntime-gpu")
 
-FP32_TOL = 1e-5  # relative L2, ONNX Runtime vs PyTorch, float32 (deployment.md §3)
+FP32_TOL = 1e-5  # relative L2, ONNX Runtime vs PyTorch, float32 (docs/deployment.md §3)
 RUN_TOL = 1e-4  # relative L2 of a whole 10-step DDPG run, ONNX Runtime vs PyTorch backend
 
 

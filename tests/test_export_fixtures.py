@@ -24,7 +24,7 @@ from ddpg.runtime.backends import make_denoiser
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.slow
 
-FP32_TOL = 1e-5  # relative L2 vs the reference output (deployment.md §3)
+FP32_TOL = 1e-5  # relative L2 vs the reference output (docs/deployment.md §3)
 FP16_TOL = 5e-3  # relative L2, fp16 torso under ONNX Runtime CPU vs fp32 reference; measured ≈1.1e-3
 
 
@@ -119,7 +119,7 @@ CUDA_GRAPH_HAZARDS = {"Shape", "Size", "NonZero", "If", "Loop", "Scan", "SplitTo
 
 
 def test_fixed_batch_fp16_export_is_cuda_graph_ready(tmp_path):
-    """What ``OrtDenoiser(cuda_graph=True)`` needs of a fixed-batch export (deployment.md §7, §11): static I/O
+    """What ``OrtDenoiser(cuda_graph=True)`` needs of a fixed-batch export (docs/deployment.md §6, §10): static I/O
     shapes and no op whose output ONNX Runtime keeps on the CPU (Shape, Size: their consumers fall back to the CPU
     provider with copies) nor control flow or sequences, which the CUDA provider refuses to capture. Learned-sigma
     ADM in fp16: attention, GroupNorm casts, the channel slice."""

@@ -1,4 +1,4 @@
-"""Fuzzing the edges (issue 16): random bytes, truncated files and oversized headers of PNG / JPEG / TIFF /
+"""Fuzzing the edges: random bytes, truncated files and oversized headers of PNG / JPEG / TIFF /
 BMP / 16-bit PNG into the image loader, and random option values into ``restore``'s validation. Nothing may
 escape as anything but a ddpg error naming the file or parameter, and no decoder may allocate for more pixels
 than the limit (NumPy's allocations, where pixels are decoded here, are traced by tracemalloc; Pillow is

@@ -2,11 +2,12 @@
 call."""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import SHARED, rel_err
+from conftest import rel_err
 from ddpg.errors import ConfigError
 from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
@@ -15,7 +16,7 @@ from ddpg.runtime.samplers import get_sampler
 
 SMALL_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
               "image_size": 32}
-ALGORITHMS = SHARED / "docs" / "algorithms.md"
+METHODS_DOC = Path(__file__).resolve().parents[1] / "docs/methods.md"
 
 
 def tiny_denoiser():
@@ -93,8 +94,8 @@ TASKS = {"sr_bicubic ×4": "sr4", "deblur_gauss": "deblur_gauss", "motion_deblur
 
 
 def paper_rows(section: str) -> list[list[str]]:
-    """Data rows of the table under ``### {section}`` in algorithms.md, cells stripped, − → -."""
-    text = ALGORITHMS.read_text()
+    """Data rows of the table under ``### {section}`` in docs/methods.md, cells stripped, − → -."""
+    text = METHODS_DOC.read_text()
     body = text[text.index(f"### {section}"):]
     body = body[:body.index("\n#", 1)]  # up to the next heading
     rows = [[c.strip().replace("−", "-") for c in line.strip().strip("|").split("|")]
@@ -106,10 +107,9 @@ def number(cell: str) -> float | None:
     return None if cell == "–" else float(cell)
 
 
-@pytest.mark.skipif(not ALGORITHMS.exists(), reason="needs ../shared/docs/algorithms.md")
 @pytest.mark.parametrize("method, section", [("ddpg", "5.1 DDPG"), ("idpg", "5.2 IDPG")])
 def test_presets_match_the_paper_tables(method, section):
-    """Every row of algorithms.md §5.1/§5.2 is a preset with the same γ, ζ, η̃, mode, operator impl, and the
+    """Every row of docs/methods.md §5.1/§5.2 is a preset with the same γ, ζ, η̃, mode, operator impl, and the
     same derived η (relative 1e-9); and no paper preset exists that the table lacks."""
     rows = paper_rows(section)
     assert len(rows) == 16

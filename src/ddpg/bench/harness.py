@@ -291,7 +291,7 @@ def accuracy_check(cfg: BenchConfig, prior, path: RestorationPath, gt: torch.Ten
                    device: torch.device) -> dict:
     """Restore one image with the plain fp32 path and with a low-precision path on the same x_T and noise
     (the image's seed streams): PSNR of each against the ground truth, their difference, and the PSNR and
-    relative L2 between the two restorations (deployment.md §14). The low-precision path is the benchmarked
+    relative L2 between the two restorations (docs/deployment.md §12). The low-precision path is the benchmarked
     one, or — when that is torch fp32 — the same options at ``check_precision``."""
     from ddpg.models import as_denoiser
 

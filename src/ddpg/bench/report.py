@@ -21,12 +21,12 @@ from ddpg.io import atomic_write
 from ddpg.versions import versions
 
 SCHEMA = "ddpg-bench/1"
-# performance.md "Targets": whole restoration of 100 steps, one GPU (H100)
+# docs/performance.md §1: whole restoration of 100 steps, one GPU (H100)
 TARGETS = {"celeba_hq": {"latency_s": 0.5, "images_per_s": 8.0, "guidance_share": 0.05},
            "imagenet256": {"latency_s": 1.5, "images_per_s": 2.4, "guidance_share": 0.02}}
 PSNR_TOLERANCE_DB = 0.1  # fp16 restoration vs the fp32 path on the same noise
 CPU_NOTE = ("CPU smoke run of the benchmark harness: these numbers check that the harness works and are not "
-            "speed claims (the targets in performance.md are for one H100).")
+            "speed claims (the targets in docs/performance.md are for one H100).")
 
 
 def _version(package: str) -> str | None:
@@ -83,7 +83,7 @@ def _tensorrt_version() -> str | None:
 
 
 def environment(device: torch.device) -> dict:
-    """Device, driver and library versions recorded with every result (deployment.md §15)."""
+    """Device, driver and library versions recorded with every result (docs/deployment.md §13)."""
     env = {"device": str(device), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), **versions(device), "cuda": torch.version.cuda,
            "triton": _version("triton"), "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
@@ -222,7 +222,7 @@ def _targets_lines(report: dict) -> list[str]:
     rows = [(s["label"], c) for s in report["series"] for c in s.get("targets") or check_targets(s)]
     if not rows:
         return []
-    lines = ["", "Targets (performance.md; latency at batch 1, throughput at the best batch):", "",
+    lines = ["", "Targets (docs/performance.md §1; latency at batch 1, throughput at the best batch):", "",
              "| series | target | batch | value | limit | met |", "|---|---|---|---|---|---|"]
     lines += [f"| {label} | {c['target']} | {c['batch']} | {_fmt(c['value'], 4)} | {c['limit']} | "
               f"{'yes' if c['met'] else '**no**'} |" for label, c in rows]

@@ -69,7 +69,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int |
                 iters: int | None = None, warmup: int | None = None) -> dict:
     """Measured dense matrix-product rate (TFLOP/s, 2·n³ FLOP per product, median of ``iters`` timed products).
 
-    Defaults: fp16 with n = 8192 on CUDA (the tensor-core rate performance.md quotes; 50 untimed products first,
+    Defaults: fp16 with n = 8192 on CUDA (the tensor-core rate docs/performance.md §2 quotes; 50 untimed products first,
     about 0.1 s, so the clocks have left idle), fp32 with n = 512 on CPU (3 untimed).
     """
     device = torch.device(device)

@@ -1,7 +1,7 @@
 """The TensorRT engine cache: what an engine was built from and for, and whether a plan on disk may be reused.
 
 Pure Python (no TensorRT, no GPU): the command-line parsers of shape profiles, the hashes and paths that go
-into an :class:`~ddpg.engine_sidecar.EngineKey` (deployment.md §9: sha256 of the ONNX file and every external-data
+into an :class:`~ddpg.engine_sidecar.EngineKey` (docs/deployment.md §8: sha256 of the ONNX file and every external-data
 file, TensorRT version, GPU name and compute capability, precision, profile shapes, builder optimization level,
 workspace limit and build flags; the key, the profiles and the sidecar reader live in ``ddpg.engine_sidecar``,
 which the runtime reads too), the JSON sidecar written next to each plan (``<engine>.json``), and

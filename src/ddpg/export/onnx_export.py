@@ -1,4 +1,4 @@
-"""Export a prior's ε-network to ONNX (deployment.md §2–4, §7, §8).
+"""Export a prior's ε-network to ONNX (docs/deployment.md §2–4, §6, §7).
 
 Graph contract: inputs ``x`` (B,3,H,W) float32, ``t`` (B,) float32 timestep values, ``y`` (B,) int64 for
 class-conditional priors; output ``eps`` (B,3,H,W) float32 (learned-variance channels dropped in the graph).

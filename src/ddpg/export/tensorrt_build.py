@@ -5,7 +5,7 @@ chooses the precision mechanism from TensorRT's major version, :func:`plan_build
 :class:`BuildPlan` (flags, profiles, limits), the :class:`~ddpg.engine_sidecar.EngineKey` decides
 whether a cached plan is reused, and :func:`build_engine` ties them together.
 
-Precision (deployment.md §5). TensorRT 11 removed weak typing (``BuilderFlag.FP16/BF16``, precision
+Precision (docs/deployment.md §5). TensorRT 11 removed weak typing (``BuilderFlag.FP16/BF16``, precision
 constraints); every network is strongly typed and takes each layer's precision from the ONNX graph, so an
 fp16/bf16 engine comes from an fp16/bf16 export (``ddpg export --precision fp16``) and a ``precision`` that
 disagrees with the ONNX is an error. On TensorRT 10 a mixed-precision ONNX is built with the

@@ -1,4 +1,4 @@
-"""Accuracy check of an exported prior against the PyTorch prior in float32 (deployment.md §14).
+"""Accuracy check of an exported prior against the PyTorch prior in float32 (docs/deployment.md §12).
 
 Inputs are real (x_t, t) pairs: the bundled sample face and random images, forward-diffused at every checked
 timestep (default 999, 500, 100, 0), at every checked batch size (an export's min and max batch). Statistics

@@ -1,6 +1,6 @@
 """Quality metrics as the papers compute them, on images (3, H, W) or (1, 3, H, W) in [0, 1].
 
-- PSNR (algorithms.md §7.2): 10·log10(1/MSE), MSE over all float values; the prediction is clamped to
+- PSNR (docs/methods.md §9): 10·log10(1/MSE), MSE over all float values; the prediction is clamped to
   [0, 1]; no quantisation, no Y channel, no border crop.
 - SSIM (Wang et al. 2004): 11×11 Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1, valid
   filtering (no padding), population statistics; the SSIM map averaged over positions and channels.

@@ -1,6 +1,6 @@
 """Building blocks shared by the UNets: float32 normalisation, timestep embeddings, attention.
 
-Low-precision rule (deployment.md §4): GroupNorm, the timestep embedding and softmax run in float32
+Low-precision rule (docs/deployment.md §4): GroupNorm, the timestep embedding and softmax run in float32
 whatever dtype the convolutions use.
 """
 
@@ -20,7 +20,7 @@ class GroupNorm32(nn.GroupNorm):
     mixed-dtype path), so the input goes in as it is, without a float32 copy of the activation and a cast back:
     the CUDA kernel reads weight and bias in the input's dtype (cast here, C values), the CPU kernel takes the
     float32 ones. Traced (``torch.compile``, ONNX export) the cast is explicit, so an exported fp16 graph
-    computes the norm in float32 (deployment.md §4) and Inductor fuses the casts into its kernel.
+    computes the norm in float32 (docs/deployment.md §4) and Inductor fuses the casts into its kernel.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

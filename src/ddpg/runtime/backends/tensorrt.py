@@ -1,7 +1,7 @@
 """TensorRT denoiser: a ddpg engine (``ddpg export --format tensorrt``) behind the torch denoiser interface.
 
 ``TensorRTDenoiser(plan, device="cuda")(x_t (B,3,H,W) float32, t (B,) float32) -> eps (B,3,H,W) float32`` on
-the GPU, with no host round trip (deployment.md §10–11):
+the GPU, with no host round trip (docs/deployment.md §9–10):
 
 - the plan is deserialized once (``Runtime.deserialize_cuda_engine``) after its sidecar has vouched for it
   (plan sha256, TensorRT version, GPU name and compute capability; a stale or foreign engine is refused, never
