@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import json
 import os
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -29,6 +32,7 @@ from ddpg.cli.main import app
 from ddpg.io import save_image
 from ddpg.runtime.samplers import FORWARD_METHODS
 from ddpg.serve.batch_size import choose_batch
+from ddpg.serve.server import OWNER_LOCK
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TOKEN = "s3cret-token"
@@ -40,12 +44,13 @@ class ServerProcess:
     """``ddpg serve --port 0`` in a subprocess: the OS picks the port at bind time and the server prints its
     URL, so no free-then-reuse race can hand the port to another process."""
 
-    def __init__(self, tmp: Path, *extra: str):
+    def __init__(self, tmp: Path, *extra: str, workroot: Path | None = None):
         cmd = [sys.executable, "-m", "ddpg", "serve", "--prior", "gaussian", "--port", "0", "--test-hooks", "-q",
                *extra]
         # closed in stop
         self.log = tempfile.NamedTemporaryFile("w", dir=tmp, prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
-        self.workroot = Path(tempfile.mkdtemp(dir=tmp, prefix="work-"))  # the server's TMPDIR: its request folders
+        # the server's TMPDIR: its request folders
+        self.workroot = workroot or Path(tempfile.mkdtemp(dir=tmp, prefix="work-"))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
                "TMPDIR": str(self.workroot)}
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -217,6 +222,18 @@ def test_bad_settings_are_422_naming_the_field(server, images, fields, field):
     assert counter(server.metrics(), "invalid") == before + 1
 
 
+def test_diverging_restoration_is_422_naming_hyper_with_restores_message(server, images, tmp_path):
+    """A restoration that comes out NaN or infinite is not served (it was a black PNG with 200): 422 naming
+    ``hyper``, with the message ``ddpg restore`` gives for the same settings (which writes nothing)."""
+    image = images / "face0.png"
+    response = asyncio.run(post(server, image, steps=STEPS, hyper={"scale_ls": 1e30}))
+    assert response.status_code == 422 and response.json()["field"] == "hyper", response.text[:300]
+    result = CliRunner().invoke(app, ["restore", str(image), "-o", str(tmp_path), "--prior", "gaussian", "-q",
+                                      "--steps", str(STEPS), "--hyper", "scale_ls=1e30"])
+    assert result.exit_code == 1 and not list(tmp_path.iterdir())
+    assert "".join(response.json()["error"].split()) in "".join(result.output.split())  # however it wraps
+
+
 def test_too_many_pixels_is_413_and_unreadable_image_is_422(server, images, tmp_path):
     before = server.metrics()
     assert asyncio.run(post(server, images / "big.png", steps=STEPS)).status_code == 413
@@ -238,6 +255,8 @@ def test_every_route_but_healthz_needs_the_token(server, images):
                        files={"image": ("a.png", (images / "face0.png").read_bytes())})
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
     assert counter(server.metrics(), "unauthorized") == before + 1
+    for scheme in ("bearer", "BEARER"):  # auth schemes are case-insensitive (RFC 7235)
+        assert httpx.get(server.url + "/v1/models", headers={"Authorization": f"{scheme} {TOKEN}"}).status_code == 200
     models = httpx.get(server.url + "/v1/models", headers=server.headers).json()["models"][0]
     assert models["prior"] == "gaussian" and models["methods"] == list(FORWARD_METHODS)
 
@@ -265,9 +284,9 @@ def test_disconnected_client_frees_its_place_and_overdue_request_is_504(server, 
     assert counter(server.metrics(), "deadline") == overdue_before + 1
 
 
-def resident_kib(pid: int) -> int:
-    """The process's resident set (VmRSS) in KiB, from /proc."""
-    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+def resident_kib(pid: int, key: str = "VmRSS") -> int:
+    """The process's resident set (VmRSS), or its peak (VmHWM), in KiB, from /proc."""
+    return int(re.search(rf"{key}:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from /proc")
@@ -366,3 +385,159 @@ def test_max_batch_auto_reports_its_profile_and_choice_and_restores(images, tmp_
 def test_bad_server_options_exit_2_naming_the_flag(args, message):
     result = CliRunner().invoke(app, ["serve", "--prior", "gaussian", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_mask_field_never_names_a_server_path(server, images, tmp_path):
+    """A mask file on the server's disk, one that does not exist and a malformed random mask are all refused
+    with one message (so a client cannot learn which paths exist), naming the ``mask`` upload instead."""
+    on_disk = tmp_path / "mask.png"
+    save_image(torch.ones(3, 32, 32), on_disk)
+    specs = [(str(on_disk), False), (str(tmp_path / "absent.png"), False), ("random:lots", False),
+             (str(on_disk), True)]
+    answers = [asyncio.run(post(server, images / "face0.png", task="inpaint", steps=STEPS, mask=spec, as_json=js))
+               for spec, js in specs]
+    for response in answers:
+        assert response.status_code == 422 and response.json()["field"] == "mask", response.text
+        assert "`mask` file" in response.json()["error"] and "mask_png" in response.json()["error"]
+    assert len({response.json()["error"] for response in answers}) == 1
+
+
+def multipart_body(filename: str, data: bytes, **fields: str) -> tuple[bytes, dict]:
+    """A multipart body written byte by byte (httpx escapes control characters in file names)."""
+    boundary = "ddpgtestboundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+                 'Content-Type: image/png\r\n\r\n'.encode() + data + f"\r\n--{boundary}--\r\n".encode())
+    return b"".join(parts), {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def json_body(image: Path, extra: str) -> tuple[bytes, dict]:
+    """A JSON body with ``extra`` members written as raw JSON text (numbers and nesting JSON allows but
+    Python's parser refuses)."""
+    encoded = base64.b64encode(image.read_bytes()).decode()
+    return f'{{"image": "{encoded}", "steps": {STEPS}, {extra}}}'.encode(), {"content-type": "application/json"}
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+HOSTILE_REQUESTS = {  # name: (body builder, the field the 422 names)
+    "json integer of 5000 digits": (lambda im: json_body(im, '"seed": ' + "9" * 5000), "body"),
+    "json hyper nested 100000 deep": (lambda im: json_body(im, f'"hyper": {{"zeta": {DEEP}}}'), "body"),
+    "json hyper holding a list": (lambda im: json_body(im, '"hyper": {"zeta": [[[0.3]]]}'), "hyper"),
+    "json file name with NUL": (lambda im: json_body(im, '"filename": "face.p\\u0000ng"'), "image"),
+    "json file name of 300 characters": (lambda im: json_body(im, f'"filename": "face.{"x" * 300}"'), "image"),
+    "multipart hyper nested 100000 deep": (lambda im: multipart_body("f.png", im.read_bytes(), hyper=DEEP),
+                                           "hyper"),
+    "multipart hyper of a 5000-digit integer": (
+        lambda im: multipart_body("f.png", im.read_bytes(), hyper='{"zeta": ' + "9" * 5000 + "}"), "hyper"),
+    "multipart seed of 5000 digits": (lambda im: multipart_body("f.png", im.read_bytes(), seed="9" * 5000), "seed"),
+    "multipart file name with NUL": (lambda im: multipart_body("face.p\x00ng", im.read_bytes()), "image"),
+    "multipart file name of 300 characters": (lambda im: multipart_body("face." + "x" * 300, im.read_bytes()),
+                                              "image"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_REQUESTS)
+def test_malformed_requests_are_422_naming_the_field(server, images, name):
+    build, field = HOSTILE_REQUESTS[name]
+    content, headers = build(images / "face0.png")
+    response = httpx.post(server.url + "/v1/restore", content=content, headers={**server.headers, **headers},
+                          timeout=WAIT_S)
+    assert response.status_code == 422 and response.json()["field"] == field, response.text[:500]
+    assert len(response.json()["error"]) < 300  # the message does not quote the hostile value whole
+
+
+def open_file_bytes(pid: int) -> int:
+    """Bytes in the regular files a process holds open, deleted ones too (an anonymous spool file)."""
+    total = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            info = fd.stat()
+        except OSError:  # closed meanwhile
+            continue
+        total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
+
+
+def chunks(head: bytes, mib: int, watch=lambda: None):
+    """``head``, then ``mib`` MiB of filler, sent chunked (no Content-Length); ``watch()`` after every 4 MiB."""
+    yield head
+    for i in range(mib):
+        yield b"0" * (1 << 20)
+        if i % 4 == 3:
+            watch()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from /proc")
+def test_chunked_bodies_over_the_limit_are_413_and_memory_stays_bounded(tmp_path):
+    """A 256 MiB JSON body and a 256 MiB multipart upload, both chunked (no Content-Length to check first),
+    are refused with 413 once 32 MiB (the default limit) have come; meanwhile the files the server holds open
+    never grow by 32 MiB (it spooled the upload whole to a temporary file) and its peak resident memory grows by
+    less than 128 MiB (reading the JSON body whole grew it by 523 MiB; measured now: +31 MiB)."""
+    server = ServerProcess(tmp_path)
+    boundary = "ddpgtestboundary"
+    bodies = [(b'{"image": "', "application/json"),
+              (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'.encode(),
+               f"multipart/form-data; boundary={boundary}")]
+    on_disk = [open_file_bytes(server.proc.pid)]
+    try:
+        peak = resident_kib(server.proc.pid, "VmHWM")
+        for head, kind in bodies:
+            content = chunks(head, 256, lambda: on_disk.append(open_file_bytes(server.proc.pid)))
+            response = httpx.post(server.url + "/v1/restore", content=content, headers={"content-type": kind},
+                                  timeout=WAIT_S)
+            assert response.status_code == 413 and "limit" in response.json()["error"], response.text[:300]
+        growth = resident_kib(server.proc.pid, "VmHWM") - peak
+        assert growth < 128 * 1024, f"peak resident memory grew by {growth} KiB"
+        assert max(on_disk) - on_disk[0] < 32 << 20, f"open files grew by {max(on_disk) - on_disk[0]} bytes"
+        assert [p.name for p in server.workroot.glob("*/req-*")] == []
+        assert counter(server.metrics(), "too_large") == 2
+    finally:
+        server.stop()
+
+
+def test_client_gone_mid_upload_is_one_log_line_and_no_traceback(server):
+    """A client that sends half its body and closes the connection: counted as disconnected, one log line."""
+    before = counter(server.metrics(), "disconnected")
+    logged = len(Path(server.log.name).read_text())
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(f"POST /v1/restore HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode() + b'{"image": "AAAA')
+    server.wait_until(lambda: counter(server.metrics(), "disconnected") == before + 1 or
+                      "Traceback" in Path(server.log.name).read_text()[logged:])
+    log = Path(server.log.name).read_text()[logged:]
+    assert "Traceback" not in log and log.count("disconnected") == 1, log
+    assert counter(server.metrics(), "disconnected") == before + 1
+
+
+def test_start_up_removes_the_folder_of_a_killed_server_and_nothing_else(images, tmp_path):
+    """A server killed (SIGKILL) with an upload queued leaves its folder and the upload behind; the next server
+    on the same temporary folder removes that folder at start-up, and nothing else: not a live server's (its
+    lock held, here by the test) nor a folder of that name without a lock (not a server's)."""
+    killed = ServerProcess(tmp_path)
+
+    async def kill_with_an_upload_queued():
+        killed.pause(True)
+        upload = asyncio.ensure_future(post(killed, images / "face0.png", steps=STEPS))
+        while killed.queued() < 1:
+            await asyncio.sleep(0.05)
+        killed.stop()
+        with pytest.raises(httpx.TransportError):
+            await upload
+
+    asyncio.run(kill_with_an_upload_queued())
+    (left,) = killed.workroot.glob("ddpg-serve-*/req-*/image.png")
+    live, foreign = killed.workroot / "ddpg-serve-live", killed.workroot / "ddpg-serve-notes"
+    live.mkdir()
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not a server's")
+    with open(live / OWNER_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        restarted = ServerProcess(tmp_path, workroot=killed.workroot)
+        try:
+            assert not left.parents[1].exists()
+            assert live.is_dir() and (foreign / "notes.txt").exists()
+            assert len(list(killed.workroot.glob("ddpg-serve-*"))) == 3  # the restarted server's own, live, foreign
+        finally:
+            restarted.stop()

@@ -5,6 +5,7 @@ cancellation and deadlines."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -174,6 +175,25 @@ def test_full_queue_refuses_with_retry_after_and_cancel_frees_the_place():
         kept = scheduler.submit(sample_of(scheduler.denoiser, 3))  # the place is free again
         scheduler.pause(False)
         assert kept.result(timeout=60).shape == (3, SIZE, SIZE)
+    finally:
+        scheduler.close()
+
+
+def test_retry_after_counts_the_requests_ahead_at_their_recent_length():
+    """Every denoiser call here takes at least 50 ms, so a request of 8 steps at least 0.4 s: with ten requests
+    queued ahead at batch 1 a new one waits at least 4 s, and Retry-After says so (it said 1 s, one tick's
+    length times the steps left of the active samples, none while the engine is held)."""
+    denoiser = Recording(gaussian(), hook=lambda call: time.sleep(0.05))
+    scheduler = Scheduler(denoiser, max_batch=1, max_queue=10)
+    try:
+        assert scheduler.submit(sample_of(denoiser, 1)).result(timeout=60) is not None
+        scheduler.pause(True)
+        for seed in range(10):
+            scheduler.submit(sample_of(denoiser, seed))
+        assert scheduler.retry_after_s() >= math.ceil(10 * STEPS * 0.05)
+        with pytest.raises(QueueFull) as info:
+            scheduler.submit(sample_of(denoiser, 11))
+        assert info.value.retry_after_s == scheduler.retry_after_s()
     finally:
         scheduler.close()
 

@@ -420,10 +420,11 @@ def run_plan(plan: RestorePlan, pending: list[tuple[int, Path]], report: Report,
             timing = {"restore_batch": round(seconds, 4), "restore_per_image": round(seconds / len(group), 4),
                       "images_in_batch": len(group)}
             for job, o in zip(group, out, strict=True):
-                if torch.isfinite(o).all():
+                problem = not_finite(plan, job, o)
+                if problem is None:
                     writer.submit(write_and_count, job, o, timing)
                 else:
-                    report.failed.append((str(job.path), _not_finite(plan, job)))
+                    report.failed.append((str(job.path), problem))
                     progress.advance()
 
     progress.start(len(pending), "restore")
@@ -452,8 +453,11 @@ def run_plan(plan: RestorePlan, pending: list[tuple[int, Path]], report: Report,
             report.failed.append((str(job.path), failure_reason(exc, job.path, plan.request.outdir)))
 
 
-def _not_finite(plan: RestorePlan, job: InputJob) -> str:
-    """Why a restoration came out NaN or infinite: the checkpoint or the hyper-parameters, named."""
+def not_finite(plan: RestorePlan, job: InputJob, out: torch.Tensor) -> str | None:
+    """Why the restoration ``out`` of ``job`` is not written, None when it is finite: it has NaN or infinite
+    values (the sampler diverged); the message names the checkpoint and the hyper-parameters."""
+    if torch.isfinite(out).all():
+        return None
     prior = plan.record["prior"]
     source = prior["checkpoint"] or prior["engine"] or prior["name"] or prior["spec"]
     return (f"{job.path}: not written: the restoration has NaN or infinite values (the sampler diverged); check the "

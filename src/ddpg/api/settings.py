@@ -232,17 +232,26 @@ def hyper_defaults() -> dict:
     return defaults
 
 
-def parse_mask(spec: str | None) -> dict:
-    """``--mask``: None/"box" (a centred box of half the size missing), "random" or "random:R" (a fraction
-    R of pixels missing, default 0.5, seeded per image), or an image/.npy file (non-zero = kept)."""
+def named_mask(spec: str | None) -> dict | None:
+    """A named ``--mask`` as :func:`parse_mask` returns it: {} for None/"box", {"ratio": R} for "random" or
+    "random:R"; None for any other value (a file name), without looking at the disk."""
     if spec is None or spec == "box":
         return {}
     match = re.fullmatch(r"random(?::([0-9]*\.?[0-9]+))?", spec)
-    if match:
-        ratio = float(match.group(1) or 0.5)
-        if not 0 <= ratio < 1:
-            raise ParameterError("mask", spec, "random:R needs 0 <= R < 1")
-        return {"ratio": ratio}
+    if match is None:
+        return None
+    ratio = float(match.group(1) or 0.5)
+    if not 0 <= ratio < 1:
+        raise ParameterError("mask", spec, "random:R needs 0 <= R < 1")
+    return {"ratio": ratio}
+
+
+def parse_mask(spec: str | None) -> dict:
+    """``--mask``: None/"box" (a centred box of half the size missing), "random" or "random:R" (a fraction
+    R of pixels missing, default 0.5, seeded per image), or an image/.npy file (non-zero = kept)."""
+    named = named_mask(spec)
+    if named is not None:
+        return named
     from ddpg.operators.factory import load_array
 
     if not Path(spec).is_file():

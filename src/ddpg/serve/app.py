@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
-import json
+import logging
 import time
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ddpg.api.settings import CLI_TASKS
 from ddpg.errors import DdpgError
-from ddpg.io import IMAGE_SUFFIXES
 
 from .jobs import (
     FIELDS,
@@ -43,10 +41,12 @@ from .jobs import (
 )
 from .metrics import ServeMetrics
 from .scheduler import QueueFull, Scheduler, ServeError
+from .uploads import read_upload
+
+log = logging.getLogger("ddpg")
 
 OUTCOME_OF_STATUS = {401: "unauthorized", 413: "too_large", 422: "invalid", 429: "queue_full", 503: "draining",
                      504: "deadline", 499: "disconnected"}
-FILE_FIELDS = {"mask_png": ("mask", ".png"), "kernel_npy": ("kernel", ".npy")}  # JSON base64 members
 
 
 def error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -68,64 +68,12 @@ class ServeState:
 
 
 def authorized(state: ServeState, request: Request) -> bool:
+    """Whether the request carries the server's token (``Authorization: Bearer TOKEN``, the scheme in any
+    case, RFC 7235), compared in constant time."""
     if state.token is None:
         return True
-    given = request.headers.get("authorization", "")
-    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), state.token.encode())
-
-
-async def read_upload(state: ServeState, request: Request, workdir: Path) -> tuple[dict, Path, str, dict]:
-    """(raw settings, image path, client file name, {"mask"/"kernel": path}) of a multipart or JSON request."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > state.max_body_bytes:
-        raise TooLarge(f"request body of {length} bytes is over this server's limit of {state.max_body_bytes}")
-    files: dict[str, Path] = {}
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_part_size=state.max_body_bytes)
-        raw: dict = {}
-        filename = "image.png"
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):  # an uploaded file
-                if key not in ("image", "mask", "kernel"):
-                    raise FieldError(key, "unknown file field; send image, mask or kernel")
-                name = value.filename or f"{key}.png"
-                suffix = Path(name).suffix.lower() or ".png"
-                files[key] = workdir / f"{key}{suffix}"
-                files[key].write_bytes(await value.read())
-                if key == "image":
-                    filename = name
-            else:
-                raw[key] = value
-        if "hyper" in raw:
-            try:
-                raw["hyper"] = json.loads(raw["hyper"])
-            except json.JSONDecodeError:
-                raise FieldError("hyper", f"expected a JSON object, got {raw['hyper']!r}") from None
-    else:
-        body = await request.body()
-        if len(body) > state.max_body_bytes:
-            raise TooLarge(f"request body of {len(body)} bytes is over this server's limit of {state.max_body_bytes}")
-        try:
-            raw = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise FieldError("body", "expected multipart/form-data or a JSON object") from None
-        if not isinstance(raw, dict):
-            raise FieldError("body", "expected a JSON object")
-        filename = str(raw.pop("filename", "image.png"))
-        for key in ("image", *FILE_FIELDS):
-            if key in raw:
-                name, suffix = FILE_FIELDS.get(key, ("image", Path(filename).suffix.lower() or ".png"))
-                try:
-                    data = base64.b64decode(raw.pop(key), validate=True)
-                except (binascii.Error, TypeError, ValueError):
-                    raise FieldError(key, "expected base64 data") from None
-                files[name] = workdir / f"{name}{suffix}"
-                files[name].write_bytes(data)
-    if "image" not in files:
-        raise FieldError("image", "missing: send the image as a file field or base64")
-    if files["image"].suffix not in IMAGE_SUFFIXES:
-        raise FieldError("image", f"{filename}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return raw, files.pop("image"), filename, files
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), state.token.encode())
 
 
 async def wait_or_disconnect(request: Request, future: asyncio.Future) -> bool:
@@ -166,43 +114,50 @@ async def restore(request: Request) -> Response:
 
 
 async def _restore(state: ServeState, request: Request, t0: float) -> Response:
+    """Read, check, queue and answer one restore request; every failure is a JSON error, none a traceback."""
     if state.scheduler.draining:
         return error(503, "the server is shutting down and admits no new requests")
-    workdir = new_workdir(state.workroot)
+    workdir = None
     try:
-        try:
-            raw, image, filename, files = await read_upload(state, request, workdir)
-            fields = parse_fields(raw)
-            if len(state.scheduler.queue) >= state.scheduler.max_queue:  # refuse before the work of preparing
-                raise QueueFull(state.scheduler.retry_after_s())
-            prepared = await run_in_threadpool(state.preparer.prepare, fields, image, filename, files.get("kernel"),
-                                               files.get("mask"), workdir, t0)
-            future = asyncio.wrap_future(state.scheduler.submit(prepared.sample))
-        except FieldError as exc:
-            return error(422, exc.message, exc.field)
-        except TooLarge as exc:
-            return error(413, str(exc))
-        except QueueFull as exc:
-            return error(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
-        except ServeError as exc:
-            return error(exc.status, str(exc))
-        admitted = time.monotonic()
-        if not await wait_or_disconnect(request, future):
-            state.scheduler.cancel(prepared.sample)
-            return error(499, "the client disconnected")
-        try:
-            out = future.result()
-        except ServeError as exc:
-            return error(exc.status, str(exc))
-        total = time.monotonic() - t0
-        timing = {"queue_and_restore": round(time.monotonic() - admitted, 4),
-                  "mean_batch": round(prepared.sample.ticks_shared / max(1, len(prepared.sample.rows)), 3)}
-        png, sidecar = await run_in_threadpool(write_result, prepared, out, timing)
-        return restore_response(png, sidecar, prepared.response, admitted - t0, total)
-    except DdpgError as exc:
-        return error(500, f"restoration failed: {exc}")
+        workdir = new_workdir(state.workroot)
+        return await _run(state, request, workdir, t0)
+    except FieldError as exc:
+        return error(422, exc.message, exc.field)
+    except TooLarge as exc:
+        return error(413, str(exc), exc.field)
+    except QueueFull as exc:
+        return error(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+    except ServeError as exc:
+        return error(exc.status, str(exc))
+    except ClientDisconnect:
+        log.warning("ddpg serve: a client disconnected before its request was read")
+        return error(499, "the client disconnected")
+    except Exception as exc:  # a bug or the machine: logged once, answered without a traceback
+        log.error("ddpg serve: a restore request failed: %s", exc, exc_info=not isinstance(exc, DdpgError))
+        return error(500, f"restoration failed: {exc}" if isinstance(exc, DdpgError) else
+                     f"the server failed on this request ({type(exc).__name__}); its log has the details")
     finally:
-        remove_workdir(workdir)
+        if workdir is not None:
+            remove_workdir(workdir)
+
+
+async def _run(state: ServeState, request: Request, workdir: Path, t0: float) -> Response:
+    upload = await read_upload(request, state.max_body_bytes, workdir)
+    fields = parse_fields(upload.raw)
+    if len(state.scheduler.queue) >= state.scheduler.max_queue:  # refuse before the work of preparing
+        raise QueueFull(state.scheduler.retry_after_s())
+    prepared = await run_in_threadpool(state.preparer.prepare, fields, upload, workdir, t0)
+    future = asyncio.wrap_future(state.scheduler.submit(prepared.sample))
+    admitted = time.monotonic()
+    if not await wait_or_disconnect(request, future):
+        state.scheduler.cancel(prepared.sample)
+        return error(499, "the client disconnected")
+    out = future.result()
+    total = time.monotonic() - t0
+    timing = {"queue_and_restore": round(time.monotonic() - admitted, 4),
+              "mean_batch": round(prepared.sample.ticks_shared / max(1, len(prepared.sample.rows)), 3)}
+    png, sidecar = await run_in_threadpool(write_result, prepared, out, timing)
+    return restore_response(png, sidecar, prepared.response, admitted - t0, total)
 
 
 async def models(request: Request) -> Response:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,9 +17,9 @@ from PIL import Image, UnidentifiedImageError
 from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
 from ddpg.api.request import RestoreRequest
-from ddpg.api.restoration import InputJob, RestorePlan, prepare_input, sidecar_record, write_outputs
-from ddpg.api.settings import apply_hyper, parse_mask, resolve_settings
-from ddpg.errors import DdpgError, InputError, ParameterError
+from ddpg.api.restoration import InputJob, RestorePlan, not_finite, prepare_input, sidecar_record, write_outputs
+from ddpg.api.settings import apply_hyper, named_mask, parse_mask, resolve_settings
+from ddpg.errors import DdpgError, ImageTooLarge, InputError, ParameterError
 from ddpg.runtime.samplers import FORWARD_METHODS, get_sampler
 from ddpg.versions import versions
 
@@ -30,6 +30,8 @@ RESPONSES = ("png", "json")
 # the request's fields and their types (named as the api's parameters, which its errors name)
 FIELDS = {"task": str, "method": str, "preset": str, "sigma_y": float, "steps": int, "seed": int,
           "observed": bool, "mask": str, "hyper": dict, "bits": int, "response": str, "deadline_s": float}
+MASK_UPLOADS = ("expected box, random or random:R; a mask image is uploaded as the `mask` file (multipart) or "
+                "as `mask_png` (base64 in JSON), never named by a path")
 MAX_OPERATORS = 32  # operators kept for reuse (one per task, size and mask or kernel); the oldest dropped
 
 
@@ -42,7 +44,37 @@ class FieldError(DdpgError):
 
 
 class TooLarge(DdpgError):
-    """An upload over the pixel or byte limit (HTTP 413)."""
+    """An upload over the pixel or byte limit (HTTP 413); ``field`` the upload, None for the whole body."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for messages that quote what a client sent."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def load_json(text: bytes | str, name: str) -> object:
+    """``text`` parsed as JSON; FieldError naming ``name`` for anything that cannot be read: malformed,
+    nested too deep, or an integer of more digits than Python converts."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise FieldError(name, "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, Python's integer digit limit
+        raise FieldError(name, f"not readable JSON ({str(exc).split(';')[0]})") from None
+
+
+@dataclass
+class Upload:
+    """A request as read: its settings as sent, its files in the request's folder and the client's names."""
+
+    raw: dict = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # "image"/"mask"/"kernel" -> its file
+    names: dict[str, str] = field(default_factory=dict)  # the same keys -> the client's file name
 
 
 @dataclass
@@ -63,39 +95,46 @@ def parse_fields(raw: dict) -> dict:
     unknown = sorted(set(raw) - set(FIELDS))
     if unknown:
         raise FieldError(unknown[0], f"unknown field; known: {', '.join(sorted(FIELDS))}")
-    out: dict = {}
-    for name, value in raw.items():
-        if value is None or value == "":
-            continue
-        kind = FIELDS[name]
-        try:
-            if kind is bool:
-                text = str(value).lower()
-                if text not in ("true", "false", "1", "0"):
-                    raise ValueError
-                out[name] = text in ("true", "1")
-            elif kind is dict:
-                out[name] = json.loads(value) if isinstance(value, str) else value
-                if not isinstance(out[name], dict):
-                    raise ValueError
-            elif kind is int:
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError
-                out[name] = int(value)
-            else:
-                out[name] = kind(value)
-        except (TypeError, ValueError):
-            raise FieldError(name, f"expected {'an object' if kind is dict else kind.__name__}, got {value!r}") \
-                from None
+    out = {name: convert(name, value) for name, value in raw.items() if value is not None and value != ""}
     if out.get("seed", 0) < 0:
         raise FieldError("seed", f"must be >= 0, got {out['seed']}")
     if out.get("bits", 8) not in (8, 16):
         raise FieldError("bits", f"must be 8 or 16, got {out['bits']}")
     if out.get("response", "png") not in RESPONSES:
-        raise FieldError("response", f"must be png or json, got {out['response']!r}")
+        raise FieldError("response", f"must be png or json, got {shown(out['response'])}")
     if not out.get("deadline_s", 1) > 0:
         raise FieldError("deadline_s", f"must be > 0, got {out['deadline_s']}")
+    try:
+        if named_mask(out.get("mask")) is None:  # never a path: the server does not read files a client names
+            raise FieldError("mask", MASK_UPLOADS)
+    except ParameterError as exc:
+        raise FieldError("mask", str(exc)) from None
+    bad = next((k for k, v in out.get("hyper", {}).items() if not isinstance(v, (bool, int, float, str))), None)
+    if bad is not None:
+        raise FieldError("hyper", f"{shown(bad)}: expected a number, true/false or a word")
     return out
+
+
+def convert(name: str, value: object) -> object:
+    """The value of field ``name`` as its type (a multipart string or a JSON value); FieldError if it is not
+    one."""
+    kind = FIELDS[name]
+    if kind is dict:
+        value = load_json(value, name) if isinstance(value, str) else value
+        if not isinstance(value, dict):
+            raise FieldError(name, f"expected an object, got {shown(value)}")
+        return value
+    try:
+        if kind is bool:
+            text = str(value).lower()
+            if text not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text in ("true", "1")
+        if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise FieldError(name, f"expected {kind.__name__}, got {shown(value)}") from None
 
 
 def field_of(exc: DdpgError, default: str) -> str:
@@ -107,8 +146,21 @@ def field_of(exc: DdpgError, default: str) -> str:
     return next((name for name in FIELDS if text.startswith((f"unknown {name}", f"{name} "))), default)
 
 
-def check_pixels(path: Path, filename: str, max_pixels: int) -> None:
-    """Refuse an image over ``max_pixels`` from its header, before decoding it (TooLarge)."""
+def refusal(exc: DdpgError, field: str, upload: Upload) -> FieldError | TooLarge:
+    """The HTTP refusal of a library error about upload ``field``: TooLarge (413) for an image, mask or
+    kernel refused for its size, else FieldError (422); the message names the client's files, not the
+    server's copies."""
+    message = str(exc)
+    for key, path in upload.files.items():
+        message = message.replace(str(path), upload.names[key])
+    while exc is not None and not isinstance(exc, ImageTooLarge):
+        exc = exc.__cause__ or exc.__context__
+    return TooLarge(message, field) if exc is not None else FieldError(field, message)
+
+
+def check_image(upload: Upload, max_pixels: int) -> None:
+    """Refuse the uploaded image over ``max_pixels`` from its header, before decoding it (TooLarge)."""
+    path, filename = upload.files["image"], upload.names["image"]
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -117,7 +169,7 @@ def check_pixels(path: Path, filename: str, max_pixels: int) -> None:
     try:
         io.check_pixels((w, h), max_pixels, Path(filename))
     except InputError as exc:
-        raise TooLarge(f"image: {exc}") from None
+        raise TooLarge(f"image: {exc}", "image") from None
 
 
 class Preparer:
@@ -131,16 +183,16 @@ class Preparer:
         self.versions = versions(device)
         self.operators: dict = {}  # shared by every request, so equal operators group in one guidance call
 
-    def prepare(self, fields: dict, image: Path, filename: str, kernel: Path | None, mask_file: Path | None,
-                workdir: Path, now: float) -> Prepared:
-        """The upload ``image`` (in ``workdir``) as a sample; FieldError/TooLarge for a bad request."""
-        check_pixels(image, filename, self.max_pixels)
+    def prepare(self, fields: dict, upload: Upload, workdir: Path, now: float) -> Prepared:
+        """The upload (in ``workdir``) as a sample; FieldError/TooLarge for a bad request."""
+        check_image(upload, self.max_pixels)
         settings = self._settings(fields)
-        mask = str(mask_file) if mask_file is not None else fields.get("mask")
+        image, filename, kernel = upload.files["image"], upload.names["image"], upload.files.get("kernel")
+        mask = str(upload.files["mask"]) if "mask" in upload.files else fields.get("mask")
         try:
             mask_spec = parse_mask(mask)
         except DdpgError as exc:
-            raise FieldError("mask", str(exc)) from None
+            raise refusal(exc, "mask", upload) from None
         try:
             request = RestoreRequest(inputs=(image,), outdir=workdir, seed=fields.get("seed", 0), device=self.device,
                                      observed=fields.get("observed", False), sigma_y=fields.get("sigma_y"), mask=mask,
@@ -151,7 +203,7 @@ class Preparer:
                                mask_spec=mask_spec, multiple=self.multiple, operators=self.operators)
             job = prepare_input(plan, 0, image)
         except DdpgError as exc:
-            raise FieldError(field_of(exc, "image"), str(exc).replace(str(image), filename)) from None
+            raise refusal(exc, field_of(exc, "image"), upload) from None
         while len(self.operators) > MAX_OPERATORS:
             self.operators.pop(next(iter(self.operators)))
         params = job.restorer.params
@@ -187,7 +239,11 @@ class Preparer:
 
 
 def write_result(prepared: Prepared, out: torch.Tensor, timing: dict) -> tuple[bytes, dict]:
-    """(restored PNG bytes, sidecar) written by ``ddpg restore``'s own writer into the request's folder."""
+    """(restored PNG bytes, sidecar) written by ``ddpg restore``'s own writer into the request's folder; a
+    restoration ``ddpg restore`` would not write (NaN or infinite values) is a FieldError of ``hyper``."""
+    problem = not_finite(prepared.plan, prepared.job, out)
+    if problem is not None:
+        raise FieldError("hyper", problem.replace(str(prepared.job.path), prepared.filename))
     write_outputs(prepared.plan, prepared.job, out, timing)
     stem = prepared.job.stem
     sidecar = json.loads((prepared.workdir / f"{stem}.json").read_text())

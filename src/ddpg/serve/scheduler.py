@@ -78,6 +78,7 @@ class Sample:
     future: Future = field(default_factory=Future)
     index: int = 0  # the next step
     ticks_shared: int = 0  # sum over its steps of the samples in the same denoiser call
+    admitted: float = 0.0  # time.monotonic() when it joined the engine's batch
 
     @property
     def x(self) -> torch.Tensor:
@@ -115,7 +116,8 @@ class Scheduler:
         self.queue: deque[tuple[float, Sample]] = deque()  # (arrival time, sample)
         self.active: list[Sample] = []
         self.draining = False
-        self.tick_s = 0.0  # moving average of a tick's seconds, for Retry-After
+        self.tick_s = 0.0  # moving average of a tick's seconds
+        self.request_s = 0.0  # moving average of a request's seconds from admission to result, for Retry-After
         self._cv = threading.Condition()
         self._paused = False
         self._stop = False
@@ -149,9 +151,13 @@ class Scheduler:
             self._changed()
 
     def retry_after_s(self) -> int:
-        """Seconds until a queued place is likely free: one restoration's length at the recent tick rate."""
-        steps = max((len(s.rows) - s.index for s in self.active), default=0)
-        return max(1, math.ceil(self.tick_s * steps))
+        """Seconds until a request arriving now would likely start (at least 1): the requests ahead of it,
+        queued and active, in batches of ``max_batch``, each batch a recent request's length (before any has
+        finished: the recent tick's length times their steps)."""
+        with self._cv:
+            ahead = [s for _, s in self.queue] + self.active
+            seconds = self.request_s or self.tick_s * max((len(s.rows) for s in ahead), default=0)
+            return max(1, math.ceil(len(ahead) / self.max_batch * seconds))
 
     def set_max_batch(self, max_batch: int) -> None:
         """Set the most samples per tick (at start, and ``--max-batch auto`` once it has chosen); from the next
@@ -228,6 +234,7 @@ class Scheduler:
                 self._cv.wait(timeout=self.queue[0][0] + self.batch_wait_s - time.monotonic())
         while self.queue and len(self.active) < self.max_batch:
             self.active.append(self.queue.popleft()[1])
+            self.active[-1].admitted = time.monotonic()
         self._changed()
 
     def _drop_overdue(self) -> None:
@@ -253,6 +260,8 @@ class Scheduler:
             for s in batch:
                 if not s.future.done() and s.index == len(s.rows):
                     s.future.set_result(s.result.cpu())
+                    took = time.monotonic() - s.admitted
+                    self.request_s = took if self.request_s == 0 else 0.8 * self.request_s + 0.2 * took
             self.active = [s for s in self.active if not s.future.done()]
             self._changed()
         if self.metrics is not None:

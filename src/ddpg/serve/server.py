@@ -6,12 +6,17 @@ and active samples finish within ``drain_timeout_s`` (those left then get 503), 
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +34,8 @@ from .metrics import ServeMetrics
 from .scheduler import POLICIES, Scheduler
 
 log = logging.getLogger("ddpg")
+WORKROOT_PREFIX = "ddpg-serve-"  # the server's folder in the temporary folder, holding its request folders
+OWNER_LOCK = ".owner.lock"  # in it: flock-ed by the server while it lives
 
 
 @dataclass
@@ -189,11 +196,54 @@ def listening_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def remove_stale_workroots(temp: Path) -> list[Path]:
+    """Remove the folders that killed servers left in ``temp``: only this user's real folders named
+    ``ddpg-serve-*`` holding a lock file that no live process holds (a live server holds its own). Returns them."""
+    removed = []
+    for root in temp.glob(f"{WORKROOT_PREFIX}*"):
+        try:
+            info = os.lstat(root)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            fd = os.open(root / OWNER_LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile, or no lock file: not a server's folder
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(root, ignore_errors=True)
+            removed.append(root)
+        except BlockingIOError:  # a live server's
+            pass
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("ddpg serve: removed the folders of %d servers that were killed: %s", len(removed),
+                 ", ".join(map(str, removed)))
+    return removed
+
+
+@contextmanager
+def workroot() -> Iterator[Path]:
+    """The server's folder for its request folders, in the temporary folder, removed on leaving; its lock held
+    while this process lives, so a later server removes it if this one is killed (:func:`remove_stale_workroots`,
+    run first)."""
+    remove_stale_workroots(Path(tempfile.gettempdir()))
+    root = Path(tempfile.mkdtemp(prefix=WORKROOT_PREFIX))
+    fd, name = tempfile.mkstemp(dir=root)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(name, root / OWNER_LOCK)  # locked before it has the name other servers look for
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        os.close(fd)
+
+
 def serve(opts: ServeOptions, on_listening: Callable[[str], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT; returns after the drain. ``on_listening(url)`` is called once the socket
     is bound (with ``port`` 0, the URL names the port the OS picked)."""
-    with tempfile.TemporaryDirectory(prefix="ddpg-serve-") as workroot:
-        state = build_state(opts, Path(workroot))
+    with workroot() as root:
+        state = build_state(opts, root)
         config = uvicorn.Config(make_app(state), host=opts.host, port=opts.port, log_level="warning",
                                 timeout_graceful_shutdown=10, lifespan="off")
         server = DrainingServer(config, state, opts.drain_timeout_s)
