@@ -15,6 +15,8 @@ import math
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ddpg.errors import InputError
+from ddpg.errors import ImageTooLarge, InputError
 
 log = logging.getLogger("ddpg")
 
@@ -34,6 +36,11 @@ MEASUREMENT_SUFFIXES = frozenset({".pt", ".npy"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_MAX_PIXELS = 2**25  # 33.5 M pixels (e.g. 8192 × 4096): larger images are refused before decoding
 MAX_BYTES_PER_PIXEL = 16  # the largest uncompressed sample layout (RGBA, 32 bits per channel)
+# Adam7's seven passes: (x0, y0, dx, dy), the first pixel and the steps between pixels
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+# PngImagePlugin's ValueErrors for a zTXt/iTXt/iCCP chunk that inflates past MAX_TEXT_CHUNK, or text chunks past
+# MAX_TEXT_MEMORY together
+PILLOW_TEXT_LIMITS = ("Decompressed data too large", "Too much memory used in text chunks")
 
 # ---------------------------------------------------------------------------------------------- writing
 
@@ -182,26 +189,53 @@ def _png_header(path: Path) -> tuple[int, int] | None:
 
 
 def check_pixels(size: tuple[int, int], max_pixels: int, path: Path) -> None:
-    """Refuse an image of ``size`` (W, H) with more than ``max_pixels`` pixels, before it is decoded."""
+    """Refuse an image of ``size`` (W, H) with more than ``max_pixels`` pixels (ImageTooLarge), before it is
+    decoded."""
     W, H = size
     if W * H > max_pixels:
-        _too_many(f"{W}×{H} = {W * H:,}", max_pixels, path)
+        raise _too_many(f"{W}×{H} = {W * H:,}", max_pixels, path)
 
 
-def _too_many(pixels: str, max_pixels: int, path: Path) -> None:
-    raise InputError(f"{path}: {pixels} pixels is more than the limit of {max_pixels:,} (max_pixels; a "
-                     "decompression bomb, or raise the limit)")
+def _too_many(pixels: str, max_pixels: int, path: Path) -> ImageTooLarge:
+    return ImageTooLarge(f"{path}: {pixels} pixels is more than the limit of {max_pixels:,} (max_pixels; a "
+                         "decompression bomb, or raise the limit)")
+
+
+def _max_bytes(max_pixels: int) -> int:
+    """The most bytes a file of an image of ``max_pixels`` pixels holds uncompressed, with 1 MiB of metadata."""
+    return MAX_BYTES_PER_PIXEL * max_pixels + (1 << 20)
 
 
 def read_bounded(path: Path, max_pixels: int) -> bytes:
-    """The bytes of an image file, refused when it is larger than an uncompressed image of ``max_pixels``
-    pixels could be. Decoders then read from memory: a chunk length in a damaged header cannot make a file
-    read allocate for more bytes than the file holds."""
+    """The bytes of an image file, refused (ImageTooLarge) when it is larger than an uncompressed image of
+    ``max_pixels`` pixels could be. Decoders then read from memory: a chunk length in a damaged header cannot
+    make a file read allocate for more bytes than the file holds."""
     size = path.stat().st_size
-    if size > MAX_BYTES_PER_PIXEL * max_pixels + (1 << 20):
-        raise InputError(f"{path}: a file of {size:,} bytes is larger than any image of {max_pixels:,} pixels "
-                         "(max_pixels)")
+    if size > _max_bytes(max_pixels):
+        raise ImageTooLarge(f"{path}: a file of {size:,} bytes is larger than any image of {max_pixels:,} pixels "
+                            "(max_pixels)")
     return path.read_bytes()
+
+
+def decoder_error(exc: Exception, path: Path, max_pixels: int) -> InputError:
+    """The InputError naming ``path`` for what a decoder raised on it: ImageTooLarge for the decompression bombs
+    Pillow refuses (more pixels than its limit; text or a colour profile inflating past its limits), else why the
+    file cannot be read (a MemoryError included)."""
+    if isinstance(exc, Image.DecompressionBombError):
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if found and int(found.group(1)) > max_pixels:
+            return _too_many(f"{int(found.group(1)):,}", max_pixels, path)
+        return ImageTooLarge(f"{path}: more pixels than Pillow's decompression-bomb limit ({exc})")
+    if isinstance(exc, ValueError) and str(exc).startswith(PILLOW_TEXT_LIMITS):
+        return ImageTooLarge(f"{path}: its compressed text or colour profile inflates past Pillow's limit ({exc}; a "
+                             "decompression bomb)")
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return InputError(f"{path}: {'file not found' if isinstance(exc, FileNotFoundError) else 'permission denied'}")
+    if isinstance(exc, MemoryError):
+        return InputError(f"{path}: cannot read image (not enough memory to decode it)")
+    if isinstance(exc, (UnidentifiedImageError, OSError, ValueError, SyntaxError, png.Error)):
+        return InputError(f"{path}: cannot read image ({exc})")
+    return InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})")
 
 
 @contextmanager
@@ -209,32 +243,77 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterat
     """A Pillow image opened lazily (header only) and refused, before any pixel is decoded, when it has more
     than ``max_pixels`` pixels. Pillow's own bomb check (2 × ``Image.MAX_IMAGE_PIXELS``) still applies first;
     an image it refuses is reported against ``max_pixels`` when that is the lower limit. The file is read into
-    memory first (:func:`read_bounded`)."""
+    memory first (:func:`read_bounded`). Whatever opening it raises is an InputError naming the file
+    (:func:`decoder_error`): ImageTooLarge for every refusal of its size."""
     path = Path(path)
     try:
         im = Image.open(io.BytesIO(read_bounded(path, max_pixels)))
-    except Image.DecompressionBombError as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        pixels = int(found.group(1)) if found else None
-        if pixels is not None and pixels > max_pixels:
-            _too_many(f"{pixels:,}", max_pixels, path)
-        raise InputError(f"{path}: cannot read image ({exc})") from exc
+    except InputError:
+        raise
+    except Exception as exc:  # Pillow raises many types on damaged or hostile files
+        raise decoder_error(exc, path, max_pixels) from exc
     with im:
         check_pixels(im.size, max_pixels, path)
         yield im
 
 
+def png_passes(width: int, height: int, interlaced: bool) -> list[tuple[int, int, int, int, int, int]]:
+    """(x0, y0, dx, dy, w, h) of each non-empty pass of a PNG's pixel data: w × h pixels at (x0 + i·dx,
+    y0 + j·dy); one pass of the whole image, or Adam7's seven (those of no pixels left out, as PNG stores them)."""
+    passes = []
+    for x0, y0, dx, dy in ADAM7 if interlaced else ((0, 0, 1, 1),):
+        w, h = -(-max(width - x0, 0) // dx), -(-max(height - y0, 0) // dy)
+        if w and h:
+            passes.append((x0, y0, dx, dy, w, h))
+    return passes
+
+
+def _idat(reader: png.Reader) -> bytes:
+    """The IDAT chunks from the reader's position up to IEND, joined (pypng checks each chunk's CRC)."""
+    parts = []
+    while (chunk := reader.chunk())[0] != b"IEND":
+        if chunk[0] == b"IDAT":
+            parts.append(chunk[1])
+    return b"".join(parts)
+
+
+def inflate_bounded(data: bytes, expected: int, path: Path, needs: str) -> bytes:
+    """The zlib stream ``data`` inflated, when it holds exactly ``expected`` bytes (``needs`` says what needs
+    them). At most one byte past them is inflated: more is refused (ImageTooLarge, a decompression bomb), fewer
+    is a damaged file (InputError)."""
+    out = zlib.decompressobj().decompress(data, expected + 1)
+    if len(out) > expected:
+        raise ImageTooLarge(f"{path}: its compressed pixel data inflates to more than the {expected:,} bytes "
+                            f"{needs} (a decompression bomb)")
+    if len(out) < expected:
+        raise InputError(f"{path}: cannot read image (its pixel data is {len(out):,} bytes, not the "
+                         f"{expected:,} {needs})")
+    return out
+
+
 def decode_png16(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """(H, W, C) uint16 samples of a 16-bit PNG (pypng; Pillow reduces 16-bit RGB to 8 bits). The header's size
-    is checked against ``max_pixels`` before any pixel is decompressed."""
+    """(H, W, C) uint16 samples of a 16-bit PNG, straight or Adam7-interlaced (Pillow reduces 16-bit RGB to 8
+    bits). The header's size is checked against ``max_pixels`` before any pixel is decompressed, and the pixel
+    data is inflated only as far as that size needs (:func:`inflate_bounded`); pypng reads the header and undoes
+    each scanline's filter."""
     reader = png.Reader(bytes=data)
     reader.preamble()
-    check_pixels((reader.width, reader.height), max_pixels, path)
-    W, H, rows, info = reader.asDirect()
-    if info["bitdepth"] != 16:
-        raise InputError(f"{path}: cannot read image (expected 16-bit samples, got {info['bitdepth']})")
-    arr = np.vstack([np.asarray(row, dtype=np.uint16).reshape(1, -1) for row in rows])
-    return arr.reshape(H, W, info["planes"])
+    W, H, planes = reader.width, reader.height, reader.planes
+    check_pixels((W, H), max_pixels, path)
+    if reader.bitdepth != 16:
+        raise InputError(f"{path}: cannot read image (expected 16-bit samples, got {reader.bitdepth})")
+    passes = png_passes(W, H, bool(reader.interlace))
+    expected = sum(h * (1 + 2 * planes * w) for *_, w, h in passes)  # each scanline: a filter byte, its samples
+    raw = bytearray(inflate_bounded(_idat(reader), expected, path, f"its {W}×{H} header needs"))
+    out = np.empty((H, W, planes), np.uint16)
+    at = 0
+    for x0, y0, dx, dy, w, h in passes:
+        line, previous = 2 * planes * w, None
+        for j in range(h):
+            previous = reader.undo_filter(raw[at], raw[at + 1:at + 1 + line], previous)
+            out[y0 + j * dy, x0::dx] = np.frombuffer(previous, ">u2").reshape(w, planes)
+            at += 1 + line
+    return out
 
 
 def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -257,7 +336,8 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.
     """(3, H, W) float32 in [0, 1]: EXIF orientation applied, grey expanded to RGB, alpha dropped with a
     warning, 16-bit PNGs (grey and RGB) kept at full precision. Every decoder reads the header first and
     refuses more than ``max_pixels`` pixels; whatever a decoder raises on a damaged or hostile file (and a
-    MemoryError) becomes an InputError naming the file."""
+    MemoryError) becomes an InputError naming the file, and every refusal of its size (the pixel limit, a
+    decompression bomb) an ImageTooLarge (:func:`decoder_error`)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an image")
@@ -281,21 +361,21 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.
                 arr = arr[..., None] if arr.ndim == 2 else arr
     except InputError:
         raise
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: file not found") from exc
-    except PermissionError as exc:
-        raise InputError(f"{path}: permission denied") from exc
-    except MemoryError as exc:
-        raise InputError(f"{path}: cannot read image (not enough memory to decode it)") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, png.Error) as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from exc
-    except Exception as exc:  # decoders raise many other types (struct.error, IndexError, ...) on damaged files
-        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # decoders raise many types (struct.error, IndexError, ...) on damaged files
+        raise decoder_error(exc, path, max_pixels) from exc
     return _tensor(_to_rgb(arr, path))
 
 
 def _tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1).contiguous()
+
+
+def _check_values(shape: tuple[int, ...], max_values: int, path: Path) -> None:
+    """Refuse an array of ``shape`` with more than ``max_values`` values (ImageTooLarge), before it is allocated
+    or touched."""
+    if math.prod(shape) > max_values:
+        raise ImageTooLarge(f"{path}: an array of shape {tuple(shape)} is more than the limit of {max_values:,} "
+                            "values (max_pixels)")
 
 
 def load_npy(path: Path, max_values: int) -> np.ndarray:
@@ -305,23 +385,39 @@ def load_npy(path: Path, max_values: int) -> np.ndarray:
     fmt = np.lib.format
     read_header = fmt.read_array_header_1_0 if fmt.read_magic(data) == (1, 0) else fmt.read_array_header_2_0
     shape, _, _ = read_header(data)
-    if math.prod(shape) > max_values:
-        raise InputError(f"{path}: an array of shape {shape} is more than the limit of {max_values:,} values "
-                         "(max_pixels)")
+    _check_values(shape, max_values, path)
     data.seek(0)
     return np.load(data, allow_pickle=False)
 
 
+def load_pt(path: Path, max_pixels: int) -> object:
+    """What a ``torch.save`` file holds, read by ``torch.load(weights_only=True)`` from memory after
+    :func:`read_bounded`. Torch's zip format may deflate its entries: an archive whose entries would inflate
+    past what a file of ``max_pixels`` pixels holds is refused from its directory before torch reads it
+    (ImageTooLarge). Tensors come back as saved, possibly views (an expanded one has stride 0) claiming far more
+    values than their storage holds: check a shape before touching the values."""
+    data = read_bounded(path, max_pixels)
+    if data.startswith(b"PK\x03\x04"):  # torch's zip format (the legacy one is a stream of pickles)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inflated = sum(entry.file_size for entry in archive.infolist())
+        if inflated > _max_bytes(max_pixels):
+            raise ImageTooLarge(f"{path}: its archive inflates to {inflated:,} bytes, more than any measurement of "
+                                f"{max_pixels:,} pixels holds (max_pixels; a zip bomb)")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def load_measurement(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """An exact float measurement (C, h, w) in the [-1, 1] scale from ``.pt`` or ``.npy`` (as written by
-    ``ddpg degrade``); a leading batch dimension of 1 is dropped. A file larger than ``max_pixels`` pixels can
-    be, or an ``.npy`` header that claims more, is refused before its data is read."""
+    ``ddpg degrade``), float32 and contiguous; a leading batch dimension of 1 is dropped. Refused as
+    ImageTooLarge: a file larger than ``max_pixels`` pixels can be, a torch archive that inflates past that, and
+    a shape of more than 3 × ``max_pixels`` values (an ``.npy`` header's before its array is allocated, a
+    tensor's — an expanded view's too — before its values are touched)."""
     path = Path(path)
     try:
         if path.suffix == ".npy":
             y = torch.from_numpy(load_npy(path, 3 * max_pixels).astype(np.float32))
         else:
-            y = torch.load(io.BytesIO(read_bounded(path, max_pixels)), map_location="cpu", weights_only=True)
+            y = load_pt(path, max_pixels)
     except InputError:
         raise
     except FileNotFoundError as exc:
@@ -331,11 +427,14 @@ def load_measurement(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             from exc
     if not isinstance(y, torch.Tensor):
         raise InputError(f"{path}: expected a tensor, got {type(y).__name__}")
+    _check_values(y.shape, 3 * max_pixels, path)
+    if y.layout != torch.strided or not y.is_floating_point():
+        raise InputError(f"{path}: expected a floating-point tensor, got {y.dtype} ({y.layout})")
     if y.ndim == 4 and y.shape[0] == 1:
         y = y[0]
     if y.ndim != 3 or y.shape[0] not in (1, 3) or not torch.isfinite(y).all():
         raise InputError(f"{path}: expected a finite (1 or 3, h, w) measurement, got shape {tuple(y.shape)}")
-    return y.float()
+    return y.float().contiguous()
 
 
 def collect_inputs(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_SUFFIXES,
