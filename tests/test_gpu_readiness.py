@@ -351,12 +351,10 @@ def test_svd_operators_gather_with_cached_indices_and_match_the_mask_layout(inde
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.set_sync_debug_mode)")
 def test_svd_operator_steps_do_not_synchronize_the_host_on_cuda():
-    from ddpg.runtime.samplers.spectral import SpectralView
-
     for op in _svd_operators():
         op.to("cuda")
         x = torch.randn(2, 3, 16, 16, device="cuda")
-        view = SpectralView(op, x.device, "test")
+        view = op.spectral(x.device, "test")
         y = op.A(x)
         for checked in (False, True):  # the first pass builds the per-device caches (host-to-device copies)
             torch.cuda.set_sync_debug_mode("error" if checked else 0)

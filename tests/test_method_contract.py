@@ -12,7 +12,7 @@ from ddpg.operators import make_operator
 from ddpg.runtime import Restorer
 from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.samplers import FORWARD_METHODS, SAMPLERS
-from ddpg.runtime.samplers.method import State, stack_rows
+from ddpg.runtime.samplers.method import State, method_grid, stack_rows
 
 SIZE, STEPS = 16, 4
 VARIANTS = [(name, {}) for name in SAMPLERS] + [("ddpg", {"select_candidates": True})]
@@ -93,13 +93,13 @@ def test_samples_at_different_steps_share_a_step_call(prior, method, sigma_y, op
     y = observe(prior, r, 2)
     x_T, eps, z = (torch.randn(2, 3, SIZE, SIZE, generator=g) for _ in range(3))
     method_, p, schedule = r.spec.method, r.params, r.denoiser.schedule
-    rows = method_.table(schedule, STEPS, p)
+    rows = method_.table(schedule, method_grid(method_, schedule, STEPS), p)
     picked = [rows[0], rows[-1]]
     singles = [method_.start(y[i:i + 1], r.operator, p, x_T[i:i + 1], schedule, rows) for i in range(2)]
     stacked = State(*(torch.cat([getattr(s, k) for s in singles]) for k in ("x", "x0", "out")), singles[0].ctx)
-    together = method_.step(stacked, eps, stack_rows(picked), z, y, r.operator, p)
+    together = method_.step(stacked, eps, stack_rows(picked), z, y, r.operator, p, "epsilon")
     for i, (single, row) in enumerate(zip(singles, picked, strict=True)):
-        args = (eps[i:i + 1], z[i:i + 1], y[i:i + 1], r.operator, p)
+        args = (eps[i:i + 1], z[i:i + 1], y[i:i + 1], r.operator, p, "epsilon")
         as_tensor = method_.step(single, args[0], stack_rows([row]), *args[1:])
         as_float = method_.step(single, args[0], row, *args[1:])
         for name in ("x", "x0", "out"):

@@ -13,10 +13,10 @@ from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer, linear_schedule, list_presets, load_preset
 from ddpg.runtime.samplers import get_sampler
-from ddpg.runtime.samplers.diffpir import data_step, quad_timesteps
+from ddpg.runtime.samplers.diffpir import data_step
 from ddpg.runtime.samplers.dpps import candidate_count
 from ddpg.runtime.samplers.dps import ancestral_steps, norm_and_grad, respaced_timesteps
-from ddpg.runtime.samplers.spectral import SpectralView
+from ddpg.schedule import TimeGrid, quad_timesteps
 
 MOTION_LIKE = torch.rand(7, 5, generator=torch.Generator().manual_seed(5)).numpy()  # asymmetric, non-square
 
@@ -58,9 +58,9 @@ def test_ancestral_steps_are_ddpm_at_1000_and_respaced_below():
                                           ("deblur_kernel", {"kernel": MOTION_LIKE}), ("inpainting", {"ratio": 0.5}),
                                           ("colorization", {}), ("denoising", {}),
                                           ("deblur_gauss", {"impl": "svd"})])
-def test_spectral_view_diagonalises_the_operator(task, params):
+def test_spectral_basis_diagonalises_the_operator(task, params):
     op = make_operator(task, 32, **params)
-    view = SpectralView(op, torch.device("cpu"), "test")
+    view = op.spectral(torch.device("cpu"), "test")
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     c = view.coef(x)
     assert rel_err(view.image(c), x) < 1e-5  # V orthonormal
@@ -68,9 +68,9 @@ def test_spectral_view_diagonalises_the_operator(task, params):
     assert crel_err(view.meas_coef(op.A(x)), view.s * c) < 1e-4  # Uᵀ A x = s ⊙ Vᵀ x
 
 
-def test_spectral_view_refuses_fft_superresolution():
+def test_spectral_basis_refuses_fft_superresolution():
     with pytest.raises(OperatorError, match="impl='svd'"):
-        SpectralView(make_operator("sr4", 32, impl="fft"), torch.device("cpu"), "DDRM")
+        make_operator("sr4", 32, impl="fft").spectral(torch.device("cpu"), "DDRM")
 
 
 def test_diffpir_data_step_equals_the_reference_closed_forms():
@@ -116,7 +116,7 @@ def test_dps_gradient_matches_finite_differences(name, task, clip):
     x_t = torch.randn(1, 3, 32, 32, generator=g)
     y = op.A(torch.randn(1, 3, 32, 32, generator=g).clamp(-1, 1))
     t, a = 300, linear_schedule().alpha_bar(300)
-    grad, _, _, r = norm_and_grad(model, op, y, x_t, t, a, clip)
+    grad, _, _, _, r = norm_and_grad(model, op, y, x_t, t, a, "epsilon", clip)
 
     @torch.no_grad()
     def residual_norm(x):  # r(x_t) = ‖y − A(x̂₀(x_t))‖, written out independently
@@ -243,7 +243,7 @@ def test_ddpg_candidate_selection_keeps_per_image_the_noise_that_best_explains_y
     den = as_denoiser(create_prior("gaussian"))
     op = make_operator("deblur_gauss", 16)
     p = DDPGParams(sigma_y=0.05, zeta=0.1, select_candidates=True, n_max=6)
-    rows = DDPG().table(linear_schedule(), 10, p)
+    rows = DDPG().table(linear_schedule(), TimeGrid.named("uniform", 10), p)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 3, 16, 16, generator=g)
     y = op.A(torch.rand(3, 3, 16, 16, generator=g) * 2 - 1)
@@ -260,8 +260,9 @@ def test_ddpg_candidate_selection_keeps_per_image_the_noise_that_best_explains_y
         z = DDPG().draw(noise, x, row, p)
         assert z.shape == (3, 3 * n, 16, 16) and n >= 2
         eps = den(x, torch.full((3,), float(row.t)))
-        new = DDPG().step(State(x, x, x), eps, row, z, y, op, p)
-        plain = [DDPG().step(State(x, x, x), eps, row, z[:, 3 * j:3 * j + 3], y, op, p) for j in range(n)]
+        new = DDPG().step(State(x, x, x), eps, row, z, y, op, p, "epsilon")
+        plain = [DDPG().step(State(x, x, x), eps, row, z[:, 3 * j:3 * j + 3], y, op, p, "epsilon")
+                 for j in range(n)]
         for b in range(3):
             x_tilde = plain[0].out[b:b + 1]  # x̃ does not depend on z
             scores = [float((math.sqrt(row.a_next) * (y[b:b + 1] - op.A(x_tilde))

@@ -19,7 +19,7 @@ from ddpg.operators import make_operator
 from ddpg.runtime import Restorer
 from ddpg.runtime.samplers import get_sampler
 from ddpg.runtime.samplers.method import State, stack_rows
-from ddpg.schedule import linear_schedule
+from ddpg.schedule import TimeGrid, linear_schedule
 from ddpg.serve.scheduler import Cancelled, DeadlineExceeded, QueueFull, Scheduler, advance, start_sample
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -110,14 +110,14 @@ def test_per_sample_scalars_give_each_row_the_bits_of_its_own_step():
     op = make_operator("sr_bicubic", SIZE, scale=4)
     spec = get_sampler("ddpg")
     p = spec.build(0.05)
-    rows = spec.method.table(linear_schedule(), 10, p)
+    rows = spec.method.table(linear_schedule(), TimeGrid.named("uniform", 10), p)
     picked = [rows[0], rows[4], rows[9]]  # includes the last step (δ = 1)
     x, eps, z = (torch.randn(3, 3, SIZE, SIZE) for _ in range(3))
     y = op.A(torch.randn(3, 3, SIZE, SIZE))
-    together = spec.method.step(State(x, x, x), eps, stack_rows(picked), z, y, op, p)
+    together = spec.method.step(State(x, x, x), eps, stack_rows(picked), z, y, op, p, "epsilon")
     for i, k in enumerate(picked):
         xi = x[i:i + 1]
-        alone = spec.method.step(State(xi, xi, xi), eps[i:i + 1], k, z[i:i + 1], y[i:i + 1], op, p)
+        alone = spec.method.step(State(xi, xi, xi), eps[i:i + 1], k, z[i:i + 1], y[i:i + 1], op, p, "epsilon")
         for name in ("x", "x0", "out"):
             assert torch.equal(getattr(together, name)[i:i + 1], getattr(alone, name))
 

@@ -9,11 +9,13 @@ import torch
 from ddpg.operators import make_operator
 from ddpg.runtime.samplers.ddpg import DDPG, DDPGParams, ddpg_table
 from ddpg.runtime.samplers.method import State
-from ddpg.schedule import Schedule, linear_schedule, time_pairs
+from ddpg.schedule import Schedule, TimeGrid, linear_schedule, time_pairs
 
 # β = (0.1, 0.2, 0.5, 0.3) → ᾱ_0..3 = 0.9, 0.72, 0.36, 0.252 (and ᾱ_{−1} = 1); 4 steps: (3,2) (2,1) (1,0) (0,−1)
 TINY = Schedule(np.array([0.1, 0.2, 0.5, 0.3]))
 PAIRS = [(3, 2), (2, 1), (1, 0), (0, -1)]
+GRID4 = TimeGrid.named("uniform", 4, 4)
+GRID100 = TimeGrid.named("uniform", 100)
 A = [0.252, 0.36, 0.72, 0.9]  # ᾱ_t per step
 A_NEXT = [0.36, 0.72, 0.9, 1.0]  # ᾱ_t' per step
 RATIO = [0.64 / 0.748, 0.28 / 0.64, 0.1 / 0.28, 0.0]  # (1 − ᾱ_t')/(1 − ᾱ_t)
@@ -30,14 +32,14 @@ def close(got, expected, tol=1e-12) -> bool:
 
 
 def test_time_pairs_of_the_tiny_schedule():
-    assert time_pairs(4, 4) == PAIRS
+    assert time_pairs(4, 4) == PAIRS == GRID4.pairs
     assert time_pairs(100, 1000)[0] == (990, 980) and time_pairs(100, 1000)[-1] == (0, -1)
 
 
 @pytest.mark.parametrize("mode", [0, 1, 2])
 def test_step_table_by_hand_for_each_step_size_mode(mode):
     """t, ᾱ, √ᾱ, √(1−ᾱ), s, s_BP(1−δ), s_LS·δ·c, √(1−ζ)·w for the tiny schedule (σ_y 0.1, γ 2: δ = w = ᾱ'²)."""
-    rows = ddpg_table(TINY, 4, DDPGParams(sigma_y=0.1, gamma=2.0, zeta=0.36, step_size_mode=mode, scale_ls=0.5))
+    rows = ddpg_table(TINY, GRID4, DDPGParams(sigma_y=0.1, gamma=2.0, zeta=0.36, step_size_mode=mode, scale_ls=0.5))
     s = RATIO if mode == 1 else [1.0] * 4
     s_ls = RATIO if mode == 2 else [1.0] * 4
     assert close([r.t for r in rows], [t for t, _ in PAIRS])
@@ -52,7 +54,7 @@ def test_step_table_by_hand_for_each_step_size_mode(mode):
 
 
 def test_noiseless_measurements_give_pure_bp_guidance_and_full_noise_weight():
-    rows = ddpg_table(TINY, 4, DDPGParams(sigma_y=0.0, gamma=2.0, zeta=0.36, step_size_mode=1))
+    rows = ddpg_table(TINY, GRID4, DDPGParams(sigma_y=0.0, gamma=2.0, zeta=0.36, step_size_mode=1))
     assert close([r.coef_bp for r in rows], [1.0] * 4) and close([r.coef_ls for r in rows], [0.0] * 4)
     assert close([r.mix_eps for r in rows], [0.8] * 4) and close([r.step for r in rows], RATIO)
 
@@ -60,10 +62,10 @@ def test_noiseless_measurements_give_pure_bp_guidance_and_full_noise_weight():
 def test_linear_schedule_step_sizes_and_delta_crossings_match_the_documented_values():
     """algorithms.md §3.3: mode-1 step 1.000, 0.990, 0.808, 0.046, 0 at k = 0, 50, 90, 98, 99; the first step at
     which δ (= 1 − coef_bp, s_BP = 1) exceeds 0.5 for each γ."""
-    rows = ddpg_table(linear_schedule(), 100, DDPGParams(sigma_y=0.05, gamma=8.0, step_size_mode=1))
+    rows = ddpg_table(linear_schedule(), GRID100, DDPGParams(sigma_y=0.05, gamma=8.0, step_size_mode=1))
     assert close([rows[k].step for k in (0, 50, 90, 98, 99)], [1.0, 0.990, 0.808, 0.046, 0.0], tol=5e-4)
     for gamma, first in {3: 84, 5: 87, 8: 90, 12: 91, 30: 94, 50: 95, 100: 96, 300: 97}.items():
-        rows = ddpg_table(linear_schedule(), 100, DDPGParams(sigma_y=0.05, gamma=float(gamma)))
+        rows = ddpg_table(linear_schedule(), GRID100, DDPGParams(sigma_y=0.05, gamma=float(gamma)))
         crossed = [i for i, r in enumerate(rows) if 1 - r.coef_bp > 0.5]
         assert crossed[0] == first, gamma
         assert close([rows[-1].coef_bp], [0.0])  # pure LS at the last step
@@ -99,9 +101,10 @@ def one_step(mode: int, sigma_y: float, inject_noise: bool):
     op = make_operator("denoising", 4)
     p = DDPGParams(sigma_y=sigma_y, gamma=2.0, zeta=0.25, eta_tilde=0.5, step_size_mode=mode, scale_ls=0.5,
                    inject_noise=inject_noise)
-    row = ddpg_table(TINY, 4, p)[1]
+    row = ddpg_table(TINY, GRID4, p)[1]
     full = lambda v: torch.full((1, 3, 4, 4), v, dtype=torch.float64)  # noqa: E731
-    new = DDPG().step(State(full(1.0), full(1.0), full(1.0)), full(0.5), row, full(-1.0), full(0.2), op, p)
+    new = DDPG().step(State(full(1.0), full(1.0), full(1.0)), full(0.5), row, full(-1.0), full(0.2), op, p,
+                       "epsilon")
     return new.x, new.x0, new.out
 
 

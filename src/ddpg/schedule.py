@@ -1,9 +1,9 @@
 """Diffusion schedules as data.
 
 A :class:`Schedule` holds the β sequence of a prior's forward process and the derived ᾱ_t
-(0-based, ᾱ_t = ∏_{s≤t}(1−β_s)), with the convention ᾱ_{−1} = 1. Time grids are lists of
-(t, t') pairs of integer timesteps, t' = −1 for the final step. Nothing here holds state that a
-sampler step mutates.
+(0-based, ᾱ_t = ∏_{s≤t}(1−β_s)), with the convention ᾱ_{−1} = 1. A :class:`TimeGrid` holds the integer
+timesteps a sampler visits; its steps are (t, t') pairs, t' = −1 for the final step. Nothing here holds state
+that a sampler step mutates.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ddpg.errors import ConfigError
+
 BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid", "cosine")
+TIME_GRIDS = ("uniform", "quad")  # DDPG, DDNM and DDRM step on "uniform", DiffPIR on "quad"
 
 
 def make_betas(
@@ -104,3 +107,40 @@ def time_pairs(steps: int = 100, num_timesteps: int = 1000) -> list[tuple[int, i
     skip = num_timesteps // steps
     seq = list(range(steps - 1, -2, -1))  # steps-1, ..., 0, -1
     return [(a * skip, b * skip if b >= 0 else -1) for a, b in zip(seq[:-1], seq[1:], strict=True)]
+
+
+def quad_timesteps(steps: int, num_timesteps: int = 1000) -> list[int]:
+    """DiffPIR's "quad" grid, from T−1 down to 0 (``steps`` entries): seq_i = ⌊√(i·T²/(steps−1))⌋ with 1
+    taken from the last entry, t_i = T−1−seq_i (100 steps: 999, 899, 857, …, 5, 0)."""
+    if not 2 <= steps <= num_timesteps:
+        raise ConfigError(f"the quad time grid needs 2 <= steps <= {num_timesteps}, got {steps}")
+    seq = [int(s) for s in np.sqrt(np.linspace(0, num_timesteps**2, steps))]
+    seq[-1] -= 1
+    return [num_timesteps - 1 - s for s in seq]
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """The integer timesteps a sampler visits, in its order (t_0 first, each in [0, T)); step i goes from t_i
+    to t_{i+1}, the last step to t' = −1 (ᾱ = 1). ``name`` is the rule that built it (one of TIME_GRIDS)."""
+
+    name: str
+    timesteps: tuple[int, ...]
+
+    @classmethod
+    def named(cls, name: str, steps: int, num_timesteps: int = 1000) -> TimeGrid:
+        """The ``steps``-step grid of rule ``name`` for a T = ``num_timesteps`` schedule: "uniform" (the pairs
+        of :func:`time_pairs`) or "quad" (:func:`quad_timesteps`)."""
+        if name == "uniform":
+            return cls(name, tuple(t for t, _ in time_pairs(steps, num_timesteps)))
+        if name == "quad":
+            return cls(name, tuple(quad_timesteps(steps, num_timesteps)))
+        raise ConfigError(f"unknown time grid {name!r}; choose one of {', '.join(TIME_GRIDS)}")
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """The steps as (t, t') pairs, t' = −1 for the last."""
+        return list(zip(self.timesteps, (*self.timesteps[1:], -1), strict=True))
+
+    def __len__(self) -> int:
+        return len(self.timesteps)

@@ -1,4 +1,5 @@
-"""The one ε-prediction interface every sampler uses, whatever the prior and its precision."""
+"""The one denoiser interface every sampler uses, whatever the prior and its precision, and what a prior's
+output predicts (:func:`prediction_type`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,23 @@ from torch import nn
 from ddpg.errors import ConfigError
 from ddpg.schedule import Schedule
 
+PREDICTIONS = ("epsilon", "x0", "v")  # what a prior's first 3 output channels predict
+
+
+def prediction_type(model) -> str:
+    """What the output of ``model`` (a prior, or a denoiser of any backend: anything with a ``config``
+    dict) predicts: its config's ``prediction``, one of PREDICTIONS — "epsilon" (ε, the default: every prior
+    of this project), "x0" (x̂₀) or "v" (v = √ᾱ_t·ε − √(1−ᾱ_t)·x₀)."""
+    kind = (getattr(model, "config", None) or {}).get("prediction", "epsilon")
+    if kind not in PREDICTIONS:
+        raise ConfigError(f"unknown prediction type {kind!r} in the prior's config; choose one of "
+                          f"{', '.join(PREDICTIONS)}")
+    return kind
+
 
 class Denoiser:
-    """eps = denoiser(x_t (B,3,H,W) float32, t (B,) float32 timestep values) → (B,3,H,W) float32.
+    """out = denoiser(x_t (B,3,H,W) float32, t (B,) float32 timestep values) → (B,3,H,W) float32: ε, or what
+    the prior's :func:`prediction_type` says (x̂₀ or v).
 
     ``model_output`` returns every output channel (6 for learn_sigma ADM: ε then the variance values) and is
     differentiable in x_t; callers choose ``torch.no_grad``/``inference_mode`` themselves.
@@ -24,6 +39,7 @@ class Denoiser:
         self.config: dict = getattr(prior, "config", {})
         self.name: str | None = self.config.get("name")
         self.schedule = Schedule.from_config(self.config)
+        self.prediction = prediction_type(prior)
         self.class_labels = class_labels
 
     def _labels(self, batch: int, device) -> torch.Tensor | None:

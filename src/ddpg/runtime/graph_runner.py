@@ -30,12 +30,13 @@ from types import MappingProxyType
 import torch
 
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import prediction_type
 from ddpg.operators.base import Operator
 from ddpg.runtime.cuda_graph import capture_graph
 from ddpg.runtime.fast_denoiser import GRAPHING_COMPILE_MODES
 from ddpg.runtime.samplers import SAMPLERS, get_sampler
 from ddpg.runtime.samplers.common import NoiseSource, check_inputs, gaussian_noise
-from ddpg.runtime.samplers.method import State, row_of, row_table
+from ddpg.runtime.samplers.method import State, method_grid, row_of, row_table
 from ddpg.schedule import linear_schedule
 
 # the methods whose step can be captured (forward-only, and ``capturable``: no host read in the step)
@@ -88,7 +89,8 @@ class GraphRunner:
         self.cuda_graph = self._use_graph(cuda_graph) and self.method.capturable
         self.warmup = max(1, int(warmup))
         self.schedule = getattr(denoiser, "schedule", None) or linear_schedule()
-        self.rows = self.method.table(self.schedule, self.steps, self.p)
+        self.rows = self.method.table(self.schedule, method_grid(self.method, self.schedule, self.steps), self.p)
+        self.prediction = prediction_type(denoiser)
         self.row_cls = type(self.rows[0])
         self.table = row_table(self.rows, self.device)
         self.generator = torch.Generator(device=self.device)
@@ -122,16 +124,17 @@ class GraphRunner:
                 "fast": {"cuda_graph": self.cuda_graph, **options}}
 
     # --- the step ---------------------------------------------------------------------------------------
-    def _step(self, b: _Buffers, draw_noise: bool, eps: torch.Tensor | None = None) -> None:
+    def _step(self, b: _Buffers, draw_noise: bool, out: torch.Tensor | None = None) -> None:
         """One step on the static buffers (the captured region): ``method.step`` with the row b.row as 0-d
-        tensors. ``eps``: a fixed ε instead of the denoiser (guidance timing)."""
+        tensors. ``out``: a fixed model output instead of the denoiser's (guidance timing)."""
         row = row_of(self.row_cls, b.row)
-        if eps is None:
+        if out is None:
             b.t.copy_(row.t.expand_as(b.t))
-            eps = self.denoiser(b.x, b.t).float()
+            out = self.denoiser(b.x, b.t).float()
         if draw_noise:
             b.z.normal_(generator=self.generator)
-        new = self.method.step(State(b.x, b.x0, b.out, b.ctx), eps, row, b.z, b.y, self.operator, self.p)
+        new = self.method.step(State(b.x, b.x0, b.out, b.ctx), out, row, b.z, b.y, self.operator, self.p,
+                               self.prediction)
         b.x0.copy_(new.x0)
         b.out.copy_(new.out)
         b.x.copy_(new.x)
@@ -160,9 +163,9 @@ class GraphRunner:
         if b.ctx is None:  # a captured graph reads the first start's ctx; a later start's is equal to it
             b.ctx = state.ctx
 
-    def _capture(self, b: _Buffers, graph_noise: bool, eps: torch.Tensor | None = None) -> None:
+    def _capture(self, b: _Buffers, graph_noise: bool, out: torch.Tensor | None = None) -> None:
         b.row.copy_(self.table[0])
-        b.graph = capture_graph(lambda: self._step(b, graph_noise, eps), self.device, warmup=self.warmup,
+        b.graph = capture_graph(lambda: self._step(b, graph_noise, out), self.device, warmup=self.warmup,
                                 generator=self.generator if graph_noise else None)
         b.graph_noise = graph_noise
 

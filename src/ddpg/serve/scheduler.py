@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ddpg.errors import DdpgError
+from ddpg.models.denoiser import prediction_type
 from ddpg.operators.base import Operator
 from ddpg.runtime.restorer import seeded_start
 from ddpg.runtime.samplers.common import NoiseSource, prepare
-from ddpg.runtime.samplers.method import Method, State, stack_rows
+from ddpg.runtime.samplers.method import Method, State, method_grid, stack_rows
 
 POLICIES = ("continuous", "request", "single")
 
@@ -97,7 +98,7 @@ def start_sample(denoiser, operator: Operator, y: torch.Tensor, method: Method, 
     device."""
     x_T, noise = seeded_start([seed], operator.img_size, y.device)
     schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, None)
-    rows = method.table(schedule, steps, params)
+    rows = method.table(schedule, method_grid(method, schedule, steps), params)
     state = method.start(y, operator, params, x_T, schedule, rows)
     return Sample(state, y, operator, method, params, rows, noise, group, deadline)
 
@@ -271,6 +272,7 @@ def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) ->
     """One step of every sample (each at its own step index): a denoiser call per image size over its
     samples (padded to ``engine_batch`` rows when given), then the method's ``step`` per group with
     per-sample rows and each sample's own z. Finished samples must have left ``samples``."""
+    prediction = prediction_type(denoiser)
     for same_size in _grouped(samples, lambda s: tuple(s.x.shape[-2:])):
         x = torch.cat([s.x for s in same_size])
         t = torch.tensor([float(s.rows[s.index].t) for s in same_size], device=x.device)
@@ -278,7 +280,7 @@ def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) ->
             pad = engine_batch - len(same_size)
             x = torch.cat([x, x[:1].expand(pad, -1, -1, -1)])
             t = torch.cat([t, t[:1].expand(pad)])
-        eps = denoiser(x, t).float()
+        out = denoiser(x, t).float()
         position = {id(s): i for i, s in enumerate(same_size)}
         for members in _grouped(same_size, lambda s: s.group):
             first = members[0]
@@ -286,8 +288,8 @@ def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) ->
             z = torch.cat([s.method.draw(s.noise, s.x, s.rows[s.index], s.params) for s in members])
             state = State(*(torch.cat([getattr(s.state, k) for s in members]) for k in ("x", "x0", "out")),
                           first.state.ctx)
-            new = first.method.step(state, eps[[position[id(s)] for s in members]], rows,
-                                    z, torch.cat([s.y for s in members]), first.operator, first.params)
+            new = first.method.step(state, out[[position[id(s)] for s in members]], rows,
+                                    z, torch.cat([s.y for s in members]), first.operator, first.params, prediction)
             for j, s in enumerate(members):
                 s.state = s.state.advance(new.x[j:j + 1], new.x0[j:j + 1], new.out[j:j + 1])
                 s.index += 1

@@ -1,19 +1,21 @@
-"""Pieces the samplers share: the input check, the start-up, noise sources, the timestep vector, x̂₀ from ε,
-lifting y to image size, and the [0, 1] range check of the noise-mixing weights."""
+"""Pieces the samplers share: the input check, the start-up, noise sources, the timestep vector, row scalars
+as tensor coefficients, x̂₀ and ε from the prior's output (whatever it predicts), lifting y to image size, and
+the [0, 1] range check of the noise-mixing weights."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import PREDICTIONS
 from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule, linear_schedule
 
 NoiseSource = Callable[[torch.Tensor], torch.Tensor]  # noise(like) -> N(0, I) shaped like ``like``
+Scalar = float | torch.Tensor  # a Python float, a 0-d tensor, or one value per sample shaped (B, 1, 1, 1)
 
 
 def gaussian_noise(generator: torch.Generator | None = None) -> NoiseSource:
@@ -57,9 +59,31 @@ def timestep(x: torch.Tensor, t: float) -> torch.Tensor:
     return torch.full((x.shape[0],), float(t), device=x.device)
 
 
-def predict_x0(x: torch.Tensor, eps: torch.Tensor, a: float) -> torch.Tensor:
-    """x̂₀ = (x_t − √(1−a)·ε)/√a."""
-    return (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
+def coef(v: Scalar, like: torch.Tensor) -> Scalar:
+    """A row entry ready to multiply ``like``: a float as it is (torch rounds it to like's dtype), a tensor
+    rounded to like's dtype, so both forms enter the product with the same value."""
+    return v.to(like.dtype) if isinstance(v, torch.Tensor) else v
+
+
+def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, sqrt_a: Scalar, sqrt_1m_a: Scalar) -> torch.Tensor:
+    """The ε that x_t = √a·x̂₀ + √(1−a)·ε leaves: (x_t − √a·x̂₀)/√(1−a), (B,3,H,W) (a = ᾱ_t < 1)."""
+    return (x - coef(sqrt_a, x) * x0) / coef(sqrt_1m_a, x)
+
+
+def x0_and_eps(x: torch.Tensor, out: torch.Tensor, sqrt_a: Scalar, sqrt_1m_a: Scalar, prediction: str
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂₀, ε), each (B,3,H,W), from x_t and the prior's output ``out`` (B,3,H,W) at a = ᾱ_t, given as √a and
+    √(1−a) (row entries: :func:`coef`); ``prediction`` (:func:`ddpg.models.prediction_type`) says what out is:
+    "epsilon": x̂₀ = (x_t − √(1−a)·ε)/√a;  "x0": ε by :func:`eps_from_x0`;
+    "v" (v = √a·ε − √(1−a)·x₀): x̂₀ = √a·x_t − √(1−a)·v, ε = √(1−a)·x_t + √a·v."""
+    sqrt_a, sqrt_1m_a = coef(sqrt_a, x), coef(sqrt_1m_a, x)
+    if prediction == "epsilon":
+        return (x - sqrt_1m_a * out) / sqrt_a, out
+    if prediction == "x0":
+        return out, eps_from_x0(x, out, sqrt_a, sqrt_1m_a)
+    if prediction == "v":
+        return sqrt_a * x - sqrt_1m_a * out, sqrt_1m_a * x + sqrt_a * out
+    raise ConfigError(f"unknown prediction type {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
 
 
 def lift(y: torch.Tensor, img_size: tuple[int, int], mode: str) -> torch.Tensor:

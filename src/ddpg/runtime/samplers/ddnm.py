@@ -1,10 +1,10 @@
 """DDNM and DDNM+ (Wang, Yu, Zhang, ICLR 2023): range/null-space decomposition (algorithms.md §8.1).
 
-Grid and start as DDPG (100 pairs (990, 980) … (0, −1), x_T ~ N(0, I)); a = ᾱ_t, a' = ᾱ_{t'}, σ = 2·sigma_y.
+Grid and start as DDPG ("uniform": 100 pairs (990, 980) … (0, −1), x_T ~ N(0, I)); a = ᾱ_t, a' = ᾱ_{t'}, σ = 2·sigma_y.
 
 σ = 0 (DDNM), per step:   x̂₀ = (x_t − √(1−a)ε)/√a;   x̂₀' = x̂₀ − A⁺(A x̂₀ − y);
                            x_{t'} = √a'·x̂₀' + √(1−a')·(η·z + √(1−η²)·ε);   output: the final x (= x̂₀').
-σ > 0 (DDNM+), with α = √a', s_t = √(1−a') and the singular values s_i (see :mod:`.spectral`):
+σ > 0 (DDNM+), with α = √a', s_t = √(1−a') and the singular values s_i (``Operator.spectral``):
     x̂₀' = x̂₀ − V Λ Vᵀ A⁺(A x̂₀ − y),  λ_i = 1 if s_t ≥ ασ/s_i else s_i·s_t·√(1−η²)/(ασ);
     x_{t'} = α·x̂₀' + V(d₁ ⊙ Vᵀz + d₂ ⊙ Vᵀε) with (d₁, d₂) = (s_t·η, s_t·√(1−η²)) for s_i = 0,
     (√(s_t² − α²σ²/s_i²), 0) for s_t > ασ/s_i and (s_t·η, 0) otherwise.
@@ -26,11 +26,10 @@ import torch
 
 from ddpg.checks import check_sigma_y
 from ddpg.operators.base import Operator
-from ddpg.schedule import Schedule, time_pairs
+from ddpg.schedule import Schedule, TimeGrid
 
-from .common import check_unit_interval
-from .method import Scalar, State, coef, noise_like, spectral_row
-from .spectral import SpectralView
+from .common import Scalar, check_unit_interval, coef, x0_and_eps
+from .method import State, noise_like, spectral_row
 
 
 @dataclass(frozen=True)
@@ -76,17 +75,18 @@ def ddnm_plus_factors(s: torch.Tensor, row: DDNMRow, eta: float) -> tuple[torch.
 
 
 class DDNM:
-    """DDNM (σ = 0) and DDNM+ (σ > 0) as a method (``method`` protocol); DDNM+ keeps its spectral view in
-    the state's ctx."""
+    """DDNM (σ = 0) and DDNM+ (σ > 0) as a method (``method`` protocol); DDNM+ keeps the operator's singular
+    basis in the state's ctx."""
 
     name = "ddnm"
     params = DDNMParams
     capturable = True
+    grid = "uniform"
     draw = staticmethod(noise_like)
 
-    def table(self, schedule: Schedule, steps: int, p: DDNMParams) -> list[DDNMRow]:
+    def table(self, schedule: Schedule, grid: TimeGrid, p: DDNMParams) -> list[DDNMRow]:
         rows = []
-        for t, t_next in time_pairs(steps, schedule.num_timesteps):
+        for t, t_next in grid.pairs:
             a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
             alpha, s_t = math.sqrt(a_next), math.sqrt(1 - a_next)
             rows.append(DDNMRow(float(t), math.sqrt(a), math.sqrt(1 - a), alpha, s_t, s_t**2, s_t * p.eta,
@@ -95,22 +95,22 @@ class DDNM:
 
     def start(self, y: torch.Tensor, operator: Operator, p: DDNMParams, x_T: torch.Tensor, schedule: Schedule,
               rows: list[DDNMRow]) -> State:
-        view = SpectralView(operator, y.device, "DDNM+ (sigma_y > 0)") if p.sigma_y > 0 else None
-        return State(x_T, x_T, x_T, view)
+        basis = operator.spectral(y.device, "DDNM+ (sigma_y > 0)") if p.sigma_y > 0 else None
+        return State(x_T, x_T, x_T, basis)
 
-    def step(self, state: State, eps: torch.Tensor, row: DDNMRow, z: torch.Tensor, y: torch.Tensor,
-             operator: Operator, p: DDNMParams) -> State:
-        x, view = state.x, state.ctx
-        x0 = (x - coef(row.sqrt_1m_a, x) * eps) / coef(row.sqrt_a, x)
+    def step(self, state: State, out: torch.Tensor, row: DDNMRow, z: torch.Tensor, y: torch.Tensor,
+             operator: Operator, p: DDNMParams, prediction: str) -> State:
+        x, basis = state.x, state.ctx
+        x0, eps = x0_and_eps(x, out, row.sqrt_a, row.sqrt_1m_a, prediction)
         correction = operator.pinv(operator.A(x0) - y)
-        if view is None:
+        if basis is None:
             x0_c = x0 - correction
             x = coef(row.alpha, x) * x0_c + coef(row.s_t, x) * (p.eta * z + math.sqrt(1 - p.eta**2) * eps)
         else:
-            c = view.coef(correction)
-            lam, d1, d2 = ddnm_plus_factors(view.s, spectral_row(row, c), p.eta)
-            x0_c = x0 - view.image(lam * c)
-            x = coef(row.alpha, x) * x0_c + view.image(d1 * view.coef(z) + d2 * view.coef(eps))
+            c = basis.coef(correction)
+            lam, d1, d2 = ddnm_plus_factors(basis.s, spectral_row(row, c), p.eta)
+            x0_c = x0 - basis.image(lam * c)
+            x = coef(row.alpha, x) * x0_c + basis.image(d1 * basis.coef(z) + d2 * basis.coef(eps))
         return state.advance(x, x0, x)
 
     def result(self, state: State, p: DDNMParams) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """DDPG and IDPG (Garber & Tirer, CVPR 2024): DDNM-style sampling with iteratively preconditioned guidance.
 
-Per step (t, t') with a = ᾱ_t, a' = ᾱ_{t'} (algorithms.md §3.2):
+Per step (t, t') of the time grid (default "uniform": (990, 980) … (0, −1) for 100 steps) with a = ᾱ_t,
+a' = ᾱ_{t'} (algorithms.md §3.2):
     x̂₀ = (x_t − √(1−a)·ε)/√a,  r = A x̂₀ − y
     x̃  = x̂₀ − s·[s_BP·(1−δ)·Aᵀ(AAᵀ+ηI)⁻¹ r + s_LS·δ·c·Aᵀ r],   δ = a'^γ (0 when σ = 0)
     ε̂  = (x_t − √a·x̃)/√(1−a)
@@ -30,11 +31,11 @@ import torch
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
-from ddpg.schedule import Schedule, time_pairs
+from ddpg.schedule import Schedule, TimeGrid
 
-from .common import NoiseSource
+from .common import NoiseSource, Scalar, coef, eps_from_x0, x0_and_eps
 from .dpps import best_candidate, candidate_count, measured_distance
-from .method import Scalar, State, coef, make_params, run_method, skipped
+from .method import State, make_params, run_method, skipped
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,10 @@ class DDPGRow:
     mix_eps: Scalar
 
 
-def ddpg_table(schedule: Schedule, steps: int, p: DDPGParams) -> list[DDPGRow]:
-    """One :class:`DDPGRow` per step of the uniform grid ``time_pairs(steps)`` (float64 arithmetic)."""
+def ddpg_table(schedule: Schedule, grid: TimeGrid, p: DDPGParams) -> list[DDPGRow]:
+    """One :class:`DDPGRow` per step of ``grid`` (float64 arithmetic)."""
     rows = []
-    for t, t_next in time_pairs(steps, schedule.num_timesteps):
+    for t, t_next in grid.pairs:
         a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
         delta, w = (0.0, 1.0) if p.sigma == 0 else (a_next**p.gamma,) * 2
         ratio = (1 - a_next) / (1 - a)
@@ -133,9 +134,10 @@ class DDPG:
     name = "ddpg"
     params = DDPGParams
     capturable = True
+    grid = "uniform"
 
-    def table(self, schedule: Schedule, steps: int, p: DDPGParams) -> list[DDPGRow]:
-        return ddpg_table(schedule, steps, p)
+    def table(self, schedule: Schedule, grid: TimeGrid, p: DDPGParams) -> list[DDPGRow]:
+        return ddpg_table(schedule, grid, p)
 
     def start(self, y: torch.Tensor, operator: Operator, p: DDPGParams, x_T: torch.Tensor, schedule: Schedule,
               rows: list[DDPGRow]) -> State:
@@ -150,20 +152,19 @@ class DDPG:
         B, C = x.shape[:2]
         return noise(x.new_empty(B, candidate_count(row.a, p.n_max) * C, *x.shape[2:]))
 
-    def step(self, state: State, eps: torch.Tensor, row: DDPGRow, z: torch.Tensor, y: torch.Tensor,
-             operator: Operator, p: DDPGParams) -> State:
+    def step(self, state: State, out: torch.Tensor, row: DDPGRow, z: torch.Tensor, y: torch.Tensor,
+             operator: Operator, p: DDPGParams, prediction: str) -> State:
         """One pure step; out = x̃. On the CPU float rows and tensor rows give sample i the same bits (tested);
         on CUDA the last bit may differ (a division by a Python scalar can run as a multiplication)."""
         x = state.x
-        sqrt_a, sqrt_1a = coef(row.sqrt_a, x), coef(row.sqrt_1m_a, x)
-        x0 = (x - sqrt_1a * eps) / sqrt_a
+        x0, _ = x0_and_eps(x, out, row.sqrt_a, row.sqrt_1m_a, prediction)
         x_tilde = guidance(x0, y, operator, row, p)
         if z.shape[1] != x.shape[1]:  # candidates: keep, per image, the one that best explains y − A x̃
             residual = row.sqrt_a_next * (y - operator.A(x_tilde))
             gain = row.sqrt_1m_a_next * math.sqrt(p.zeta)
             z = best_candidate(z, x, lambda zs: measured_distance(operator, residual, gain * zs))
         if p.inject_noise:
-            eps_hat = (x - sqrt_a * x_tilde) / sqrt_1a
+            eps_hat = eps_from_x0(x, x_tilde, row.sqrt_a, row.sqrt_1m_a)
             mix = math.sqrt(p.zeta) * z + coef(row.mix_eps, x) * eps_hat
             x_next = coef(row.sqrt_a_next, x) * x_tilde + coef(row.sqrt_1m_a_next, x) * mix
         else:

@@ -2,7 +2,7 @@
 (algorithms.md §8.2).
 
 Variance-exploding units σ_t = √(1−ᾱ_t)/√ᾱ_t; σ = 2·sigma_y; coefficients in the operator's singular basis
-(:mod:`.spectral`): x̂ = Vᵀx̂₀, e = Vᵀε, Uᵀy, ȳ_i = (Uᵀy)_i/s_i. Grid: skip = T/steps, pairs
+(``Operator.spectral``): x̂ = Vᵀx̂₀, e = Vᵀε, Uᵀy, ȳ_i = (Uᵀy)_i/s_i. Grid ("uniform"): skip = T//steps, pairs
 ((steps−1)·skip, (steps−2)·skip) … (0, −1) (20 steps: (950, 900) … (0, −1)).
 Start (σ_T at the first t): c_i = ȳ_i + √(σ_T² − σ²/s_i²)·z_i where s_i·σ_T > σ, else σ_T·z_i; x = V(c)/σ_T.
 Step t → t' (σ' = σ_{t'}, 0 at t' = −1), per component:
@@ -24,12 +24,11 @@ from dataclasses import dataclass
 import torch
 
 from ddpg.checks import check_sigma_y
-from ddpg.operators.base import Operator
-from ddpg.schedule import Schedule, time_pairs
+from ddpg.operators.base import Operator, SpectralBasis
+from ddpg.schedule import Schedule, TimeGrid
 
-from .common import check_unit_interval
-from .method import Scalar, State, coef, noise_like, spectral_row
-from .spectral import SpectralView
+from .common import Scalar, check_unit_interval, coef, x0_and_eps
+from .method import State, noise_like, spectral_row
 
 
 @dataclass(frozen=True)
@@ -64,27 +63,27 @@ def ve_sigma(a: float) -> float:
     return math.sqrt(1 - a) / math.sqrt(a)
 
 
-def measured_coefs(view: SpectralView, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def measured_coefs(basis: SpectralBasis, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(Uᵀy, ȳ = Uᵀy/s with 0 where s = 0), each (B, …) in the coefficient layout."""
-    y_coef = view.meas_coef(y)
-    return y_coef, torch.where(view.s > 0, y_coef / torch.where(view.s > 0, view.s, 1), 0)
+    y_coef = basis.meas_coef(y)
+    return y_coef, torch.where(basis.s > 0, y_coef / torch.where(basis.s > 0, basis.s, 1), 0)
 
 
-def ddrm_start(view: SpectralView, y_bar: torch.Tensor, z: torch.Tensor, sigma_T: float,
+def ddrm_start(basis: SpectralBasis, y_bar: torch.Tensor, z: torch.Tensor, sigma_T: float,
                sigma: float) -> torch.Tensor:
     """x_T = V(c)/σ_T with c the start rule above (z: coefficients of N(0, I) noise)."""
-    s = view.s
+    s = basis.s
     informative = s * sigma_T > sigma
     spread = (sigma_T**2 - sigma**2 / torch.where(informative, s, 1) ** 2).clamp_min(0).sqrt()
     c = torch.where(informative, y_bar + spread * z, sigma_T * z)
-    return view.image(c) / sigma_T
+    return basis.image(c) / sigma_T
 
 
-def ddrm_coefficients(view: SpectralView, y: torch.Tensor, x0_c: torch.Tensor, eps_c: torch.Tensor,
+def ddrm_coefficients(basis: SpectralBasis, y: torch.Tensor, x0_c: torch.Tensor, eps_c: torch.Tensor,
                       z: torch.Tensor, row: DDRMRow, p: DDRMParams) -> torch.Tensor:
     """The coefficients c of x_{t'}/√ᾱ_{t'} by the three rules above (``row`` per sample or for the batch)."""
-    s, sigma = view.s, 2 * p.sigma_y
-    y_coef, y_bar = measured_coefs(view, y)
+    s, sigma = basis.s, 2 * p.sigma_y
+    y_coef, y_bar = measured_coefs(basis, y)
     row = spectral_row(row, x0_c)
     safe_s = torch.where(s > 0, s, 1)
     sn = s * row.sigma_next
@@ -106,11 +105,12 @@ class DDRM:
     name = "ddrm"
     params = DDRMParams
     capturable = True
+    grid = "uniform"
     draw = staticmethod(noise_like)
 
-    def table(self, schedule: Schedule, steps: int, p: DDRMParams) -> list[DDRMRow]:
+    def table(self, schedule: Schedule, grid: TimeGrid, p: DDRMParams) -> list[DDRMRow]:
         rows = []
-        for t, t_next in time_pairs(steps, schedule.num_timesteps):
+        for t, t_next in grid.pairs:
             a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
             sn = ve_sigma(a_next)
             rows.append(DDRMRow(float(t), math.sqrt(a), math.sqrt(1 - a), math.sqrt(a_next), sn, sn**2,
@@ -120,17 +120,17 @@ class DDRM:
     def start(self, y: torch.Tensor, operator: Operator, p: DDRMParams, x_T: torch.Tensor, schedule: Schedule,
               rows: list[DDRMRow]) -> State:
         """x_T by the start rule (σ_T at the first step's t), from the coefficients Vᵀx_T of the given x_T."""
-        view = SpectralView(operator, y.device, "DDRM")
-        y_bar = measured_coefs(view, y)[1]
-        x = ddrm_start(view, y_bar, view.coef(x_T), rows[0].sqrt_1m_a / rows[0].sqrt_a, 2 * p.sigma_y)
-        return State(x, x, x, view)
+        basis = operator.spectral(y.device, "DDRM")
+        y_bar = measured_coefs(basis, y)[1]
+        x = ddrm_start(basis, y_bar, basis.coef(x_T), rows[0].sqrt_1m_a / rows[0].sqrt_a, 2 * p.sigma_y)
+        return State(x, x, x, basis)
 
-    def step(self, state: State, eps: torch.Tensor, row: DDRMRow, z: torch.Tensor, y: torch.Tensor,
-             operator: Operator, p: DDRMParams) -> State:
-        x, view = state.x, state.ctx
-        x0 = (x - coef(row.sqrt_1m_a, x) * eps) / coef(row.sqrt_a, x)
-        c = ddrm_coefficients(view, y, view.coef(x0), view.coef(eps), view.coef(z), row, p)
-        x = coef(row.sqrt_a_next, x) * view.image(c)
+    def step(self, state: State, out: torch.Tensor, row: DDRMRow, z: torch.Tensor, y: torch.Tensor,
+             operator: Operator, p: DDRMParams, prediction: str) -> State:
+        x, basis = state.x, state.ctx
+        x0, eps = x0_and_eps(x, out, row.sqrt_a, row.sqrt_1m_a, prediction)
+        c = ddrm_coefficients(basis, y, basis.coef(x0), basis.coef(eps), basis.coef(z), row, p)
+        x = coef(row.sqrt_a_next, x) * basis.image(c)
         return state.advance(x, x0, x)
 
     def result(self, state: State, p: DDRMParams) -> torch.Tensor:

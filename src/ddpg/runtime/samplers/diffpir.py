@@ -3,10 +3,11 @@
 
 σ̄_t = √(1−ᾱ_t)/√ᾱ_t, σ_n = max(0.001, sigma_y) ([0,1] scale, the reference's ``noise_level_img``; the project's
 y = A x + 2·sigma_y·n on [−1,1] is exactly the reference's noise model), ρ_t = λ·σ_n²/σ̄_t².
-Grid ("quad"): seq_i = ⌊√(i·T²/(N−1))⌋, last entry − 1, t_i = T−1−seq_i (N = 100: 999, 899, 857, …, 5, 0).
-Start: SR (measurement smaller than the image) — x = √ᾱ_{T−1}·bicubic(y) + √(1−ᾱ_{T−1})·z; otherwise y is
-read as a diffusion state at t_y = argmin_t |σ̄_t − 2σ_n| and diffused to T−1:
-x = √(ᾱ_{T−1}/ᾱ_{t_y})·y + √((1−ᾱ_{T−1}) − (ᾱ_{T−1}/ᾱ_{t_y})(1−ᾱ_{t_y}))·z (z = x_T; colorization repeats y).
+Grid ("quad", :func:`ddpg.schedule.quad_timesteps`): seq_i = ⌊√(i·T²/(N−1))⌋, last entry − 1, t_i = T−1−seq_i
+(N = 100: 999, 899, 857, …, 5, 0). Start at the grid's first t₀ (T−1 on this grid): SR (measurement smaller
+than the image) — x = √ᾱ_{t₀}·bicubic(y) + √(1−ᾱ_{t₀})·z; otherwise y is read as a diffusion state at
+t_y = argmin_t |σ̄_t − 2σ_n| and diffused to t₀:
+x = √(ᾱ_{t₀}/ᾱ_{t_y})·y + √((1−ᾱ_{t₀}) − (ᾱ_{t₀}/ᾱ_{t_y})(1−ᾱ_{t_y}))·z (z = x_T; colorization repeats y).
 Step i (t = t_i, t⁻ = t_{i+1}):
   1. x̂₀ = clip((x − √(1−ᾱ_t)ε)/√ᾱ_t, −1, 1)   (1 NFE);
   2. data step (not at the last step): x̂₀ ← argmin_x ‖y − A x‖² + ρ_t‖x − x̂₀‖² = x̂₀ + Aᵀ(AAᵀ + ρ_t I)⁻¹(y − A x̂₀),
@@ -33,19 +34,10 @@ import torch
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
-from ddpg.schedule import Schedule
+from ddpg.schedule import Schedule, TimeGrid
 
-from .common import NoiseSource, check_unit_interval, lift
-from .method import Scalar, State, coef, noise_like, skipped
-
-
-def quad_timesteps(steps: int, num_timesteps: int = 1000) -> list[int]:
-    """DiffPIR's "quad" grid, from T−1 down to 0 (``steps`` entries)."""
-    if not 2 <= steps <= num_timesteps:
-        raise ConfigError(f"DiffPIR needs 2 <= steps <= {num_timesteps}, got {steps}")
-    seq = [int(s) for s in np.sqrt(np.linspace(0, num_timesteps**2, steps))]
-    seq[-1] -= 1
-    return [num_timesteps - 1 - s for s in seq]
+from .common import NoiseSource, Scalar, check_unit_interval, coef, eps_from_x0, lift, x0_and_eps
+from .method import State, noise_like, skipped
 
 
 def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: Scalar, weight: Scalar = 1.0
@@ -58,18 +50,18 @@ def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: Scalar
     return x0 + coef(weight, x0) * operator.pinv_eta(y - operator.A(x0), coef(rho, x0))
 
 
-def diffpir_start(schedule: Schedule, operator: Operator, y: torch.Tensor, z: torch.Tensor,
-                  sigma_n: float) -> torch.Tensor:
-    T = schedule.num_timesteps
-    a_T = schedule.alpha_bar(T - 1)
+def diffpir_start(schedule: Schedule, operator: Operator, y: torch.Tensor, z: torch.Tensor, sigma_n: float,
+                  t_start: int) -> torch.Tensor:
+    """x at the grid's first timestep ``t_start`` by the start rule above, (B,3,H,W) (z: N(0, I) like it)."""
+    a_start = schedule.alpha_bar(t_start)
     if tuple(y.shape[-2:]) != tuple(operator.img_size):  # SR: bicubic upsampling, diffused from t = 0
-        return math.sqrt(a_T) * lift(y, operator.img_size, "bicubic") + math.sqrt(1 - a_T) * z
+        return math.sqrt(a_start) * lift(y, operator.img_size, "bicubic") + math.sqrt(1 - a_start) * z
     ve = np.sqrt(1 - schedule.alphas_cumprod) / np.sqrt(schedule.alphas_cumprod)
     t_y = int(np.argmin(np.abs(ve - 2 * sigma_n)))
     a_y = schedule.alpha_bar(t_y)
-    ratio = a_T / a_y
+    ratio = a_start / a_y
     return math.sqrt(ratio) * lift(y, operator.img_size, "nearest") + math.sqrt(
-        max((1 - a_T) - ratio * (1 - a_y), 0.0)) * z
+        max((1 - a_start) - ratio * (1 - a_y), 0.0)) * z
 
 
 @dataclass(frozen=True)
@@ -114,39 +106,38 @@ class DiffPIR:
     name = "diffpir"
     params = DiffPIRParams
     capturable = True
+    grid = "quad"
 
     def draw(self, noise: NoiseSource, x: torch.Tensor, row: DiffPIRRow, p: DiffPIRParams) -> torch.Tensor:
         """z like x; none drawn at the last step of an eager run (go = 0.0: no re-noising)."""
         return torch.zeros_like(x) if skipped(row.go) else noise_like(noise, x, row, p)
 
-    def table(self, schedule: Schedule, steps: int, p: DiffPIRParams) -> list[DiffPIRRow]:
-        ts = quad_timesteps(steps, schedule.num_timesteps)
+    def table(self, schedule: Schedule, grid: TimeGrid, p: DiffPIRParams) -> list[DiffPIRRow]:
         rows = []
-        for i, t in enumerate(ts):
-            a = schedule.alpha_bar(t)
-            last = i == len(ts) - 1
-            a_next = 1.0 if last else schedule.alpha_bar(ts[i + 1])
+        for t, t_next in grid.pairs:
+            a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
+            last = t_next == -1
             rows.append(DiffPIRRow(float(t), math.sqrt(a), math.sqrt(1 - a), p.lam * p.sigma_n**2 * a / (1 - a),
                                    math.sqrt(a_next), math.sqrt(1 - a_next), 0.0 if last else 1.0))
         return rows
 
     def start(self, y: torch.Tensor, operator: Operator, p: DiffPIRParams, x_T: torch.Tensor, schedule: Schedule,
               rows: list[DiffPIRRow]) -> State:
-        x = diffpir_start(schedule, operator, y, x_T, p.sigma_n)
+        x = diffpir_start(schedule, operator, y, x_T, p.sigma_n, int(rows[0].t))
         return State(x, x, x, (operator, y))
 
-    def step(self, state: State, eps: torch.Tensor, row: DiffPIRRow, z: torch.Tensor, y: torch.Tensor,
-             operator: Operator, p: DiffPIRParams) -> State:
+    def step(self, state: State, out: torch.Tensor, row: DiffPIRRow, z: torch.Tensor, y: torch.Tensor,
+             operator: Operator, p: DiffPIRParams, prediction: str) -> State:
         """Steps 1–3 above; at the last step (go = 0) x stays: skipped for the float 0, blended by weight
         (go·x_{t⁻} + (1 − go)·x) for tensor rows."""
         x = state.x
-        x0 = (x - coef(row.sqrt_1m_a, x) * eps) / coef(row.sqrt_a, x)
+        x0, _ = x0_and_eps(x, out, row.sqrt_a, row.sqrt_1m_a, prediction)
         if p.clip:
             x0 = x0.clamp(-1, 1)
         if skipped(row.go):
             return state.advance(x, x0, x)
         x0 = data_step(operator, x0, y, row.rho, row.go)
-        eps_hat = (x - coef(row.sqrt_a, x) * x0) / coef(row.sqrt_1m_a, x)
+        eps_hat = eps_from_x0(x, x0, row.sqrt_a, row.sqrt_1m_a)
         x_next = coef(row.sqrt_a_next, x) * x0 + coef(row.sqrt_1m_a_next, x) * (
             math.sqrt(1 - p.zeta) * eps_hat + math.sqrt(p.zeta) * z)
         if isinstance(row.go, torch.Tensor):

@@ -23,6 +23,7 @@ from typing import ClassVar
 import torch
 
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import prediction_type
 from ddpg.operators.base import Operator
 
 from .common import NoiseSource, lift, prepare
@@ -86,16 +87,16 @@ def dpps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPPSParams, *,
     check_grad_backend(denoiser, "DPPS")
     zeta, n_max, var_type, clip = p.zeta, p.n_max, p.var_type, p.clip
     schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    plan = ancestral_steps(schedule, steps)
+    plan, prediction = ancestral_steps(schedule, steps), prediction_type(denoiser)
     a_T = plan[0].a
     x = math.sqrt(a_T) * lift(y, operator.img_size, "nearest") + math.sqrt(1 - a_T) * x_T
     for i, k in enumerate(plan):
-        grad, out, x0, _ = norm_and_grad(denoiser.model_output, operator, y, x, k.t, k.a, clip)
+        grad, out, x0, eps, _ = norm_and_grad(denoiser.model_output, operator, y, x, k.t, k.a, prediction, clip)
         m = posterior_mean(k, x0, x) - zeta * grad
         if i < len(plan) - 1:
             std = std_of(log_variance(out, k, var_type))
             # r_j = ‖√a_p·y − A(m − √(1−a_p)·ε̂) − A(σ_t z_j)‖ (A is linear)
-            residual = math.sqrt(k.a_prev) * y - operator.A(m - math.sqrt(1 - k.a_prev) * out[:, :3])
+            residual = math.sqrt(k.a_prev) * y - operator.A(m - math.sqrt(1 - k.a_prev) * eps)
 
             def score(zs, residual=residual, std=std):
                 return measured_distance(operator, residual, std * zs)

@@ -4,7 +4,7 @@ UNet (algorithms.md §8.4).
 Ancestral (DDPM) sampling over ``steps`` timesteps (1000 = the paper; fewer are respaced as guided-diffusion
 does: t_i = round(i·(T−1)/(steps−1)), β_i = 1 − ᾱ_{t_i}/ᾱ_{t_{i−1}}; the UNet always sees the original t_i).
 Step t → t_prev with a = ᾱ_t, a_p = ᾱ_{t_prev} (1 after the last), β = 1 − a/a_p:
-    (ε, v) = UNet(x_t, t);  x̂₀ = clip((x_t − √(1−a)ε)/√a, −1, 1)
+    (ε, v) = UNet(x_t, t);  x̂₀ = clip((x_t − √(1−a)ε)/√a, −1, 1)  (an x̂₀- or v-prior: its x̂₀, clipped)
     μ = β√a_p/(1−a)·x̂₀ + (1−a_p)√(1−β)/(1−a)·x_t;   x' = μ + exp(½ log σ²)·z   (no noise at the last step)
     r = Σ_images ‖y − A(x̂₀)‖₂ (not squared);   x_{t_prev} = x' − ζ·∂r/∂x_t.
 The reference takes one norm over the whole batch; summing per-image norms gives each image the gradient of
@@ -31,10 +31,11 @@ import torch
 
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import prediction_type
 from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule
 
-from .common import NoiseSource, predict_x0, prepare, timestep
+from .common import NoiseSource, prepare, timestep, x0_and_eps
 
 VAR_TYPES = ("auto", "learned_range", "fixed_small", "fixed_large")
 
@@ -93,18 +94,20 @@ def check_grad_backend(denoiser, method: str) -> None:
 
 
 def norm_and_grad(model_output: Callable, operator: Operator, y: torch.Tensor, x_t: torch.Tensor, t: int,
-                  a: float, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(∂r/∂x_t, model output, x̂₀, r per image) with r_b = ‖y_b − A(x̂₀(x_t)_b)‖₂ — one forward and one
-    backward pass through ``model_output(x, t_vec)``; works in the dtype of ``x_t``."""
+                  a: float, prediction: str, clip: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(∂r/∂x_t, model output, x̂₀, ε, r per image) with r_b = ‖y_b − A(x̂₀(x_t)_b)‖₂ — one forward and one
+    backward pass through ``model_output(x, t_vec)`` (whose first 3 channels are what ``prediction`` says);
+    works in the dtype of ``x_t``."""
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
         out = model_output(x, timestep(x, t).to(x.dtype))
-        x0 = predict_x0(x, out[:, :3], a)
+        x0, eps = x0_and_eps(x, out[:, :3], math.sqrt(a), math.sqrt(1 - a), prediction)
         if clip:
             x0 = x0.clamp(-1, 1)
         r = (y - operator.A(x0)).flatten(1).norm(dim=1)
         (grad,) = torch.autograd.grad(r.sum(), x)
-    return grad, out.detach(), x0.detach(), r.detach()
+    return grad, out.detach(), x0.detach(), eps.detach(), r.detach()
 
 
 def log_variance(out: torch.Tensor, k: AncestralStep, var_type: str) -> torch.Tensor | float:
@@ -152,9 +155,9 @@ def dps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPSParams, *, s
     check_grad_backend(denoiser, "DPS")
     zeta, var_type, clip = p.zeta, p.var_type, p.clip
     schedule, y, x, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    plan = ancestral_steps(schedule, steps)
+    plan, prediction = ancestral_steps(schedule, steps), prediction_type(denoiser)
     for i, k in enumerate(plan):
-        grad, out, x0, _ = norm_and_grad(denoiser.model_output, operator, y, x, k.t, k.a, clip)
+        grad, out, x0, _, _ = norm_and_grad(denoiser.model_output, operator, y, x, k.t, k.a, prediction, clip)
         z = noise(x)
         mean = posterior_mean(k, x0, x)
         if i < len(plan) - 1:

@@ -3,18 +3,23 @@
 A method (see ``docs/architecture.md``) is an object with
 
 - ``params``: its frozen params dataclass, the one place its defaults live (validated in ``__post_init__``);
-- ``table(schedule, steps, p) -> list[Row]``: one row of per-step scalars per step (Python floats, computed
-  once in float64; every scalar that multiplies a tensor is a row entry, so a row read back from a float32
-  device table gives the same bits);
+- ``grid``: the name of its own time grid (:data:`ddpg.schedule.TIME_GRIDS`);
+- ``table(schedule, grid, p) -> list[Row]``: one row of per-step scalars per step of the :class:`TimeGrid`
+  ``grid`` (its own by default, :func:`method_grid`; any other by name) — Python floats, computed once in
+  float64; every scalar that multiplies a tensor is a row entry, so a row read back from a float32 device
+  table gives the same bits;
 - ``start(y, operator, p, x_T, schedule, rows) -> State``;
 - ``draw(noise, x, row, p) -> z``: the step's noise (B,…) from the run's noise source;
-- ``step(state, eps, row, z, y, operator, p) -> State``: pure; ``row`` holds Python floats (eager: a term
-  whose weight is the float 0 is skipped) or tensors — 0-d for the whole batch (graph runner) or (B,1,1,1)
-  per sample (:func:`stack_rows`; :func:`spectral_row` shapes them for spectral coefficients) — with every
-  term computed and multiplied by its weight (branch-free);
+- ``step(state, out, row, z, y, operator, p, prediction) -> State``: pure; ``out`` is the prior's output
+  (B,3,H,W) float32, read by :func:`.common.x0_and_eps` as ``prediction`` says (ε, x̂₀ or v); ``row`` holds
+  Python floats (eager: a term whose weight is the float 0 is skipped) or tensors — 0-d for the whole batch
+  (graph runner) or (B,1,1,1) per sample (:func:`stack_rows`; :func:`spectral_row` shapes them for spectral
+  coefficients) — with every term computed and multiplied by its weight (branch-free);
 - ``result(state, p) -> (B,3,H,W)``.
 
 :func:`run_method` is the loop: one denoiser call, one draw and one step per row, then the callback.
+The graph runner (``ddpg.runtime.graph_runner``) and ``ddpg serve``'s scheduler drive the same ``table``,
+``start``, ``draw`` and ``step``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ from typing import Any, Protocol
 import torch
 
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import prediction_type
+from ddpg.schedule import Schedule, TimeGrid
 
-from .common import NoiseSource, prepare, timestep
-
-Scalar = float | torch.Tensor  # a Python float, a 0-d tensor, or one value per sample shaped (B, 1, 1, 1)
+from .common import NoiseSource, Scalar, coef, prepare, timestep
 
 
 @dataclass(frozen=True)
@@ -52,19 +57,14 @@ class Method(Protocol):
     name: str
     params: type
     capturable: bool  # whether its tensor-row step can run inside a CUDA graph (no host reads)
+    grid: str  # its own time grid's name
 
-    def table(self, schedule, steps: int, p) -> list: ...
+    def table(self, schedule: Schedule, grid: TimeGrid, p) -> list: ...
     def start(self, y: torch.Tensor, operator, p, x_T: torch.Tensor, schedule, rows: list) -> State: ...
     def draw(self, noise: NoiseSource, x: torch.Tensor, row, p) -> torch.Tensor: ...
-    def step(self, state: State, eps: torch.Tensor, row, z: torch.Tensor, y: torch.Tensor, operator,
-             p) -> State: ...
+    def step(self, state: State, out: torch.Tensor, row, z: torch.Tensor, y: torch.Tensor, operator, p,
+             prediction: str) -> State: ...
     def result(self, state: State, p) -> torch.Tensor: ...
-
-
-def coef(v: Scalar, like: torch.Tensor) -> Scalar:
-    """A row entry ready to multiply ``like``: a float as it is (torch rounds it to like's dtype), a tensor
-    rounded to like's dtype, so both forms enter the product with the same value."""
-    return v.to(like.dtype) if isinstance(v, torch.Tensor) else v
 
 
 def spectral_row(row, coefs: torch.Tensor):
@@ -130,22 +130,30 @@ def hyper_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls) if f.name != "sigma_y" and not f.metadata.get("fixed"))
 
 
+def method_grid(method: Method, schedule: Schedule, steps: int, grid: str | None = None) -> TimeGrid:
+    """The ``steps``-step time grid named ``grid`` (default: the method's own) on the schedule's T."""
+    return TimeGrid.named(grid or method.grid, steps, schedule.num_timesteps)
+
+
 def run_method(method: Method, p, denoiser, operator, y: torch.Tensor, steps: int,
                x_T: torch.Tensor | None = None, noise: NoiseSource | None = None,
                generator: torch.Generator | None = None,
-               callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+               callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+               grid: str | None = None) -> torch.Tensor:
     """Run ``method`` with params ``p``: restorations (B,3,H,W) float32, [-1, 1] scale, not clamped.
 
-    ``denoiser(x_t, t)`` → ε; ``noise(like)`` supplies the per-step noise (default: N(0, I) from
-    ``generator``); ``x_T`` defaults to N(0, I) from ``generator``; ``callback(step, x_t, x0)`` after every
-    step."""
+    ``denoiser(x_t, t)`` → the prior's output (its :func:`~ddpg.models.prediction_type`: ε, x̂₀ or v);
+    ``noise(like)`` supplies the per-step noise (default: N(0, I) from ``generator``); ``x_T`` defaults to
+    N(0, I) from ``generator``; ``callback(step, x_t, x0)`` after every step; ``grid`` names the time grid
+    (default: the method's own; e.g. "quad" runs DDPG on DiffPIR's grid)."""
     schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    rows = method.table(schedule, steps, p)
+    prediction = prediction_type(denoiser)
+    rows = method.table(schedule, method_grid(method, schedule, steps, grid), p)
     state = method.start(y, operator, p, x_T, schedule, rows)
     for i, row in enumerate(rows):
-        eps = denoiser(state.x, timestep(state.x, row.t)).float()
+        out = denoiser(state.x, timestep(state.x, row.t)).float()
         z = method.draw(noise, state.x, row, p)
-        state = method.step(state, eps, row, z, y, operator, p)
+        state = method.step(state, out, row, z, y, operator, p, prediction)
         if callback is not None:
             callback(i, state.x, state.x0)
     return method.result(state, p)
