@@ -1,7 +1,9 @@
 """The operator contract, for every task of the task table with each implementation it has, at tiny sizes:
 adjointness, pinv_eta against the dense Aᵀ(AAᵀ+ηI)⁻¹, the Penrose identities of A⁺, and the decomposition
 (U s Vᵀ = A) where the operator has one. A task registered in the table is tested here without edits, unless
-its defaults do not fit a 12×16 image (then SMALL gives it parameters that do)."""
+its defaults do not fit a 12×16 image (then SMALL gives it parameters that do). The same contract holds for
+operators that show only A and Aᵀ (impl ``MATRIX_FREE``: a task's operator wrapped so the base class's
+conjugate-gradient pinv_eta and pinv serve, solved in float64 to 1e-13)."""
 
 import numpy as np
 import pytest
@@ -10,16 +12,29 @@ import torch
 from ddpg.errors import OperatorError
 from ddpg.operators import DecomposableOperator, FFTSuperRes, make_operator
 from ddpg.operators.tasks import ALIASES, CLI_TASKS, KERNEL_TASKS, OPERATOR_OF_TASK, TASK_TABLE
+from matrix_free import OnlyAAt
 
 SIZE = (12, 16)
 KERNEL = np.outer([1.0, 2.0, 1.0], [1.0, 0.0, 3.0, 2.0])
 SMALL = {"sr_bicubic": {"scale": 2}, "sr_avgpool": {"scale": 2}, "deblur_motion": {"kernel": KERNEL},
          "deblur_kernel": {"kernel": KERNEL}}
 CASES = [(task, impl) for task, entry in TASK_TABLE.items() for impl in entry.impls or (None,)]
+MATRIX_FREE = "matrix_free"
+MATRIX_FREE_CASES = [(task, MATRIX_FREE) for task in ("inpainting", "colorization", "denoising", "sr_bicubic",
+                                                       "deblur_gauss", "deblur_kernel")]
 TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
 
 
+class PreciseOnlyAAt(OnlyAAt):
+    """:class:`OnlyAAt` solving in float64 to the relative residual 1e-13, for the dense comparisons."""
+
+    solve_dtype = torch.float64
+    cg_tol = 1e-13
+
+
 def build(task: str, impl: str):
+    if impl == MATRIX_FREE:
+        return PreciseOnlyAAt(make_operator(task, SIZE, **SMALL.get(task, {})))
     return make_operator(task, SIZE, impl=impl, **SMALL.get(task, {}))
 
 
@@ -41,7 +56,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("task, impl", CASES)
+@pytest.mark.parametrize("task, impl", CASES + MATRIX_FREE_CASES)
 def test_adjoint_equals_the_transpose_of_the_dense_matrix(task, impl, dtype):
     op = build(task, impl)
     A = dense(op.A, (1, 3, *SIZE), dtype)
@@ -54,7 +69,7 @@ def test_adjoint_equals_the_transpose_of_the_dense_matrix(task, impl, dtype):
 
 
 @pytest.mark.parametrize("eta", [1e-3, 0.5])
-@pytest.mark.parametrize("task, impl", CASES)
+@pytest.mark.parametrize("task, impl", CASES + MATRIX_FREE_CASES)
 def test_pinv_eta_equals_the_dense_solve(task, impl, eta):
     op = build(task, impl)
     A = dense(op.A, (1, 3, *SIZE), torch.float64)
@@ -67,7 +82,7 @@ def test_pinv_eta_equals_the_dense_solve(task, impl, eta):
     assert rel(op.pinv_eta(r.float(), eta).double(), got) < 1e-4
 
 
-@pytest.mark.parametrize("task, impl", CASES)
+@pytest.mark.parametrize("task, impl", CASES + MATRIX_FREE_CASES)
 def test_a_per_sample_eta_tensor_gives_each_sample_its_own_solve(task, impl):
     """η shaped (B, 1, 1, 1) (DiffPIR's per-sample ρ) broadcasts per sample, is not read by the η check,
     and sample i equals the call with the tensor η_i alone, bit for bit."""
@@ -83,7 +98,7 @@ def test_a_per_sample_eta_tensor_gives_each_sample_its_own_solve(task, impl):
         op.check_eta(0.0)
 
 
-@pytest.mark.parametrize("task, impl", CASES)
+@pytest.mark.parametrize("task, impl", CASES + MATRIX_FREE_CASES)
 def test_pinv_satisfies_the_penrose_identities(task, impl):
     op = build(task, impl)
     A, P = matrices(op, torch.float64)
@@ -190,7 +205,7 @@ def test_impls_and_parameters_are_checked_against_the_table(task, impl):
         make_operator(task, SIZE, bogus=1)
 
 
-@pytest.mark.parametrize("task, impl", CASES + [("dense_svd", None)])
+@pytest.mark.parametrize("task, impl", CASES + MATRIX_FREE_CASES + [("dense_svd", None)])
 def test_every_map_refuses_a_tensor_of_the_wrong_shape(task, impl):
     """A, Aᵀ, A⁺ and pinv_eta name the shape they expected, for every operator (the decomposition-only one
     uses DecomposableOperator's own A and Aᵀ; a blur's measurement is an image)."""

@@ -1,5 +1,6 @@
-"""The operator interface every sampler uses, and the decomposable operators whose A, Aᵀ, A⁺ and
-Aᵀ(AAᵀ+ηI)⁻¹ follow from their SVD (after DeepInverse's ``DecomposablePhysics``)."""
+"""The operator interface every sampler uses — with generic A⁺ and Aᵀ(AAᵀ+ηI)⁻¹ by conjugate gradients for an
+operator that defines only A and Aᵀ — and the decomposable operators whose A, Aᵀ, A⁺ and Aᵀ(AAᵀ+ηI)⁻¹ follow
+from their SVD (after DeepInverse's ``DecomposablePhysics``)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,25 @@ import torch.nn.functional as F
 
 from ddpg.errors import OperatorError
 
+from .solvers import conjugate_gradients
+
 
 class Operator:
     """A linear degradation H on images (B, 3, H, W) in the [-1, 1] scale.
 
     ``A(x)`` gives the image-shaped measurement (``meas_shape``), ``At(y)`` the adjoint, ``pinv_eta(r, η)`` =
-    Hᵀ(HHᵀ + ηI)⁻¹ r and ``pinv(r)`` the exact pseudo-inverse (zero on zero singular values). Operators hold
-    no batch state; precomputed spectra and matrices live per device and dtype.
+    Hᵀ(HHᵀ + ηI)⁻¹ r and ``pinv(r)`` the pseudo-inverse (zero on zero singular values). A subclass defines A
+    and Aᵀ; the two inverses then come from conjugate gradients (to the relative residual ``cg_tol`` in at most
+    ``cg_max_iter`` iterations, in ``solve_dtype`` or the input's wider dtype), and the project's operators
+    override them with their exact closed forms. Operators hold no batch state; precomputed spectra and
+    matrices live per device and dtype.
     """
 
     name: str = "operator"
     has_svd: bool = False
+    solve_dtype: torch.dtype = torch.float32  # the least precision of the conjugate-gradient solves
+    cg_tol: float = 1e-5  # relative residual ‖b − M u‖/‖b‖ at which a conjugate-gradient solve stops
+    cg_max_iter: int = 1000
 
     def __init__(self, img_size: int | tuple[int, int]):
         H, W = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -60,11 +69,25 @@ class Operator:
     def At(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def pinv_eta(self, r: torch.Tensor, eta: float) -> torch.Tensor:
-        raise NotImplementedError
+    def pinv_eta(self, r: torch.Tensor, eta: float | torch.Tensor) -> torch.Tensor:
+        """Aᵀ(AAᵀ + ηI)⁻¹ r for measurements r, (B, 3, H, W): the generic form, Aᵀu with u from conjugate
+        gradients on (AAᵀ + ηI)u = r (positive definite for η > 0); η a number or a 0-d or (B, 1, 1, 1) tensor."""
+        self.check_eta(eta)
+        self.check_measurement(r)
+        dtype = torch.promote_types(r.dtype, self.solve_dtype)
+        eta = eta.to(dtype) if isinstance(eta, torch.Tensor) else eta
+        u = conjugate_gradients(lambda v: self.A(self.At(v)) + eta * v, r.to(dtype), self.cg_tol, self.cg_max_iter,
+                                f"{self.name}: pinv_eta")
+        return self.At(u).to(r.dtype)
 
     def pinv(self, r: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """A⁺r for measurements r, (B, 3, H, W): the generic form, conjugate gradients on the normal equations
+        AᵀA x = Aᵀr from x = 0, whose iterates stay in the row space of A, so the limit is the minimum-norm
+        least-squares solution A⁺r for any r (no η bias)."""
+        self.check_measurement(r)
+        b = self.At(r.to(torch.promote_types(r.dtype, self.solve_dtype)))
+        x = conjugate_gradients(lambda v: self.At(self.A(v)), b, self.cg_tol, self.cg_max_iter, f"{self.name}: pinv")
+        return x.to(r.dtype)
 
     def spectral(self, device: torch.device, method: str = "this method") -> SpectralBasis:
         """The singular basis of A on ``device`` (float32), for samplers that work per singular value;
