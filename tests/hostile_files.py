@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import random
 import struct
 import subprocess
 import sys
@@ -137,6 +138,50 @@ def valid_png16(width: int = 8, height: int = 6, planes: int = 3, interlace: boo
     png.Writer(width, height, bitdepth=16, greyscale=planes < 3, alpha=planes in (2, 4),
                interlace=interlace).write(buf, arr.reshape(height, -1))
     return buf.getvalue(), arr
+
+
+def inflated_idat(png: bytes) -> bytes:
+    """The inflated pixel data of a PNG with one IDAT chunk."""
+    at = png.index(b"IDAT")
+    return zlib.decompress(png[at + 4:at + 4 + int.from_bytes(png[at - 4:at], "big")])
+
+
+def mutated(data: bytes, rng: random.Random) -> bytes:
+    """``data`` with up to 4 bytes flipped, then cut or extended (zeros) by up to 8 bytes."""
+    b = bytearray(data)
+    for _ in range(rng.randint(0, 4)):
+        b[rng.randrange(len(b))] ^= rng.randint(1, 255)
+    extra = rng.randint(-8, 8)
+    return bytes(b[:max(len(b) + extra, 0)] if extra < 0 else b + bytes(extra))
+
+
+def mutated_png16(rng: random.Random) -> tuple[bytes, tuple[int, int]]:
+    """A random 16-bit PNG of up to 20×20 pixels (straight or Adam7; grey + alpha, RGB or RGBA) with its
+    inflated scanlines (filter bytes included) or its compressed stream :func:`mutated`, its CRCs valid so that
+    a reader gets to the pixel data; and the (H, W) its header claims."""
+    width, height, planes, interlace = rng.randint(1, 20), rng.randint(1, 20), rng.choice([2, 3, 4]), rng.random() < .5
+    raw = inflated_idat(valid_png16(width, height, planes, interlace, seed=rng.randrange(2**32))[0])
+    stream = zlib.compress(mutated(raw, rng)) if rng.random() < 0.5 else mutated(zlib.compress(raw), rng)
+    return png_file(width, height, 16, {2: 4, 3: 2, 4: 6}[planes], stream, interlace=int(interlace)), (height, width)
+
+
+def mutated_pt(rng: random.Random) -> bytes:
+    """A valid (3, 5, 4) float32 ``.pt`` measurement, zip or legacy format, :func:`mutated`: the whole file, or
+    one entry of the zip (its pickle, storage, byte order, version, ...) written again with valid CRCs, stored
+    or deflated."""
+    values = np.random.default_rng(rng.randrange(2**32)).standard_normal((3, 5, 4), dtype=np.float32)
+    good = saved_pt(torch.from_numpy(values), legacy=rng.random() < 0.25)
+    if not good.startswith(b"PK") or rng.random() < 0.3:
+        return mutated(good, rng)
+    with zipfile.ZipFile(io.BytesIO(good)) as archive:
+        entries = {info.filename: archive.read(info) for info in archive.infolist()}
+    name = rng.choice(sorted(entries))
+    entries[name] = mutated(entries[name], rng)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", rng.choice([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])) as archive:
+        for key, value in entries.items():
+            archive.writestr(key, value)
+    return out.getvalue()
 
 
 PROBE = r"""

@@ -19,6 +19,7 @@ from hostile_files import (
     crafted_pt,
     huge_palette_png,
     huge_tiff,
+    inflated_idat,
     many_text_chunks,
     png16_bomb,
     png_file,
@@ -122,7 +123,7 @@ def test_16_bit_pixel_data_of_the_wrong_size_is_refused(tmp_path, interlace):
     """Data short of the header's size is a damaged file (InputError); one byte more is already too large."""
     path = tmp_path / "x.png"
     data, _ = valid_png16(64, 64, interlace=bool(interlace))
-    raw = _inflated_idat(data)
+    raw = inflated_idat(data)
     need = len(raw)
     assert interlace or need == 64 * (1 + 64 * 6)
     for pixels, error, words in [(raw[:-1], InputError, f"{need - 1:,} bytes, not the {need:,}"),
@@ -132,13 +133,6 @@ def test_16_bit_pixel_data_of_the_wrong_size_is_refused(tmp_path, interlace):
             load_image(path)
         assert str(caught.value).startswith(f"{path}: ") and (error is ImageTooLarge) == isinstance(caught.value,
                                                                                                     ImageTooLarge)
-
-
-def _inflated_idat(png: bytes) -> bytes:
-    """The inflated pixel data of a PNG with one IDAT chunk."""
-    at = png.index(b"IDAT")
-    length = int.from_bytes(png[at - 4:at], "big")
-    return zlib.decompress(png[at + 4:at + 4 + length])
 
 
 # ------------------------------------------------------------------------------------------ .pt measurements

@@ -6,19 +6,22 @@ refused the file before it decodes)."""
 
 import io
 import math
+import random
 import struct
 import tracemalloc
 import zlib
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from ddpg import api
 from ddpg.errors import DdpgError, InputError
-from ddpg.io import load_image
+from ddpg.io import load_image, load_measurement
+from hostile_files import mutated_png16, mutated_pt, probe, saved_pt, valid_png16
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning", "ignore::UserWarning")
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -179,8 +182,6 @@ def test_random_options_are_refused_cleanly_before_any_input_is_read(tmp_path, m
 def test_measurement_files_with_random_headers_fail_as_input_errors(tmp_path, shape, raw, suffix):
     """An .npy header claiming any shape, or random bytes as .pt: refused before an array of more than the
     limit is allocated (the header is read first)."""
-    from ddpg.io import load_measurement
-
     path = tmp_path / f"m{suffix}"
     path.write_bytes(_npy(tuple(shape), raw) if suffix == ".npy" else raw)
     tracemalloc.start()
@@ -200,3 +201,55 @@ def _npy(shape: tuple, payload: bytes) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
     return buf.getvalue() + payload
+
+
+# ------------------------------------------------------------ 16-bit PNG pixel data and .pt measurements (issue 30)
+
+
+@FUZZ
+@given(rng=st.randoms(use_true_random=False))
+def test_16bit_png_pixel_data_mutations_load_or_fail_as_input_errors(tmp_path, rng):
+    """16-bit PNGs (straight or Adam7) whose inflated scanlines or compressed stream are mutated behind valid
+    CRCs (:func:`hostile_files.mutated_png16`): an image of the header's size or an InputError naming the file,
+    within the budget (this decoder's allocations are Python's and NumPy's, all traced)."""
+    data, size = mutated_png16(rng)
+    path = tmp_path / "m.png"
+    path.write_bytes(data)
+    img, peak = load_within_budget(path)
+    assert peak < BUDGET
+    if not isinstance(img, str):
+        assert tuple(img.shape) == (3, *size) and bool(((img >= 0) & (img <= 1)).all())
+
+
+@FUZZ
+@given(rng=st.randoms(use_true_random=False))
+def test_pt_measurement_mutations_load_or_fail_as_input_errors(tmp_path, rng):
+    """Mutated ``.pt`` measurements (:func:`hostile_files.mutated_pt`: the whole file, or one entry of the zip
+    behind valid CRCs): a finite float32 (1 or 3, h, w) measurement of at most 3 × the limit values, or an
+    InputError naming the file. Torch allocates outside tracemalloc: the next test bounds its memory."""
+    path = tmp_path / "m.pt"
+    path.write_bytes(mutated_pt(rng))
+    try:
+        y = load_measurement(path, max_pixels=LIMIT)
+    except InputError as exc:
+        assert str(exc).startswith(f"{path}: ")
+        return
+    assert y.dtype == torch.float32 and y.ndim == 3 and y.shape[0] in (1, 3) and y.numel() <= 3 * LIMIT
+    assert bool(torch.isfinite(y).all())
+
+
+def test_mutated_16bit_pngs_and_pt_files_load_within_bounded_memory(tmp_path):
+    """200 mutated 16-bit PNGs and 200 mutated ``.pt`` files (seeded) loaded in a fresh process: each loads or
+    is an InputError naming it, and all of them together raise the process's peak RSS by less than 64 MB."""
+    (tmp_path / "ok.png").write_bytes(valid_png16()[0])
+    (tmp_path / "ok.pt").write_bytes(saved_pt(torch.zeros(3, 5, 4)))
+    for kind, make, suffix in [("image", lambda rng: mutated_png16(rng)[0], ".png"),
+                               ("measurement", mutated_pt, ".pt")]:
+        paths = [tmp_path / f"{kind}{i}{suffix}" for i in range(200)]
+        for i, path in enumerate(paths):
+            path.write_bytes(make(random.Random(i)))
+        results, grew = probe(kind, paths, tmp_path / f"ok{suffix}", max_pixels=LIMIT)
+        for path, result in results.items():
+            assert "loaded" in result or (result["error"] in ("InputError", "ImageTooLarge")
+                                          and result["message"].startswith(f"{path}: ")), result
+        assert grew < 64, (kind, grew)
