@@ -33,6 +33,7 @@ from ddpg.io import save_image
 from ddpg.runtime.samplers import FORWARD_METHODS
 from ddpg.serve.batch_size import choose_batch
 from ddpg.serve.server import OWNER_LOCK
+from hostile_files import MB, huge_palette_png, huge_tiff, png_file, text_bomb, zlib_zeros
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TOKEN = "s3cret-token"
@@ -246,6 +247,34 @@ def test_too_many_pixels_is_413_and_unreadable_image_is_422(server, images, tmp_
     assert counter(after, "invalid") == counter(before, "invalid") + 1
 
 
+BOMBS = {  # name: (file name, bytes, the uploads it is sent as)
+    "palette PNG of 400 M pixels": lambda: ("bomb.png", huge_palette_png(), ("image", "mask", "kernel")),
+    "TIFF of 400 M pixels": lambda: ("bomb.tif", huge_tiff(), ("image", "mask", "kernel")),
+    "zTXt text inflating to 64 MiB": lambda: ("bomb.png", text_bomb(b"zTXt"), ("image", "mask", "kernel")),
+    "iCCP profile inflating to 64 MiB": lambda: ("bomb.png", text_bomb(b"iCCP"), ("image", "mask", "kernel")),
+    # the image's 16-bit decoder inflates all the data (Pillow, reading masks and kernels, stops when full)
+    "16-bit PNG of 16×16 inflating to 64 MiB": lambda: ("bomb.png", png_file(16, 16, 16, 2, zlib_zeros(64 * MB)),
+                                                        ("image",)),
+}
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_bombs_are_413_naming_the_upload(server, images, name):
+    """Files Pillow itself refuses, or that inflate past what their header needs, were a 500 with a traceback:
+    sent as the image, the mask or the kernel they are 413 naming that upload and the client's file name."""
+    filename, data, fields = BOMBS[name]()
+    face = ("face0.png", (images / "face0.png").read_bytes())
+    requests = {"image": ({}, {"image": (filename, data)}),
+                "mask": ({"task": "inpaint"}, {"image": face, "mask": (filename, data)}),
+                "kernel": ({"task": "deblur_gauss"}, {"image": face, "kernel": (filename, data)})}
+    for field in fields:
+        settings, files = requests[field]
+        response = httpx.post(server.url + "/v1/restore", data={"steps": str(STEPS), **settings}, files=files,
+                              headers=server.headers, timeout=WAIT_S)
+        assert response.status_code == 413 and response.json()["field"] == field, (field, response.text[:300])
+        assert filename in response.json()["error"] and "ddpg-serve-" not in response.json()["error"]
+
+
 def test_every_route_but_healthz_needs_the_token(server, images):
     before = counter(server.metrics(), "unauthorized")
     assert httpx.get(server.url + "/healthz").status_code == 200
@@ -416,7 +445,8 @@ def json_body(image: Path, extra: str) -> tuple[bytes, dict]:
     """A JSON body with ``extra`` members written as raw JSON text (numbers and nesting JSON allows but
     Python's parser refuses)."""
     encoded = base64.b64encode(image.read_bytes()).decode()
-    return f'{{"image": "{encoded}", "steps": {STEPS}, {extra}}}'.encode(), {"content-type": "application/json"}
+    body = {"image": encoded, "steps": STEPS}
+    return f"{json.dumps(body)[:-1]}, {extra}}}".encode(), {"content-type": "application/json"}
 
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -424,6 +454,9 @@ HOSTILE_REQUESTS = {  # name: (body builder, the field the 422 names)
     "json integer of 5000 digits": (lambda im: json_body(im, '"seed": ' + "9" * 5000), "body"),
     "json hyper nested 100000 deep": (lambda im: json_body(im, f'"hyper": {{"zeta": {DEEP}}}'), "body"),
     "json hyper holding a list": (lambda im: json_body(im, '"hyper": {"zeta": [[[0.3]]]}'), "hyper"),
+    "json hyper of a 4000-digit integer": (lambda im: json_body(im, '"hyper": {"n_max": ' + "9" * 4000 + "}"),
+                                           "hyper"),
+    "json steps of 4000 digits": (lambda im: json_body(im, '"steps": ' + "9" * 4000), "steps"),
     "json file name with NUL": (lambda im: json_body(im, '"filename": "face.p\\u0000ng"'), "image"),
     "json file name of 300 characters": (lambda im: json_body(im, f'"filename": "face.{"x" * 300}"'), "image"),
     "multipart hyper nested 100000 deep": (lambda im: multipart_body("f.png", im.read_bytes(), hyper=DEEP),
@@ -435,6 +468,12 @@ HOSTILE_REQUESTS = {  # name: (body builder, the field the 422 names)
     "multipart file name of 300 characters": (lambda im: multipart_body("face." + "x" * 300, im.read_bytes()),
                                               "image"),
 }
+
+
+def test_json_without_a_file_name_restores(server, images):
+    """An empty ``filename`` is the default ``image.png``."""
+    response = asyncio.run(post(server, images / "face0.png", steps=2, as_json=True, filename=""))
+    assert response.status_code == 200 and response.content.startswith(b"\x89PNG"), response.text[:300]
 
 
 @pytest.mark.parametrize("name", HOSTILE_REQUESTS)

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from .jobs import (
     FieldError,
     Preparer,
     TooLarge,
+    clipped,
     new_workdir,
     parse_fields,
     remove_workdir,
@@ -50,6 +52,9 @@ OUTCOME_OF_STATUS = {401: "unauthorized", 413: "too_large", 422: "invalid", 429:
 
 
 def error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
+    """A JSON error; a run of over 80 characters without a space in ``message`` (a value a client sent,
+    quoted by the library) is clipped."""
+    message = re.sub(r"\S{81,}", lambda run: clipped(run[0]), message)
     return JSONResponse({"error": message, **({"field": field} if field else {})}, status, headers=headers)
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
@@ -51,10 +50,25 @@ class TooLarge(DdpgError):
         self.field = field
 
 
-def shown(value: object, limit: int = 60) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, for messages that quote what a client sent."""
-    text = repr(value)
+def clipped(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters and its length, if longer: what a message quotes of a client's value."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, clipped."""
+    return clipped(repr(value))
+
+
+def plain_value(value: object) -> bool:
+    """Whether a hyper-parameter value is one the command line can give: a word, true/false or a number a
+    float can hold (a JSON integer may have thousands of digits)."""
+    if isinstance(value, (bool, str)):
+        return True
+    try:
+        return isinstance(value, (int, float)) and isinstance(float(value), float)
+    except OverflowError:
+        return False
 
 
 def load_json(text: bytes | str, name: str) -> object:
@@ -109,7 +123,7 @@ def parse_fields(raw: dict) -> dict:
             raise FieldError("mask", MASK_UPLOADS)
     except ParameterError as exc:
         raise FieldError("mask", str(exc)) from None
-    bad = next((k for k, v in out.get("hyper", {}).items() if not isinstance(v, (bool, int, float, str))), None)
+    bad = next((k for k, v in out.get("hyper", {}).items() if not plain_value(v)), None)
     if bad is not None:
         raise FieldError("hyper", f"{shown(bad)}: expected a number, true/false or a word")
     return out
@@ -147,10 +161,11 @@ def field_of(exc: DdpgError, default: str) -> str:
 
 
 def refusal(exc: DdpgError, field: str, upload: Upload) -> FieldError | TooLarge:
-    """The HTTP refusal of a library error about upload ``field``: TooLarge (413) for an image, mask or
-    kernel refused for its size, else FieldError (422); the message names the client's files, not the
-    server's copies."""
+    """The HTTP refusal of a library error about ``field`` (or about the mask or kernel file its message
+    names): TooLarge (413) for an image, mask or kernel refused for its size, else FieldError (422); the
+    message names the client's files, not the server's copies."""
     message = str(exc)
+    field = next((key for key, path in upload.files.items() if key != "image" and str(path) in message), field)
     for key, path in upload.files.items():
         message = message.replace(str(path), upload.names[key])
     while exc is not None and not isinstance(exc, ImageTooLarge):
@@ -159,17 +174,13 @@ def refusal(exc: DdpgError, field: str, upload: Upload) -> FieldError | TooLarge
 
 
 def check_image(upload: Upload, max_pixels: int) -> None:
-    """Refuse the uploaded image over ``max_pixels`` from its header, before decoding it (TooLarge)."""
-    path, filename = upload.files["image"], upload.names["image"]
+    """Refuse the uploaded image from its header, before it is decoded: TooLarge over ``max_pixels`` (or a
+    bomb Pillow refuses), FieldError if it is no image."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError):
-        raise FieldError("image", f"{filename}: cannot read image (not a PNG/JPEG/... file)") from None
-    try:
-        io.check_pixels((w, h), max_pixels, Path(filename))
+        with io.open_image(upload.files["image"], max_pixels):
+            pass
     except InputError as exc:
-        raise TooLarge(f"image: {exc}", "image") from None
+        raise refusal(exc, "image", upload) from None
 
 
 class Preparer:

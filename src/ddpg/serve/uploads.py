@@ -23,7 +23,8 @@ from ddpg.io import IMAGE_SUFFIXES
 from .jobs import FIELDS, FieldError, TooLarge, Upload, load_json, shown
 
 # the uploads a request may carry and the suffixes each takes (the first is taken for a name without one)
-UPLOAD_SUFFIXES = {"image": IMAGE_SUFFIXES, "mask": (*IMAGE_SUFFIXES, ".npy"), "kernel": (".npy", *IMAGE_SUFFIXES)}
+_IMAGES = (".png", *sorted(IMAGE_SUFFIXES - {".png"}))
+UPLOAD_SUFFIXES = {"image": _IMAGES, "mask": (*_IMAGES, ".npy"), "kernel": (".npy", *_IMAGES)}
 JSON_UPLOADS = {"mask_png": ("mask", "mask.png"), "kernel_npy": ("kernel", "kernel.npy")}  # base64 members
 MAX_NAME = 255  # characters of a client's file name
 
@@ -105,7 +106,7 @@ async def read_json(request: Request, limit: int, workdir: Path) -> Upload:
     del body
     if not isinstance(raw, dict):
         raise FieldError("body", "expected multipart/form-data or a JSON object")
-    filename = raw.pop("filename", "image.png")
+    filename = raw.pop("filename", None) or "image.png"
     if not isinstance(filename, str):
         raise FieldError("filename", f"expected a string, got {shown(filename)}")
     upload = Upload(raw)
