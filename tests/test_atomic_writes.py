@@ -92,7 +92,8 @@ def test_staged_files_are_renamed_in_order_with_the_sidecar_last(tmp_path, monke
         files.add(tmp_path / "a_restored.png", lambda t: t.write_bytes(b"r"))
         files.add(tmp_path / "a.json", lambda t: t.write_text('{"outputs": ["a_observed.png", "a_restored.png"]}'))
         assert order == [] and sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == []
-    assert order == ["a_observed.png", "a_restored.png", "a.json"]
+    # the hidden record of what is being published comes first (crash recovery); the files in order
+    assert order == [".a.json.ddpg-pending", "a_observed.png", "a_restored.png", "a.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a_observed.png", "a_restored.png"]
 
 
@@ -142,3 +143,73 @@ def test_writes_leave_no_descriptor_open(tmp_path):
         with StagedFiles() as files:
             files.add(tmp_path / f"{i}.a", lambda tmp: tmp.write_bytes(b"a"))
     assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+# ------------------------------------------------------------------------------ issue 30: crashes and fsync
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fsync'd descriptors by /proc/self/fd")
+def test_each_file_is_flushed_before_its_rename_and_the_folder_after_the_renames(tmp_path, monkeypatch):
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with StagedFiles() as files:
+        files.add(tmp_path / "a.png", lambda t: save_image(torch.zeros(3, 4, 4), t))
+        files.add(tmp_path / "a.json", lambda t: t.write_text("{}"))
+    renames = [i for i, (kind, _) in enumerate(events) if kind == "replace"]
+    for i in renames:
+        assert ("fsync", events[i][1]) in events[:i], events  # the temporary file's data is on disk first
+    assert ("fsync", str(tmp_path)) in events[renames[-1]:]  # the renames themselves, after the last one
+
+
+def crash_after(monkeypatch, calls: int) -> None:
+    """os.replace fails from its ``calls + 1``-th call on: a crash at that point of the writes."""
+    real, count = os.replace, [0]
+
+    def replace(src, dst):
+        count[0] += 1
+        if count[0] > calls:
+            raise OSError(errno.EIO, "simulated crash")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_crash_at_any_point_of_an_images_writes_is_completed_by_a_rerun(tmp_path, monkeypatch):
+    from ddpg import api
+
+    image = tmp_path / "in" / "img0.png"
+    image.parent.mkdir()
+    Image.new("RGB", (16, 16), (90, 120, 30)).save(image)
+    calls = recording_replace(monkeypatch)
+    api.restore([image], tmp_path / "count", steps=2)
+    monkeypatch.undo()
+    expected = ["img0.json", "img0_observed.png", "img0_restored.png"]
+    for crash in range(len(calls)):
+        for skip in (False, True):
+            out = tmp_path / f"out{crash}{skip}"
+            crash_after(monkeypatch, crash)
+            assert api.restore([image], out, steps=2).exit_code == 1
+            monkeypatch.undo()
+            report = api.restore([image], out, steps=2, skip_existing=skip)
+            assert report.done == [str(out / "img0_restored.png")], (crash, skip, report)
+            assert sorted(p.name for p in out.iterdir()) == expected, (crash, skip)
+    # a user's file put where the crashed run had renamed its own is theirs: never replaced
+    out = tmp_path / "user"
+    crash_after(monkeypatch, calls.index("img0_observed.png") + 1)
+    api.restore([image], out, steps=2)
+    monkeypatch.undo()
+    (out / "img0_observed.png").write_bytes(ORIGINAL)
+    report = api.restore([image], out, steps=2, skip_existing=True)
+    assert f"{out / 'img0_observed.png'} exists and no restoration sidecar names it" in report.failed[0][1]
+    assert (out / "img0_observed.png").read_bytes() == ORIGINAL

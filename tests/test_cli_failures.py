@@ -186,3 +186,76 @@ def test_real_signal_at_a_known_step(images, tmp_path, signum):
     assert "interrupted: 1 restored" in err
     assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0_observed.png", "img0_restored.png"]
     assert leftovers(out) == []
+
+
+# `python -m ddpg` that, once img1's restored image is written under its temporary name, writes a marker and
+# waits for ever: killed there, it leaves img1's temporary files behind, as a SIGKILL or a power cut would
+KILLED_WHILE_WRITING = """
+import pathlib, sys, threading
+import ddpg.api.restoration as restoration
+from ddpg.cli.main import app
+
+marker = pathlib.Path(sys.argv[1])
+real = restoration.save_image
+
+def save_image(img, path, bits=8):
+    real(img, path, bits)
+    if "img1_restored" in str(path):
+        marker.write_text("img1 written under its temporary name")
+        threading.Event().wait()
+
+restoration.save_image = save_image
+sys.argv = ["ddpg", *sys.argv[2:]]
+app()
+"""
+
+
+def start_and_wait(script: str, marker: Path, *args: str) -> subprocess.Popen:
+    """Start ``script`` with ``args`` and return once it has written ``marker`` (it then waits for us)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(marker), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 300  # a guard against a hung test, not a race: the process waits for us
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not marker.exists():
+        proc.kill()
+        pytest.fail(f"the process never reached its marker: {proc.communicate(timeout=60)}")
+    return proc
+
+
+def test_a_rerun_removes_the_temporary_files_of_a_killed_run_and_only_those(images, tmp_path):
+    out = tmp_path / "out"
+    proc = start_and_wait(KILLED_WHILE_WRITING, tmp_path / "marker", "restore", str(images), "-o", str(out),
+                          "--steps", "2", "-q")
+    proc.kill()  # SIGKILL: no handler runs
+    proc.communicate(timeout=60)
+    stale = [name for name in leftovers(out) if name.endswith(".part")]
+    assert stale and all(name.startswith((".img1_observed.png.", ".img1_restored.png.")) for name in stale), stale
+    live = f".img2_restored.png.ddpg-{os.getpid()}-abcd1234.part"  # a running process's (this test's own)
+    for name in (live, ".my_notes.part"):
+        (out / name).write_text("not ddpg's to remove")
+    report = api.restore([images], out, steps=2, skip_existing=True)
+    assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2, report
+    assert sorted(leftovers(out)) == sorted([live, ".my_notes.part"])
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_at_once(images, tmp_path):
+    out = tmp_path / "out"
+    proc = start_and_wait(BLOCKING_RUN, tmp_path / "marker", "restore", str(images), "-o", str(out),
+                          "--steps", "3", "-q")
+    try:
+        for command in (["restore", str(images), "--steps", "2"], ["degrade", str(images)],
+                        ["evaluate", "--pred", str(images), "--gt", str(images), "--no-lpips", "--no-set-metrics"]):
+            res = runner.invoke(app, [*command, "-o", str(out), "-q"])
+            assert res.exit_code == 2, res.output
+            assert f"-o/--outdir {out}: another ddpg run (pid {proc.pid}) is writing into this folder" in res.output
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0_observed.png", "img0_restored.png"]
+    report = api.restore([images], out, steps=3, skip_existing=True)  # the folder is free again
+    assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2

@@ -411,3 +411,134 @@ def test_an_earlier_output_named_explicitly_is_an_input(images, tmp_path):
     api.restore([images / "img0.png"], tmp_path / "first", steps=2)
     report = api.restore([tmp_path / "first" / "img0_observed.png"], tmp_path / "second", steps=2, observed=True)
     assert report.done == [str(tmp_path / "second" / "img0_restored.png")]
+
+
+# --------------------------------------------------------------------- issue 30: degrade, JSON, links, skips
+
+
+def test_degrade_never_overwrites_a_users_files(images, tmp_path):
+    (images / "img0_observed.png").write_bytes((images / "img0.png").read_bytes())  # the user's own picture
+    before = snapshot(images)
+    res = runner.invoke(app, ["degrade", str(images), "-o", str(images), "-q"])
+    assert res.exit_code == 2 and "-o/--outdir" in res.output and "holds inputs of this run" in res.output
+    assert snapshot(images) == before
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img1_observed.png").write_bytes(b"the user's own picture")
+    (out / "img2_observed.json").write_text('{"mine": true}')
+    mine = snapshot(out)
+    res = runner.invoke(app, ["degrade", str(images / "img0.png"), str(images / "img1.png"), str(images / "img2.png"),
+                              "-o", str(out), "-q"])
+    assert res.exit_code == 1, res.output
+    assert f"{out / 'img1_observed.png'} exists and no degradation sidecar names it" in res.output
+    assert f"{out / 'img2_observed.json'} exists" in res.output and "never overwritten" in res.output
+    assert "1 degraded, 0 skipped, 2 failed" in res.output
+    assert {k: v for k, v in snapshot(out).items() if k in mine} == mine
+    own = {k: v for k, v in snapshot(out).items() if k not in mine}
+    # the same settings again: its own outputs are replaced (the same bytes) or, with --skip-existing, skipped
+    report = api.degrade([images / "img0.png"], out)
+    assert report.done == [str(out / "img0_observed.pt")]
+    assert snapshot(out)["img0_observed.png"] == own["img0_observed.png"]
+    own = {k: v for k, v in snapshot(out).items() if k not in mine}
+    assert api.degrade([images / "img0.png"], out, skip_existing=True).skipped == [str(images / "img0.png")]
+    other = api.degrade([images / "img0.png"], out, sigma_y=0.1)
+    assert "holds a degradation with other settings" in other.failed[0][1] and "sigma_y 0.05 there, 0.1 now" in \
+        other.failed[0][1]
+    assert {k: v for k, v in snapshot(out).items() if k in own} == own
+
+
+def test_a_link_named_like_an_output_is_never_replaced_even_dangling(images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img0_restored.png").symlink_to(tmp_path / "nowhere.png")  # dangling
+    report = api.restore([images], out, steps=2)
+    assert f"{out / 'img0_restored.png'} exists" in dict(report.failed)[str(images / "img0.png")]
+    assert len(report.done) == 2 and report.exit_code == 1
+    obs = tmp_path / "obs"
+    obs.mkdir()
+    (obs / "img1_observed.json").symlink_to(tmp_path / "nowhere.json")
+    report = api.degrade([images], obs)
+    assert f"{obs / 'img1_observed.json'} exists" in dict(report.failed)[str(images / "img1.png")]
+    assert len(report.done) == 2 and report.exit_code == 1
+    assert os.readlink(out / "img0_restored.png") == str(tmp_path / "nowhere.png")
+    assert os.readlink(obs / "img1_observed.json") == str(tmp_path / "nowhere.json")
+    assert not (tmp_path / "nowhere.png").exists() and not (tmp_path / "nowhere.json").exists()
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # 200 kB: json.loads raises RecursionError on it
+
+
+def test_deeply_nested_json_in_an_input_or_output_folder_fails_that_file_alone(images, tmp_path):
+    (images / "deep.json").write_text(DEEP_JSON)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img1.json").write_text(DEEP_JSON)
+    report = api.restore([images], out, steps=2)
+    assert len(report.done) == 2 and report.exit_code == 1
+    why = dict(report.failed)[str(images / "img1.png")]
+    assert f"{out / 'img1.json'}: not read: nested deeper than 64 levels" in why and "never overwritten" in why
+    assert (out / "img1.json").read_text() == DEEP_JSON
+    assert dict(report.notes)[str(images / "deep.json")] == f"{images / 'deep.json'}: not read: nested deeper " \
+                                                             "than 64 levels"
+    # an observation's metadata (observation_meta)
+    obs = tmp_path / "obs"
+    assert api.degrade([images / "img0.png", images / "img1.png"], obs).exit_code == 0
+    (obs / "img1_observed.json").write_text(DEEP_JSON)
+    report = api.restore([obs], tmp_path / "out2", steps=2, observed=True)
+    assert report.done == [str(tmp_path / "out2" / "img0_restored.png")]
+    why = dict(report.failed)[str(obs / "img1_observed.pt")]
+    assert f"{obs / 'img1_observed.json'}: not read: nested deeper" in why
+
+
+def test_a_huge_json_in_an_input_folder_is_not_read(images, tmp_path):
+    import tracemalloc
+
+    with open(images / "huge.json", "wb") as fh:
+        fh.truncate(400 * 2**20)  # 400 MB, sparse: nothing is written to the disk
+    tracemalloc.start()
+    try:
+        report = api.restore([images], tmp_path / "out", steps=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(report.done) == 3 and report.exit_code == 0
+    assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
+    assert dict(report.notes)[str(images / "huge.json")] == f"{images / 'huge.json'}: not read: 419,430,400 bytes is " \
+                                                            "more than a ddpg JSON file can be (1,048,576)"
+
+
+def test_every_skipped_input_is_named_with_the_reason(images, tmp_path):
+    (images / "notes.json").write_text(json.dumps({"kind": "ddpg-restoration", "outputs": {"restored": "img1.png"}}))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--steps", "2", "-q"])
+    assert res.exit_code == 0 and "3 restored, 0 skipped, 0 failed" in res.output, res.output  # not an output name
+    first = tmp_path / "first"
+    api.restore([images / "img0.png"], first, steps=2)
+    make_images(first, [(32, 32)], names=["extra.png"])
+    res = runner.invoke(app, ["restore", str(first), "-o", str(tmp_path / "second"), "--steps", "2", "-q"])
+    assert "1 restored, 2 skipped, 0 failed" in res.output, res.output
+    for name in ("img0_restored.png", "img0_observed.png"):
+        assert f"{first / name}: skipped: {first / 'img0.json'} names it as an output of an earlier restoration " \
+               "(name the file to restore it)" in res.output
+    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(first), "--steps", "2", "-q",
+                              "--skip-existing"])
+    assert "0 restored, 1 skipped, 0 failed" in res.output
+    assert f"{images / 'img0.png'}: skipped: its outputs of these settings in {first} are complete" in res.output
+
+
+def test_evaluate_never_overwrites_a_users_report_files(images, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "summary.md").write_text("my own notes")
+    args = ["evaluate", "--pred", str(images), "--gt", str(images), "--no-lpips", "--no-set-metrics", "-o"]
+    res = runner.invoke(app, [*args, str(out)])
+    assert res.exit_code == 2 and f"{out / 'summary.md'} exists and no evaluation sidecar names it" in res.output
+    assert [p.name for p in out.iterdir()] == ["summary.md"] and (out / "summary.md").read_text() == "my own notes"
+    for _ in range(2):  # its own report is replaced
+        res = runner.invoke(app, [*args, str(tmp_path / "own")])
+        assert res.exit_code == 0, res.output
+    older = tmp_path / "older"  # a report of a ddpg whose summary.json had no kind
+    assert runner.invoke(app, [*args, str(older)]).exit_code == 0
+    summary = json.loads((older / "summary.json").read_text())
+    (older / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k not in ("kind", "outputs")}))
+    assert runner.invoke(app, [*args, str(older)]).exit_code == 0

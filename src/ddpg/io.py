@@ -2,18 +2,25 @@
 input lists, and size handling (centre crop + resize, reflect padding).
 
 Images are (3, H, W) float32 tensors in [0, 1] here; samplers work in [-1, 1]. Every writer goes through
-:func:`atomic_write`: a temporary file in the destination folder, then ``os.replace`` — an interrupted or
-failed write never leaves a half-written file under the final name.
+:func:`atomic_write`: a temporary file in the destination folder, flushed to the disk, then ``os.replace`` and
+the folder flushed — an interrupted or failed write never leaves a half-written file under the final name, and
+a written one survives a power cut. Temporary names carry the writer's pid, so a later run can remove those of
+a killed one (:func:`remove_stale_temporaries`); :class:`StagedFiles` records what it publishes first, so a
+crash between its renames can be undone (:func:`recover_staged`).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import io
 import json
 import logging
 import math
 import os
 import re
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -41,6 +48,11 @@ ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
 # PngImagePlugin's ValueErrors for a zTXt/iTXt/iCCP chunk that inflates past MAX_TEXT_CHUNK, or text chunks past
 # MAX_TEXT_MEMORY together
 PILLOW_TEXT_LIMITS = ("Decompressed data too large", "Too much memory used in text chunks")
+MAX_JSON_BYTES = 1 << 20  # a sidecar is a few kB: a larger JSON file in a user's folder is not read
+MAX_JSON_DEPTH = 64  # a sidecar nests 4 levels deep
+TEMPORARY_NAME = re.compile(r"\..+\.ddpg-(?P<pid>\d+)-[a-z0-9_]+\.part")  # _temporary's names
+PENDING_SUFFIX = ".ddpg-pending"  # StagedFiles' record of a publication under way: .<last name>.ddpg-pending
+LOCK_NAME = ".ddpg.lock"
 
 # ---------------------------------------------------------------------------------------------- writing
 
@@ -59,23 +71,39 @@ def _umask() -> int:
 
 
 def _temporary(path: Path) -> Path:
-    """An empty temporary file next to ``path`` (a hidden ``.name.xxxx.part``), its folder made first."""
+    """An empty temporary file next to ``path`` (a hidden ``.name.ddpg-PID-xxxx.part``, PID this process's),
+    its folder made first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.ddpg-{os.getpid()}-", suffix=".part", dir=path.parent)
     os.close(fd)
     return Path(tmp)
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (after renames), to the disk. A file system that cannot flush
+    a folder (EINVAL) is left as it is."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL or not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise
+    finally:
+        os.close(fd)
+
+
 def _publish(tmp: Path, path: Path) -> None:
-    """Rename a finished temporary file over ``path``, with the mode a new file gets under the umask (a
-    temporary file is created 0600)."""
+    """Rename a finished temporary file, its data on the disk first, over ``path``, with the mode a new file
+    gets under the umask (a temporary file is created 0600)."""
     os.chmod(tmp, 0o666 & ~_umask())
+    fsync_path(tmp)
     os.replace(tmp, path)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``. On any
-    exception (including KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was."""
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path`` (flushed to the
+    disk before and after). On any exception (including KeyboardInterrupt) the temporary file is removed and
+    ``path`` is left as it was."""
     path = Path(path)
     tmp = _temporary(path)
     try:
@@ -84,13 +112,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_path(path.parent)
     return path
 
 
 class StagedFiles:
     """Several outputs that appear together: each is written to a temporary file first, and only when all
     are written are they renamed into place (in order, so the last one — a sidecar — marks completion).
-    Leaving the block by an exception removes every temporary file and renames nothing."""
+    Leaving the block by an exception removes every temporary file and renames nothing. Before the first rename
+    a hidden record (:func:`pending_record` of the last file) names every file of the last one's folder with
+    its size and sha256, and is removed once all are renamed and flushed: after a crash between the renames,
+    :func:`recover_staged` tells these files from anyone else's."""
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, Path]] = []
@@ -99,6 +131,7 @@ class StagedFiles:
         return self
 
     def add(self, path: str | Path, write: Callable[[Path], None]) -> None:
+        """Write a file under a temporary name now, to be renamed to ``path`` when the block ends."""
         path = Path(path)
         tmp = _temporary(path)
         self._staged.append((tmp, path))
@@ -106,12 +139,136 @@ class StagedFiles:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc_type is None:
-                for tmp, path in self._staged:
-                    _publish(tmp, path)
+            if exc_type is None and self._staged:
+                self._commit()
         finally:
             for tmp, _ in self._staged:
                 tmp.unlink(missing_ok=True)
+
+    def _commit(self) -> None:
+        last = self._staged[-1][1]
+        record = pending_record(last)
+        if len(self._staged) > 1:
+            files = {path.name: _digest(tmp) for tmp, path in self._staged if path.parent == last.parent}
+            save_json({"kind": "ddpg-pending", "files": files}, record)
+        for tmp, path in self._staged:
+            _publish(tmp, path)
+        for folder in dict.fromkeys(path.parent for _, path in self._staged):
+            fsync_path(folder)
+        record.unlink(missing_ok=True)
+
+
+def pending_record(last: Path) -> Path:
+    """The hidden record :class:`StagedFiles` keeps while it renames files whose last one is ``last``."""
+    return last.with_name(f".{last.name}{PENDING_SUFFIX}")
+
+
+def _digest(path: Path) -> dict:
+    """{size, sha256} of a file."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+        return {"size": os.fstat(fh.fileno()).st_size, "sha256": sha.hexdigest()}
+
+
+def _is_file_with(path: Path, digest: object) -> bool:
+    """Whether ``path`` is a regular file (not a link) with the size and sha256 of ``digest``."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and isinstance(digest, dict) and info.st_size == digest.get("size") and \
+        _digest(path)["sha256"] == digest.get("sha256")
+
+
+def recover_staged(last: Path) -> None:
+    """Undo a :class:`StagedFiles` publication that a crash interrupted (its record still there): when ``last``
+    was renamed, every file was and only the record is removed; else the files renamed so far — those with the
+    recorded size and sha256, never anyone else's file of the same name — are removed with the record. Call it
+    holding the folder's lock (:func:`folder_lock`)."""
+    record = pending_record(last)
+    if not os.path.isfile(record):
+        return
+    try:
+        files = read_json(record)
+    except InputError as exc:
+        log.warning("%s; left as it is", exc)
+        return
+    files = files.get("files") if isinstance(files, dict) else None
+    if isinstance(files, dict) and not _is_file_with(last, files.get(last.name)):
+        for name, digest in files.items():
+            if isinstance(name, str) and name == Path(name).name and _is_file_with(last.parent / name, digest):
+                (last.parent / name).unlink()
+                log.info("%s: removed (written by a run that stopped before its outputs were complete)",
+                         last.parent / name)
+    record.unlink()
+    fsync_path(last.parent)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.name.ddpg-PID-xxxx.part``) that killed writers left in ``folder``: those
+    named as :func:`atomic_write` names them, of a process that no longer runs. Call it holding the folder's
+    lock (:func:`folder_lock`). Returns the files removed."""
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            found = TEMPORARY_NAME.fullmatch(entry.name)
+            if found and entry.is_file(follow_symlinks=False) and not _running(int(found["pid"])):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    if removed:
+        log.info("%s: removed %d temporary files of an earlier run that was killed", folder, len(removed))
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+class FolderBusy(OSError):
+    """Another process holds the folder's lock (:func:`folder_lock`); ``holder`` is its pid, if it said."""
+
+    def __init__(self, folder: Path, holder: str):
+        self.folder, self.holder = folder, holder
+        super().__init__(errno.EWOULDBLOCK, f"{folder}: locked by another process", str(folder))
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock inside the block: an exclusive ``flock`` of the hidden file ``.ddpg.lock`` there
+    (holding this pid), taken without waiting (:class:`FolderBusy` when another process holds it) and released,
+    the file removed, on leaving. The folder must exist."""
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):  # not removed by the holder before we locked it
+                break
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise FolderBusy(folder, holder) from None
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def to_uint(img: torch.Tensor, bits: int = 8) -> np.ndarray:
@@ -174,6 +331,38 @@ def save_measurement(y: torch.Tensor, path: str | Path, fmt: str | None = None) 
     if fmt != "pt":
         raise InputError(f"{path}: a measurement is saved as .pt or .npy, not {fmt!r}")
     return atomic_write(path, lambda tmp: torch.save(data, tmp))
+
+
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # strings (skipped whole) and brackets
+_NESTING = {b"[": 1, b"{": 1, b"]": -1, b"}": -1}
+
+
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """The value of a JSON file in a user's folder (a sidecar, metadata), read within bounds: InputError naming
+    the file when it is not a regular file, is larger than ``max_bytes`` (then it is not read), nests deeper
+    than ``max_depth``, or is not JSON."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO named x.json does not block
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise InputError(f"{path}: not read: not a regular file")
+            data = fh.read(max_bytes + 1) if info.st_size <= max_bytes else b""
+    except OSError as exc:
+        raise InputError(f"{path}: not read ({exc.strerror or exc})") from exc
+    if info.st_size > max_bytes or len(data) > max_bytes:
+        raise InputError(f"{path}: not read: {max(info.st_size, len(data)):,} bytes is more than a ddpg JSON file "
+                         f"can be ({max_bytes:,})")
+    depth = 0
+    for token in _JSON_TOKENS.finditer(data):
+        depth += _NESTING.get(token.group(), 0)
+        if depth > max_depth:
+            raise InputError(f"{path}: not read: nested deeper than {max_depth} levels")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -437,15 +626,13 @@ def load_measurement(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return y.float().contiguous()
 
 
-def collect_inputs(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_SUFFIXES,
-                   exclude: Iterable[str | Path] = ()) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files from files and folders (a folder: its files with ``suffixes``, sorted; not recursive; files
-    named in ``exclude`` left out). When a folder holds a measurement and images of one stem (``a.pt`` and
-    ``a.png``, as ``ddpg degrade`` writes), the measurement is taken (.pt before .npy); images of one stem
-    (``a.png``, ``a.jpg``) are all returned, for the caller to tell apart. Returns (files, problems) with a
-    reason per unusable path."""
+def collect_inputs(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_SUFFIXES
+                   ) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files from files and folders (a folder: its files with ``suffixes``, sorted; not recursive; hidden files
+    left out). When a folder holds a measurement and images of one stem (``a.pt`` and ``a.png``, as ``ddpg
+    degrade`` writes), the measurement is taken (.pt before .npy); images of one stem (``a.png``, ``a.jpg``) are
+    all returned, for the caller to tell apart. Returns (files, problems) with a reason per unusable path."""
     suffixes = {s.lower() for s in suffixes}
-    excluded = {Path(p).resolve() for p in exclude}
     rank = {".pt": 0, ".npy": 1}
     files: list[Path] = []
     problems: list[tuple[Path, str]] = []
@@ -453,7 +640,7 @@ def collect_inputs(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_
         if p.is_dir():
             try:
                 entries = [q for q in p.iterdir() if q.suffix.lower() in suffixes and q.is_file()
-                           and not q.name.startswith(".") and q.resolve() not in excluded]
+                           and not q.name.startswith(".")]
             except OSError as exc:
                 problems.append((p, f"cannot list folder ({exc.strerror or exc})"))
                 continue

@@ -4,8 +4,9 @@ for callers that batch the sampling themselves (``ddpg serve``). Errors name the
 (:class:`~ddpg.errors.ParameterError`), never a command-line flag.
 
 Each keeps going when one input fails, writes every output atomically (an image's files appear together,
-its JSON sidecar last), stops cleanly on KeyboardInterrupt, and returns a :class:`Report` naming what was
-done, skipped and failed. Setup problems (unknown task/preset/prior/backend, missing weights) raise
+its JSON sidecar last), locks its output folder and replaces there only its own outputs of the same settings
+(:mod:`ddpg.api.outputs`), stops cleanly on KeyboardInterrupt, and returns a :class:`Report` naming what was
+done, skipped (with why) and failed. Setup problems (unknown task/preset/prior/backend, missing weights) raise
 ``DdpgError`` before any input is touched. Images are read in [0, 1] and mapped to [-1, 1] for the samplers.
 """
 

@@ -6,17 +6,21 @@ from __future__ import annotations
 import csv
 import io as _io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ddpg.api.outputs import claim_outputs, output_folder
 from ddpg.api.report import Report
 from ddpg.errors import ConfigError, DdpgError, InputError, ParameterError
-from ddpg.io import StagedFiles, collect_inputs, load_image, save_image, save_json
+from ddpg.io import StagedFiles, collect_inputs, load_image, read_json, save_image, save_json
 from ddpg.metrics import LPIPS, psnr, ssim
 from ddpg.metrics.sets import GIQA_COMPONENTS, fid, fit_giqa_gmm, kid, knn_giqa
 
+EVALUATION_KIND = "ddpg-evaluation"
+REPORT_FILES = {"metrics": "metrics.csv", "table": "summary.md", "grid": "grid.png"}  # and summary.json, last
 FID_MIN_IMAGES = 2048  # below the feature dimension the covariances are singular and FID is dominated by bias
 SET_METRICS = ("fid", "kid", "kid_std", "gmm_giqa", "knn_giqa")
 
@@ -131,32 +135,50 @@ def evaluate(pred: list[str | Path] | str | Path, gt: str | Path, outdir: str | 
             raise ConfigError(f"{folder}: not a folder")
     names = _labels(preds, labels)
     outdir = Path(outdir) if outdir is not None else preds[0] / "evaluation"
-    lpips_metric, lpips_note = LPIPS.load() if use_lpips else (None, "LPIPS not computed (disabled)")
-    pairs, report = _ground_truth(gt, images)
-    rows, grid, used = _score_images(pairs, preds, names, obs, lpips_metric, grid_rows, report)
-    if not rows:
-        raise InputError(f"no prediction could be evaluated against {gt}: " +
-                         "; ".join(why for _, why in report.failed[:3]))
-    notes = [lpips_note] if lpips_note else []
-    summary = {"ground_truth": str(gt), "lpips": lpips_note or "computed", "definitions": METRIC_NOTES,
-               "methods": {}, "notes": notes}
-    for folder, name in zip(preds, names, strict=True):
-        mine = [r for r in rows if r["method"] == name]
-        entry: dict = {"pred": str(folder), "images": len(mine)}
-        for metric in ("psnr", "ssim", "lpips"):
-            values = [r[metric] for r in mine if not math.isnan(r[metric])]
-            entry[metric] = sum(values) / len(values) if values else None
-        summary["methods"][name] = entry
-    if set_metrics:
-        source = features or FeatureSource(inception)
-        notes.extend(_set_metrics(source, pairs, used, rows, summary["methods"], fid_min_images,
-                                  giqa_components, giqa_pca, knn_k))
-    else:
-        notes.append("FID/KID/GIQA not computed (disabled)")
-    _write_report(outdir, rows, summary, grid, ["ground truth", *(["observation"] if obs is not None else []), *names])
-    report.done = sorted({r["image"] for r in rows})
-    report.extra = {"summary": summary, "outdir": str(outdir), "rows": rows}
-    return report
+    with output_folder(outdir):  # locked, and no file there replaced that an earlier evaluation did not write
+        _check_report_folder(outdir)
+        lpips_metric, lpips_note = LPIPS.load() if use_lpips else (None, "LPIPS not computed (disabled)")
+        pairs, report = _ground_truth(gt, images)
+        rows, grid, used = _score_images(pairs, preds, names, obs, lpips_metric, grid_rows, report)
+        if not rows:
+            raise InputError(f"no prediction could be evaluated against {gt}: " +
+                             "; ".join(why for _, why in report.failed[:3]))
+        notes = [lpips_note] if lpips_note else []
+        summary = {"kind": EVALUATION_KIND, "ground_truth": str(gt), "lpips": lpips_note or "computed",
+                   "definitions": METRIC_NOTES, "methods": {}, "notes": notes, "outputs": dict(REPORT_FILES)}
+        for folder, name in zip(preds, names, strict=True):
+            mine = [r for r in rows if r["method"] == name]
+            entry: dict = {"pred": str(folder), "images": len(mine)}
+            for metric in ("psnr", "ssim", "lpips"):
+                values = [r[metric] for r in mine if not math.isnan(r[metric])]
+                entry[metric] = sum(values) / len(values) if values else None
+            summary["methods"][name] = entry
+        if set_metrics:
+            source = features or FeatureSource(inception)
+            notes.extend(_set_metrics(source, pairs, used, rows, summary["methods"], fid_min_images,
+                                      giqa_components, giqa_pca, knn_k))
+        else:
+            notes.append("FID/KID/GIQA not computed (disabled)")
+        columns = ["ground truth", *(["observation"] if obs is not None else []), *names]
+        _write_report(outdir, rows, summary, grid, columns)
+        report.done = sorted({r["image"] for r in rows})
+        report.extra = {"summary": summary, "outdir": str(outdir), "rows": rows}
+        return report
+
+
+def _check_report_folder(outdir: Path) -> None:
+    """Refuse (InputError naming the file) to write the report where it would replace a file that is not an
+    earlier evaluation's (:func:`~ddpg.api.outputs.claim_outputs`; a summary.json of an older ddpg, which has no
+    kind, counts as one)."""
+    path = outdir / "summary.json"
+    try:
+        older = os.path.isfile(path) and not os.path.islink(path) and read_json(path)
+    except InputError:
+        older = None  # claim_outputs names the problem
+    if isinstance(older, dict) and "kind" not in older and {"ground_truth", "definitions", "methods"} <= older.keys():
+        return
+    claim_outputs(outdir, list(REPORT_FILES.values()), "summary.json", EVALUATION_KIND, None, source=outdir,
+                  verb="written", noun="evaluation")
 
 
 def _ground_truth(gt: Path, images: list[str] | None) -> tuple[dict[str, Path], Report]:

@@ -9,13 +9,20 @@ from pathlib import Path
 
 @dataclass
 class Report:
-    """What a batch call did: outputs written, inputs skipped and failed (path, reason)."""
+    """What a batch call did: outputs written, inputs skipped and failed (path, reason), and notes (path, a
+    sentence naming it) on every skipped input and every file of an input folder not read, with the reason."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
     extra: dict = field(default_factory=dict)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, path: str | Path, reason: str) -> None:
+        """Skip input ``path``, noting why."""
+        self.skipped.append(str(path))
+        self.notes.append((str(path), f"{path}: skipped: {reason}"))
 
     @property
     def exit_code(self) -> int:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
+import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from ddpg.api.denoisers import (
     size_multiple,
 )
 from ddpg.api.memory import available_bytes, restore_bytes
+from ddpg.api.outputs import check_apart, claim_outputs, named_outputs, output_folder, read_sidecar
 from ddpg.api.report import NullProgress, Report, failure_reason
 from ddpg.api.request import RestoreRequest
 from ddpg.api.settings import (
@@ -63,6 +64,7 @@ log = logging.getLogger("ddpg")
 
 SIDECAR_KIND = "ddpg-restoration"
 RUN_SUMMARY = "run_summary.json"
+RUN_SUMMARY_KIND = "ddpg-run-summary"
 # what loading, degrading or restoring one input may raise without stopping the others (torch reports running
 # out of memory as a RuntimeError or MemoryError); anything else is a bug and stops the run
 PER_IMAGE_ERRORS = (DdpgError, OSError, RuntimeError, ValueError, MemoryError)
@@ -162,13 +164,13 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
     else:
         request = RestoreRequest.from_options(inputs, outdir, **options)
     progress = progress or NullProgress()
-    files, problems = _collect(request.inputs, request.outdir, request.observed)
+    files, collected = _collect(request.inputs, request.outdir, request.observed)
     plan = plan_restore(request)
-    report, pending = _pending_inputs(plan, files, problems)
-    if pending:
-        _writable(request.outdir)
-    with cudnn_autotune(plan.cudnn_tune):
-        run_plan(plan, pending, report, progress)
+    # the ranks of a torchrun job share the lock restore_on_ranks took
+    with output_folder(request.outdir) if files and request.shard[1] == 1 else nullcontext():
+        report, pending = _pending_inputs(plan, files, collected)
+        with cudnn_autotune(plan.cudnn_tune):
+            run_plan(plan, pending, report, progress)
     return report
 
 
@@ -261,16 +263,16 @@ def sidecar_record(request: RestoreRequest, settings: Settings, prior: dict, ver
     return record
 
 
-def _pending_inputs(plan: RestorePlan, files: list[Path], problems: list[tuple[Path, str]]
-                    ) -> tuple[Report, list[tuple[int, Path]]]:
+def _pending_inputs(plan: RestorePlan, files: list[Path], collected: Report) -> tuple[Report, list[tuple[int, Path]]]:
     """(the report so far, the (index, path) inputs of this rank's shard to restore): an input whose output
     name another took, or whose outputs exist (skipped with ``skip_existing``, else refused unless they are
-    this restoration's own), is reported, not restored."""
+    this restoration's own), is reported, not restored. ``collected``: what :func:`_collect` reported (rank 0
+    reports it)."""
     from ddpg.runtime.distributed import shard_indices
 
     shard = plan.request.shard
     mine = set(shard_indices(len(files), *shard))
-    report = Report(failed=[(str(p), why) for p, why in problems] if shard[0] == 0 else [])
+    report = collected if shard[0] == 0 else Report()
     stems: dict[str, Path] = {}
     pending: list[tuple[int, Path]] = []
     for index, path in enumerate(files):
@@ -285,56 +287,54 @@ def _pending_inputs(plan: RestorePlan, files: list[Path], problems: list[tuple[P
             continue
         try:
             if _existing_outputs(plan, index, path, stem) and plan.request.skip_existing:
-                report.skipped.append(str(path))
+                report.skip(path, f"its outputs of these settings in {plan.request.outdir} are complete")
                 continue
-        except DdpgError as exc:
-            report.failed.append((str(path), failure_reason(exc, path)))
+        except (DdpgError, OSError) as exc:
+            report.failed.append((str(path), failure_reason(exc, path, plan.request.outdir)))
             continue
         pending.append((index, path))
     return report, pending
 
 
-def _collect(inputs: list[str | Path], outdir: Path, observed: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """The input files (outputs of earlier restorations, as their sidecars name them, left out) and their
-    problems; refuses an output folder that holds an input of this run."""
-    suffixes = IMAGE_SUFFIXES | (MEASUREMENT_SUFFIXES if observed else frozenset())
-    folders = {Path(p).resolve() for p in inputs if Path(p).is_dir()}
-    files, problems = collect_inputs(inputs, suffixes, exclude=[q for f in folders for q in _own_outputs(f)])
-    holders = folders | {f.resolve().parent for f in files}
-    if outdir.resolve() in holders:
-        raise ParameterError("outdir", outdir, "holds inputs of this run: outputs would overwrite them or be "
-                                               "read back as inputs; choose another output folder")
-    return files, problems
+def _collect(inputs: list[str | Path], outdir: Path, observed: bool) -> tuple[list[Path], Report]:
+    """The input files and a report of the unusable ones, of the files in input folders that earlier
+    restorations' sidecars there name as outputs (skipped, unless named explicitly) and of the JSON files there
+    that could not be read; refuses an output folder that holds an input of this run."""
+    files, problems = collect_inputs(inputs, IMAGE_SUFFIXES | (MEASUREMENT_SUFFIXES if observed else frozenset()))
+    check_apart("outdir", outdir, inputs, files)
+    earlier, unread = _earlier_outputs(dict.fromkeys(Path(p).resolve() for p in inputs if Path(p).is_dir()))
+    report = Report(failed=[(str(p), why) for p, why in problems], notes=[(str(p), why) for p, why in unread])
+    explicit = {Path(p).resolve() for p in inputs if not Path(p).is_dir()}
+    kept = []
+    for path in files:
+        if path.resolve() in earlier and path.resolve() not in explicit:
+            report.skip(path, earlier[path.resolve()])
+        else:
+            kept.append(path)
+    return kept, report
 
 
-def _writable(outdir: Path) -> None:
-    """Make the output folder and write a temporary file in it (ParameterError if that fails), before any input
-    is read."""
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=outdir):
-            pass
-    except OSError as exc:
-        raise ParameterError("outdir", outdir, f"cannot write there ({exc.strerror or exc})") from exc
+def output_names(stem: str) -> list[str]:
+    """The images a restoration of an input of stem ``stem`` may write (its sidecar is ``<stem>.json``)."""
+    return [f"{stem}_restored.png", f"{stem}_observed.png", f"{stem}_gt.png"]
 
 
-def _own_outputs(folder: Path) -> list[Path]:
-    """The files that restoration sidecars in ``folder`` name as their outputs."""
-    names = []
-    for sidecar in folder.glob("*.json"):
-        record = _read_sidecar(sidecar)
-        if record is not None:
-            names.extend(folder / str(n) for n in (record.get("outputs") or {}).values())
-    return names
-
-
-def _read_sidecar(path: Path) -> dict | None:
-    """A restoration sidecar's contents, None for any other file."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("kind") == SIDECAR_KIND else None
+def _earlier_outputs(folders: Iterable[Path]) -> tuple[dict[Path, str], list[tuple[Path, str]]]:
+    """({file: why it is not an input} for the outputs that restoration sidecars ``<stem>.json`` in ``folders``
+    name — only the names a restoration gives them, :func:`output_names` — and [(JSON file, why it was not
+    read)]."""
+    earlier, unread = {}, []
+    for folder in folders:
+        for sidecar in sorted(folder.glob("*.json")):
+            try:
+                record = read_sidecar(sidecar, SIDECAR_KIND)
+            except InputError as exc:
+                unread.append((sidecar, str(exc)))
+                continue
+            for name in named_outputs(record or {}) & set(output_names(sidecar.stem)):
+                earlier[(folder / name).resolve()] = f"{sidecar} names it as an output of an earlier restoration " \
+                                                     "(name the file to restore it)"
+    return earlier, unread
 
 
 def _job_settings(plan: RestorePlan, index: int, path: Path) -> dict:
@@ -354,27 +354,9 @@ def _job_settings(plan: RestorePlan, index: int, path: Path) -> dict:
 def _existing_outputs(plan: RestorePlan, index: int, path: Path, stem: str) -> bool:
     """Whether input ``index`` already has complete outputs of these settings in the output folder. Raises
     InputError when restoring it would overwrite a file no restoration of these settings wrote (a user's file,
-    or the outputs of other settings, with the difference)."""
-    names = [f"{stem}_restored.png", f"{stem}_observed.png", f"{stem}_gt.png", f"{stem}.json"]
-    present = [n for n in names if (plan.request.outdir / n).exists()]
-    if not present:
-        return False
-    sidecar_path = plan.request.outdir / f"{stem}.json"
-    record = _read_sidecar(sidecar_path) if sidecar_path.exists() else None
-    if record is None:
-        raise InputError(f"{path}: not restored: {plan.request.outdir / present[0]} exists and no restoration sidecar "
-                         f"names it; it is never overwritten (choose another output folder)")
-    listed = set((record.get("outputs") or {}).values()) | {sidecar_path.name}
-    foreign = [n for n in present if n not in listed]
-    if foreign:
-        raise InputError(f"{path}: not restored: {plan.request.outdir / foreign[0]} was not written by the restoration "
-                         f"in {sidecar_path.name}; it is never overwritten (choose another output folder)")
-    wanted, held = _job_settings(plan, index, path), record.get("settings") or {}
-    if held != wanted:
-        diff = [f"{k} {held.get(k)!r} there, {wanted[k]!r} now" for k in wanted if held.get(k) != wanted[k]]
-        raise InputError(f"{path}: not restored: {sidecar_path} holds a restoration with other settings "
-                         f"({'; '.join(diff)}); choose another output folder, or remove those outputs")
-    return (plan.request.outdir / f"{stem}_restored.png").exists()
+    a link, or the outputs of other settings, with the difference): :func:`~ddpg.api.outputs.claim_outputs`."""
+    return claim_outputs(plan.request.outdir, output_names(stem), f"{stem}.json", SIDECAR_KIND,
+                         lambda: _job_settings(plan, index, path), source=path, verb="restored", noun="restoration")
 
 
 def _engine_batch(denoiser, batch_size: int) -> int:
@@ -624,16 +606,33 @@ def restore_on_ranks(request: RestoreRequest, progress=None) -> Report:
         return restore(request, progress=progress)
     ctx = distributed.dist_context(request.device)
     start = time.perf_counter()
-    report = restore(replace(request, device=str(ctx.device), shard=(ctx.rank, ctx.world_size)), progress=progress)
-    summary = distributed.gather_summary({
-        "rank": ctx.rank, "device": str(ctx.device), "done": report.done, "skipped": report.skipped,
-        "failed": [list(f) for f in report.failed], "interrupted": report.interrupted,
-        "exit_code": report.exit_code, "wall_s": round(time.perf_counter() - start, 4)})
-    distributed.finish()
-    if summary is None:
-        return report
-    merged = Report(done=summary["done"], skipped=summary["skipped"], failed=[tuple(f) for f in summary["failed"]],
-                    interrupted=summary["interrupted"],
-                    extra={k: summary[k] for k in ("world_size", "ranks", "wall_s", "images_per_s") if k in summary})
-    save_json({"kind": "ddpg-run-summary", **summary}, request.outdir / RUN_SUMMARY)
+    shard = (ctx.rank, ctx.world_size)
+    with output_folder(request.outdir, shard=shard):  # rank 0 holds the lock for every rank
+        report = restore(replace(request, device=str(ctx.device), shard=shard), progress=progress)
+        summary = distributed.gather_summary({
+            "rank": ctx.rank, "device": str(ctx.device), "done": report.done, "skipped": report.skipped,
+            "failed": [list(f) for f in report.failed], "interrupted": report.interrupted,
+            "exit_code": report.exit_code, "wall_s": round(time.perf_counter() - start, 4),
+            "notes": [list(n) for n in report.notes]})
+        distributed.finish()
+        if summary is None:
+            return report
+        merged = Report(done=summary["done"], skipped=summary["skipped"],
+                        failed=[tuple(f) for f in summary["failed"]], interrupted=summary["interrupted"],
+                        notes=[tuple(n) for rank in summary["ranks"] for n in rank["notes"]],
+                        extra={k: summary[k] for k in ("world_size", "ranks", "wall_s", "images_per_s")
+                               if k in summary})
+        _save_run_summary(request.outdir / RUN_SUMMARY, summary, merged)
     return merged
+
+
+def _save_run_summary(path: Path, summary: dict, report: Report) -> None:
+    """Write the merged summary of a torchrun restoration, unless ``path`` is a file that is not one (a user's
+    file, a link): then the report names it as a failure."""
+    try:
+        if os.path.lexists(path) and read_sidecar(path, RUN_SUMMARY_KIND) is None:
+            raise InputError(f"{path}: not written: a file there is not a ddpg run summary; it is never overwritten")
+    except InputError as exc:
+        report.failed.append((str(path), str(exc)))
+        return
+    save_json({"kind": RUN_SUMMARY_KIND, **summary}, path)

@@ -16,11 +16,12 @@ one, blur with a wider Gaussian than DDRM's).
 
 from __future__ import annotations
 
-import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from ddpg.api.denoisers import make_denoiser
+from ddpg.api.outputs import output_folder
 from ddpg.api.report import NullProgress, Report
 from ddpg.api.restoration import restore
 from ddpg.api.settings import apply_hyper, resolve_settings
@@ -36,8 +37,8 @@ from ddpg.api.suite_plan import (
     shared_part,
 )
 from ddpg.api.suite_tables import write_tables
-from ddpg.errors import ConfigError, InputError
-from ddpg.io import save_json
+from ddpg.errors import ConfigError, InputError, ParameterError
+from ddpg.io import read_json, save_json
 
 
 class CountingDenoiser:
@@ -65,8 +66,8 @@ def finished_cell(plan: Plan, cell: Cell) -> dict | None:
     path = plan.cell_dir(cell) / CELL_RECORD
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    if record.get("settings") != cell_settings(plan, cell):
+    record = read_json(path)
+    if not isinstance(record, dict) or record.get("settings") != cell_settings(plan, cell):
         raise ConfigError(f"{path}: this cell was made with other settings ({record.get('settings')}); move the "
                           f"folder away or choose another 'out' for the plan")
     made, now = (record.get("prior_record") or {}).get("checkpoint_sha256"), _weights_sha256(plan.prior)
@@ -118,7 +119,7 @@ def _restore_stats(celldir: Path, names: list[str]) -> dict:
     record and versions the restorations used (the first image's)."""
     done = [Path(n).stem for n in names if (celldir / f"{Path(n).stem}.json").is_file()
             and (celldir / f"{Path(n).stem}_restored.png").is_file()]  # as restore's skip_existing
-    sidecars = [json.loads((celldir / f"{stem}.json").read_text()) for stem in done]
+    sidecars = [read_json(celldir / f"{stem}.json") for stem in done]
     seconds = [s["timings_s"]["restore_per_image"] for s in sidecars]
     baseline = [s["metrics"]["baseline_psnr"] for s in sidecars if "baseline_psnr" in s.get("metrics", {})]
     first = sidecars[0] if sidecars else {}
@@ -197,7 +198,7 @@ def run_suite(plan: Plan, *, progress=None, restore: bool = True, score: bool = 
                 features = FeatureSource(plan.inception, plan.device)
             try:
                 score_cell(plan, cell, restored, inception_features=features)
-            except InputError as exc:
+            except (InputError, ParameterError) as exc:  # e.g. its evaluation folder in use by another run
                 report.failed.append((str(plan.cell_dir(cell)), str(exc)))
                 continue
             report.done.append(str(plan.cell_dir(cell)))
@@ -220,7 +221,9 @@ def _restore_on_ranks(plan: Plan, cell: Cell, denoiser, shard: tuple[int, int], 
     from ddpg.runtime import distributed
 
     start = time.perf_counter()
-    mine = restore_cell(plan, cell, denoiser, shard=shard, progress=progress)
+    # one process locks the cell's folder in restore; the ranks of a torchrun job share rank 0's lock
+    with output_folder(plan.cell_dir(cell), "out", shard) if shard[1] > 1 else nullcontext():
+        mine = restore_cell(plan, cell, denoiser, shard=shard, progress=progress)
     merged = distributed.gather_summary({**mine, "wall_s": time.perf_counter() - start})
     stop = [merged["interrupted"] if merged is not None else False]
     if shard[1] > 1:  # rank 0 decides for everyone, so no rank waits at a collective the others left
@@ -249,6 +252,7 @@ def _previous_nfe(plan: Plan, cell: Cell) -> float | None:
     path = plan.cell_dir(cell) / PROGRESS_RECORD
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("nfe_per_image")
+    record = read_json(path)
+    return record.get("nfe_per_image") if isinstance(record, dict) else None
 
 

@@ -4,12 +4,11 @@ and every method's restoration of the first images). Unfinished cells are shown 
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 
 from ddpg.api.suite_plan import CELL_RECORD, Cell, Plan, cell_operator, cell_settings, planned_operator
-from ddpg.io import StagedFiles, load_image, save_image, save_json
+from ddpg.io import StagedFiles, load_image, read_json, save_image, save_json
 from ddpg.versions import versions
 
 CROP_ROWS = 4
@@ -24,8 +23,8 @@ def _record(plan: Plan, cell: Cell) -> dict | None:
     path = plan.cell_dir(cell) / CELL_RECORD
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("settings") == cell_settings(plan, cell) else None
+    record = read_json(path)
+    return record if isinstance(record, dict) and record.get("settings") == cell_settings(plan, cell) else None
 
 
 def _value(record: dict, key: str):

@@ -82,7 +82,10 @@ def run(action: Callable[[], api.Report], quiet: bool, flags: Mapping[str, str] 
 
 
 def finish(report: api.Report, what: str) -> None:
-    """Name every failure, summarise, and exit with the report's code."""
+    """Name every failure, every skipped input and file not read (with why), summarise, and exit with the
+    report's code."""
+    for _, note in report.notes:
+        console.print("[yellow]note:[/yellow]", escape(note), highlight=False)
     for path, why in report.failed:
         console.print("[red]failed:[/red]", escape(why if path in why else f"{path}: {why}"), highlight=False)
     counts = f"{len(report.done)} {what}, {len(report.skipped)} skipped, {len(report.failed)} failed"
@@ -202,6 +205,7 @@ def degrade(
     mask: str = typer.Option(None, help="inpaint: mask file, 'box' (default) or 'random[:R]'."),
     kernel: str = typer.Option(None, help="Blur kernel file (.npy or image)."),
     fmt: str = typer.Option("pt", "--format", help="Exact measurement file: pt | npy."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs exist (resume)."),
     quiet: bool = QUIET,
 ) -> None:
     """Make seeded observations: `<name>_observed.png` (for viewing), the exact unclipped float measurement
@@ -215,7 +219,8 @@ def degrade(
 
     with RichProgress(quiet) as progress:
         report = run(lambda: api.degrade(inputs, outdir, task=task, sigma_y=sigma_y, seed=seed, resize=resize,
-                                         size=size, mask=mask, kernel=kernel, fmt=fmt, progress=progress), quiet,
+                                         size=size, mask=mask, kernel=kernel, fmt=fmt, skip_existing=skip_existing,
+                                         progress=progress), quiet,
                      flags_of(degrade))
     finish(report, "degraded")
 
