@@ -1,4 +1,4 @@
-"""`ddpg restore` never clobbers a user's files and one bad input never stops a batch (issue 16): inputs and
+"""`ddpg restore` never clobbers a user's files and one bad input never stops a batch: inputs and
 outputs kept apart, hostile and huge images refused per image, the memory guard, non-finite restorations,
 same-stem inputs, the output folder checked first, --skip-existing against changed settings, the umask,
 validation before any work (exit 2), the odds and ends (--version, completion, random-bytes checkpoints) and
@@ -413,7 +413,7 @@ def test_an_earlier_output_named_explicitly_is_an_input(images, tmp_path):
     assert report.done == [str(tmp_path / "second" / "img0_restored.png")]
 
 
-# --------------------------------------------------------------------- issue 30: degrade, JSON, links, skips
+# ------------------------------------------------ degrade, sidecar and metadata JSON, links, named skips
 
 
 def test_degrade_never_overwrites_a_users_files(images, tmp_path):
@@ -542,3 +542,12 @@ def test_evaluate_never_overwrites_a_users_report_files(images, tmp_path):
     summary = json.loads((older / "summary.json").read_text())
     (older / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k not in ("kind", "outputs")}))
     assert runner.invoke(app, [*args, str(older)]).exit_code == 0
+
+
+def test_an_engine_sidecar_is_read_by_the_bounded_reader(tmp_path):
+    from ddpg.engine_metadata import EngineError
+    from ddpg.engine_sidecar import read_sidecar
+
+    (tmp_path / "face64.plan.json").write_text(DEEP_JSON)
+    with pytest.raises(EngineError, match="face64.plan.json: not read: nested deeper than 64 levels"):
+        read_sidecar(tmp_path / "face64.plan")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ddpg.engine_metadata import EngineError
-from ddpg.errors import ConfigError
+from ddpg.errors import ConfigError, InputError
+from ddpg.io import read_json
 
 SIDECAR_FORMAT = "ddpg-tensorrt-engine/1"
 KEY_VERSION = 1
@@ -163,9 +164,9 @@ def read_sidecar(engine_path: str | Path) -> dict:
         raise EngineError(f"{engine_path}: no sidecar {path.name} next to the engine; it was not built by "
                           "ddpg (or the sidecar was removed) — rebuild with `ddpg export --format tensorrt`")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise EngineError(f"{path}: unreadable engine sidecar ({exc})") from exc
+        data = read_json(path)
+    except InputError as exc:
+        raise EngineError(f"unreadable engine sidecar: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise EngineError(f"{path}: sidecar format {found!r}, this ddpg reads {SIDECAR_FORMAT!r}")
