@@ -1,4 +1,4 @@
-"""Hostile files for the loaders' tests (issue 30): PNGs whose compressed data inflates past what their header
+"""Hostile files for the loaders' tests: PNGs whose compressed data inflates past what their header
 needs, PNGs and TIFFs Pillow itself refuses, torch archives whose tensors claim more values than they hold; and
 :func:`probe`, which loads files in a fresh Python process and reports what each gave and how far the process's
 peak memory (RSS) rose over its memory before the first of them."""

@@ -145,7 +145,7 @@ def test_writes_leave_no_descriptor_open(tmp_path):
     assert len(list(Path("/proc/self/fd").iterdir())) == before
 
 
-# ------------------------------------------------------------------------------ issue 30: crashes and fsync
+# ------------------------------------------------------------- fsync, and a crash at any point completed by a rerun
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fsync'd descriptors by /proc/self/fd")

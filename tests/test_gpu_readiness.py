@@ -1,5 +1,5 @@
-"""The CUDA-path defects of issue 15, shown on the CPU with stand-ins for CUDA streams and devices (and, where a
-CUDA device exists, the host-sync check of the SVD operators): engine streams are never stream 0 and are ordered
+"""The CUDA paths, checked on the CPU with stand-ins for CUDA streams and devices (and, where a CUDA device
+exists, the host-sync check of the SVD operators): engine streams are never stream 0 and are ordered
 with events, ORT's CUDA-graph capture holds the capture lock, one bench run exports once per (prior, precision,
 batch profile), SVD operators gather with cached index tensors, the per-mode layout and GroupNorm/attention
 paths, the fp16-stored face64 weights, export --opt-batch and the export-device reference."""
@@ -61,7 +61,7 @@ def fake_cuda(monkeypatch, log: list, *, default_handle: int = 0, new_handle: in
     return current
 
 
-# --- defect 2 and 9: TensorRT on a stream of its own, on its device ------------------------------------------
+# --- TensorRT runs on a stream of its own, on its device ---------------------------------------------------------
 
 
 def test_side_stream_is_never_stream_0_and_orders_with_events(monkeypatch):
@@ -159,7 +159,7 @@ def test_tensorrt_bindings_refuse_stream_0():
                  stream=lambda: 0)
 
 
-# --- defect 1: ORT's CUDA-graph capture under the capture lock -------------------------------------------------
+# --- ORT's CUDA-graph warm-up and capture hold the capture lock ---------------------------------------------------
 
 
 def test_ort_cuda_graph_warm_up_and_capture_runs_hold_the_capture_lock(monkeypatch):
@@ -188,7 +188,7 @@ def test_ort_cuda_graph_warm_up_and_capture_runs_hold_the_capture_lock(monkeypat
     assert lock_free_elsewhere()
 
 
-# --- defect 6: ORT CUDA detection by a real session ---------------------------------------------------------------
+# --- ORT's CUDA provider counts as usable only when a real session runs on it -----------------------------------
 
 
 def test_ort_cuda_probe_needs_a_granted_cuda_session_and_matching_cuda_major(monkeypatch):
@@ -225,7 +225,7 @@ def test_ort_cuda_probe_needs_a_granted_cuda_session_and_matching_cuda_major(mon
     assert not ok
 
 
-# --- defect 3 and 7: TensorRT profiles for the deployed batch, one export per batch profile ------------------
+# --- TensorRT profiles tuned for the deployed batch; one export per batch profile --------------------------------
 
 
 def test_export_opt_batch_is_the_profiles_opt_and_is_validated():
@@ -279,7 +279,7 @@ def test_one_bench_run_exports_once_per_prior_precision_and_batch_profile(tmp_pa
     assert len(calls) == 4
 
 
-# --- defect 8: the export's fp32 reference runs on the export's device -------------------------------------------
+# --- the export's fp32 reference runs on the export's device -----------------------------------------------------
 
 
 def test_validation_reference_runs_on_the_export_device_without_moving_the_module():
@@ -292,7 +292,7 @@ def test_validation_reference_runs_on_the_export_device_without_moving_the_modul
     assert reference_on(module, "cpu") is module
 
 
-# --- defect 10: SVD operators with cached index tensors, no host sync ------------------------------------------
+# --- SVD operators gather with cached index tensors and never synchronise the host -------------------------------
 
 
 def _svd_operators():
@@ -367,7 +367,7 @@ def test_svd_operator_steps_do_not_synchronize_the_host_on_cuda():
                 torch.cuda.set_sync_debug_mode(0)
 
 
-# --- defect 11: the seeded noise draws ----------------------------------------------------------------------------
+# --- seeded noise: one tensor, each image drawn from its own stream -----------------------------------------------
 
 
 def test_seeded_noise_is_one_tensor_with_each_images_own_stream():
@@ -390,7 +390,7 @@ def test_tensorrt_wheel_follows_torchs_cuda_major():
     assert "tensorrt-cu13 or tensorrt-cu12" in tensorrt_wheel(None)
 
 
-# --- defects 4 and 5: layout per mode, GroupNorm without the fp32 copy, fused attention under compile ---------
+# --- memory layout per mode, GroupNorm without an fp32 copy, fused attention under compile ------------------------
 
 
 def _tiny_prior():

@@ -1,4 +1,4 @@
-"""Files that decompress past their size (issue 30, items 1, 4 and 6): a 16-bit PNG whose IDAT inflates to far
+"""Files that decompress past their size: a 16-bit PNG whose IDAT inflates to far
 more than its header needs, the bombs Pillow itself refuses (a huge palette PNG or TIFF, zTXt/iTXt/iCCP chunks),
 and ``.pt`` measurements whose tensors claim more values than their file holds. Each is refused as
 :class:`~ddpg.errors.ImageTooLarge` naming the file, in every loader, within bounded memory: the peak RSS of a

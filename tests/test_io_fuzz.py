@@ -203,7 +203,7 @@ def _npy(shape: tuple, payload: bytes) -> bytes:
     return buf.getvalue() + payload
 
 
-# ------------------------------------------------------------ 16-bit PNG pixel data and .pt measurements (issue 30)
+# ----------------------------------------------------------------------- 16-bit PNG pixel data and .pt measurements
 
 
 @FUZZ

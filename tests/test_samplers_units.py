@@ -200,7 +200,7 @@ def test_presets_build_their_operator_and_fit_the_sampler(method):
 
 
 def test_presets_carry_the_papers_settings():
-    """Spot values from algorithms.md §8 (σ conventions: DPS σ 0.05 and DPPS σ 0.01 on [−1, 1])."""
+    """Spot values from docs/methods.md §6.6 (σ conventions: DPS σ 0.05 and DPPS σ 0.01 on [−1, 1])."""
     assert load_preset("ddnm/celeba_hq/sr4/0").hyper == {"eta": 0.85}
     ddrm = load_preset("ddrm/celeba_hq/sr4/0.05")
     assert (ddrm.steps, ddrm.hyper, ddrm.operator["impl"]) == (20, {"eta": 0.85, "eta_b": 1.0}, "svd")

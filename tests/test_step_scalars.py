@@ -1,5 +1,5 @@
 """The DDPG/IDPG step table (one row of per-step scalars per step) and one step against values computed by
-hand (algorithms.md §3.2–3.3), not with the sampler's own code: a 4-step schedule whose ᾱ are round numbers,
+hand (docs/methods.md §3.2–3.3), not with the sampler's own code: a 4-step schedule whose ᾱ are round numbers,
 and the paper's linear schedule."""
 
 import numpy as np
@@ -60,7 +60,7 @@ def test_noiseless_measurements_give_pure_bp_guidance_and_full_noise_weight():
 
 
 def test_linear_schedule_step_sizes_and_delta_crossings_match_the_documented_values():
-    """algorithms.md §3.3: mode-1 step 1.000, 0.990, 0.808, 0.046, 0 at k = 0, 50, 90, 98, 99; the first step at
+    """docs/methods.md §3.3: mode-1 step 1.000, 0.990, 0.808, 0.046, 0 at k = 0, 50, 90, 98, 99; the first step at
     which δ (= 1 − coef_bp, s_BP = 1) exceeds 0.5 for each γ."""
     rows = ddpg_table(linear_schedule(), GRID100, DDPGParams(sigma_y=0.05, gamma=8.0, step_size_mode=1))
     assert close([rows[k].step for k in (0, 50, 90, 98, 99)], [1.0, 0.990, 0.808, 0.046, 0.0], tol=5e-4)

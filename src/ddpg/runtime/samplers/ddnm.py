@@ -1,4 +1,4 @@
-"""DDNM and DDNM+ (Wang, Yu, Zhang, ICLR 2023): range/null-space decomposition (algorithms.md §8.1).
+"""DDNM and DDNM+ (Wang, Yu, Zhang, ICLR 2023): range/null-space decomposition (docs/methods.md §6.1).
 
 Grid and start as DDPG ("uniform": 100 pairs (990, 980) … (0, −1), x_T ~ N(0, I)); a = ᾱ_t, a' = ᾱ_{t'}, σ = 2·sigma_y.
 

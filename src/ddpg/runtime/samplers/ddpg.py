@@ -1,7 +1,7 @@
 """DDPG and IDPG (Garber & Tirer, CVPR 2024): DDNM-style sampling with iteratively preconditioned guidance.
 
 Per step (t, t') of the time grid (default "uniform": (990, 980) … (0, −1) for 100 steps) with a = ᾱ_t,
-a' = ᾱ_{t'} (algorithms.md §3.2):
+a' = ᾱ_{t'} (docs/methods.md §3.2):
     x̂₀ = (x_t − √(1−a)·ε)/√a,  r = A x̂₀ − y
     x̃  = x̂₀ − s·[s_BP·(1−δ)·Aᵀ(AAᵀ+ηI)⁻¹ r + s_LS·δ·c·Aᵀ r],   δ = a'^γ (0 when σ = 0)
     ε̂  = (x_t − √a·x̃)/√(1−a)

@@ -1,5 +1,5 @@
 """DDRM (Kawar, Elad, Ermon, Song, NeurIPS 2022): denoising diffusion restoration in the singular basis
-(algorithms.md §8.2).
+(docs/methods.md §6.2).
 
 Variance-exploding units σ_t = √(1−ᾱ_t)/√ᾱ_t; σ = 2·sigma_y; coefficients in the operator's singular basis
 (``Operator.spectral``): x̂ = Vᵀx̂₀, e = Vᵀε, Uᵀy, ȳ_i = (Uᵀy)_i/s_i. Grid ("uniform"): skip = T//steps, pairs

@@ -1,5 +1,5 @@
 """DiffPIR (Zhu et al., CVPR-W NTIRE 2023): plug-and-play diffusion with a closed-form data step
-(algorithms.md §8.3).
+(docs/methods.md §6.3).
 
 σ̄_t = √(1−ᾱ_t)/√ᾱ_t, σ_n = max(0.001, sigma_y) ([0,1] scale, the reference's ``noise_level_img``; the project's
 y = A x + 2·sigma_y·n on [−1,1] is exactly the reference's noise model), ρ_t = λ·σ_n²/σ̄_t².

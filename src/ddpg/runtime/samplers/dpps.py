@@ -1,5 +1,5 @@
 """DPPS (Wu et al., ACM MM 2024): DPS plus measurement-guided selection of the sampling noise
-(algorithms.md §8.5).
+(docs/methods.md §6.5).
 
 Start ("aligned"): x_T = √ᾱ_T·ŷ + √(1−ᾱ_T)·z, ŷ = y for same-size tasks, nearest upsampling for SR (a single
 measured channel is repeated). Step t → t_prev (the DPS grid and variance of :mod:`.dps`, one UNet call):

@@ -1,5 +1,5 @@
 """DPS (Chung et al., ICLR 2023): diffusion posterior sampling by the gradient of ‖y − A x̂₀(x_t)‖ through the
-UNet (algorithms.md §8.4).
+UNet (docs/methods.md §6.4).
 
 Ancestral (DDPM) sampling over ``steps`` timesteps (1000 = the paper; fewer are respaced as guided-diffusion
 does: t_i = round(i·(T−1)/(steps−1)), β_i = 1 − ᾱ_{t_i}/ᾱ_{t_{i−1}}; the UNet always sees the original t_i).

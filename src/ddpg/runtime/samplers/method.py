@@ -1,6 +1,6 @@
 """A forward-only restoration method as data plus a pure step, and the one loop that runs any of them.
 
-A method (see ``docs/architecture.md``) is an object with
+A method (see ``docs/architecture.md`` §2) is an object with
 
 - ``params``: its frozen params dataclass, the one place its defaults live (validated in ``__post_init__``);
 - ``grid``: the name of its own time grid (:data:`ddpg.schedule.TIME_GRIDS`);
