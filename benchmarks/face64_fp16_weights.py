@@ -2,7 +2,7 @@
 originals? Restores the 32 dev faces (tests/fixtures/faces64_dev) with both weight files (both computed in
 float32, same measurements, same seeds) and reports the mean PSNR of each and their difference.
 
-    python benchmarks/face64_fp16_weights.py --reference /work/shared/priors/face64/face64_ema.pt \
+    python benchmarks/face64_fp16_weights.py --reference path/to/face64_ema.pt \
         --tasks sr4 --steps 20 --out benchmarks/results/face64_fp16_weights
 
 ``--reference``: the fp32 ``face64_ema.pt`` the fp16 file was made from (not in the repository). Writes
