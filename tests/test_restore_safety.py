@@ -167,7 +167,8 @@ def test_memory_guard_compares_the_estimate_with_what_is_free(images, tmp_path, 
     face = prior_config("face64")
     assert est(face, 2, (64, 64), False) > est(face, 1, (64, 64), False)  # grows with the batch
     assert est(face, 1, (64, 64), True) > est(face, 1, (64, 64), False)  # autograd keeps the activations
-    assert est({"kind": "gaussian"}, 1, (64, 64), False) is None
+    assert est(None, 1, (64, 64), False) is None  # no prior config: no estimate (the Gaussian prior's own is
+    # tested in test_gaussian_memory.py)
 
 
 # --------------------------------------------------------------------------------- 4. non-finite results

@@ -57,9 +57,14 @@ def _trace(config_json: str, batch: int, size: tuple[int, int]) -> tuple[int, in
 
 
 def restore_bytes(config: dict | None, batch: int, size: tuple[int, int], needs_grad: bool) -> int | None:
-    """Estimated peak bytes of restoring ``batch`` images of ``size`` (H, W) with the prior of ``config``:
-    all of one forward pass's tensors when the method differentiates through the UNet (autograd keeps them),
-    else :data:`NO_GRAD_FACTOR` × its largest tensor. None without a UNet config (the analytic prior)."""
+    """Estimated peak bytes of restoring ``batch`` images of ``size`` (H, W) with the prior of ``config``: for
+    a UNet, all of one forward pass's tensors when the method differentiates through it (autograd keeps them),
+    else :data:`NO_GRAD_FACTOR` × its largest tensor; for the analytic Gaussian prior, its own measured estimate
+    (:func:`ddpg.models.gaussian.restore_peak_bytes`). None without a config of either kind."""
+    if config and config.get("kind") == "gaussian":
+        from ddpg.models.gaussian import restore_peak_bytes
+
+        return restore_peak_bytes(batch, size)
     if not config or config.get("kind") not in ("ddpm", "adm"):
         return None
     traced = _trace(json.dumps(config, sort_keys=True, default=str), batch, tuple(size))

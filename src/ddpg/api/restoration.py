@@ -497,11 +497,11 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
         padded = (padded_y[0] * scale, padded_y[1] * scale)
     else:
         clean = load_image(path, plan.request.max_pixels)
-        if plan.request.resize:
-            clean = center_crop_resize(clean, plan.target)
-        hw = tuple(clean.shape[1:])
+        hw = (plan.target, plan.target) if plan.request.resize else tuple(clean.shape[1:])
         padded = padded_size(hw, math.lcm(plan.multiple, scale))
-    _check_memory(plan, path, padded)
+    _check_memory(plan, path, padded)  # before any work at that size: the resize, the degradation
+    if clean is not None and plan.request.resize:
+        clean = center_crop_resize(clean, plan.target)
     if padded != hw:
         log.info("%s: %d×%d padded to %d×%d (the prior and operator need multiples of %d); output cropped "
                  "back", path, hw[1], hw[0], padded[1], padded[0], math.lcm(plan.multiple, scale))

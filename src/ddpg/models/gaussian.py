@@ -19,6 +19,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Peak memory of a restoration with this prior (``ddpg restore``: loading, sampling, writing) over the process
+# before it, in float32 images of the restored size (12·H·W bytes each): per image of the batch (the sampler's
+# FFTs; the inputs prepared ahead and the outputs waiting for the writer scale with the batch too) and once (the
+# writer's metrics: SSIM works in float64). Measured peak RSS on the 2-core CPU machine, one thread, allocations
+# mapped as glibc maps those over 32 MB: 47.5 images for one photo at 512, 1024 and 2048 px; 63–71 for three
+# (every method; sr4, deblurring, inpainting, denoising, colorization); 86 at batch 2 (four photos) and 122 at
+# batch 4 (eight): about 18·B + 48. These constants are that plus a quarter.
+RESTORE_IMAGES_PER_BATCH_IMAGE = 24
+RESTORE_IMAGES_ONCE = 60
+
+
+def restore_peak_bytes(batch: int, size: tuple[int, int]) -> int:
+    """Estimated peak bytes of restoring images of ``size`` (H, W) in batches of ``batch`` with this prior:
+    (24·batch + 60) float32 (3, H, W) images, 1.25 × to 1.8 × the measured peak (see the constants above). Each
+    sampling step costs one FFT and one inverse FFT of the (batch, 3, H, W) images in the prior, O(H·W·log(H·W))
+    each, besides the operator's work."""
+    H, W = size
+    return (RESTORE_IMAGES_PER_BATCH_IMAGE * batch + RESTORE_IMAGES_ONCE) * 3 * H * W * 4
+
 
 def frequency_grid(H: int, W: int, device=None) -> torch.Tensor:
     """|f|² on the (H, W) DFT grid, f in cycles per pixel (float32)."""
