@@ -6,6 +6,7 @@ import math
 
 from ddpg.errors import ParameterError
 
+DEFAULT_SIGMA_Y = 0.05  # the measurement noise std of a run that names none (and of the papers' main tables)
 MAX_SIGMA_Y = 1.0  # a noise std beyond the whole [0, 1] image range is a mistake, not a measurement
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 from ddpg.api.report import Report
 from ddpg.api.restoration import restore
 from ddpg.api.settings import operator_args, resolve_settings
+from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.io import load_image, save_image
 from ddpg.samples import sample_path
 
 
-def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg", sigma_y: float = 0.05,
+def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg", sigma_y: float = DEFAULT_SIGMA_Y,
                    steps: int | None = None, seed: int = 0, device: str = "cpu", progress=None) -> Report:
     """Degrade the bundled sample face, restore it with the bundled face64 prior, and write the
     restoration, the observation, a sidecar and a comparison grid (ground truth / observation / baseline /

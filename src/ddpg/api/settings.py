@@ -9,12 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ddpg.checks import check_sigma_y
+from ddpg.checks import DEFAULT_SIGMA_Y, check_sigma_y
 from ddpg.errors import ConfigError, DdpgError, ParameterError
 from ddpg.io import pad_bottom_right
 from ddpg.operators.tasks import BLUR_TASKS, CLI_TASKS, KERNEL_TASKS, OPERATOR_OF_TASK
 
-DEFAULT_SIGMA_Y = 0.05
 PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
 
 @dataclass

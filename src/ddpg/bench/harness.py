@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch import nn
 
+from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import native_image_size
 from ddpg.operators import ALIASES, make_operator
@@ -56,7 +57,7 @@ class BenchConfig:
     plain: bool = False
     size: int | None = None
     task: str = "sr4"
-    sigma_y: float = 0.05
+    sigma_y: float = DEFAULT_SIGMA_Y
     device: str = "auto"
     iters: int = 20
     warmup: int = 3

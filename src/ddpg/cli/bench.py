@@ -10,6 +10,7 @@ import typer
 
 from ddpg.bench.harness import BenchConfig, make_report, run_bench
 from ddpg.bench.report import markdown, write_all
+from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.errors import DdpgError
 
 
@@ -41,7 +42,7 @@ def bench_command(
     checkpoint: str = typer.Option(None, help="Weights file, or 'auto' (bundled/cached); default random weights."),
     engine: str = typer.Option(None, help="ONNX model / TensorRT plan (default: exported from the prior)."),
     task: str = typer.Option("sr4", help="Degradation (sr4 uses the FFT operator)."),
-    sigma_y: float = typer.Option(0.05, "--sigma-y", help="Measurement noise std on the [0, 1] scale."),
+    sigma_y: float = typer.Option(DEFAULT_SIGMA_Y, "--sigma-y", help="Measurement noise std on the [0, 1] scale."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     iters: int = typer.Option(20, help="Timed UNet / guidance calls per batch size."),
     warmup: int = typer.Option(3, help="Untimed calls before timing."),

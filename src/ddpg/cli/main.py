@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 
 from ddpg.api.settings import CLI_TASKS, describe_method_defaults
+from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.errors import DdpgError
 
 from .flags import flag_message, flags_of
@@ -109,7 +110,7 @@ def restore(
     backend: str = typer.Option("torch", help="torch | onnxruntime | tensorrt"),
     engine: str = typer.Option(None, help="ONNX model or TensorRT plan for --backend onnxruntime/tensorrt."),
     sigma_y: float = typer.Option(None, "--sigma-y", help="Measurement noise std on the [0, 1] scale "
-                                                          "(default: preset's, or 0.05)."),
+                                                          f"(default: preset's, or {DEFAULT_SIGMA_Y})."),
     steps: int = typer.Option(None, help="Sampling steps (default: the preset's, 100)."),
     method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg). "
                                "Without --sigma-y/--steps/--preset each takes its paper preset; for sr4 with the "
@@ -164,8 +165,8 @@ def restore(
     flags = flags_of(restore)
     with RichProgress(quiet) as progress:
         if sample:
-            report = run(lambda: api.restore_sample(outdir, task=task or "sr4", method=method or "ddpg",
-                                                    sigma_y=0.05 if sigma_y is None else sigma_y, steps=steps,
+            report = run(lambda: api.restore_sample(outdir, task=task or "sr4", method=method or "ddpg", steps=steps,
+                                                    sigma_y=DEFAULT_SIGMA_Y if sigma_y is None else sigma_y,
                                                     seed=seed, device=device, progress=progress), quiet, flags)
         else:
             report = run(lambda: api.restore_on_ranks(api.RestoreRequest(
@@ -198,7 +199,7 @@ def degrade(
     inputs: list[Path] = typer.Argument(..., help="Clean image files or folders."),
     outdir: Path = typer.Option(..., "-o", "--outdir", help="Output folder."),
     task: str = typer.Option("sr4", help=TASK_HELP),
-    sigma_y: float = typer.Option(0.05, "--sigma-y", help="Noise std on the [0, 1] scale."),
+    sigma_y: float = typer.Option(DEFAULT_SIGMA_Y, "--sigma-y", help="Noise std on the [0, 1] scale."),
     seed: int = typer.Option(0, help="Base seed: image i uses seed + i (the noise `restore` draws for it)."),
     resize: bool = typer.Option(False, "--resize", help="Centre-crop and resize to --size first."),
     size: int = typer.Option(None, help="Side length for --resize."),

@@ -1,4 +1,4 @@
-"""Observations as the papers make them: y = A(x) + 2·sigma_y·n."""
+"""Observations as the papers make them: y = A(x) + 2·sigma_y·n, and the noise std 2·sigma_y the samplers use."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ from ddpg.checks import check_sigma_y
 from ddpg.errors import OperatorError
 
 from .base import Operator
+
+
+def noise_std(sigma_y: float) -> float:
+    """The measurement noise's std on the [-1, 1] scale the samplers work in, 2·sigma_y, for ``sigma_y`` on the
+    [0, 1] image scale (docs/methods.md §1): the one place the convention is written."""
+    return 2.0 * sigma_y
 
 
 def degrade(x: torch.Tensor, operator: Operator, sigma_y: float, *, seed: int | None = None,
@@ -21,4 +27,4 @@ def degrade(x: torch.Tensor, operator: Operator, sigma_y: float, *, seed: int | 
     if generator is None and seed is not None:
         generator = torch.Generator(device=y.device).manual_seed(seed)
     noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    return y + 2.0 * sigma_y * noise
+    return y + noise_std(sigma_y) * noise

@@ -26,6 +26,7 @@ import torch
 
 from ddpg.checks import check_sigma_y
 from ddpg.operators.base import Operator
+from ddpg.operators.observation import noise_std
 from ddpg.schedule import Schedule, TimeGrid
 
 from .common import Scalar, check_unit_interval, coef, x0_and_eps
@@ -90,7 +91,7 @@ class DDNM:
             a, a_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
             alpha, s_t = math.sqrt(a_next), math.sqrt(1 - a_next)
             rows.append(DDNMRow(float(t), math.sqrt(a), math.sqrt(1 - a), alpha, s_t, s_t**2, s_t * p.eta,
-                                s_t * math.sqrt(1 - p.eta**2), alpha * (2 * p.sigma_y)))
+                                s_t * math.sqrt(1 - p.eta**2), alpha * noise_std(p.sigma_y)))
         return rows
 
     def start(self, y: torch.Tensor, operator: Operator, p: DDNMParams, x_T: torch.Tensor, schedule: Schedule,

@@ -31,6 +31,7 @@ import torch
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
+from ddpg.operators.observation import noise_std
 from ddpg.schedule import Schedule, TimeGrid
 
 from .common import NoiseSource, Scalar, coef, eps_from_x0, x0_and_eps
@@ -75,7 +76,7 @@ class DDPGParams:
     @property
     def sigma(self) -> float:
         """Noise std on the [-1, 1] scale."""
-        return 2.0 * self.sigma_y
+        return noise_std(self.sigma_y)
 
     @property
     def eta(self) -> float:

@@ -25,6 +25,7 @@ import torch
 
 from ddpg.checks import check_sigma_y
 from ddpg.operators.base import Operator, SpectralBasis
+from ddpg.operators.observation import noise_std
 from ddpg.schedule import Schedule, TimeGrid
 
 from .common import Scalar, check_unit_interval, coef, x0_and_eps
@@ -82,7 +83,7 @@ def ddrm_start(basis: SpectralBasis, y_bar: torch.Tensor, z: torch.Tensor, sigma
 def ddrm_coefficients(basis: SpectralBasis, y: torch.Tensor, x0_c: torch.Tensor, eps_c: torch.Tensor,
                       z: torch.Tensor, row: DDRMRow, p: DDRMParams) -> torch.Tensor:
     """The coefficients c of x_{t'}/√ᾱ_{t'} by the three rules above (``row`` per sample or for the batch)."""
-    s, sigma = basis.s, 2 * p.sigma_y
+    s, sigma = basis.s, noise_std(p.sigma_y)
     y_coef, y_bar = measured_coefs(basis, y)
     row = spectral_row(row, x0_c)
     safe_s = torch.where(s > 0, s, 1)
@@ -122,7 +123,7 @@ class DDRM:
         """x_T by the start rule (σ_T at the first step's t), from the coefficients Vᵀx_T of the given x_T."""
         basis = operator.spectral(y.device, "DDRM")
         y_bar = measured_coefs(basis, y)[1]
-        x = ddrm_start(basis, y_bar, basis.coef(x_T), rows[0].sqrt_1m_a / rows[0].sqrt_a, 2 * p.sigma_y)
+        x = ddrm_start(basis, y_bar, basis.coef(x_T), rows[0].sqrt_1m_a / rows[0].sqrt_a, noise_std(p.sigma_y))
         return State(x, x, x, basis)
 
     def step(self, state: State, out: torch.Tensor, row: DDRMRow, z: torch.Tensor, y: torch.Tensor,

@@ -34,6 +34,7 @@ import torch
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
+from ddpg.operators.observation import noise_std
 from ddpg.schedule import Schedule, TimeGrid
 
 from .common import NoiseSource, Scalar, check_unit_interval, coef, eps_from_x0, lift, x0_and_eps
@@ -57,7 +58,7 @@ def diffpir_start(schedule: Schedule, operator: Operator, y: torch.Tensor, z: to
     if tuple(y.shape[-2:]) != tuple(operator.img_size):  # SR: bicubic upsampling, diffused from t = 0
         return math.sqrt(a_start) * lift(y, operator.img_size, "bicubic") + math.sqrt(1 - a_start) * z
     ve = np.sqrt(1 - schedule.alphas_cumprod) / np.sqrt(schedule.alphas_cumprod)
-    t_y = int(np.argmin(np.abs(ve - 2 * sigma_n)))
+    t_y = int(np.argmin(np.abs(ve - noise_std(sigma_n))))
     a_y = schedule.alpha_bar(t_y)
     ratio = a_start / a_y
     return math.sqrt(ratio) * lift(y, operator.img_size, "nearest") + math.sqrt(
