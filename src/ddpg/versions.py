@@ -7,6 +7,13 @@ import importlib
 import platform
 
 __version__ = "0.1.0"
+DISTRIBUTION = "ddpg-restore"  # the name on PyPI ("ddpg" there is another project); the import name is ddpg
+
+
+def install_hint(extra: str) -> str:
+    """How to install the optional dependencies of ``extra`` (a ``[project.optional-dependencies]`` key), from
+    PyPI or from a checkout, for error messages (plain text: print it with Rich's markup escaped)."""
+    return f"pip install '{DISTRIBUTION}[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
 
 
 def versions(device: str = "cpu", libraries: tuple[str, ...] = ("numpy",)) -> dict[str, str]:

@@ -18,7 +18,7 @@ import torch
 
 from ddpg.errors import ConfigError
 from ddpg.io import atomic_write
-from ddpg.versions import versions
+from ddpg.versions import install_hint, versions
 
 SCHEMA = "ddpg-bench/1"
 # docs/performance.md §1: whole restoration of 100 steps, one GPU (H100)
@@ -266,7 +266,7 @@ def write_plot(report: dict, path: Path) -> None:
     try:
         import matplotlib
     except ImportError as exc:
-        raise ConfigError(f"{path}: the plot needs matplotlib (pip install 'ddpg[plot]')") from exc
+        raise ConfigError(f"{path}: the plot needs matplotlib: {install_hint('plot')}") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -8,7 +8,7 @@
   seeded random subsets of ``subset_size`` rows each (the usual 100 × 1000).
 - GMM-GIQA (Gu et al. 2020, cientgu/GIQA): the log-likelihood of each feature under a full-covariance
   Gaussian mixture (5 components as the official code) fitted on reference features, optionally after a PCA
-  fitted on the same references. Fitting uses scikit-learn (``pip install 'ddpg[eval]'``); the fitted model is
+  fitted on the same references. Fitting uses scikit-learn (the ``eval`` extra); the fitted model is
   plain arrays (:class:`GaussianMixtureModel`) scored here.
 - KNN-GIQA: Σₖ 1/dₖ over the K nearest reference features, dₖ the L1 distance (the official code's
   ``pairwise_distance(p=1)`` without its 1e-6 offset; K = 1 by default).
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddpg.errors import ConfigError
+from ddpg.versions import install_hint
 
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 GIQA_COMPONENTS = 5
@@ -138,7 +139,7 @@ def fit_giqa_gmm(reference: np.ndarray, *, components: int = GIQA_COMPONENTS, pc
         from sklearn.decomposition import PCA
         from sklearn.mixture import GaussianMixture
     except ImportError as exc:
-        raise ConfigError("GMM-GIQA needs scikit-learn: pip install 'ddpg[eval]'") from exc
+        raise ConfigError(f"GMM-GIQA needs scikit-learn: {install_hint('eval')}") from exc
     pca_mean = pca_components = None
     z = ref
     if pca is not None:
