@@ -1,5 +1,7 @@
-"""One value per default: a command-line option defaults to what its dataclass field (``RestoreRequest``,
-``BenchConfig``, ``ServeOptions``) defaults to, and every entry point gives a method the same step count."""
+"""One value per default: each command-line option of ``restore``, ``bench`` and ``serve`` is an option field of
+its dataclass (``RestoreRequest``, ``BenchConfig``, ``ServeOptions``: default, help and flags written once),
+``ddpg serve`` takes the request fields marked as served, every default σ_y is the one constant, one function
+holds the 2·σ_y noise convention, and every entry point gives a method the same step count."""
 
 import dataclasses
 import inspect
@@ -11,9 +13,9 @@ from typer.models import OptionInfo
 from ddpg.api.request import RestoreRequest
 from ddpg.api.sample import restore_sample
 from ddpg.api.settings import resolve_settings
-from ddpg.bench.harness import BenchConfig
+from ddpg.bench.config import BenchConfig
 from ddpg.checks import DEFAULT_SIGMA_Y
-from ddpg.cli.bench import bench_command
+from ddpg.cli.bench import bench_command, parse_batches
 from ddpg.cli.main import degrade as degrade_command
 from ddpg.cli.main import restore as restore_command
 from ddpg.cli.serve import serve_command
@@ -24,34 +26,45 @@ from ddpg.runtime import Restorer
 from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.samplers import FORWARD_METHODS, SAMPLERS
 from ddpg.runtime.samplers.ddpg import DDPGParams
-from ddpg.serve.server import ServeOptions
+from ddpg.schema import OPTION
+from ddpg.serve.jobs import FIELDS
+from ddpg.serve.options import ServeOptions
 
-# option name → field name where the command line spells it otherwise
-RENAMED = {"request_timeout": "request_timeout_s", "drain_timeout": "drain_timeout_s"}
-# options whose None means "the field's default", resolved where the request is built
-NONE_MEANS_FIELD_DEFAULT = {(restore_command, "max_pixels")}
+# the parameters a command has beyond its dataclass's option fields
+COMMAND_OWN = {"restore": {"inputs", "sample", "quiet"}, "bench": {"batch", "json_path"}, "serve": {"quiet"}}
+COMMANDS = {"restore": (restore_command, RestoreRequest), "bench": (bench_command, BenchConfig),
+            "serve": (serve_command, ServeOptions)}
 
 
 def option_defaults(command) -> dict:
-    """{field name: the option's default} of a Typer command's options."""
-    return {RENAMED.get(name, name): p.default.default for name, p in inspect.signature(command).parameters.items()
+    """{parameter name: the option's default} of a Typer command's options."""
+    return {name: p.default.default for name, p in inspect.signature(command).parameters.items()
             if isinstance(p.default, OptionInfo)}
 
 
-def field_defaults(cls) -> dict:
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_is_its_dataclass_fields_default_help_and_flags(name):
+    command, cls = COMMANDS[name]
+    params = inspect.signature(command).parameters
+    documented = {f.name: f for f in dataclasses.fields(cls) if OPTION in f.metadata}
+    assert set(params) == set(documented) | COMMAND_OWN[name]
+    for field_name, f in documented.items():
+        option, doc = params[field_name].default, f.metadata[OPTION]
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        assert (option.default, option.help, option.hidden) == (default, doc.help, doc.hidden), field_name
+        assert option.param_decls == (doc.flags or ("--" + field_name.replace("_", "-"),)), field_name
 
 
-@pytest.mark.parametrize("command, cls", [(restore_command, RestoreRequest), (bench_command, BenchConfig),
-                                          (serve_command, ServeOptions)],
-                         ids=["restore", "bench", "serve"])
-def test_every_option_defaults_to_its_dataclass_field(command, cls):
-    options, fields = option_defaults(command), field_defaults(cls)
-    shared = sorted(set(options) & set(fields))
-    assert len(shared) >= 10, shared  # the commands set most of their dataclass's fields
-    differ = {name: (options[name], fields[name]) for name in shared
-              if (command, name) not in NONE_MEANS_FIELD_DEFAULT and str(options[name]) != str(fields[name])}
-    assert not differ, f"option default != dataclass default: {differ}"
+def test_the_command_lines_own_options_default_to_the_dataclass():
+    assert parse_batches(option_defaults(bench_command)["batch"]) == BenchConfig().batches
+    assert option_defaults(restore_command)["quiet"] is option_defaults(serve_command)["quiet"] is False
+
+
+def test_serve_takes_the_served_request_fields_with_their_types():
+    served = {f.name for f in dataclasses.fields(RestoreRequest) if OPTION in f.metadata and f.metadata[OPTION].served}
+    assert set(FIELDS) == served | {"response", "deadline_s"}
+    assert {"operator", "hyper", "sigma_y", "mask"} <= served and not {"kernel", "prior", "device"} & served
+    assert (FIELDS["operator"], FIELDS["sigma_y"], FIELDS["steps"], FIELDS["observed"]) == (dict, float, int, bool)
 
 
 @pytest.mark.parametrize("method", FORWARD_METHODS)

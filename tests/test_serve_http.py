@@ -212,10 +212,24 @@ def test_observed_measurement_and_uploaded_mask_equal_their_twins(server, images
                                       "--steps", str(STEPS))
 
 
+def test_served_operator_equals_its_restore_twin(server, images, tmp_path):
+    """``operator`` builds the task's operator as ``ddpg restore --operator`` does."""
+    image = images / "face1.png"
+    fields = {"task": "deblur_gauss", "steps": STEPS, "seed": 2}
+    wide = asyncio.run(post(server, image, operator={"sigma": 2.0}, **fields))
+    plain = asyncio.run(post(server, image, **fields))
+    assert wide.status_code == plain.status_code == 200, (wide.text, plain.text)
+    assert wide.content != plain.content
+    assert wide.content == twin_png(image, tmp_path / "twin", "--task", "deblur_gauss", "--steps", str(STEPS),
+                                    "--seed", "2", "--operator", "sigma=2.0")
+
+
 @pytest.mark.parametrize("fields, field", [({"sigma_y": -1}, "sigma_y"), ({"method": "dps"}, "method"),
                                             ({"task": "sr8"}, "task"), ({"steps": "many"}, "steps"),
                                             ({"hyper": {"zeta": 2}}, "hyper"), ({"colour": "red"}, "colour"),
-                                            ({"seed": -3}, "seed")])
+                                            ({"seed": -3}, "seed"), ({"operator": {"scale": 0}}, "operator"),
+                                            ({"operator": {"kernel": "/etc/hostname"}}, "operator"),
+                                            ({"operator": {"sigma": [3]}}, "operator")])
 def test_bad_settings_are_422_naming_the_field(server, images, fields, field):
     before = counter(server.metrics(), "invalid")
     response = asyncio.run(post(server, images / "face0.png", **{"steps": STEPS, **fields}))

@@ -3,14 +3,8 @@
 ``ddpg.restore``, ``ddpg.degrade`` and ``ddpg.evaluate`` are the Python form of the command line.
 """
 
+from ddpg.lazy import lazy_exports
 from ddpg.versions import __version__
 
 __all__ = ["__version__", "degrade", "evaluate", "restore"]
-
-
-def __getattr__(name: str):
-    if name in ("degrade", "evaluate", "restore"):
-        from ddpg import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'ddpg' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"degrade": "ddpg.api", "evaluate": "ddpg.api", "restore": "ddpg.api"})

@@ -1,4 +1,5 @@
-"""Validation shared by every layer: the one σ_y rule."""
+"""Validation shared by every layer, torch-free: the one σ_y rule and its default, integers, sides and the pixel
+limit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ddpg.errors import ParameterError
 
 DEFAULT_SIGMA_Y = 0.05  # the measurement noise std of a run that names none (and of the papers' main tables)
 MAX_SIGMA_Y = 1.0  # a noise std beyond the whole [0, 1] image range is a mistake, not a measurement
+DEFAULT_MAX_PIXELS = 2**25  # 33.5 M pixels (e.g. 8192 × 4096): larger images are refused before decoding
 
 
 def check_sigma_y(sigma_y: object, param: str = "sigma_y") -> float:
@@ -18,6 +20,13 @@ def check_sigma_y(sigma_y: object, param: str = "sigma_y") -> float:
         raise ParameterError(param, sigma_y, f"must be a finite number in [0, {MAX_SIGMA_Y:g}] (the noise std on "
                                              "the [0, 1] image scale)")
     return float(sigma_y)
+
+
+def check_int(param: str, value: object, minimum: int) -> None:
+    """Refuse ``value`` unless it is an integer >= ``minimum`` (a :class:`~ddpg.errors.ParameterError` naming
+    ``param``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ParameterError(param, value, f"must be an integer >= {minimum}")
 
 
 def check_side(size: object, max_pixels: int, param: str = "size") -> int:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ddpg.checks import DEFAULT_MAX_PIXELS
 from ddpg.errors import ImageTooLarge, InputError
 
 log = logging.getLogger("ddpg")
@@ -41,7 +42,6 @@ log = logging.getLogger("ddpg")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 MEASUREMENT_SUFFIXES = frozenset({".pt", ".npy"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-DEFAULT_MAX_PIXELS = 2**25  # 33.5 M pixels (e.g. 8192 × 4096): larger images are refused before decoding
 MAX_BYTES_PER_PIXEL = 16  # the largest uncompressed sample layout (RGBA, 32 bits per channel)
 # Adam7's seven passes: (x0, y0, dx, dy), the first pixel and the steps between pixels
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))

@@ -10,24 +10,15 @@ done, skipped (with why) and failed. Setup problems (unknown task/preset/prior/b
 ``DdpgError`` before any input is touched. Images are read in [0, 1] and mapped to [-1, 1] for the samplers.
 """
 
-from ddpg.api.degradation import degrade
-from ddpg.api.evaluation import evaluate
-from ddpg.api.report import NullProgress, Report
-from ddpg.api.request import RestoreRequest
-from ddpg.api.restoration import (
-    RUN_SUMMARY,
-    InputJob,
-    RestorePlan,
-    plan_restore,
-    prepare_input,
-    restore,
-    restore_on_ranks,
-    sidecar_record,
-    write_outputs,
-)
-from ddpg.api.sample import restore_sample, sample_path
-from ddpg.api.settings import CLI_TASKS, DEFAULT_SIGMA_Y, parse_hyper
+from ddpg.lazy import lazy_exports
 
-__all__ = ["CLI_TASKS", "DEFAULT_SIGMA_Y", "RUN_SUMMARY", "InputJob", "NullProgress", "Report", "RestorePlan",
-           "RestoreRequest", "degrade", "evaluate", "parse_hyper", "plan_restore", "prepare_input", "restore",
-           "restore_on_ranks", "restore_sample", "sample_path", "sidecar_record", "write_outputs"]
+# each public name → its module, imported on first use (most import torch; the command line reads RestoreRequest's
+# fields without it)
+_HOMES = {"degrade": ".degradation", "evaluate": ".evaluation", "NullProgress": ".report", "Report": ".report",
+          "RestoreRequest": ".request", "RUN_SUMMARY": ".restoration", "InputJob": ".restoration",
+          "RestorePlan": ".restoration", "plan_restore": ".restoration", "prepare_input": ".restoration",
+          "restore": ".restoration", "restore_on_ranks": ".restoration", "sidecar_record": ".restoration",
+          "write_outputs": ".restoration", "restore_sample": ".sample", "sample_path": ".sample",
+          "CLI_TASKS": ".settings", "DEFAULT_SIGMA_Y": "ddpg.checks", "parse_hyper": ".settings"}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

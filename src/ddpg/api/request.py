@@ -1,5 +1,7 @@
 """What one :func:`~ddpg.api.restore` call is asked to do: :class:`RestoreRequest`, every option with its
-default, checked once when it is made (a :class:`~ddpg.errors.ParameterError` naming the parameter)."""
+default, checked once when it is made (a :class:`~ddpg.errors.ParameterError` naming the parameter). Each option's
+default, help and flags are written once, on its field (:mod:`ddpg.schema`): ``ddpg restore``'s options and
+``ddpg serve``'s request fields are built from them."""
 
 from __future__ import annotations
 
@@ -7,11 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ddpg.api.denoisers import check_device, check_speed_options
-from ddpg.api.settings import check_int
-from ddpg.checks import check_side, check_sigma_y
+from ddpg.checks import DEFAULT_MAX_PIXELS, DEFAULT_SIGMA_Y, check_int, check_side, check_sigma_y
 from ddpg.errors import ParameterError
-from ddpg.io import DEFAULT_MAX_PIXELS
+from ddpg.schema import option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,34 +24,50 @@ class RestoreRequest:
     each option is documented on :func:`~ddpg.api.restore`."""
 
     inputs: tuple[str | Path, ...]
-    outdir: Path
-    task: str | None = None
-    preset: str | None = None
-    prior: str | None = None
-    checkpoint: str | None = None
-    method: str | None = None
-    sigma_y: float | None = None
-    steps: int | None = None
-    seed: int = 0
-    batch_size: int = 1
-    device: str = "cpu"
-    observed: bool = False
-    backend: str = "torch"
-    engine: str | None = None
-    skip_existing: bool = False
-    resize: bool = False
-    size: int | None = None
-    mask: str | None = None
-    kernel: str | None = None
-    bits: int = 8
-    class_label: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    hyper: Mapping[str, object] | None = None
-    operator: Mapping[str, object] | None = None
-    select_candidates: bool = False
-    precision: str = "fp32"
-    compile: bool = False
-    cuda_graph: bool = False
+    outdir: Path = option(flags=("-o", "--outdir"), help="Output folder.")
+    task: str | None = option(None, served=True, help="{tasks} (default sr4, or the preset's / observation's task).")
+    preset: str | None = option(None, served=True, help="Paper preset, e.g. ddpg/celeba_hq/sr4/0.05 "
+                                                        "(`ddpg presets list`).")
+    prior: str | None = option(None, help="Prior name or YAML config (default gaussian: analytic, no download; "
+                                          "face64: bundled 64-px faces).")
+    checkpoint: str | None = option(None, help="Weights file (with --prior, or alone: the prior is recognised).")
+    method: str | None = option(None, served=True, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default "
+                                "ddpg). Without --sigma-y/--steps/--preset each takes its paper preset; for sr4 with "
+                                "the gaussian prior: {method_defaults}. Other tasks and priors: `ddpg presets list`.")
+    sigma_y: float | None = option(None, flags=("--sigma-y",), served=True, help="Measurement noise std on the "
+                                   f"[0, 1] scale (default: preset's, or {DEFAULT_SIGMA_Y}).")
+    steps: int | None = option(None, served=True, help="Sampling steps (default: the preset's, 100).")
+    seed: int = option(0, served=True, help="Base seed: image i (in sorted input order) uses seed + i.")
+    batch_size: int = option(1, help="Images per sampler call (results do not depend on it).")
+    device: str = option("cpu", help="cpu | cuda | cuda:N")
+    observed: bool = option(False, served=True, help="Inputs are measurements (a real low-res or blurred photo, or "
+                                                     "`ddpg degrade` output), not clean images.")
+    backend: str = option("torch", help="torch | onnxruntime | tensorrt")
+    engine: str | None = option(None, help="ONNX model or TensorRT plan for --backend onnxruntime/tensorrt.")
+    skip_existing: bool = option(False, help="Skip inputs whose outputs exist (resume).")
+    resize: bool = option(False, help="Centre-crop and resize clean inputs to --size (default: the prior's size) as "
+                                      "the papers; else native size.")
+    size: int | None = option(None, help="Side length for --resize.")
+    mask: str | None = option(None, served=True, help="inpaint: mask file (white = kept), 'box' (default) or "
+                                                      "'random[:R]'.")
+    kernel: str | None = option(None, help="Blur kernel (.npy or image) instead of the Gaussian / the seeded motion "
+                                           "kernel (10·i).")
+    bits: int = option(8, served=True, help="Output PNG bit depth: 8 or 16.")
+    class_label: int | None = option(None, help="Class for class-conditional priors (imagenet256_cond).")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, help="Refuse input images with more pixels than this (read from "
+                                                      "the header, before decoding; 2^25 is e.g. 8192×4096).")
+    hyper: Mapping[str, object] | None = option(None, flags=("--hyper",), served=True, kind=list[str],
+                                                help="Set a method hyper-parameter, KEY=VALUE (repeatable).")
+    operator: Mapping[str, object] | None = option(None, flags=("--operator",), served=True, kind=list[str],
+                                                   help="Build the task's operator with KEY=VALUE (repeatable) instead "
+                                                        "of the preset's, e.g. --operator sigma=3.0.")
+    select_candidates: bool = option(False, help="ddpg: pick the injected noise among N_t candidates by measurement "
+                                                 "fit (DPPS's selection).")
+    precision: str = option("fp32", help="torch backend: UNet torso in fp32 | fp16 | bf16 (guidance stays fp32).")
+    compile: bool = option(False, help="torch backend: torch.compile the UNet.")
+    cuda_graph: bool = option(False, help="On CUDA: capture each whole ddpg/idpg/ddnm/ddrm step (UNet + guidance + "
+                                          "noise) in one CUDA graph; with onnxruntime, the engine call (fixed-batch "
+                                          "export).")
     shard: tuple[int, int] = (0, 1)
     denoiser: object = field(default=None, repr=False, compare=False)
 
@@ -74,6 +90,8 @@ class RestoreRequest:
         if self.operator is not None and not isinstance(self.operator, Mapping):
             raise ParameterError("operator", self.operator, "must be a mapping of operator parameters to values")
         check_shard(self.shard)
+        from ddpg.api.denoisers import check_device, check_speed_options  # torch, which reading the fields needs not
+
         check_device(self.device)
         check_speed_options(self.backend, self.device, self.precision, self.compile, self.cuda_graph)
         if self.backend != "torch" and (self.prior is not None or self.checkpoint is not None):

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ddpg.checks import DEFAULT_SIGMA_Y, check_sigma_y
+from ddpg.checks import DEFAULT_SIGMA_Y, check_int, check_sigma_y
 from ddpg.errors import ConfigError, DdpgError, ParameterError
 from ddpg.io import pad_bottom_right
 from ddpg.operators.tasks import BLUR_TASKS, CLI_TASKS, KERNEL_TASKS, OPERATOR_OF_TASK
@@ -34,12 +34,6 @@ def check_task(task: str) -> str:
     if task not in CLI_TASKS:
         raise ParameterError("task", task, f"unknown task; choose one of {', '.join(CLI_TASKS)}")
     return task
-
-
-def check_int(param: str, value: object, minimum: int) -> None:
-    """Refuse ``value`` unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ParameterError(param, value, f"must be an integer >= {minimum}")
 
 
 def check_task_files(task: str, mask: str | None, kernel: str | None) -> dict:

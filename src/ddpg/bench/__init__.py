@@ -1,11 +1,12 @@
 """``ddpg bench``: timing, FLOP counting and reports (JSON, Markdown, PNG) for the restoration loop."""
 
-from .flops import count_flops
-from .harness import BACKENDS, BenchConfig, build_denoiser, build_prior, make_report, parse_prior_spec, run_bench
-from .profile import classify, profile_parts
-from .report import check_targets, environment, markdown, write_all
-from .timing import Clock, matmul_rate, percentile, summarize_ms
+from ddpg.lazy import lazy_exports
 
-__all__ = ["BACKENDS", "BenchConfig", "Clock", "build_denoiser", "build_prior", "check_targets", "classify",
-           "count_flops", "environment", "make_report", "markdown", "matmul_rate", "parse_prior_spec", "percentile",
-           "profile_parts", "run_bench", "summarize_ms", "write_all"]
+# each public name → its module, imported on first use (the command line reads BenchConfig without torch)
+_HOMES = {"count_flops": ".flops", "BACKENDS": ".config", "build_denoiser": ".harness", "build_prior": ".harness",
+          "make_report": ".harness", "parse_prior_spec": ".harness", "run_bench": ".harness", "BenchConfig": ".config",
+          "classify": ".profile", "profile_parts": ".profile", "check_targets": ".report", "environment": ".report",
+          "markdown": ".report", "write_all": ".report", "Clock": ".timing", "matmul_rate": ".timing",
+          "percentile": ".timing", "summarize_ms": ".timing"}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

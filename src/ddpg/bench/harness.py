@@ -10,90 +10,30 @@ cached file). Timing does not depend on the weights; the accuracy check is only 
 from __future__ import annotations
 
 import gc
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import yaml
 from torch import nn
 
-from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import native_image_size
 from ddpg.operators import ALIASES, make_operator
-from ddpg.precisions import parse_precision
 from ddpg.runtime.cuda_graph import capture_graph
-from ddpg.runtime.fast_denoiser import FastDenoiser, default_channels_last
+from ddpg.runtime.fast_denoiser import FastDenoiser
 from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample
 
+from .config import BenchConfig
 from .flops import count_flops
 from .profile import profile_parts
 from .report import CPU_NOTE, SCHEMA, check_targets, environment, now_utc
 from .timing import Clock, matmul_rate, summarize_ms
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 WARMUP_STEPS = 3  # steps of the untimed restoration before the timed ones (capture, compilation, plans)
 PROFILE_CALLS = 3  # profiled UNet / guidance calls per batch size
-
-
-@dataclass
-class BenchConfig:
-    """One benchmarked configuration. ``plain``: the unmodified eager path (``ddpg_sample`` + ``Denoiser``),
-    the baseline the fast path is compared with."""
-
-    prior: str | dict = "face64"
-    checkpoint: str | None = None
-    backend: str = "torch"
-    engine: str | None = None
-    precision: str = "fp32"
-    batches: list[int] = field(default_factory=lambda: [1])
-    steps: int = 100
-    compile: bool = False
-    compile_mode: str = "default"
-    cuda_graph: bool = False
-    channels_last: bool | None = None  # None: the mode's default (``fast.default_channels_last``)
-    plain: bool = False
-    size: int | None = None
-    task: str = "sr4"
-    sigma_y: float = DEFAULT_SIGMA_Y
-    device: str = "auto"
-    iters: int = 20
-    warmup: int = 3
-    repeats: int = 1
-    accuracy: bool = True
-    profile: bool = True
-    check_precision: str = "fp16"
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
-        parse_precision(self.precision)
-        parse_precision(self.check_precision)
-        if not self.batches or any(b < 1 for b in self.batches):
-            raise ConfigError(f"--batch {self.batches}: give positive batch sizes, e.g. 1,8,32")
-        for name in ("steps", "iters", "repeats"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.plain and (self.compile or self.cuda_graph or self.backend != "torch" or self.precision != "fp32"):
-            raise ConfigError("--plain is the eager fp32 torch baseline: no --compile, --cuda-graph, other backend "
-                              "or precision")
-
-    @property
-    def label(self) -> str:
-        if self.plain:
-            return "torch fp32 eager (plain path)"
-        parts = [self.backend, self.precision]
-        if self.backend == "torch":
-            layout = default_channels_last(self.compile) if self.channels_last is None else self.channels_last
-            parts += ["channels-last"] if layout else []
-            parts += [f"compile({self.compile_mode})"] if self.compile else []
-        parts += ["+graph"] if self.cuda_graph else []
-        return " ".join(parts)
 
 
 def parse_prior_spec(spec: str | dict) -> str | dict:
@@ -453,5 +393,5 @@ def make_report(series: list[dict], *, title: str, command: str | None = None) -
             "series": [{**s, "targets": check_targets(s)} for s in series]}
 
 
-__all__ = ["BACKENDS", "BenchConfig", "bench_export", "build_denoiser", "build_prior", "export_key", "make_report",
-           "parse_prior_spec", "run_bench"]
+__all__ = ["bench_export", "build_denoiser", "build_prior", "export_key", "make_report", "parse_prior_spec",
+           "run_bench"]

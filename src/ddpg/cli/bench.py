@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from ddpg.bench.harness import BenchConfig, make_report, run_bench
-from ddpg.bench.report import markdown, write_all
-from ddpg.checks import DEFAULT_SIGMA_Y
+from ddpg.bench.config import BenchConfig
 from ddpg.errors import DdpgError
+
+from .schema import with_options
 
 
 def parse_batches(text: str) -> list[int]:
@@ -26,41 +26,20 @@ def parse_batches(text: str) -> list[int]:
     return values
 
 
+@with_options(BenchConfig)
 def bench_command(
-    prior: str = typer.Option("face64", help="Prior name, YAML path, or inline mapping '{kind: ddpm, ch: 16, ...}'."),
-    backend: str = typer.Option("torch", help="torch | onnxruntime | tensorrt"),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16 (the UNet torso; guidance stays fp32)."),
     batch: str = typer.Option("1", help="Batch sizes, comma-separated, e.g. 1,8,32."),
-    steps: int = typer.Option(100, help="Sampling steps per restoration."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet (torch backend)."),
-    compile_mode: str = typer.Option("default", help="torch.compile mode."),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Capture the whole sampler step in a CUDA graph."),
-    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
-                                       help="Channels-last UNet (default: only with --compile)."),
-    plain: bool = typer.Option(False, "--plain", help="The unmodified eager fp32 path (the baseline)."),
-    size: int = typer.Option(None, help="Image size (default: the prior's)."),
-    checkpoint: str = typer.Option(None, help="Weights file, or 'auto' (bundled/cached); default random weights."),
-    engine: str = typer.Option(None, help="ONNX model / TensorRT plan (default: exported from the prior)."),
-    task: str = typer.Option("sr4", help="Degradation (sr4 uses the FFT operator)."),
-    sigma_y: float = typer.Option(DEFAULT_SIGMA_Y, "--sigma-y", help="Measurement noise std on the [0, 1] scale."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    iters: int = typer.Option(20, help="Timed UNet / guidance calls per batch size."),
-    warmup: int = typer.Option(3, help="Untimed calls before timing."),
-    repeats: int = typer.Option(1, help="Timed whole restorations per batch size (after one warm-up)."),
-    accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="Low-precision vs fp32 PSNR check."),
-    profile: bool = typer.Option(True, "--profile/--no-profile",
-                                 help="torch.profiler summary of a few UNet and guidance calls per batch size."),
     json_path: Path = typer.Option(None, "--json", help="Write JSON here, plus .md and .png with the same stem."),
+    **options,
 ) -> None:
     """Time whole restorations, UNet calls and the guidance; count FLOPs; check fp16 against fp32.
 
     Example: `ddpg bench --prior celeba_hq --precision fp16 --cuda-graph --batch 1,8,32 --json out/bench.json`
     """
-    cfg = BenchConfig(prior=prior, checkpoint=checkpoint, backend=backend, engine=engine, precision=precision,
-                      batches=parse_batches(batch), steps=steps, compile=compile, compile_mode=compile_mode,
-                      cuda_graph=cuda_graph, channels_last=channels_last, plain=plain, size=size, task=task,
-                      sigma_y=sigma_y, device=device, iters=iters, warmup=warmup, repeats=repeats, accuracy=accuracy,
-                      profile=profile)
+    from ddpg.bench.harness import make_report, run_bench
+    from ddpg.bench.report import markdown, write_all
+
+    cfg = BenchConfig(batches=parse_batches(batch), **options)
     try:
         series = run_bench(cfg, log=lambda message: print(message, file=sys.stderr))
     except DdpgError as exc:

@@ -11,11 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ddpg.engine_metadata import read_metadata
 from ddpg.errors import DdpgError
-from ddpg.export.engine_cache import parse_batches, parse_size, profiles_for
-from ddpg.export.onnx_export import DEFAULT_BATCH, DEFAULT_OPSET, ExportError, export_prior
-from ddpg.export.tensorrt_build import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_GIB, build_engine
+from ddpg.export.defaults import DEFAULT_BATCH, DEFAULT_OPSET, DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_GIB
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -42,6 +39,8 @@ def export_command(
 
     Example: `ddpg export --prior face64 --precision fp16 --batch 1:1:8 --opt-batch 4 -o face64_fp16.onnx`
     """
+    from ddpg.export.onnx_export import ExportError, export_prior
+
     try:
         result = export_prior(prior, out=out, checkpoint=checkpoint, format=format, precision=precision, batch=batch,
                               size=size if size != (0, 0) else None, opset=opset, random_weights=random_weights,
@@ -76,6 +75,10 @@ def build_engine_command(
 
     Example: `ddpg build-engine face64.onnx --batch 1,2:4:8 -o face64.plan`
     """
+    from ddpg.engine_metadata import read_metadata
+    from ddpg.export.engine_cache import parse_batches, parse_size, profiles_for
+    from ddpg.export.tensorrt_build import build_engine
+
     try:
         info = read_metadata(onnx_file)
         profiles = None

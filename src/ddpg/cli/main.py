@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from ddpg.api.settings import CLI_TASKS, describe_method_defaults
+from ddpg.api.request import RestoreRequest
 from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.errors import DdpgError
 
 from .flags import flag_message, flags_of
 from .progress import RichProgress, console, setup_logging
+from .schema import TableHelp, with_options
 
 if TYPE_CHECKING:
     from ddpg import api
@@ -38,8 +39,6 @@ presets_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
 app.add_typer(models_app, name="models")
 app.add_typer(presets_app, name="presets")
 
-TASK_HELP = " | ".join(CLI_TASKS)
-METHOD_DEFAULTS = describe_method_defaults("sr4", "gaussian")
 QUIET = typer.Option(False, "-q", "--quiet", help="No progress bars or info logs (warnings and errors only).")
 
 
@@ -98,52 +97,13 @@ def finish(report: api.Report, what: str) -> None:
     raise typer.Exit(report.exit_code)
 
 
-@app.command()
+@app.command(cls=TableHelp)
+@with_options(RestoreRequest)
 def restore(
     inputs: list[Path] = typer.Argument(None, help="Image files or folders (with --observed also .pt/.npy)."),
-    outdir: Path = typer.Option(..., "-o", "--outdir", help="Output folder."),
-    task: str = typer.Option(None, help=f"{TASK_HELP} (default sr4, or the preset's / observation's task)."),
-    preset: str = typer.Option(None, help="Paper preset, e.g. ddpg/celeba_hq/sr4/0.05 (`ddpg presets list`)."),
-    prior: str = typer.Option(None, help="Prior name or YAML config (default gaussian: analytic, no download; "
-                                         "face64: bundled 64-px faces)."),
-    checkpoint: str = typer.Option(None, help="Weights file (with --prior, or alone: the prior is recognised)."),
-    backend: str = typer.Option("torch", help="torch | onnxruntime | tensorrt"),
-    engine: str = typer.Option(None, help="ONNX model or TensorRT plan for --backend onnxruntime/tensorrt."),
-    sigma_y: float = typer.Option(None, "--sigma-y", help="Measurement noise std on the [0, 1] scale "
-                                                          f"(default: preset's, or {DEFAULT_SIGMA_Y})."),
-    steps: int = typer.Option(None, help="Sampling steps (default: the preset's, 100)."),
-    method: str = typer.Option(None, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default ddpg). "
-                               "Without --sigma-y/--steps/--preset each takes its paper preset; for sr4 with the "
-                               f"gaussian prior: {METHOD_DEFAULTS}. Other tasks and priors: `ddpg presets list`."),
-    hyper: list[str] = typer.Option(None, "--hyper", help="Set a method hyper-parameter, KEY=VALUE (repeatable)."),
-    operator: list[str] = typer.Option(None, "--operator", help="Build the task's operator with KEY=VALUE "
-                                       "(repeatable) instead of the preset's, e.g. --operator sigma=3.0."),
-    select_candidates: bool = typer.Option(False, "--select-candidates", help="ddpg: pick the injected noise "
-                                           "among N_t candidates by measurement fit (DPPS's selection)."),
-    batch_size: int = typer.Option(1, help="Images per sampler call (results do not depend on it)."),
-    seed: int = typer.Option(0, help="Base seed: image i (in sorted input order) uses seed + i."),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
-    observed: bool = typer.Option(False, "--observed", help="Inputs are measurements (a real low-res or blurred "
-                                                            "photo, or `ddpg degrade` output), not clean images."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs exist (resume)."),
-    resize: bool = typer.Option(False, "--resize", help="Centre-crop and resize clean inputs to --size (default: "
-                                                        "the prior's size) as the papers; else native size."),
-    size: int = typer.Option(None, help="Side length for --resize."),
-    mask: str = typer.Option(None, help="inpaint: mask file (white = kept), 'box' (default) or 'random[:R]'."),
-    kernel: str = typer.Option(None, help="Blur kernel (.npy or image) instead of the Gaussian / the seeded "
-                                          "motion kernel (10·i)."),
-    bits: int = typer.Option(8, help="Output PNG bit depth: 8 or 16."),
-    class_label: int = typer.Option(None, help="Class for class-conditional priors (imagenet256_cond)."),
-    max_pixels: int = typer.Option(None, help="Refuse input images with more pixels than this (read from the "
-                                   "header, before decoding) [default: 2^25 = 33,554,432, e.g. 8192×4096]."),
-    precision: str = typer.Option("fp32", help="torch backend: UNet torso in fp32 | fp16 | bf16 (guidance stays "
-                                               "fp32)."),
-    compile: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the UNet."),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="On CUDA: capture each whole ddpg/idpg/ddnm/ddrm step "
-                                    "(UNet + guidance + noise) in one CUDA graph; with onnxruntime, the engine "
-                                    "call (fixed-batch export)."),
     sample: bool = typer.Option(False, "--sample", help="Restore the bundled sample face with face64."),
     quiet: bool = QUIET,
+    **options,
 ) -> None:
     """Restore images: write `<name>_restored.png`, `<name>_observed.png` and a `<name>.json` sidecar.
 
@@ -162,23 +122,25 @@ def restore(
     if sample and inputs:
         fail(f"--sample restores the bundled face; drop the inputs ({', '.join(map(str, inputs))}) or --sample")
     quiet = quiet or os.environ.get("RANK", "0") not in ("", "0")  # under torchrun only rank 0 draws progress
-    flags = flags_of(restore)
+    flags, outdir, sigma_y = flags_of(restore), options["outdir"], options["sigma_y"]
     with RichProgress(quiet) as progress:
         if sample:
-            report = run(lambda: api.restore_sample(outdir, task=task or "sr4", method=method or "ddpg", steps=steps,
-                                                    sigma_y=DEFAULT_SIGMA_Y if sigma_y is None else sigma_y,
-                                                    seed=seed, device=device, progress=progress), quiet, flags)
+            report = run(lambda: api.restore_sample(
+                outdir, task=options["task"] or "sr4", method=options["method"] or "ddpg", steps=options["steps"],
+                sigma_y=DEFAULT_SIGMA_Y if sigma_y is None else sigma_y, seed=options["seed"],
+                device=options["device"], progress=progress), quiet, flags)
         else:
-            report = run(lambda: api.restore_on_ranks(api.RestoreRequest(
-                inputs=inputs, outdir=outdir, task=task, preset=preset, prior=prior, checkpoint=checkpoint,
-                method=method, sigma_y=sigma_y, steps=steps, seed=seed, batch_size=batch_size, device=device,
-                observed=observed, backend=backend, engine=engine, skip_existing=skip_existing, resize=resize,
-                size=size, mask=mask, kernel=kernel, bits=bits, class_label=class_label, hyper=api.parse_hyper(hyper),
-                operator=api.parse_hyper(operator, "operator", "sigma=3.0") or None,
-                select_candidates=select_candidates, precision=precision, compile=compile, cuda_graph=cuda_graph,
-                **({} if max_pixels is None else {"max_pixels": max_pixels})), progress), quiet, flags)
+            report = run(lambda: api.restore_on_ranks(restore_request(inputs, options), progress), quiet, flags)
     _print_restore_extra(report, outdir)
     finish(report, "restored")
+
+
+def restore_request(inputs: list[Path], options: Mapping[str, object]) -> RestoreRequest:
+    """The request of ``ddpg restore``'s inputs and options (``--hyper`` and ``--operator``: KEY=VALUE items)."""
+    from ddpg.api.settings import parse_hyper
+
+    operator = parse_hyper(options["operator"], "operator", "sigma=3.0") or None
+    return RestoreRequest(inputs=inputs, **{**options, "hyper": parse_hyper(options["hyper"]), "operator": operator})
 
 
 def _print_restore_extra(report: api.Report, outdir: Path) -> None:
@@ -194,11 +156,11 @@ def _print_restore_extra(report: api.Report, outdir: Path) -> None:
                       + (f", {rate:.2f} images/s" if rate else "") + f"; summary: {outdir / api.RUN_SUMMARY}")
 
 
-@app.command()
+@app.command(cls=TableHelp)
 def degrade(
     inputs: list[Path] = typer.Argument(..., help="Clean image files or folders."),
     outdir: Path = typer.Option(..., "-o", "--outdir", help="Output folder."),
-    task: str = typer.Option("sr4", help=TASK_HELP),
+    task: str = typer.Option("sr4", help="{tasks}"),
     sigma_y: float = typer.Option(DEFAULT_SIGMA_Y, "--sigma-y", help="Noise std on the [0, 1] scale."),
     seed: int = typer.Option(0, help="Base seed: image i uses seed + i (the noise `restore` draws for it)."),
     resize: bool = typer.Option(False, "--resize", help="Centre-crop and resize to --size first."),

@@ -1,24 +1,15 @@
 """Deployment: export a prior's ε-network to ONNX (``ddpg export``), check it against PyTorch, and describe it
 in metadata that the runtime backends read (see ddpg.engine_metadata for the ``ddpg.*`` keys)."""
 
-from ddpg.engine_metadata import BatchProfile, EngineError, EngineInfo, check_engine_matches, read_metadata
+from ddpg.lazy import lazy_exports
 
-from .onnx_export import (
-    DEFAULT_BATCH,
-    DEFAULT_OPSET,
-    OPSETS,
-    PRECISIONS,
-    ClassEpsGraph,
-    EpsGraph,
-    ExportError,
-    ExportResult,
-    export_module,
-    export_prior,
-)
-from .validate import DEFAULT_TIMESTEPS, ValidationReport, default_rtol, validate_onnx
-
-__all__ = [
-    "DEFAULT_BATCH", "DEFAULT_OPSET", "DEFAULT_TIMESTEPS", "OPSETS", "PRECISIONS", "BatchProfile", "ClassEpsGraph",
-    "EngineError", "EngineInfo", "EpsGraph", "ExportError", "ExportResult", "ValidationReport",
-    "check_engine_matches", "default_rtol", "export_module", "export_prior", "read_metadata", "validate_onnx",
-]
+# each public name → its module, imported on first use (the command line reads the defaults without torch)
+_HOMES = {"BatchProfile": "ddpg.engine_metadata", "EngineError": "ddpg.engine_metadata",
+          "EngineInfo": "ddpg.engine_metadata", "check_engine_matches": "ddpg.engine_metadata",
+          "read_metadata": "ddpg.engine_metadata", "DEFAULT_BATCH": ".defaults", "DEFAULT_OPSET": ".defaults",
+          "OPSETS": ".defaults", "PRECISIONS": "ddpg.precisions", "ClassEpsGraph": ".onnx_export",
+          "EpsGraph": ".onnx_export", "ExportError": ".onnx_export", "ExportResult": ".onnx_export",
+          "export_module": ".onnx_export", "export_prior": ".onnx_export", "DEFAULT_TIMESTEPS": ".validate",
+          "ValidationReport": ".validate", "default_rtol": ".validate", "validate_onnx": ".validate"}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

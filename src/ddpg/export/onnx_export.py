@@ -28,11 +28,9 @@ from ddpg.errors import ConfigError, DdpgError
 from ddpg.precisions import PRECISIONS, parse_precision
 from ddpg.versions import versions
 
+from .defaults import DEFAULT_BATCH, DEFAULT_OPSET, OPSETS
 from .validate import ValidationReport, validate_onnx
 
-OPSETS = (18, 19, 20)
-DEFAULT_OPSET = 20
-DEFAULT_BATCH = "1:1:8"
 RANDOM = "random"
 
 

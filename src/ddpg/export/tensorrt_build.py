@@ -61,6 +61,7 @@ from ddpg.precisions import PRECISIONS, parse_precision
 from ddpg.runtime.backends.tensorrt_env import deserialize_plan, gpu_info, require_tensorrt, trt_logger
 from ddpg.versions import versions
 
+from .defaults import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_GIB
 from .engine_cache import (
     CacheStatus,
     as_profiles,
@@ -75,8 +76,6 @@ from .engine_cache import (
     write_engine,
 )
 
-DEFAULT_OPT_LEVEL = 3
-DEFAULT_WORKSPACE_GIB = 8.0
 _ONNX_LOW_PRECISION = {10: "fp16", 16: "bf16"}  # onnx.TensorProto.FLOAT16 / BFLOAT16
 
 

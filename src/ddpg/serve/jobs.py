@@ -17,18 +17,20 @@ from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
 from ddpg.api.request import RestoreRequest
 from ddpg.api.restoration import InputJob, RestorePlan, not_finite, prepare_input, sidecar_record, write_outputs
-from ddpg.api.settings import apply_hyper, named_mask, parse_mask, resolve_settings
+from ddpg.api.settings import apply_hyper, apply_operator, named_mask, parse_mask, resolve_settings
 from ddpg.errors import DdpgError, ImageTooLarge, InputError, ParameterError
 from ddpg.runtime.samplers import FORWARD_METHODS, get_sampler
+from ddpg.schema import option_fields, value_type
 from ddpg.versions import versions
 
 from .scheduler import Sample, start_sample
 
 SERVED_METHODS = FORWARD_METHODS  # the scheduler batches their steps with per-sample rows (no autograd)
 RESPONSES = ("png", "json")
-# the request's fields and their types (named as the api's parameters, which its errors name)
-FIELDS = {"task": str, "method": str, "preset": str, "sigma_y": float, "steps": int, "seed": int,
-          "observed": bool, "mask": str, "hyper": dict, "bits": int, "response": str, "deadline_s": float}
+# the request's fields and their types: RestoreRequest's served options (named as the api's parameters, which its
+# errors name; mask and kernel files are uploads, never paths), then the response's own
+FIELDS = {**{f.name: value_type(RestoreRequest, f.name) for f, doc in option_fields(RestoreRequest) if doc.served},
+          "response": str, "deadline_s": float}
 MASK_UPLOADS = ("expected box, random or random:R; a mask image is uploaded as the `mask` file (multipart) or "
                 "as `mask_png` (base64 in JSON), never named by a path")
 MAX_OPERATORS = 32  # operators kept for reuse (one per task, size and mask or kernel); the oldest dropped
@@ -123,9 +125,10 @@ def parse_fields(raw: dict) -> dict:
             raise FieldError("mask", MASK_UPLOADS)
     except ParameterError as exc:
         raise FieldError("mask", str(exc)) from None
-    bad = next((k for k, v in out.get("hyper", {}).items() if not plain_value(v)), None)
-    if bad is not None:
-        raise FieldError("hyper", f"{shown(bad)}: expected a number, true/false or a word")
+    for name in (name for name, kind in FIELDS.items() if kind is dict):  # hyper, operator: as the CLI's KEY=VALUE
+        bad = next((k for k, v in out.get(name, {}).items() if not plain_value(v)), None)
+        if bad is not None:
+            raise FieldError(name, f"{shown(bad)}: expected a number, true/false or a word")
     return out
 
 
@@ -205,10 +208,9 @@ class Preparer:
         except DdpgError as exc:
             raise refusal(exc, "mask", upload) from None
         try:
-            request = RestoreRequest(inputs=(image,), outdir=workdir, seed=fields.get("seed", 0), device=self.device,
-                                     observed=fields.get("observed", False), sigma_y=fields.get("sigma_y"), mask=mask,
-                                     kernel=None if kernel is None else str(kernel), bits=fields.get("bits", 8),
-                                     max_pixels=self.max_pixels)
+            served = {name: value for name, value in fields.items() if name in RestoreRequest.__dataclass_fields__}
+            request = RestoreRequest(inputs=(image,), outdir=workdir, device=self.device, max_pixels=self.max_pixels,
+                                     **{**served, "mask": mask, "kernel": None if kernel is None else str(kernel)})
             plan = RestorePlan(request=request, settings=settings, denoiser=self.denoiser,
                                record=sidecar_record(request, settings, self.prior_record, self.versions),
                                mask_spec=mask_spec, multiple=self.multiple, operators=self.operators)
@@ -237,6 +239,10 @@ class Preparer:
             settings = apply_hyper(settings, fields.get("hyper"), False)
         except DdpgError as exc:
             raise FieldError("hyper", str(exc)) from None
+        try:
+            settings = apply_operator(settings, fields.get("operator"))
+        except DdpgError as exc:
+            raise FieldError("operator", str(exc)) from None
         if settings.hyper.get("select_candidates"):
             raise FieldError("hyper", "select_candidates: `ddpg serve` does not batch DDPG's candidate selection")
         schedule = getattr(self.denoiser, "schedule", None)

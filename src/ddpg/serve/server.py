@@ -17,7 +17,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,35 +30,12 @@ from .app import ServeState, make_app
 from .batch_size import AUTO_CAP, choose_batch, profile_batches
 from .jobs import Preparer
 from .metrics import ServeMetrics
+from .options import ServeOptions
 from .scheduler import POLICIES, Scheduler
 
 log = logging.getLogger("ddpg")
 WORKROOT_PREFIX = "ddpg-serve-"  # the server's folder in the temporary folder, holding its request folders
 OWNER_LOCK = ".owner.lock"  # in it: flock-ed by the server while it lives
-
-
-@dataclass
-class ServeOptions:
-    """Everything ``ddpg serve`` takes (see the CLI's help for each)."""
-
-    prior: str | None = "face64"
-    backend: str = "torch"
-    engine: str | None = None
-    device: str = "cpu"
-    class_label: int | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch: int | str = 8  # or "auto"
-    max_queue: int = 64
-    engine_batch: int | None = None
-    policy: str = "continuous"
-    batch_wait_ms: float = 50.0
-    max_pixels: int = 1 << 20
-    max_body_bytes: int = 32 << 20
-    request_timeout_s: float | None = 600.0
-    drain_timeout_s: float = 30.0
-    token_file: str | None = None
-    test_hooks: bool = False
 
 
 def read_token(path: str) -> str:

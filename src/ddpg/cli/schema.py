@@ -1,0 +1,72 @@
+"""Typer options built from an option dataclass (:mod:`ddpg.schema`): ``restore``, ``serve`` and ``bench`` take one
+option per option field of ``RestoreRequest``, ``ServeOptions`` and ``BenchConfig``, with the field's default,
+help and flags, so a command and its dataclass cannot disagree. Typer reads a command's options from its
+signature; :func:`with_options` writes that signature."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from typer.core import TyperCommand
+from typer.models import ArgumentInfo
+
+from ddpg.schema import field_default, option_fields, value_type
+
+Command = TypeVar("Command", bound=Callable)
+
+
+def typer_options(cls: type) -> list[inspect.Parameter]:
+    """One keyword parameter per option field of dataclass ``cls``, its default a ``typer.Option`` (a bool without
+    flags is a one-way ``--name`` switch, as every switch of ``ddpg`` is)."""
+    params = []
+    for f, doc in option_fields(cls):
+        flags = doc.flags or ("--" + f.name.replace("_", "-"),)
+        option = typer.Option(field_default(f), *flags, help=doc.help, hidden=doc.hidden)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=doc.kind or value_type(cls, f.name)))
+    return params
+
+
+def with_options(cls: type) -> Callable[[Command], Command]:
+    """A decorator: the command (taking ``**options``) gets the options of ``cls``'s option fields, after its own
+    arguments and before its own options; it is called with every one of them by name."""
+
+    def decorate(command: Command) -> Command:
+        own = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(command).parameters.values()
+               if p.kind is not p.VAR_KEYWORD]
+        arguments = [p for p in own if isinstance(p.default, ArgumentInfo)]
+        options = [p for p in own if p not in arguments]
+        command.__signature__ = inspect.Signature(arguments + typer_options(cls) + options)
+        return command
+
+    return decorate
+
+
+def _task_names() -> str:
+    from ddpg.operators.tasks import CLI_TASKS  # the task table imports torch: read only when help is shown
+
+    return " | ".join(CLI_TASKS)
+
+
+def _method_defaults() -> str:
+    from ddpg.api.settings import describe_method_defaults  # the presets: read only when help is shown
+
+    return describe_method_defaults("sr4", "gaussian")
+
+
+HELP_FIELDS = {"{tasks}": _task_names, "{method_defaults}": _method_defaults}
+
+
+class TableHelp(TyperCommand):
+    """A command whose option help may name ``{tasks}`` (the task table's names) or ``{method_defaults}`` (each
+    method's σ_y, steps and operator for sr4 with the gaussian prior): filled in when its help is shown."""
+
+    def format_help(self, ctx: typer.Context, formatter: object) -> None:
+        for param in self.params:
+            for name, value in HELP_FIELDS.items():
+                if name in (getattr(param, "help", None) or ""):
+                    param.help = param.help.replace(name, value())
+        super().format_help(ctx, formatter)
