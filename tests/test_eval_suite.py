@@ -98,6 +98,29 @@ def test_suite_end_to_end_and_second_run_reuses_every_cell(tmp_path, random_feat
     assert json.loads((out / "tables.json").read_text())["tasks"]["sr4"]["rows"][0]["cells"]["0.05"]["kid"] is None
 
 
+def test_a_rerun_on_a_clone_without_restorations_changes_no_committed_file(tmp_path, monkeypatch):
+    """As a fresh clone: cells hold cell.json and evaluation/ but no restorations (they are not committed), and
+    the machine differs; a re-run restores nothing and leaves tables and crops byte for byte as they were."""
+    import ddpg.api.suite_tables as suite_tables
+
+    run_suite(load_plan(write_plan(tmp_path)))
+    out = tmp_path / "results"
+    committed = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {"tables.md", "tables.json", "crops_sr4_sy0.05.png", "crops_sr4_sy0.png"} <= set(committed)
+    for png in (out / "cells").rglob("*.png"):
+        png.unlink()
+    monkeypatch.setattr(suite_tables, "versions", lambda device: {"platform": "another machine"})
+    again = run_suite(load_plan(write_plan(tmp_path)))
+    assert again.exit_code == 0 and len(again.skipped) == 5 and not again.done
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == committed
+    # a grid that no machine here can make again is no longer linked; the changed tables carry this machine
+    (out / "crops_sr4_sy0.png").unlink()
+    run_suite(load_plan(write_plan(tmp_path)))
+    md = (out / "tables.md").read_text()
+    assert "(crops_sr4_sy0.05.png)" in md and "crops_sr4_sy0.png" not in md
+    assert json.loads((out / "tables.json").read_bytes())["versions"] == {"platform": "another machine"}
+
+
 def test_interrupted_cell_resumes_per_image_and_partial_tables(tmp_path, random_features, monkeypatch):
     path = write_plan(tmp_path)
     plan = load_plan(path)

@@ -312,9 +312,15 @@ def _finite_or_none(value):
     return value
 
 
+def strict_json(data: dict) -> str:
+    """``data`` as strict JSON text, as :func:`save_json` writes it: a NaN or infinite float is null (``NaN`` is
+    not JSON), other objects their ``str``."""
+    return json.dumps(_finite_or_none(data), indent=2, default=str, allow_nan=False) + "\n"
+
+
 def save_json(data: dict, path: str | Path) -> Path:
-    """``data`` as strict JSON: a NaN or infinite float is written as null (``NaN`` is not JSON)."""
-    text = json.dumps(_finite_or_none(data), indent=2, default=str, allow_nan=False) + "\n"
+    """``data`` as :func:`strict_json`, written atomically."""
+    text = strict_json(data)
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 

@@ -4,11 +4,12 @@ and every method's restoration of the first images). Unfinished cells are shown 
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 
 from ddpg.api.suite_plan import CELL_RECORD, Cell, Plan, cell_operator, cell_settings, planned_operator
-from ddpg.io import StagedFiles, load_image, read_json, save_image, save_json
+from ddpg.io import StagedFiles, load_image, read_json, save_image, save_json, strict_json
 from ddpg.versions import versions
 
 CROP_ROWS = 4
@@ -124,7 +125,10 @@ def _crops(plan: Plan, task: str, sigma: float, cells: list[Cell], records: dict
 
 
 def write_tables(plan: Plan, command: str | None = None) -> dict:
-    """Write ``tables.md``, ``tables.json`` and the crop PNGs into ``plan.out``; returns the JSON."""
+    """Write ``tables.md``, ``tables.json`` and the crop PNGs into ``plan.out``; returns the JSON. Restorations
+    are not committed, so a crop grid is made only where they are: elsewhere an existing grid is kept and linked.
+    Tables whose content equals the ones there (the versions of the machine writing them aside) are left as they
+    are: a re-run that restores nothing changes no file."""
     records = {c: _record(plan, c) for c in plan.cells}
     tasks = list(dict.fromkeys(c.task for c in plan.cells))
     command = command or f"ddpg evaluate suite {shlex.quote(plan.source)}"
@@ -147,17 +151,32 @@ def write_tables(plan: Plan, command: str | None = None) -> dict:
         table, data["tasks"][task] = _table(plan, task, cells, records)
         lines += [*table, ""]
         for sigma in sorted({c.sigma_y for c in cells}, reverse=True):
+            name = f"crops_{task}_sy{sigma:g}.png"
             grid = _crops(plan, task, sigma, cells, records)
             if grid is not None:
-                pngs[f"crops_{task}_sy{sigma:g}.png"] = grid
-                lines += [f"![{task} σ_y={sigma:g}](crops_{task}_sy{sigma:g}.png)", ""]
+                pngs[name] = grid
+            if grid is not None or (plan.out / name).is_file():
+                lines += [f"![{task} σ_y={sigma:g}]({name})", ""]
     lines += [f"- {note}" for note in data["notes"]]
+    if _same_tables(plan, data, lines):
+        return data
     with StagedFiles() as files:
         for name, grid in pngs.items():
             files.add(plan.out / name, lambda tmp, grid=grid: save_image(grid, tmp))
         files.add(plan.out / "tables.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
         files.add(plan.out / "tables.json", lambda tmp: save_json(data, tmp))
     return data
+
+
+def _same_tables(plan: Plan, data: dict, lines: list[str]) -> bool:
+    """Whether ``plan.out`` holds these tables already: the same ``tables.md`` and a ``tables.json`` equal to
+    ``data`` but for ``versions``."""
+    md, js = plan.out / "tables.md", plan.out / "tables.json"
+    if not (md.is_file() and js.is_file()) or md.read_text() != "\n".join(lines) + "\n":
+        return False
+    old = read_json(js)
+    new = json.loads(strict_json(data))  # as the file would hold it
+    return isinstance(old, dict) and {**old, "versions": None} == {**new, "versions": None}
 
 
 __all__ = ["restore_command", "write_tables"]
