@@ -13,21 +13,23 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
+from ddpg import api
 from ddpg.api.request import RestoreRequest
 from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.errors import DdpgError
+from ddpg.versions import __version__
 
+from .bench import bench_command
+from .doctor import doctor_command
+from .export import build_engine_command, export_command
 from .flags import flag_message, flags_of
 from .progress import RichProgress, console, setup_logging
 from .schema import TableHelp, with_options
-
-if TYPE_CHECKING:
-    from ddpg import api
+from .serve import serve_command
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                   help="Diffusion-prior image restoration (DDPG/IDPG and peers).\n\n"
@@ -44,8 +46,6 @@ QUIET = typer.Option(False, "-q", "--quiet", help="No progress bars or info logs
 
 def _version(value: bool) -> None:
     if value:
-        from ddpg.versions import __version__
-
         print(f"ddpg {__version__}")
         raise typer.Exit()
 
@@ -115,8 +115,6 @@ def restore(
 
     Example: `ddpg restore faces/ -o out --task deblur_gauss --prior face64 --sigma-y 0.05 --steps 50`
     """
-    from ddpg import api
-
     if not sample and not inputs:
         fail("give input images or folders (or --sample)")
     if sample and inputs:
@@ -137,16 +135,12 @@ def restore(
 
 def restore_request(inputs: list[Path], options: Mapping[str, object]) -> RestoreRequest:
     """The request of ``ddpg restore``'s inputs and options (``--hyper`` and ``--operator``: KEY=VALUE items)."""
-    from ddpg.api.settings import parse_hyper
-
-    operator = parse_hyper(options["operator"], "operator", "sigma=3.0") or None
-    return RestoreRequest(inputs=inputs, **{**options, "hyper": parse_hyper(options["hyper"]), "operator": operator})
+    hyper, operator = api.parse_hyper(options["hyper"]), api.parse_hyper(options["operator"], "operator", "sigma=3.0")
+    return RestoreRequest(inputs=inputs, **{**options, "hyper": hyper, "operator": operator or None})
 
 
 def _print_restore_extra(report: api.Report, outdir: Path) -> None:
     """The sample's PSNR and grid, or a torchrun run's ranks, time and summary file."""
-    from ddpg import api
-
     if "psnr" in report.extra:
         console.print(f"PSNR {report.extra['psnr']:.2f} dB (baseline {report.extra['baseline_psnr']:.2f} dB); "
                       f"grid: {report.extra['grid']}")
@@ -178,8 +172,6 @@ def degrade(
 
     Example: `ddpg degrade faces/ -o obs --task sr4 --sigma-y 0.05`
     """
-    from ddpg import api
-
     with RichProgress(quiet) as progress:
         report = run(lambda: api.degrade(inputs, outdir, task=task, sigma_y=sigma_y, seed=seed, resize=resize,
                                          size=size, mask=mask, kernel=kernel, fmt=fmt, skip_existing=skip_existing,
@@ -222,8 +214,6 @@ def evaluate(
         return
     if not pred or gt is None:
         fail("give --pred FOLDER (repeatable) and --gt FOLDER, or a subcommand (`ddpg evaluate suite PLAN`)")
-    from ddpg import api
-
     report = run(lambda: api.evaluate(pred, gt, outdir, obs=obs, labels=label or None, grid_rows=grid_rows,
                                       use_lpips=lpips, set_metrics=set_metrics, inception=inception,
                                       giqa_components=giqa_components, giqa_pca=giqa_pca), quiet,
@@ -388,22 +378,12 @@ def presets_show(name: str = typer.Argument(..., help="Preset name.")) -> None:
         fail(str(exc))
 
 
-def _register_optional_commands() -> None:
-    """The commands kept in their own cli modules (export, build-engine, bench, doctor, serve)."""
-    from .bench import bench_command
-    from .doctor import doctor_command
-    from .export import build_engine_command, export_command
-
-    app.command("export")(export_command)
-    app.command("build-engine")(build_engine_command)
-    app.command("bench")(bench_command)
-    app.command("doctor")(doctor_command)
-    from .serve import serve_command
-
-    app.command("serve")(serve_command)
-
-
-_register_optional_commands()
+# the commands kept in their own cli modules
+app.command("export")(export_command)
+app.command("build-engine")(build_engine_command)
+app.command("bench")(bench_command)
+app.command("doctor")(doctor_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point
