@@ -29,6 +29,9 @@ from ddpg.io import (
     save_json,
     save_measurement,
 )
+from ddpg.operators import degrade as observe
+from ddpg.operators import make_operator
+from ddpg.runtime.restorer import MEASUREMENT_STREAM, stream_generator
 from ddpg.versions import versions
 
 OBSERVATION_KIND = "ddpg-observation"
@@ -118,10 +121,6 @@ def _existing_outputs(spec: _DegradeSpec, path: Path, index: int, outdir: Path) 
 def _degrade_one(spec: _DegradeSpec, path: Path, index: int, outdir: Path) -> Path:
     """Degrade input ``index`` and write its files (the metadata last, all together); returns the measurement's
     path."""
-    from ddpg.operators import degrade as observe
-    from ddpg.operators import make_operator
-    from ddpg.runtime.restorer import MEASUREMENT_STREAM, stream_generator
-
     img = load_image(path)
     if spec.resize:
         img = center_crop_resize(img, spec.size)
