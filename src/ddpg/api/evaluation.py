@@ -15,9 +15,13 @@ import torch
 from ddpg.api.outputs import claim_outputs, output_folder
 from ddpg.api.report import Report
 from ddpg.errors import ConfigError, DdpgError, InputError, ParameterError
+from ddpg.figures import comparison_grid
 from ddpg.io import StagedFiles, collect_inputs, load_image, read_json, save_image, save_json
 from ddpg.metrics import LPIPS, psnr, ssim
+from ddpg.metrics.features import FeatureExtractor
+from ddpg.metrics.inception import load_inception
 from ddpg.metrics.sets import GIQA_COMPONENTS, fid, fit_giqa_gmm, kid, knn_giqa
+from ddpg.models.checkpoints import cache_dir
 
 EVALUATION_KIND = "ddpg-evaluation"
 REPORT_FILES = {"metrics": "metrics.csv", "table": "summary.md", "grid": "grid.png"}  # and summary.json, last
@@ -56,17 +60,12 @@ class FeatureSource:
             self._make(network, weights_id or "given-network")
 
     def _make(self, network, weights_id: str) -> None:
-        from ddpg.metrics.features import FeatureExtractor
-        from ddpg.models.checkpoints import cache_dir
-
         cache = self.cache if self.cache is not None else cache_dir() / "inception_features"
         self._extractor = FeatureExtractor(network, weights_id, cache, self.device)
 
     def extractor(self):
         """The FeatureExtractor, or None (then ``reason`` says why)."""
         if self._extractor is None and not self.reason:
-            from ddpg.metrics.inception import load_inception
-
             try:
                 self._make(*load_inception(self.inception, self.device))
             except ConfigError as exc:
@@ -292,8 +291,6 @@ def _cell(value, digits: int, scale: float = 1.0) -> str:
 
 def _write_report(outdir: Path, rows: list[dict], summary: dict, grid: list, columns: list[str]) -> None:
     """metrics.csv, summary.md, grid.png and summary.json (last), all together."""
-    from ddpg.figures import comparison_grid
-
     fields = ["image", "method", "psnr", "ssim", "lpips", *(["gmm_giqa", "knn_giqa"] if "knn_giqa" in rows[0] else [])]
     buf = _io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
