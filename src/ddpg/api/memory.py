@@ -9,6 +9,10 @@ import json
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ddpg.models import create_prior
+from ddpg.models.gaussian import restore_peak_bytes
 
 NO_GRAD_FACTOR = 6  # peak ≈ 6 × the largest tensor of one UNet call without autograd (face64 CPU, 64–256 px: 4.7–5)
 
@@ -16,8 +20,6 @@ NO_GRAD_FACTOR = 6  # peak ≈ 6 × the largest tensor of one UNet call without 
 @functools.lru_cache(maxsize=4)
 def _meta_model(config_json: str) -> torch.nn.Module:
     """The prior of a config built on the meta device (parameters without memory), once per config."""
-    from ddpg.models import create_prior
-
     with torch.device("meta"):
         return create_prior(json.loads(config_json))
 
@@ -26,8 +28,6 @@ def _meta_model(config_json: str) -> torch.nn.Module:
 def _trace(config_json: str, batch: int, size: tuple[int, int]) -> tuple[int, int] | None:
     """(bytes of every tensor one forward pass creates, bytes of its largest one) for ``batch`` images of
     ``size``; None when the prior cannot be traced on the meta device."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     class Count(TorchDispatchMode):
         def __init__(self) -> None:
             super().__init__()
@@ -62,8 +62,6 @@ def restore_bytes(config: dict | None, batch: int, size: tuple[int, int], needs_
     else :data:`NO_GRAD_FACTOR` × its largest tensor; for the analytic Gaussian prior, its own measured estimate
     (:func:`ddpg.models.gaussian.restore_peak_bytes`). None without a config of either kind."""
     if config and config.get("kind") == "gaussian":
-        from ddpg.models.gaussian import restore_peak_bytes
-
         return restore_peak_bytes(batch, size)
     if not config or config.get("kind") not in ("ddpm", "adm"):
         return None
