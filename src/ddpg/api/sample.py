@@ -9,7 +9,10 @@ from ddpg.api.report import Report
 from ddpg.api.restoration import restore
 from ddpg.api.settings import operator_args, resolve_settings
 from ddpg.checks import DEFAULT_SIGMA_Y
+from ddpg.figures import comparison_grid
 from ddpg.io import load_image, save_image
+from ddpg.operators import baseline, make_operator
+from ddpg.runtime.restorer import seeded_observations
 from ddpg.samples import sample_path
 
 
@@ -18,10 +21,6 @@ def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg
     """Degrade the bundled sample face, restore it with the bundled face64 prior, and write the
     restoration, the observation, a sidecar and a comparison grid (ground truth / observation / baseline /
     restoration)."""
-    from ddpg.figures import comparison_grid
-    from ddpg.operators import baseline, make_operator
-    from ddpg.runtime.restorer import seeded_observations
-
     report = restore([sample_path()], outdir, task=task, prior="face64", method=method, sigma_y=sigma_y,
                      steps=steps, seed=seed, device=device, progress=progress)
     if report.done:
