@@ -20,7 +20,10 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import torch.distributed as dist
+
 from ddpg.api.denoisers import make_denoiser
+from ddpg.api.evaluation import FeatureSource, evaluate
 from ddpg.api.outputs import output_folder
 from ddpg.api.report import NullProgress, Report
 from ddpg.api.restoration import restore
@@ -39,6 +42,8 @@ from ddpg.api.suite_plan import (
 from ddpg.api.suite_tables import write_tables
 from ddpg.errors import ConfigError, InputError, ParameterError
 from ddpg.io import read_json, save_json
+from ddpg.models.checkpoints import REGISTRY
+from ddpg.runtime import distributed
 
 
 class CountingDenoiser:
@@ -94,8 +99,6 @@ def finished_cell(plan: Plan, cell: Cell) -> dict | None:
 
 def _weights_sha256(prior: str) -> str | None:
     """The sha256 of a named prior's registered weights (None for the analytic prior), as sidecars record it."""
-    from ddpg.models.checkpoints import REGISTRY
-
     entry = REGISTRY.get(prior)
     return entry.sha256 if entry is not None else None
 
@@ -133,8 +136,6 @@ def _restore_stats(celldir: Path, names: list[str]) -> dict:
 
 def score_cell(plan: Plan, cell: Cell, restored: dict, *, inception_features=None) -> dict:
     """Score a restored cell with :func:`ddpg.api.evaluate` and write its record (last)."""
-    from ddpg.api.evaluation import evaluate
-
     celldir = plan.cell_dir(cell)
     names = [f.name for f in plan.files[:cell.images]]
     stats = _restore_stats(celldir, names)
@@ -165,8 +166,6 @@ def run_suite(plan: Plan, *, progress=None, restore: bool = True, score: bool = 
     another process may be making them); ``score=False`` only restores; ``rescore`` scores finished cells again
     (e.g. once the Inception weights are there). ``features``: the Inception FeatureSource to score with
     (default: the plan's weights)."""
-    from ddpg.runtime import distributed
-
     progress = progress or NullProgress()
     ctx = distributed.dist_context(plan.device) if restore and distributed.launched_by_torchrun() else None
     rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
@@ -193,8 +192,6 @@ def run_suite(plan: Plan, *, progress=None, restore: bool = True, score: bool = 
             if not score:
                 continue
             if features is None:
-                from ddpg.api.evaluation import FeatureSource
-
                 features = FeatureSource(plan.inception, plan.device)
             try:
                 score_cell(plan, cell, restored, inception_features=features)
@@ -216,10 +213,6 @@ def _restore_on_ranks(plan: Plan, cell: Cell, denoiser, shard: tuple[int, int], 
                       ) -> dict | None:
     """Restore a cell across the ranks; on rank 0 {nfe_per_image} (counted over the images restored now, else
     the earlier count), None on the other ranks and when interrupted (``report.interrupted`` on every rank)."""
-    import torch.distributed as dist
-
-    from ddpg.runtime import distributed
-
     start = time.perf_counter()
     # one process locks the cell's folder in restore; the ranks of a torchrun job share rank 0's lock
     with output_folder(plan.cell_dir(cell), "out", shard) if shard[1] > 1 else nullcontext():
