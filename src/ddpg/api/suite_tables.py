@@ -9,6 +9,7 @@ import math
 import shlex
 
 from ddpg.api.suite_plan import CELL_RECORD, Cell, Plan, cell_operator, cell_settings, planned_operator
+from ddpg.figures import comparison_grid
 from ddpg.io import StagedFiles, load_image, read_json, save_image, save_json, strict_json
 from ddpg.versions import versions
 
@@ -104,8 +105,6 @@ def _baseline_row(sigmas: list[float], cells: list[Cell], records: dict, width: 
 
 def _crops(plan: Plan, task: str, sigma: float, cells: list[Cell], records: dict):
     """A comparison grid of the first images: ground truth, observation, each finished method; None if none."""
-    from ddpg.figures import comparison_grid
-
     finished = [c for c in cells if c.sigma_y == sigma and records.get(c) is not None]
     if not finished:
         return None
