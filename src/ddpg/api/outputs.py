@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import torch.distributed as dist
+
 from ddpg.errors import InputError, ParameterError
 from ddpg.io import FolderBusy, folder_lock, read_json, recover_staged, remove_stale_temporaries
 
@@ -45,8 +47,6 @@ def output_folder(outdir: Path, param: str = "outdir", shard: tuple[int, int] = 
         except OSError as exc:
             refusal = f"cannot write there ({exc.strerror or exc})"
     if shard[1] > 1:
-        import torch.distributed as dist
-
         verdict = [refusal]
         dist.broadcast_object_list(verdict, src=0)
         refusal = verdict[0]
