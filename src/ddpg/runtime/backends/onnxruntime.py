@@ -36,6 +36,7 @@ import torch
 from ddpg.engine_metadata import EngineError, EngineInfo, read_metadata
 from ddpg.errors import ConfigError
 from ddpg.runtime.cuda_graph import CAPTURE_LOCK
+from ddpg.versions import install_hint
 
 from .cuda_stream import SideStream
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
@@ -52,7 +53,7 @@ def _ort():
         import onnxruntime
     except ImportError as exc:
         raise ConfigError("backend 'onnxruntime' not available: the onnxruntime package is not installed "
-                          "(pip install onnxruntime, or onnxruntime-gpu for CUDA)") from exc
+                          f"({install_hint('onnx')}; for CUDA, onnxruntime-gpu in its place)") from exc
     return onnxruntime
 
 
