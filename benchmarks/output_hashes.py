@@ -31,9 +31,15 @@ FACES = sorted((Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "fa
 PRIORS = ("gaussian", "face64")
 
 
+def needs_grad(method: str) -> bool:
+    """Whether the method differentiates through the denoiser (DPS/DPPS: their own autograd loops)."""
+    spec = SAMPLERS[method]
+    return spec.capabilities(spec.build(0.05)).needs_grad
+
+
 def steps_of(method: str) -> int:
     """Few steps: enough to pass through every branch of a method's table (DPS/DPPS keep their own loop)."""
-    return 3 if SAMPLERS[method].needs_grad else 5
+    return 3 if needs_grad(method) else 5
 
 
 def tensor_cells(faces: torch.Tensor) -> dict[str, str]:
@@ -48,7 +54,7 @@ def tensor_cells(faces: torch.Tensor) -> dict[str, str]:
                     op = make_operator(name, 64, **params)
                     r = Restorer(denoiser, op, method=method, sigma_y=0.05, steps=steps_of(method))
                     y = r.degrade(faces, [0, 1])
-                    with torch.set_grad_enabled(SAMPLERS[method].needs_grad):
+                    with torch.set_grad_enabled(needs_grad(method)):
                         out = r.restore(y, [0, 1]).detach()
                     cells[f"{prior}/{method}/{task}"] = hashlib.sha256(out.numpy().tobytes()).hexdigest()
                 except Exception as exc:  # an unsupported pairing is recorded as what it raised

@@ -55,7 +55,7 @@ def test_metadata_gives_schedule_config_and_bounds(ddpm_engine, ddpm_small):
     den = OrtDenoiser(ddpm_engine)
     assert den.config["ch_mult"] == fixture["config"]["ch_mult"]
     np.testing.assert_allclose(den.schedule.betas, Schedule.from_config({}).betas)
-    assert den.name is None and den.precision == "fp32" and not den.supports_grad
+    assert den.name is None and den.precision == "fp32" and not den.capabilities.grad
     with pytest.raises(EngineError, match=r"batch 1\.\.4, got batch 5"):
         den(torch.zeros(5, 3, 32, 32), torch.zeros(5))
     with pytest.raises(EngineError, match="exported for 32×32 images, got 64×64"):

@@ -21,6 +21,8 @@ from ddpg.runtime.cuda_graph import CAPTURE_LOCK, capture_graph
 from ddpg.runtime.fast_denoiser import FastDenoiser
 from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.samplers import SAMPLERS
+from ddpg.runtime.samplers.method import MethodCapabilities
+from fake_denoiser import FakeDenoiser
 from test_runtime_fixtures import RUN_PARAMS, load_run, run_hyper
 
 TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
@@ -149,7 +151,7 @@ def test_runner_rejects_bad_requests(monkeypatch):
         GraphRunner.from_restorer(Restorer(den, op, sigma_y=0.05, hyper={"select_candidates": True}))
     with pytest.raises(ConfigError, match="forward-only"):
         GraphRunner(den, op, "dps", 0.05)
-    monkeypatch.setattr(SAMPLERS["diffpir"].method, "capturable", False)  # a step with a host read
+    monkeypatch.setattr(SAMPLERS["diffpir"].method, "capabilities", lambda p: MethodCapabilities(host_reads=True))
     with pytest.raises(ConfigError, match="cannot be captured"):
         GraphRunner(den, op, "diffpir", 0.05, cuda_graph=True)
 
@@ -303,8 +305,8 @@ def test_prefetcher_loads_hold_the_capture_lock_and_wait_for_a_capture(monkeypat
 
 @pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
 def test_runner_refuses_compile_modes_that_make_their_own_cuda_graphs(mode):
-    class CompiledUNet:  # a FastDenoiser's speed attributes, without building one on a GPU
-        graph_safe, compiled, compile_mode, schedule = True, True, mode, None
+    class CompiledUNet(FakeDenoiser):  # a FastDenoiser's speed attributes, without building one on a GPU
+        graph_safe, compile_mode = True, mode
 
     op = make_operator("deblur_gauss", 32)
     with pytest.raises(ConfigError, match=mode):

@@ -11,8 +11,9 @@ from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer
 from ddpg.runtime.graph_runner import GraphRunner
-from ddpg.runtime.samplers import FORWARD_METHODS, SAMPLERS
+from ddpg.runtime.samplers import FORWARD_METHODS, SAMPLERS, methods_where
 from ddpg.runtime.samplers.method import State, method_grid, stack_rows
+from fake_denoiser import FakeDenoiser
 
 SIZE, STEPS = 16, 4
 VARIANTS = [(name, {}) for name in SAMPLERS] + [("ddpg", {"select_candidates": True})]
@@ -112,7 +113,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @needs_cuda
-@pytest.mark.parametrize("method", [m for m in FORWARD_METHODS if SAMPLERS[m].method.capturable])
+@pytest.mark.parametrize("method", methods_where(lambda capabilities: capabilities.capturable))
 def test_cuda_graph_replay_matches_the_eager_loop(method, monkeypatch):
     """On CUDA: the captured step against the plain loop (relative L2 < 1e-5: a division by a Python scalar may
     run as a multiplication by its reciprocal there)."""
@@ -123,7 +124,7 @@ def test_cuda_graph_replay_matches_the_eager_loop(method, monkeypatch):
     prior = create_prior("gaussian")
     inner = as_denoiser(prior.to("cuda"))
 
-    class GraphSafe:  # the Gaussian prior's ε (FFTs and elementwise ops only), marked capturable
+    class GraphSafe(FakeDenoiser):  # the Gaussian prior's ε (FFTs and elementwise ops only), marked capturable
         graph_safe, schedule = True, inner.schedule
 
         def __call__(self, x, t):

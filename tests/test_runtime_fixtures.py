@@ -7,13 +7,14 @@ from conftest import FIXTURES, rel_err
 from ddpg.models import create_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import ddpg_sample, linear_schedule
+from fake_denoiser import FakeDenoiser
 
 RUNS = sorted(p.name for p in (FIXTURES / "ddpg_runs").glob("*.pt"))
 OPERATORS = {"sr4_fft": ("sr_bicubic", {"impl": "fft"}), "sr4_svd": ("sr_bicubic", {"impl": "svd"}),
              "deblur_gauss_fft": ("deblur_gauss", {})}
 
 
-class OracleDenoiser:
+class OracleDenoiser(FakeDenoiser):
     """ε for x0 ~ N(0, S²I): √(1−ā)·x_t/(ā S² + 1 − ā), plus net_scale·tanh(net ε) when a small prior is named."""
 
     schedule = linear_schedule()

@@ -114,7 +114,9 @@ class Recording:
 
     def __init__(self, prior):
         self.inner, self.seen = as_denoiser(prior), []
-        self.schedule, self.config = self.inner.schedule, self.inner.config
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.seen.append(int(t[0]))

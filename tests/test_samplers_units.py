@@ -12,6 +12,7 @@ from ddpg.errors import ConfigError, OperatorError
 from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer, linear_schedule, list_presets, load_preset
+from ddpg.runtime.backends.capabilities import ONNXRUNTIME_CAPABILITIES
 from ddpg.runtime.samplers import get_sampler
 from ddpg.runtime.samplers.diffpir import data_step
 from ddpg.runtime.samplers.dpps import candidate_count
@@ -137,11 +138,13 @@ class FrozenDenoiser:
     """A denoiser without gradients, like the ONNX Runtime and TensorRT backends."""
 
     backend = "onnxruntime"
-    supports_grad = False
+    capabilities = ONNXRUNTIME_CAPABILITIES
 
     def __init__(self, den):
-        self.schedule, self.config = den.schedule, den.config
         self._den = den
+
+    def __getattr__(self, name: str):
+        return getattr(self._den, name)
 
     def __call__(self, x, t):
         return self._den(x, t)
@@ -152,7 +155,8 @@ def test_gradient_methods_refuse_backends_without_gradients(method):
     den = as_denoiser(create_prior("gaussian"))
     op = make_operator("deblur_gauss", 32)
     y = torch.zeros(1, 3, 32, 32)
-    assert get_sampler(method).needs_grad
+    spec = get_sampler(method)
+    assert spec.capabilities(spec.build(0.0)).needs_grad
     with pytest.raises(ConfigError, match="torch backend"):
         Restorer(FrozenDenoiser(den), op, method=method, steps=5)
     with pytest.raises(ConfigError, match="torch backend"):

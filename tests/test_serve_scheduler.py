@@ -127,7 +127,9 @@ class Recording:
 
     def __init__(self, inner, hook=None):
         self.inner, self.hook, self.sizes = inner, hook, []
-        self.schedule = getattr(inner, "schedule", None)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
     def __call__(self, x, t):
         if self.hook is not None:

@@ -29,19 +29,18 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
     """The denoiser of a backend: torch with ``prior`` (+ ``checkpoint``), or an ONNX/TensorRT ``engine``
     (``options`` go to its constructor). Unavailable backends raise ConfigError("backend X not available: reason")."""
     try:
-        from ddpg.runtime.backends import BACKENDS
+        from ddpg.runtime.backends import backend_capabilities
         from ddpg.runtime.backends import make_denoiser as backend_denoiser
     except ImportError as exc:
         raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    capabilities = backend_capabilities(backend)
     labels = None if class_label is None else torch.tensor([int(class_label)])
     try:
-        if backend == "torch":
-            return backend_denoiser("torch", prior=prior, checkpoint=checkpoint, device=device,
+        if not capabilities.engine_file:
+            return backend_denoiser(backend, prior=prior, checkpoint=checkpoint, device=device,
                                     class_labels=labels)
-        return backend_denoiser(backend, engine=_loadable_engine(backend, engine, device), device=device,
-                                class_labels=labels, **options)
+        return backend_denoiser(backend, engine=_loadable_engine(capabilities.plan_from_onnx, engine, device),
+                                device=device, class_labels=labels, **options)
     except ImportError as exc:
         raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
     except ConfigError as exc:
@@ -50,10 +49,11 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
         raise
 
 
-def _loadable_engine(backend: str, engine: str | None, device: str) -> str | None:
-    """What the runtime backend loads: for TensorRT an ``.onnx`` export is first built (or found) in the engine
-    cache (the export layer builds, the runtime only loads and runs); anything else as given."""
-    if backend != "tensorrt" or engine is None or Path(engine).suffix != ".onnx" or not Path(engine).is_file():
+def _loadable_engine(plan_from_onnx: bool, engine: str | None, device: str) -> str | None:
+    """What the runtime backend loads: for a backend that runs its own plan (``plan_from_onnx``: TensorRT) an
+    ``.onnx`` export is first built (or found) in the engine cache (the export layer builds, the runtime only loads
+    and runs); anything else as given."""
+    if not plan_from_onnx or engine is None or Path(engine).suffix != ".onnx" or not Path(engine).is_file():
         return engine
     from ddpg.export.tensorrt_build import engine_plan
     from ddpg.runtime.backends.tensorrt_env import require_tensorrt
@@ -79,15 +79,24 @@ def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:
 def check_speed_options(backend: str, device: str, precision: str, compile: bool, cuda_graph: bool) -> None:
     """Refuse speed options this backend or device cannot honour, before any work."""
     from ddpg.precisions import PRECISIONS
+    from ddpg.runtime.backends.capabilities import backend_capabilities
 
     if precision not in PRECISIONS:
         raise ParameterError("precision", precision, f"choose one of {', '.join(PRECISIONS)}")
-    if backend != "torch" and (precision != "fp32" or compile):
+    if backend_capabilities(backend).engine_file and (precision != "fp32" or compile):
         param, value = ("precision", precision) if precision != "fp32" else ("compile", compile)
         raise ParameterError(param, value, f"applies to the torch backend; an {backend} engine has its precision "
                                            "built in when it is exported")
     if cuda_graph and torch.device(device).type != "cuda":
         raise ParameterError("cuda_graph", cuda_graph, f"needs a CUDA device, not device {device}")
+
+
+def check_engine_source(backend: str, prior: str | None, checkpoint: str | None) -> None:
+    """Refuse a prior or checkpoint for a backend that reads the prior from its engine file."""
+    from ddpg.runtime.backends.capabilities import backend_capabilities
+
+    if backend_capabilities(backend).engine_file and (prior is not None or checkpoint is not None):
+        raise ParameterError("backend", backend, "reads the prior from the engine; drop prior and checkpoint")
 
 
 def guess_prior_of(checkpoint: str) -> str:
@@ -104,16 +113,15 @@ def guess_prior_of(checkpoint: str) -> str:
 
 def engine_batch_profile(denoiser):
     """The batch sizes an ONNX/TensorRT engine takes (its ``BatchProfile``); None for a PyTorch prior."""
-    return getattr(getattr(denoiser, "info", None), "batch", None)
+    return None if denoiser.info is None else denoiser.info.batch
 
 
 def size_multiple(denoiser) -> int:
     """The factor the prior's image sides must be a multiple of (its UNet's total downsampling; 1 for the
     Gaussian prior)."""
-    module = getattr(denoiser, "prior", None)
-    if getattr(module, "downsample_factor", None):
-        return int(module.downsample_factor)
-    cfg = getattr(denoiser, "config", {}) or {}
+    if getattr(denoiser.prior, "downsample_factor", None):
+        return int(denoiser.prior.downsample_factor)
+    cfg = denoiser.config
     mult = cfg.get("ch_mult") or cfg.get("channel_mult")
     if cfg.get("kind") in ("ddpm", "adm") and mult:
         return 2 ** (len(mult) - 1)
@@ -124,9 +132,9 @@ def prior_record(prior: str | None, checkpoint: str | None, backend: str, engine
     """The sidecar's ``prior`` entry: name, backend, engine, and the source checkpoint with its sha256."""
     from ddpg.models.checkpoints import REGISTRY, sha256_file
 
-    record = {"spec": prior, "name": getattr(denoiser, "name", None), "backend": backend, "engine": engine,
+    record = {"spec": prior, "name": denoiser.name, "backend": backend, "engine": engine,
               "checkpoint": checkpoint, "checkpoint_sha256": None}
-    info = getattr(denoiser, "info", None)  # an engine: what it was exported from
+    info = denoiser.info  # an engine: what it was exported from
     if info is not None:
         record.update(checkpoint=info.checkpoint or None, checkpoint_sha256=info.checkpoint_sha256 or None,
                       precision=info.precision)

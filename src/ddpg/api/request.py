@@ -90,13 +90,12 @@ class RestoreRequest:
         if self.operator is not None and not isinstance(self.operator, Mapping):
             raise ParameterError("operator", self.operator, "must be a mapping of operator parameters to values")
         check_shard(self.shard)
-        from ddpg.api.denoisers import check_device, check_speed_options  # torch, which reading the fields needs not
+        # torch, which reading the fields needs not
+        from ddpg.api.denoisers import check_device, check_engine_source, check_speed_options
 
         check_device(self.device)
         check_speed_options(self.backend, self.device, self.precision, self.compile, self.cuda_graph)
-        if self.backend != "torch" and (self.prior is not None or self.checkpoint is not None):
-            raise ParameterError("backend", self.backend, "reads the prior from the engine; drop prior and "
-                                                          "checkpoint")
+        check_engine_source(self.backend, self.prior, self.checkpoint)
         if self.checkpoint is not None and self.prior == "gaussian":
             raise ParameterError("checkpoint", self.checkpoint, "the gaussian prior is analytic and takes no weights")
 

@@ -182,24 +182,26 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
                                             request.sigma_y, request.steps), request.hyper, request.select_candidates)
     settings = apply_operator(settings, request.operator)
     mask_spec = check_task_files(settings.task, request.mask, request.kernel)
-    step_graph = request.cuda_graph and request.backend != "onnxruntime"  # ONNX Runtime captures its engine call
-    if step_graph and (settings.method not in GRAPH_METHODS or settings.hyper.get("select_candidates")):
-        raise ParameterError("cuda_graph", True, f"captures the steps of {', '.join(GRAPH_METHODS)}; not method "
-                             f"{settings.method}"
-                             + (" with select_candidates" if settings.hyper.get("select_candidates") else ""))
+    from ddpg.runtime import get_sampler
+    from ddpg.runtime.backends.capabilities import backend_capabilities
+
+    spec = get_sampler(settings.method)
+    capabilities = spec.capabilities(spec.build(settings.sigma_y, settings.hyper))
+    # a backend that captures its own engine call (ONNX Runtime) runs the steps eagerly
+    step_graph = request.cuda_graph and not backend_capabilities(request.backend).engine_call_graph
+    if step_graph and not capabilities.capturable:
+        raise ParameterError("cuda_graph", True, f"captures the steps of {', '.join(GRAPH_METHODS)}; not those of "
+                             f"method {settings.method} with these settings, which {capabilities.why_not}")
     denoiser = _torch_denoiser(request, denoiser, prior)
-    if step_graph and not getattr(denoiser, "graph_safe", False):
-        raise ParameterError("cuda_graph", True, f"this denoiser ({getattr(denoiser, 'name', None) or request.backend}"
-                             ") cannot be captured in a CUDA graph (the analytic prior, or an engine with a dynamic "
-                             "batch)")
-    schedule = getattr(denoiser, "schedule", None)
-    if schedule is not None and settings.steps > len(schedule.betas):
+    if step_graph and not denoiser.graph_safe:
+        raise ParameterError("cuda_graph", True, f"this denoiser ({denoiser.name or request.backend}) cannot be "
+                             "captured in a CUDA graph (the analytic prior, or an engine with a dynamic batch)")
+    schedule = denoiser.schedule
+    if settings.steps > len(schedule.betas):
         raise ParameterError("steps", settings.steps, f"exceeds the prior's {len(schedule.betas)} diffusion steps")
     prior_size = native_image_size(denoiser)
     if request.resize and not (request.size or prior_size):
         raise ParameterError("resize", True, f"needs a size (the prior {prior} has no fixed image size)")
-    from ddpg.runtime import get_sampler
-
     batch_size = _engine_batch(denoiser, request.batch_size)
     # the speed options also let cuDNN time its convolution algorithms per shape (as `ddpg bench` does); the
     # plain path keeps cuDNN's heuristic choice, which does not vary from run to run
@@ -214,34 +216,41 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
                                                                              prior or "")),
                        mask_spec=mask_spec, target=request.size or prior_size, multiple=size_multiple(denoiser),
                        step_graph=step_graph, batch_size=batch_size,
-                       needs_grad=get_sampler(settings.method).needs_grad, cudnn_tune=tune)
+                       needs_grad=capabilities.needs_grad, cudnn_tune=tune)
 
 
 def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
     """(prior name, the request's denoiser or its ONNX/TensorRT engine, else None): an engine says which prior it
     holds; a checkpoint alone is recognised; else the preset's prior, or the analytic gaussian one."""
+    from ddpg.runtime.backends.capabilities import backend_capabilities
+
     backend, denoiser, prior = request.backend, request.denoiser, request.prior
-    if prior is None and request.checkpoint is not None and backend == "torch" and denoiser is None:
+    engine_file = backend_capabilities(backend).engine_file
+    if prior is None and request.checkpoint is not None and not engine_file and denoiser is None:
         prior = guess_prior_of(request.checkpoint)
     preset_prior = None
     if request.preset is not None:
         from ddpg.runtime import load_preset
 
         preset_prior = load_preset(request.preset).prior
-    if backend != "torch" and denoiser is None:  # the engine says which prior it holds
-        options = {"cuda_graph": True} if request.cuda_graph and backend == "onnxruntime" else {}
+    if engine_file and denoiser is None:  # the engine says which prior it holds
+        engine_graph = request.cuda_graph and backend_capabilities(backend).engine_call_graph
+        options = {"cuda_graph": True} if engine_graph else {}
         denoiser = make_denoiser(None, None, backend, request.engine, request.device, request.class_label, **options)
         prior = check_engine_prior(denoiser, preset_prior)
-    return prior or (preset_prior or "gaussian" if backend == "torch" else None), denoiser
+    return prior or (None if engine_file else preset_prior or "gaussian"), denoiser
 
 
 def _torch_denoiser(request: RestoreRequest, denoiser, prior: str | None):
     """``denoiser``, or the torch prior's when None; on the torch backend wrapped for the speed options."""
+    from ddpg.runtime.backends.capabilities import backend_capabilities
+
     backend = request.backend
     if denoiser is None:
         denoiser = make_denoiser(prior, request.checkpoint, backend, request.engine, request.device,
                                  request.class_label)
-    if backend == "torch" and (request.precision != "fp32" or request.compile or request.cuda_graph):
+    speed = request.precision != "fp32" or request.compile or request.cuda_graph
+    if not backend_capabilities(backend).engine_file and speed:
         from ddpg.runtime.fast_denoiser import FastDenoiser
 
         denoiser = FastDenoiser(denoiser, precision=request.precision, compile=request.compile, device=request.device)
@@ -361,8 +370,9 @@ def _existing_outputs(plan: RestorePlan, index: int, path: Path, stem: str) -> b
 
 def _engine_batch(denoiser, batch_size: int) -> int:
     """``batch_size``, lowered to the largest batch an ONNX/TensorRT engine takes (a batch is split to fit)."""
-    largest = getattr(engine_batch_profile(denoiser), "max", None)
-    if isinstance(largest, int) and batch_size > largest:
+    profile = engine_batch_profile(denoiser)
+    largest = None if profile is None else profile.max
+    if largest is not None and batch_size > largest:
         log.info("batch size %d split into batches of %d: the engine takes at most %d", batch_size, largest, largest)
         return largest
     return batch_size
@@ -549,7 +559,7 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
 
 def _check_memory(plan: RestorePlan, path: Path, padded: tuple[int, int]) -> None:
     """Refuse an input whose restoration at the padded size would need more memory than the device has free."""
-    config = getattr(plan.denoiser, "config", None)
+    config = plan.denoiser.config
     need = restore_bytes(config, plan.batch_size, padded, plan.needs_grad)
     have = available_bytes(plan.request.device) if need is not None else None
     if need is not None and have is not None and need > have:

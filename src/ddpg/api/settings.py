@@ -150,12 +150,12 @@ def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool)
     from ddpg.runtime import get_sampler
 
     merged = {**settings.hyper, **(hyper or {})}
+    known = get_sampler(settings.method).hyper_names
     if select_candidates:
-        if settings.method != "ddpg":
+        if "select_candidates" not in known:  # the method has no noise selection to switch on
             raise ParameterError("select_candidates", True, f"chooses DDPG's injected noise; method "
                                  f"{settings.method} has none (use method ddpg, or dpps for DPS with selection)")
         merged["select_candidates"] = True
-    known = get_sampler(settings.method).hyper_names
     unknown = sorted(set(hyper or {}) - set(known))
     if unknown:
         raise ParameterError("hyper", ", ".join(unknown), f"not a hyper-parameter of {settings.method}; known: "

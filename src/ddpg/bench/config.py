@@ -46,6 +46,7 @@ class BenchConfig:
 
     def validate(self) -> None:
         from ddpg.precisions import parse_precision  # torch: only when a benchmark runs
+        from ddpg.runtime.backends.capabilities import backend_capabilities
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -58,18 +59,20 @@ class BenchConfig:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.plain and (self.compile or self.cuda_graph or self.backend != "torch" or self.precision != "fp32"):
+        engine = backend_capabilities(self.backend).engine_file
+        if self.plain and (self.compile or self.cuda_graph or engine or self.precision != "fp32"):
             raise ConfigError("--plain is the eager fp32 torch baseline: no --compile, --cuda-graph, other backend "
                               "or precision")
 
     @property
     def label(self) -> str:
+        from ddpg.runtime.backends.capabilities import backend_capabilities
         from ddpg.runtime.fast_denoiser import default_channels_last  # torch: only when a benchmark runs
 
         if self.plain:
             return "torch fp32 eager (plain path)"
         parts = [self.backend, self.precision]
-        if self.backend == "torch":
+        if not backend_capabilities(self.backend).engine_file:
             layout = default_channels_last(self.compile) if self.channels_last is None else self.channels_last
             parts += ["channels-last"] if layout else []
             parts += [f"compile({self.compile_mode})"] if self.compile else []

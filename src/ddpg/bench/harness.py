@@ -20,6 +20,7 @@ from torch import nn
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import native_image_size
 from ddpg.operators import ALIASES, make_operator
+from ddpg.runtime.backends.capabilities import backend_capabilities
 from ddpg.runtime.cuda_graph import capture_graph
 from ddpg.runtime.fast_denoiser import FastDenoiser
 from ddpg.runtime.graph_runner import GraphRunner
@@ -86,13 +87,14 @@ def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.devic
 
     if cfg.plain:
         return as_denoiser(prior, class_labels=_labels(prior))
-    if cfg.backend == "torch":
+    capabilities = backend_capabilities(cfg.backend)
+    if not capabilities.engine_file:
         return FastDenoiser(prior, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
                             compile_mode=cfg.compile_mode, class_labels=_labels(prior))
     from ddpg.runtime.backends import make_denoiser
 
     engine = cfg.engine or bench_export(cfg, batch or min(cfg.batches), cache_dir=cache_dir)
-    if cfg.backend == "tensorrt":
+    if capabilities.plan_from_onnx:
         from ddpg.export.tensorrt_build import engine_plan
 
         engine = engine_plan(engine, cache_dir=None if cache_dir is None else cache_dir / "engines", device=device)
@@ -148,7 +150,7 @@ def bench_export(cfg: BenchConfig, batch: int, *, cache_dir: Path | None = None,
 
 def _engine_per_batch(cfg: BenchConfig) -> bool:
     """Whether each batch size runs its own export (engine backends without a given --engine)."""
-    return cfg.backend != "torch" and not cfg.plain and cfg.engine is None
+    return backend_capabilities(cfg.backend).engine_file and not cfg.plain and cfg.engine is None
 
 
 def ground_truth(size: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -239,7 +241,7 @@ def accuracy_check(cfg: BenchConfig, prior, path: RestorationPath, gt: torch.Ten
     plain = replace(cfg, plain=True, compile=False, cuda_graph=False, backend="torch", precision="fp32")
     reference = RestorationPath(plain, as_denoiser(prior, class_labels=_labels(prior)), path.operator)
     low_path = path
-    if cfg.backend == "torch" and cfg.precision == "fp32":
+    if not backend_capabilities(cfg.backend).engine_file and cfg.precision == "fp32":
         low_cfg = replace(cfg, plain=False, compile=False, precision=cfg.check_precision)
         low_path = RestorationPath(low_cfg, build_denoiser(low_cfg, prior, device), path.operator)
     elif _engine_per_batch(cfg):  # the check restores one image: the batch-1 export
@@ -261,7 +263,7 @@ def _call_latencies(cfg: BenchConfig, path: RestorationPath, x: torch.Tensor, t:
     Their graphs are freed on return, before the restorations' peak memory is measured."""
     denoiser = path.denoiser
     with torch.no_grad():
-        graph_unet = cfg.cuda_graph and clock.cuda and getattr(denoiser, "graph_safe", False)
+        graph_unet = cfg.cuda_graph and clock.cuda and denoiser.graph_safe
         unet = _capture_unet(denoiser, x, t, cfg.warmup) if graph_unet else (lambda: denoiser(x, t))
         unet_ms = clock.time_calls(unet, cfg.iters, cfg.warmup)
         eps = denoiser(x, t).float()
@@ -362,7 +364,7 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     gt = ground_truth(operator.img_size, device)
     denoiser = build_denoiser(cfg, prior, device, cfg.batches[0])
     path = RestorationPath(cfg, denoiser, operator)
-    flops_module = getattr(denoiser, "eager_prior", None) or prior
+    flops_module = denoiser.prior or prior
     matmul = matmul_rate(device) if measure_matmul else None
     results = []
     for B in cfg.batches:
@@ -377,7 +379,7 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     config = asdict(cfg)
     config.update({"size": list(operator.img_size), "operator": {"name": operator.name, **operator.params},
                    "device": str(device), "weights": "random (seed 0)" if cfg.checkpoint is None else cfg.checkpoint,
-                   "denoiser_options": getattr(denoiser, "options", dict)()})
+                   "denoiser_options": denoiser.options()})
     fp32_bytes = sum(t.numel() * t.element_size() for t in (*prior.parameters(), *prior.buffers()))
     return {"label": cfg.label, "config": config, "matmul": matmul, "results": results, "accuracy": accuracy,
             "params": sum(p.numel() for p in prior.parameters()),

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import TORCH_CAPABILITIES, prediction_type
 from ddpg.precisions import parse_precision, precision_name
 from ddpg.schedule import Schedule
 
@@ -45,11 +46,13 @@ class FastDenoiser:
     deep-copied (``inplace=False``) before ``to_dtype``/channels-last, so the caller's module is untouched.
     ``compile``: wrap the module in ``torch.compile(mode=compile_mode)``; compilation happens on the first call.
     ``channels_last``: the memory layout; None = ``default_channels_last(compile)``.
-    ``eager_prior`` keeps the uncompiled converted module (FLOP counting, export).
+    ``prior`` keeps the uncompiled converted module (FLOP counting, export); ``compile_mode`` is None when it
+    is not compiled.
     """
 
     backend = "torch"
-    supports_grad = True
+    capabilities = TORCH_CAPABILITIES
+    info = None
 
     def __init__(self, prior, *, precision: str | torch.dtype = "fp32", channels_last: bool | None = None,
                  compile: bool = False, compile_mode: str = "default", class_labels: torch.Tensor | None = None,
@@ -73,15 +76,15 @@ class FastDenoiser:
         self.channels_last = default_channels_last(compile) if channels_last is None else bool(channels_last)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        self.eager_prior = module.eval()
-        self.compiled = bool(compile)
-        self.compile_mode = compile_mode
+        module.eval()
+        self.compile_mode: str | None = compile_mode if compile else None
         self.module = torch.compile(module, mode=compile_mode, dynamic=False) if compile else module
         self.config: dict = getattr(prior, "config", {})
         self.name: str | None = self.config.get("name")
         # the UNets do no host synchronisation or host-to-device copy per call (the analytic prior does)
         self.graph_safe = self.config.get("kind") in ("ddpm", "adm")
         self.schedule = Schedule.from_config(self.config)
+        self.prediction = prediction_type(self)
         self.prior = module
         tensors = [*module.parameters(), *module.buffers()]
         self.device = tensors[0].device if tensors else torch.device("cpu")
@@ -91,7 +94,7 @@ class FastDenoiser:
     def options(self) -> dict:
         """The speed options, for reports and sidecars."""
         return {"precision": precision_name(self.dtype), "channels_last": self.channels_last,
-                "compile": self.compiled, "compile_mode": self.compile_mode if self.compiled else None}
+                "compile": self.compile_mode is not None, "compile_mode": self.compile_mode}
 
     def _labels(self, batch: int, device: torch.device) -> torch.Tensor | None:
         """Class labels on ``device``, built once per (batch, device) so calls do no host copies."""

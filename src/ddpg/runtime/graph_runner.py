@@ -15,8 +15,8 @@ generator (seeded by ``seed``), registered with the graph so every replay advanc
 
 Capture: :func:`ddpg.runtime.cuda_graph.capture_graph`. On CPU (or ``cuda_graph=False``) the same function
 runs eagerly: the fallback and, on the CPU, bit-identical to ``run_method`` (tested for every forward-only
-method and operator). Not here: DDPG's select_candidates (a candidate count that changes per
-step) and DPS/DPPS (autograd).
+method and operator). Not here: what the method's capabilities rule out — noise-candidate selection (DDPG's
+select_candidates: a candidate count that changes per step) and autograd loops (DPS/DPPS).
 DiffPIR passes its per-step ρ to ``operator.pinv_eta`` as a tensor; the operators' η check leaves tensors
 unread (ρ > 0 follows from its validated params), so its step is captured like the others.
 """
@@ -30,17 +30,15 @@ from types import MappingProxyType
 import torch
 
 from ddpg.errors import ConfigError
-from ddpg.models.denoiser import prediction_type
 from ddpg.operators.base import Operator
 from ddpg.runtime.cuda_graph import capture_graph
 from ddpg.runtime.fast_denoiser import GRAPHING_COMPILE_MODES
-from ddpg.runtime.samplers import SAMPLERS, get_sampler
+from ddpg.runtime.samplers import get_sampler, methods_where
 from ddpg.runtime.samplers.common import NoiseSource, check_inputs, gaussian_noise
 from ddpg.runtime.samplers.method import State, method_grid, row_of, row_table
-from ddpg.schedule import linear_schedule
 
-# the methods whose step can be captured (forward-only, and ``capturable``: no host read in the step)
-GRAPH_METHODS = tuple(name for name, spec in SAMPLERS.items() if spec.method is not None and spec.method.capturable)
+# the methods whose step can be captured with their default params (a listing for messages)
+GRAPH_METHODS = methods_where(lambda capabilities: capabilities.capturable)
 
 
 @dataclass
@@ -62,35 +60,37 @@ class _Buffers:
 class GraphRunner:
     """A forward-only method (ddpg, idpg, ddnm, ddrm, diffpir) for fixed shapes with preallocated buffers and
     (on CUDA) one CUDA graph per batch size. Same function as ``Restorer(denoiser, operator, method=...,
-    sigma_y=..., steps=..., hyper=...)``. ``denoiser``: any object of the denoiser interface; whole-step capture
-    needs ``denoiser.graph_safe`` (``FastDenoiser`` over a UNet). ``cuda_graph``: None = on when the operator's
-    device is CUDA and the denoiser is graph-safe. ``warmup``: eager steps before capture."""
+    sigma_y=..., steps=..., hyper=...)``; the method's capabilities with these params must allow fixed-shape steps
+    (and capture, for a graph). ``denoiser``: any denoiser of the interface; whole-step capture needs
+    ``denoiser.graph_safe`` (``FastDenoiser`` over a UNet). ``cuda_graph``: None = on when the operator's device
+    is CUDA, the denoiser is graph-safe and the step capturable. ``warmup``: eager steps before capture."""
 
     def __init__(self, denoiser, operator: Operator, method: str = "ddpg", sigma_y: float = 0.0, *,
                  steps: int | None = None, hyper: dict | None = None, cuda_graph: bool | None = None,
                  warmup: int = 2, device: torch.device | str | None = None):
         self.spec = get_sampler(method)
-        if self.spec.method is None:
-            raise ConfigError(f"the graph runner runs forward-only methods, not {method} (it differentiates "
-                              "through the UNet)")
         self.p = self.spec.build(sigma_y, hyper)
-        if getattr(self.p, "select_candidates", False):
-            raise ConfigError("the graph runner does not implement noise-candidate selection (select_candidates); "
-                              "use the plain Restorer for it")
+        capabilities = self.spec.capabilities(self.p)
+        if capabilities.needs_grad:
+            raise ConfigError(f"the graph runner runs forward-only methods, not {method} (it "
+                              f"{capabilities.why_not})")
+        if capabilities.noise_selection:
+            raise ConfigError(f"the graph runner does not implement noise-candidate selection (method {method} with "
+                              "select_candidates); use the plain Restorer for it")
         self.method, self.name, self.hyper = self.spec.method, method, dict(hyper or {})
         self.denoiser, self.operator = denoiser, operator
         self.steps = int(steps if steps is not None else self.spec.default_steps)
         self.device = torch.device(device) if device is not None else operator.device
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        if cuda_graph and not self.method.capturable:
-            raise ConfigError(f"cuda_graph: the {method} step cannot be captured (graph methods: "
-                              f"{', '.join(GRAPH_METHODS)}); it runs eagerly with cuda_graph=None or False")
-        self.cuda_graph = self._use_graph(cuda_graph) and self.method.capturable
+        if cuda_graph and not capabilities.capturable:
+            raise ConfigError(f"cuda_graph: the {method} step cannot be captured (it {capabilities.why_not}; graph "
+                              f"methods: {', '.join(GRAPH_METHODS)}); it runs eagerly with cuda_graph=None or False")
+        self.cuda_graph = self._use_graph(cuda_graph) and capabilities.capturable
         self.warmup = max(1, int(warmup))
-        self.schedule = getattr(denoiser, "schedule", None) or linear_schedule()
+        self.schedule = denoiser.schedule
         self.rows = self.method.table(self.schedule, method_grid(self.method, self.schedule, self.steps), self.p)
-        self.prediction = prediction_type(denoiser)
+        self.prediction = denoiser.prediction
         self.row_cls = type(self.rows[0])
         self.table = row_table(self.rows, self.device)
         self.generator = torch.Generator(device=self.device)
@@ -98,14 +98,14 @@ class GraphRunner:
 
     def _use_graph(self, cuda_graph: bool | None) -> bool:
         on_cuda = self.device.type == "cuda"
-        graph_safe = bool(getattr(self.denoiser, "graph_safe", False))
+        graph_safe = self.denoiser.graph_safe
         if cuda_graph and not on_cuda:
             raise ConfigError(f"cuda_graph needs a CUDA device; the operator is on {self.device}")
         if cuda_graph and not graph_safe:
-            raise ConfigError(f"cuda_graph: the {getattr(self.denoiser, 'backend', '?')} denoiser cannot be "
-                              "captured in a torch CUDA graph (use the backend's own graph option)")
-        mode = getattr(self.denoiser, "compile_mode", None)
-        if cuda_graph and mode in GRAPHING_COMPILE_MODES and getattr(self.denoiser, "compiled", False):
+            raise ConfigError(f"cuda_graph: the {self.denoiser.backend} denoiser cannot be captured in a torch CUDA "
+                              "graph (use the backend's own graph option)")
+        mode = self.denoiser.compile_mode
+        if cuda_graph and mode in GRAPHING_COMPILE_MODES:
             raise ConfigError(f"cuda_graph: torch.compile mode {mode!r} makes its own CUDA graphs; use compile_mode "
                               "'default' or 'max-autotune-no-cudagraphs' with the whole-step graph")
         return bool(on_cuda and graph_safe) if cuda_graph is None else bool(cuda_graph)
@@ -118,7 +118,7 @@ class GraphRunner:
 
     def settings(self) -> dict:
         """As ``Restorer.settings`` plus the runner's speed options."""
-        options = getattr(self.denoiser, "options", dict)()
+        options = self.denoiser.options()
         return {"method": self.name, "sigma_y": self.p.sigma_y, "steps": self.steps, "hyper": self.hyper,
                 "operator": {"name": self.operator.name, **self.operator.params},
                 "fast": {"cuda_graph": self.cuda_graph, **options}}

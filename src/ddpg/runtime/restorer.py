@@ -65,9 +65,6 @@ class Restorer:
                  steps: int | None = None, hyper: dict | None = None):
         self.spec = get_sampler(method)
         check_sigma_y(sigma_y)
-        if self.spec.needs_grad and not getattr(denoiser, "supports_grad", False):
-            raise ConfigError(f"method {method} differentiates through the UNet and runs on the torch backend "
-                              f"only, not on {getattr(denoiser, 'backend', 'this backend')}")
         unknown = set(hyper or {}) - set(self.spec.hyper_names)
         if unknown:
             raise ConfigError(f"method {method}: unknown hyper-parameter(s) {sorted(unknown)}; known: "
@@ -77,6 +74,10 @@ class Restorer:
         self.steps = int(steps if steps is not None else self.spec.default_steps)
         self.hyper = dict(hyper or {})
         self.params = self.spec.build(self.sigma_y, self.hyper)  # validated once; the method's params dataclass
+        capabilities = self.spec.capabilities(self.params)
+        if capabilities.needs_grad and not denoiser.capabilities.grad:
+            raise ConfigError(f"method {method} {capabilities.why_not} and runs on the torch backend only, not on "
+                              f"{denoiser.backend}")
 
     @classmethod
     def from_preset(cls, name: str, denoiser, size: int | tuple[int, int] | None = None,

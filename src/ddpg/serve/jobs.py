@@ -17,15 +17,16 @@ from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
 from ddpg.api.request import RestoreRequest
 from ddpg.api.restoration import InputJob, RestorePlan, not_finite, prepare_input, sidecar_record, write_outputs
-from ddpg.api.settings import apply_hyper, apply_operator, named_mask, parse_mask, resolve_settings
+from ddpg.api.settings import Settings, apply_hyper, apply_operator, named_mask, parse_mask, resolve_settings
 from ddpg.errors import DdpgError, ImageTooLarge, InputError, ParameterError
-from ddpg.runtime.samplers import FORWARD_METHODS, get_sampler
+from ddpg.runtime.samplers import get_sampler, methods_where
 from ddpg.schema import option_fields, value_type
 from ddpg.versions import versions
 
 from .scheduler import Sample, start_sample
 
-SERVED_METHODS = FORWARD_METHODS  # the scheduler batches their steps with per-sample rows (no autograd)
+# the methods whose default params the scheduler batches, step by step with per-sample rows (a listing)
+SERVED_METHODS = methods_where(lambda capabilities: capabilities.fixed_shape_steps)
 RESPONSES = ("png", "json")
 # the request's fields and their types: RestoreRequest's served options (named as the api's parameters, which its
 # errors name; mask and kernel files are uploads, never paths), then the response's own
@@ -193,7 +194,7 @@ class Preparer:
         self.denoiser, self.prior, self.device = denoiser, prior, device
         self.max_pixels, self.default_deadline_s = max_pixels, default_deadline_s
         self.multiple = size_multiple(denoiser)
-        self.prior_record = prior_record(prior, None, getattr(denoiser, "backend", "torch"), None, denoiser)
+        self.prior_record = prior_record(prior, None, denoiser.backend, None, denoiser)
         self.versions = versions(device)
         self.operators: dict = {}  # shared by every request, so equal operators group in one guidance call
 
@@ -232,9 +233,7 @@ class Preparer:
                                         fields.get("sigma_y"), fields.get("steps"))
         except DdpgError as exc:
             raise FieldError(field_of(exc, "preset"), str(exc)) from None
-        if settings.method not in SERVED_METHODS:
-            raise FieldError("method", f"{settings.method}: `ddpg serve` batches the steps of "
-                             f"{', '.join(SERVED_METHODS)}; restore with {settings.method} by `ddpg restore`")
+        check_served(settings, "method")  # with the preset's hyper-parameters
         try:
             settings = apply_hyper(settings, fields.get("hyper"), False)
         except DdpgError as exc:
@@ -243,16 +242,25 @@ class Preparer:
             settings = apply_operator(settings, fields.get("operator"))
         except DdpgError as exc:
             raise FieldError("operator", str(exc)) from None
-        if settings.hyper.get("select_candidates"):
-            raise FieldError("hyper", "select_candidates: `ddpg serve` does not batch DDPG's candidate selection")
-        schedule = getattr(self.denoiser, "schedule", None)
-        if schedule is not None and settings.steps > len(schedule.betas):
+        schedule = self.denoiser.schedule
+        if settings.steps > len(schedule.betas):
             raise FieldError("steps", f"{settings.steps} exceeds the prior's {len(schedule.betas)} diffusion steps")
-        try:
-            get_sampler(settings.method).build(settings.sigma_y, settings.hyper)
-        except DdpgError as exc:
-            raise FieldError("sigma_y" if "sigma_y" in str(exc) else "hyper", str(exc)) from None
+        check_served(settings, "hyper")
         return settings
+
+
+def check_served(settings: Settings, field: str) -> None:
+    """FieldError of ``field`` unless the scheduler can batch the steps of the settings' method with their params
+    (its capabilities: fixed-shape steps); a σ_y or hyper-parameter the params refuse is a FieldError naming it."""
+    spec = get_sampler(settings.method)
+    try:
+        capabilities = spec.capabilities(spec.build(settings.sigma_y, settings.hyper))
+    except DdpgError as exc:
+        raise FieldError("sigma_y" if "sigma_y" in str(exc) else "hyper", str(exc)) from None
+    if not capabilities.fixed_shape_steps:
+        raise FieldError(field, f"{settings.method}: `ddpg serve` batches steps of one shape (methods "
+                         f"{', '.join(SERVED_METHODS)} with their defaults); {settings.method} with these settings "
+                         f"{capabilities.why_not}: restore it by `ddpg restore`")
 
 
 def write_result(prepared: Prepared, out: torch.Tensor, timing: dict) -> tuple[bytes, dict]:

@@ -25,6 +25,7 @@ import uvicorn
 from ddpg.api.denoisers import check_device, check_engine_prior, engine_batch_profile, make_denoiser
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import native_image_size
+from ddpg.runtime.backends.capabilities import backend_capabilities
 
 from .app import ServeState, make_app
 from .batch_size import AUTO_CAP, choose_batch, profile_batches
@@ -94,12 +95,12 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     if opts.max_queue < 0 or opts.max_pixels < 1 or (opts.engine_batch is not None and opts.engine_batch < 1):
         raise ConfigError("--max-pixels and --engine-batch must be >= 1, --max-queue >= 0")
     token = read_token(opts.token_file) if opts.token_file else None
-    if opts.backend == "torch":
-        denoiser = make_denoiser(opts.prior, None, "torch", None, opts.device, opts.class_label)
-        prior = opts.prior
-    else:
+    if backend_capabilities(opts.backend).engine_file:
         denoiser = make_denoiser(None, None, opts.backend, opts.engine, opts.device, opts.class_label)
         prior = check_engine_prior(denoiser, None)
+    else:
+        denoiser = make_denoiser(opts.prior, None, opts.backend, None, opts.device, opts.class_label)
+        prior = opts.prior
     max_batch, engine_batch = engine_batches(denoiser, requested, opts.engine_batch)
     metrics = ServeMetrics(max_batch)
     scheduler = Scheduler(denoiser, max_batch=max_batch, max_queue=opts.max_queue, policy=opts.policy,

@@ -12,7 +12,7 @@ import torch
 
 from ddpg.errors import ConfigError, ParameterError
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+from .capabilities import BACKENDS, backend_capabilities
 
 
 def _torch_backend(*, prior=None, checkpoint: str | Path | None = None, device: str | torch.device = "cpu",
@@ -53,9 +53,8 @@ def _tensorrt_backend(*, engine=None, device: str | torch.device = "cuda", class
 
 def get_backend(name: str) -> Callable[..., object]:
     """The constructor of backend ``name`` (keyword arguments as :func:`make_denoiser`)."""
+    backend_capabilities(name)  # an unknown name is refused, naming the backends
     constructors = {"torch": _torch_backend, "onnxruntime": _onnxruntime_backend, "tensorrt": _tensorrt_backend}
-    if name not in constructors:
-        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     return constructors[name]
 
 
@@ -74,4 +73,4 @@ def make_denoiser(backend: str, *, prior=None, engine: str | Path | None = None,
     return get_backend(backend)(engine=engine, device=device, class_labels=class_labels, **options)
 
 
-__all__ = ["BACKENDS", "get_backend", "make_denoiser"]
+__all__ = ["BACKENDS", "backend_capabilities", "get_backend", "make_denoiser"]

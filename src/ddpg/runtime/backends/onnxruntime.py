@@ -35,9 +35,11 @@ import torch
 
 from ddpg.engine_metadata import EngineError, EngineInfo, read_metadata
 from ddpg.errors import ConfigError
+from ddpg.models.denoiser import prediction_type
 from ddpg.runtime.cuda_graph import CAPTURE_LOCK
 from ddpg.versions import install_hint
 
+from .capabilities import ONNXRUNTIME_CAPABILITIES
 from .cuda_stream import SideStream
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
 
@@ -176,10 +178,15 @@ class CudaIO:
 
 class OrtDenoiser:
     """ε-prediction with an exported prior under ONNX Runtime (same interface as ``ddpg.models.Denoiser``,
-    without gradients). ``class_labels``: an int or (B,) int tensor, required for class-conditional exports."""
+    without gradients). ``class_labels``: an int or (B,) int tensor, required for class-conditional exports.
+    ``cuda_graph``: ORT's own capture of the engine call; a sampler step around it is never captured in torch's
+    (``graph_safe`` False)."""
 
     backend = "onnxruntime"
-    supports_grad = False
+    capabilities = ONNXRUNTIME_CAPABILITIES
+    graph_safe = False
+    compile_mode = None
+    prior = None
 
     def __init__(self, engine: str | Path, *, device: str | torch.device = "cpu",
                  class_labels: torch.Tensor | int | None = None, cuda_graph: bool = False, tf32: bool = False,
@@ -189,6 +196,7 @@ class OrtDenoiser:
         self.config: dict = dict(self.info.config)
         self.name: str | None = self.info.prior
         self.schedule = self.info.schedule
+        self.prediction = prediction_type(self)
         self.precision = self.info.precision
         if self.precision == "bf16":
             raise EngineError(f"{self.engine_path}: a bf16 export runs under TensorRT only (ONNX Runtime has no bf16 "
@@ -253,6 +261,9 @@ class OrtDenoiser:
                             shape=tuple(eps.shape), buffer_ptr=eps.data_ptr())
         self._io[shape] = CudaIO(x, t, y, eps, binding)
         return self._io[shape]
+
+    def options(self) -> dict:
+        return {}
 
     @property
     def stream_handle(self) -> int | None:

@@ -57,8 +57,11 @@ import torch
 from ddpg.engine_metadata import EngineError, EngineInfo
 from ddpg.engine_sidecar import ShapeProfile, check_engine_environment, read_sidecar, sidecar_key
 from ddpg.errors import ConfigError, ParameterError
+from ddpg.models.denoiser import prediction_type
 from ddpg.runtime.cuda_graph import CAPTURE_LOCK
+from ddpg.schedule import Schedule
 
+from .capabilities import TENSORRT_CAPABILITIES
 from .cuda_stream import SideStream, check_stream_handle
 from .engine_inputs import engine_class_labels, labels_for_batch, timesteps_for_batch
 from .tensorrt_env import deserialize_plan, gpu_info, require_tensorrt
@@ -198,11 +201,14 @@ class TensorRTDenoiser:
     ``engine``: a ``.plan`` built by ddpg (its sidecar ``.plan.json`` must sit next to it; an ``.onnx`` export is
     built by ``ddpg.export.tensorrt_build.engine_plan`` first, this backend only loads and runs). ``class_labels``:
     int or (B,) tensor, required for class-conditional priors. ``cuda_graph``: capture the engine call (fixed-shape
-    engines only). ``trt``: the tensorrt module (tests).
+    engines only). ``trt``: the tensorrt module (tests). ``graph_safe``: a fixed-shape engine, whose call a whole
+    sampler step around it may capture.
     """
 
     backend = "tensorrt"
-    supports_grad = False
+    capabilities = TENSORRT_CAPABILITIES
+    compile_mode = None
+    prior = None
 
     def __init__(self, engine: str | Path, *, device: str | torch.device = "cuda",
                  class_labels: torch.Tensor | int | None = None, cuda_graph: bool = False,
@@ -234,14 +240,14 @@ class TensorRTDenoiser:
         self.config: dict = dict(self.info.config)
         self.name: str | None = self.info.prior
         self.schedule = self.info.schedule
-        self.prior = None
+        self.prediction = prediction_type(self)
         self.class_labels = engine_class_labels(self.info, class_labels, self.device)
         if cuda_graph and not self.shapes.fixed:
             takes = "; ".join(p.describe() for p in self.shapes.profiles)
             raise ConfigError(f"{path}: CUDA-graph mode needs a fixed-shape engine (one profile with min = max, "
                               f"e.g. --batch 1); this one takes {takes}")
         self.cuda_graph = cuda_graph
-        self.graph_safe = self.shapes.fixed  # a whole sampler step around this call may be captured
+        self.graph_safe = self.shapes.fixed
         blob = path.read_bytes()
         if hashlib.sha256(blob).hexdigest() != self.sidecar["plan"].get("sha256"):
             raise EngineError(f"{path}: the plan does not match the sha256 in its sidecar (replaced or truncated); "
@@ -261,14 +267,20 @@ class TensorRTDenoiser:
     @classmethod
     def from_bindings(cls, bindings: Bindings, side: SideStream, *, cuda_graph: bool = False) -> TensorRTDenoiser:
         """A denoiser that only runs ``bindings`` (an engine the caller deserialized and bound, launching on ``side``):
-        no sidecar checks, no metadata (``info``, ``config``, ``schedule``) and no class labels."""
+        no sidecar checks, no metadata (``info`` None, ``config`` {}, so the default schedule and ε prediction, no
+        prior name) and no class labels."""
         if cuda_graph and not bindings.shapes.fixed:
             raise ConfigError(f"{bindings.shapes.source}: CUDA-graph mode needs a fixed-shape engine")
         den = cls.__new__(cls)
         den.device, den.shapes, den.engine_path = bindings.device, bindings.shapes, Path(bindings.shapes.source)
         den.class_labels, den.cuda_graph, den.graph_safe = None, cuda_graph, bindings.shapes.fixed
+        den.info, den.config, den.name = None, {}, None
+        den.schedule, den.prediction = Schedule.from_config(den.config), prediction_type(den)
         den.bindings, den._side, den._graph = bindings, side, None
         return den
+
+    def options(self) -> dict:
+        return {}
 
     def _feeds(self, x_t: torch.Tensor, t) -> dict[str, torch.Tensor]:
         batch, source = x_t.shape[0], str(self.engine_path)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import PREDICTIONS
 from ddpg.operators.base import Operator
-from ddpg.schedule import Schedule, linear_schedule
+from ddpg.schedule import Schedule
 
 NoiseSource = Callable[[torch.Tensor], torch.Tensor]  # noise(like) -> N(0, I) shaped like ``like``
 Scalar = float | torch.Tensor  # a Python float, a 0-d tensor, or one value per sample shaped (B, 1, 1, 1)
@@ -47,7 +47,7 @@ def prepare(denoiser, operator: Operator, y: torch.Tensor, x_T: torch.Tensor | N
             ) -> tuple[Schedule, torch.Tensor, torch.Tensor, NoiseSource]:
     """Check y and x_T and return (schedule, y float32, x_T (B,3,H,W) float32 ~ N(0, I), noise source)."""
     shape = check_inputs(operator, y, x_T)
-    schedule = getattr(denoiser, "schedule", None) or linear_schedule()
+    schedule = denoiser.schedule
     y = y.float()
     if x_T is None:
         x_T = torch.randn(shape, generator=generator, device=y.device)

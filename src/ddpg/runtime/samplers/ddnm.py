@@ -30,7 +30,7 @@ from ddpg.operators.observation import noise_std
 from ddpg.schedule import Schedule, TimeGrid
 
 from .common import Scalar, check_unit_interval, coef, x0_and_eps
-from .method import State, noise_like, spectral_row
+from .method import State, noise_like, plain_steps, spectral_row
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class DDNM:
 
     name = "ddnm"
     params = DDNMParams
-    capturable = True
+    capabilities = staticmethod(plain_steps)
     grid = "uniform"
     draw = staticmethod(noise_like)
 

@@ -36,7 +36,7 @@ from ddpg.schedule import Schedule, TimeGrid
 
 from .common import NoiseSource, Scalar, coef, eps_from_x0, x0_and_eps
 from .dpps import best_candidate, candidate_count, measured_distance
-from .method import State, make_params, run_method, skipped
+from .method import MethodCapabilities, State, make_params, run_method, skipped
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,11 @@ class DDPG:
 
     name = "ddpg"
     params = DDPGParams
-    capturable = True
     grid = "uniform"
+
+    def capabilities(self, p: DDPGParams) -> MethodCapabilities:
+        """With ``select_candidates`` each step draws a count of candidate noises that changes per step."""
+        return MethodCapabilities(noise_selection=p.select_candidates)
 
     def table(self, schedule: Schedule, grid: TimeGrid, p: DDPGParams) -> list[DDPGRow]:
         return ddpg_table(schedule, grid, p)

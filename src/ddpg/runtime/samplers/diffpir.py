@@ -38,7 +38,7 @@ from ddpg.operators.observation import noise_std
 from ddpg.schedule import Schedule, TimeGrid
 
 from .common import NoiseSource, Scalar, check_unit_interval, coef, eps_from_x0, lift, x0_and_eps
-from .method import State, noise_like, skipped
+from .method import State, noise_like, plain_steps, skipped
 
 
 def data_step(operator: Operator, x0: torch.Tensor, y: torch.Tensor, rho: Scalar, weight: Scalar = 1.0
@@ -106,7 +106,7 @@ class DiffPIR:
 
     name = "diffpir"
     params = DiffPIRParams
-    capturable = True
+    capabilities = staticmethod(plain_steps)
     grid = "quad"
 
     def draw(self, noise: NoiseSource, x: torch.Tensor, row: DiffPIRRow, p: DiffPIRParams) -> torch.Tensor:

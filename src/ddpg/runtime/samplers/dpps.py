@@ -23,7 +23,6 @@ from typing import ClassVar
 import torch
 
 from ddpg.errors import ConfigError
-from ddpg.models.denoiser import prediction_type
 from ddpg.operators.base import Operator
 
 from .common import NoiseSource, lift, prepare
@@ -87,7 +86,7 @@ def dpps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPPSParams, *,
     check_grad_backend(denoiser, "DPPS")
     zeta, n_max, var_type, clip = p.zeta, p.n_max, p.var_type, p.clip
     schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    plan, prediction = ancestral_steps(schedule, steps), prediction_type(denoiser)
+    plan, prediction = ancestral_steps(schedule, steps), denoiser.prediction
     a_T = plan[0].a
     x = math.sqrt(a_T) * lift(y, operator.img_size, "nearest") + math.sqrt(1 - a_T) * x_T
     for i, k in enumerate(plan):

@@ -15,7 +15,7 @@ Variance (``var_type``): "learned_range" (log σ² = f·log β + (1−f)·log β
 replaced by the next one's (guided-diffusion's clipped log variance).
 σ convention: the papers add σ on [−1,1] (DPS: 0.05). The project's measurement is y = A x + 2·sigma_y·n,
 so the paper's setting is sigma_y = σ/2 (presets ``…/0.025``); the sampler itself never uses the noise level.
-Needs ∂/∂x_t through the UNet: torch backend only (``denoiser.supports_grad``); NFE = steps forward + steps
+Needs ∂/∂x_t through the UNet: torch backend only (``denoiser.capabilities.grad``); NFE = steps forward + steps
 backward passes.
 Measured against a Gaussian prior's exact posterior: ``benchmarks/results/methods_gaussian_cpu.md``.
 """
@@ -31,7 +31,6 @@ import torch
 
 from ddpg.checks import check_sigma_y
 from ddpg.errors import ConfigError
-from ddpg.models.denoiser import prediction_type
 from ddpg.operators.base import Operator
 from ddpg.schedule import Schedule
 
@@ -86,9 +85,9 @@ def ancestral_steps(schedule: Schedule, steps: int) -> list[AncestralStep]:
 
 def check_grad_backend(denoiser, method: str) -> None:
     """Refuse denoisers that cannot be differentiated (ONNX Runtime, TensorRT) and inference mode."""
-    if not getattr(denoiser, "supports_grad", False) or not hasattr(denoiser, "model_output"):
+    if not denoiser.capabilities.grad:
         raise ConfigError(f"{method} differentiates through the UNet and runs on the torch backend only, not on "
-                          f"{getattr(denoiser, 'backend', type(denoiser).__name__)}")
+                          f"{denoiser.backend}")
     if torch.is_inference_mode_enabled():
         raise ConfigError(f"{method} needs autograd: call it outside torch.inference_mode()")
 
@@ -155,7 +154,7 @@ def dps_sample(denoiser, operator: Operator, y: torch.Tensor, p: DPSParams, *, s
     check_grad_backend(denoiser, "DPS")
     zeta, var_type, clip = p.zeta, p.var_type, p.clip
     schedule, y, x, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    plan, prediction = ancestral_steps(schedule, steps), prediction_type(denoiser)
+    plan, prediction = ancestral_steps(schedule, steps), denoiser.prediction
     for i, k in enumerate(plan):
         grad, out, x0, _, _ = norm_and_grad(denoiser.model_output, operator, y, x, k.t, k.a, prediction, clip)
         z = noise(x)

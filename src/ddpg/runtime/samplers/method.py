@@ -3,6 +3,8 @@
 A method (see ``docs/architecture.md`` §2) is an object with
 
 - ``params``: its frozen params dataclass, the one place its defaults live (validated in ``__post_init__``);
+- ``capabilities(p) -> MethodCapabilities``: what running it with params ``p`` needs and allows (capture in a
+  CUDA graph, per-sample batching in ``ddpg serve``), which callers read instead of its name;
 - ``grid``: the name of its own time grid (:data:`ddpg.schedule.TIME_GRIDS`);
 - ``table(schedule, grid, p) -> list[Row]``: one row of per-step scalars per step of the :class:`TimeGrid`
   ``grid`` (its own by default, :func:`method_grid`; any other by name) — Python floats, computed once in
@@ -31,7 +33,6 @@ from typing import Any, Protocol
 import torch
 
 from ddpg.errors import ConfigError
-from ddpg.models.denoiser import prediction_type
 from ddpg.schedule import Schedule, TimeGrid
 
 from .common import NoiseSource, Scalar, coef, prepare, timestep
@@ -53,12 +54,47 @@ class State:
         return replace(self, x=x, x0=x0, out=out)
 
 
+@dataclass(frozen=True)
+class MethodCapabilities:
+    """What a method does with given params, and so where it can run: callers (the graph runner, ``ddpg
+    restore``'s cuda_graph check, ``ddpg serve``, the memory estimate) read this record, never the method's
+    name. ``why_not`` says, for a message, what takes a fixed-shape step away."""
+
+    needs_grad: bool = False  # differentiates through the denoiser (its own autograd loop): backends with grad only
+    noise_selection: bool = False  # picks each step's noise among candidates, their count changing per step
+    host_reads: bool = False  # its step reads tensor values on the host (a data-dependent loop)
+
+    @property
+    def fixed_shape_steps(self) -> bool:
+        """Whether it runs as tensor-row steps on buffers of one shape: what the graph runner and ``ddpg serve``'s
+        per-sample batching need."""
+        return not (self.needs_grad or self.noise_selection)
+
+    @property
+    def capturable(self) -> bool:
+        """Whether its tensor-row step can run inside a CUDA graph (fixed shapes and no host read)."""
+        return self.fixed_shape_steps and not self.host_reads
+
+    @property
+    def why_not(self) -> str:
+        """What it does that a fixed-shape or captured step cannot ("" when nothing)."""
+        return ("differentiates through the UNet" if self.needs_grad
+                else "selects its noise among candidates" if self.noise_selection
+                else "reads tensor values on the host in its step" if self.host_reads else "")
+
+
+def plain_steps(p) -> MethodCapabilities:
+    """The capabilities of a method whose step is plain with any params: no autograd, no candidate noises, no host
+    read (it is captured and batched per sample)."""
+    return MethodCapabilities()
+
+
 class Method(Protocol):
     name: str
     params: type
-    capturable: bool  # whether its tensor-row step can run inside a CUDA graph (no host reads)
     grid: str  # its own time grid's name
 
+    def capabilities(self, p) -> MethodCapabilities: ...
     def table(self, schedule: Schedule, grid: TimeGrid, p) -> list: ...
     def start(self, y: torch.Tensor, operator, p, x_T: torch.Tensor, schedule, rows: list) -> State: ...
     def draw(self, noise: NoiseSource, x: torch.Tensor, row, p) -> torch.Tensor: ...
@@ -142,12 +178,13 @@ def run_method(method: Method, p, denoiser, operator, y: torch.Tensor, steps: in
                grid: str | None = None) -> torch.Tensor:
     """Run ``method`` with params ``p``: restorations (B,3,H,W) float32, [-1, 1] scale, not clamped.
 
-    ``denoiser(x_t, t)`` → the prior's output (its :func:`~ddpg.models.prediction_type`: ε, x̂₀ or v);
+    ``denoiser`` (:class:`~ddpg.models.denoiser.DenoiserInterface`): ``denoiser(x_t, t)`` → the prior's output
+    (ε, x̂₀ or v, as ``denoiser.prediction`` says);
     ``noise(like)`` supplies the per-step noise (default: N(0, I) from ``generator``); ``x_T`` defaults to
     N(0, I) from ``generator``; ``callback(step, x_t, x0)`` after every step; ``grid`` names the time grid
     (default: the method's own; e.g. "quad" runs DDPG on DiffPIR's grid)."""
     schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, generator)
-    prediction = prediction_type(denoiser)
+    prediction = denoiser.prediction
     rows = method.table(schedule, method_grid(method, schedule, steps, grid), p)
     state = method.start(y, operator, p, x_T, schedule, rows)
     for i, row in enumerate(rows):
