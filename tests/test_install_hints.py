@@ -47,3 +47,17 @@ def test_ddpg_serve_without_its_extra_prints_the_whole_hint(monkeypatch):
     assert res.exit_code == 2, res.output
     text = " ".join(res.output.split())
     assert "pip install 'ddpg-restore[serve]' (in a checkout: pip install -e '.[serve]')" in text  # [serve] kept
+
+
+def test_ddpg_export_without_onnx_names_its_extra_in_one_line(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from ddpg.cli.main import app
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    res = CliRunner().invoke(app, ["export", "--prior", "face64", "-o", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 3, res.output
+    assert "export needs onnx, onnxscript: pip install 'ddpg-restore[onnx]'" in " ".join(res.output.split())
+    assert not any(tmp_path.iterdir())

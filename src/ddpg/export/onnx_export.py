@@ -10,6 +10,7 @@ temporary folder beside the output, validated, then renamed into place. A failed
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from torch import nn
 from ddpg.engine_metadata import BatchProfile, build_metadata
 from ddpg.errors import ConfigError, DdpgError
 from ddpg.precisions import PRECISIONS, parse_precision
-from ddpg.versions import versions
+from ddpg.versions import install_hint, versions
 
 from .defaults import DEFAULT_BATCH, DEFAULT_OPSET, OPSETS
 from .validate import ValidationReport, validate_onnx
@@ -295,6 +296,19 @@ def load_for_export(prior: str | Path | dict | None, checkpoint: str | Path | No
     return model, checkpoint.name, sha256_of(checkpoint)
 
 
+def require_export_packages(validate: bool) -> None:
+    """Refuse an export, before any work, when the packages of the ``onnx`` extra it needs are missing (onnx and
+    onnxscript; ONNX Runtime too when it validates), naming the extra."""
+    missing = []
+    for name in ("onnx", "onnxscript") + ("onnxruntime",) * validate:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(f"export needs {', '.join(missing)}: {install_hint('onnx')}")
+
+
 def export_prior(prior: str | Path | dict | None = None, *, out: str | Path, checkpoint: str | Path | None = None,
                  format: str = "onnx", precision: str = "fp32", batch: BatchProfile | str = DEFAULT_BATCH,
                  size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, random_weights: bool = False,
@@ -308,6 +322,7 @@ def export_prior(prior: str | Path | dict | None = None, *, out: str | Path, che
     the batch range with ``opt_batch`` (the deployment batch; default the range's own opt) as opt."""
     if format not in ("onnx", "tensorrt"):
         raise ConfigError(f"--format {format!r}: choose onnx or tensorrt")
+    require_export_packages(validate)
     batch = batch_profile(batch, opt_batch)
     build_engine = _tensorrt_builder() if format == "tensorrt" else None
     check_opset_precision(opset, precision)
