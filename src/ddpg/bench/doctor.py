@@ -11,6 +11,8 @@ import importlib
 import platform
 from dataclasses import asdict, dataclass
 
+from ddpg.versions import __version__
+
 
 @dataclass
 class Check:
@@ -101,7 +103,6 @@ def collect() -> dict:
     import torch
 
     from ddpg.runtime.backends.tensorrt_env import driver_version
-    from ddpg.versions import __version__
 
     torch_checks, has_cuda = _torch_checks(torch)
     checks = [*torch_checks, _export_check(), *_ort_checks(has_cuda), _tensorrt_check(has_cuda)]
