@@ -18,6 +18,7 @@ import torch
 
 from ddpg.errors import ConfigError
 from ddpg.io import atomic_write
+from ddpg.runtime.backends.tensorrt_env import TENSORRT_WHEELS
 from ddpg.versions import install_hint, versions
 
 SCHEMA = "ddpg-bench/1"
@@ -77,8 +78,6 @@ def _cpu_name() -> str:
 
 def _tensorrt_version() -> str | None:
     """The installed TensorRT: the ``tensorrt`` distribution, or one of NVIDIA's per-CUDA wheels."""
-    from ddpg.runtime.backends.tensorrt_env import TENSORRT_WHEELS
-
     return next((v for v in map(_version, ("tensorrt", *TENSORRT_WHEELS)) if v), None)
 
 
