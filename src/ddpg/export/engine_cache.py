@@ -38,6 +38,7 @@ from ddpg.engine_sidecar import (
 )
 from ddpg.errors import ConfigError
 from ddpg.io import atomic_write
+from ddpg.models.checkpoints import sha256_file
 
 # ---------------------------------------------------------------------------------------------------------
 # Shape profiles
@@ -170,8 +171,6 @@ def _all_tensors(graph):
 
 def hash_onnx(onnx_path: str | Path) -> tuple[str, dict[str, str]]:
     """(combined sha256, {file name: sha256}) over the ONNX file and every external-data file it uses."""
-    from ddpg.models.checkpoints import sha256_file
-
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise EngineError(f"{onnx_path}: ONNX file not found")
@@ -231,8 +230,6 @@ class CacheStatus:
 
 def cache_status(engine_path: str | Path, key: EngineKey) -> CacheStatus:
     """Whether the plan at ``engine_path`` was built for exactly ``key`` and is intact (sha256)."""
-    from ddpg.models.checkpoints import sha256_file
-
     engine_path = Path(engine_path)
     if not engine_path.is_file():
         return CacheStatus(False, "no engine yet")
