@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ddpg.samples import sample_path
 from ddpg.schedule import Schedule
@@ -70,8 +71,6 @@ class ValidationReport:
 
 def sample_image(size: tuple[int, int]) -> torch.Tensor:
     """The bundled sample face, (3, H, W) in [-1, 1], resized to ``size``."""
-    from PIL import Image
-
     with Image.open(sample_path()) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     img = torch.from_numpy(arr).permute(2, 0, 1)[None]
