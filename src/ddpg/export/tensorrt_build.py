@@ -53,6 +53,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ddpg.engine_metadata import EngineInfo, read_metadata
 from ddpg.engine_sidecar import EngineKey, GpuInfo, ShapeProfile, sidecar_path
 from ddpg.errors import ConfigError, DdpgError
@@ -294,8 +296,6 @@ def _ddpg_props(info: EngineInfo) -> dict[str, str]:
 def _versions(trt) -> dict[str, str | None]:
     """``ddpg.versions`` (with onnx) plus the TensorRT and CUDA versions an engine was built with (the GPU is
     recorded in the sidecar's ``gpu``)."""
-    import torch
-
     return {**versions(libraries=("onnx",)), "tensorrt": str(trt.__version__), "cuda": torch.version.cuda}
 
 
