@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ddpg.schedule import Schedule
+
 # Peak memory of a restoration with this prior (``ddpg restore``: loading, sampling, writing) over the process
 # before it, in float32 images of the restored size (12·H·W bytes each): per image of the batch (the sampler's
 # FFTs; the inputs prepared ahead and the outputs waiting for the writer scale with the batch too) and once (the
@@ -80,8 +82,6 @@ class GaussianPrior(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """ε-prediction (B,3,H,W) float32 for x_t (B,3,H,W) at timesteps t (B,) (integer values, float)."""
-        from ddpg.schedule import Schedule
-
         abar_all = Schedule.from_config(self.config).alpha_bar_tensor(x.device)
         a = abar_all[t.long() + 1].view(-1, 1, 1, 1)
         P = self.spectrum(x.shape[-2], x.shape[-1], x.device)
