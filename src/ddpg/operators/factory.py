@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ddpg.errors import OperatorError
+from ddpg.io import DEFAULT_MAX_PIXELS, load_npy, open_image
 
 from .svd import check_divisible
 
@@ -34,8 +35,6 @@ def load_array(source, what: str) -> np.ndarray:
         if not path.is_file():
             raise OperatorError(f"{path}: {what} file not found")
         try:
-            from ddpg.io import DEFAULT_MAX_PIXELS, load_npy, open_image
-
             if path.suffix == ".npy":
                 arr = load_npy(path, DEFAULT_MAX_PIXELS)
             else:
