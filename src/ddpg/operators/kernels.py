@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
 
 from ddpg.errors import OperatorError
 
@@ -56,8 +57,6 @@ def motion_kernel(seed: int, size: int = 61, intensity: float = 0.5) -> np.ndarr
     global state alone. Steps: random path length, Beta-distributed steps, jittered angles, a centred and
     rotated polyline drawn with Pillow at twice the size, Gaussian-blurred, Lanczos-resized, 8-bit.
     """
-    from PIL import Image, ImageDraw, ImageFilter
-
     if not 0 <= intensity <= 1:
         raise OperatorError(f"motion kernel intensity must be in [0, 1], got {intensity}")
     if size < 3:
