@@ -9,6 +9,11 @@ https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Co
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
+import torch
+
 from ddpg.engine_sidecar import GpuInfo
 from ddpg.errors import ConfigError
 
@@ -28,8 +33,6 @@ def require_tensorrt():
     try:
         import tensorrt
     except ImportError as exc:
-        import torch
-
         raise ConfigError(f"TensorRT is not available here ({exc}); install NVIDIA TensorRT 10 or 11 for your CUDA "
                           f"(pip install {tensorrt_wheel(torch.version.cuda)}) on a machine with an NVIDIA "
                           "GPU") from exc
@@ -38,8 +41,6 @@ def require_tensorrt():
 
 def gpu_info(device=None) -> GpuInfo:
     """Name, compute capability and driver of a CUDA device (torch's view); ConfigError without one."""
-    import torch
-
     if not torch.cuda.is_available():
         raise ConfigError("TensorRT needs a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")
     props = torch.cuda.get_device_properties(torch.device("cuda") if device is None else torch.device(device))
@@ -48,9 +49,6 @@ def gpu_info(device=None) -> GpuInfo:
 
 def driver_version() -> str | None:
     """The NVIDIA driver version from ``nvidia-smi`` (None when it is not on PATH or fails)."""
-    import shutil
-    import subprocess
-
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
