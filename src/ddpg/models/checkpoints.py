@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from ddpg.errors import CheckpointError, ConfigError
@@ -230,9 +232,6 @@ def _fetch(url: str, part: Path, *, quiet: bool) -> None:
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file, in their stored dtype (no pickle involved)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
