@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from ddpg.errors import ConfigError
@@ -189,8 +190,6 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(missing_weights_message(path))
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file or a pickle that weights_only refuses
