@@ -3,7 +3,6 @@ project) and an extra the project declares, and reach the user whole."""
 
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from ddpg.errors import ConfigError
 from ddpg.versions import DISTRIBUTION, install_hint
 
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
