@@ -25,8 +25,11 @@ import torch
 from torch import nn
 
 from ddpg.engine_metadata import BatchProfile, build_metadata
-from ddpg.errors import ConfigError, DdpgError
+from ddpg.errors import CheckpointError, ConfigError, DdpgError
+from ddpg.models import create_prior, load_prior, prior_config, read_state_dict, resolve_checkpoint
+from ddpg.models.checkpoints import REGISTRY, guess_prior, sha256_file
 from ddpg.precisions import PRECISIONS, parse_precision
+from ddpg.schedule import Schedule
 from ddpg.versions import install_hint, versions
 
 from .defaults import DEFAULT_BATCH, DEFAULT_OPSET, OPSETS
@@ -123,8 +126,6 @@ def _example_inputs(prior: nn.Module, batch: BatchProfile, size: tuple[int, int]
 
 
 def sha256_of(path: Path) -> str:
-    from ddpg.models.checkpoints import sha256_file
-
     return sha256_file(path)
 
 
@@ -234,8 +235,6 @@ def _decode(value: str):
 
 
 def _schedule(config: dict):
-    from ddpg.schedule import Schedule
-
     return Schedule.from_config(config)
 
 
@@ -251,8 +250,6 @@ def _check_model(path: Path) -> None:
 def random_prior(config: dict) -> nn.Module:
     """A default-initialised prior (seed 0) whose all-zero tensors (ADM zero-initialises its output
     convolutions) are drawn from N(0, 0.02²), so its output is not identically zero."""
-    from ddpg.models import create_prior
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = create_prior(config)
@@ -266,10 +263,6 @@ def random_prior(config: dict) -> nn.Module:
 def load_for_export(prior: str | Path | dict | None, checkpoint: str | Path | None,
                     random_weights: bool) -> tuple[nn.Module, str, str]:
     """(float32 prior, checkpoint file name, its sha256) — or "random" for both with ``random_weights``."""
-    from ddpg.errors import CheckpointError
-    from ddpg.models import load_prior, prior_config, read_state_dict, resolve_checkpoint
-    from ddpg.models.checkpoints import REGISTRY, guess_prior
-
     if prior is None and checkpoint is None:
         raise ConfigError("give --prior NAME|YAML or --checkpoint PATH")
     if random_weights and checkpoint is not None:
