@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -12,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpg.api.outputs import claim_outputs, output_folder
+from ddpg.api.outputs import claim_outputs, output_folder, read_sidecar
 from ddpg.api.report import Report
+from ddpg.api.restoration import SIDECAR_KIND
 from ddpg.errors import ConfigError, DdpgError, InputError, ParameterError
 from ddpg.figures import comparison_grid
 from ddpg.io import StagedFiles, collect_inputs, load_image, read_json, save_image, save_json
@@ -45,6 +48,8 @@ METRIC_NOTES = {
                 "is better.",
     "knn_giqa": "KNN-GIQA: mean of 1/(L1 distance to the nearest reference feature); higher is better.",
 }
+
+log = logging.getLogger("ddpg")
 
 
 class FeatureSource:
@@ -142,7 +147,10 @@ def evaluate(pred: list[str | Path] | str | Path, gt: str | Path, outdir: str | 
         if not rows:
             raise InputError(f"no prediction could be evaluated against {gt}: " +
                              "; ".join(why for _, why in report.failed[:3]))
-        notes = [lpips_note] if lpips_note else []
+        differences = _settings_notes(used)
+        for note in differences:
+            log.warning("%s", note)
+        notes = differences + ([lpips_note] if lpips_note else [])
         summary = {"kind": EVALUATION_KIND, "ground_truth": str(gt), "lpips": lpips_note or "computed",
                    "definitions": METRIC_NOTES, "methods": {}, "notes": notes, "outputs": dict(REPORT_FILES)}
         for folder, name in zip(preds, names, strict=True):
@@ -163,6 +171,37 @@ def evaluate(pred: list[str | Path] | str | Path, gt: str | Path, outdir: str | 
         report.done = sorted({r["image"] for r in rows})
         report.extra = {"summary": summary, "outdir": str(outdir), "rows": rows}
         return report
+
+
+# what a restore sidecar's settings hold that decides the measurement, and the steps: a comparison of sets that
+# differ in one of them is not like for like
+COMPARED_SETTINGS = {"task": "task", "sigma_y": "σ_y", "operator": "operator", "mask": "mask", "kernel": "kernel",
+                     "seed": "seed", "resize": "resize", "size": "size", "steps": "steps"}
+
+
+def _settings_notes(used: dict[str, dict[str, Path]]) -> list[str]:
+    """A warning per setting in which the compared sets' restorations of one image differ, from their restore
+    sidecars (``<key>.json`` beside each prediction; a set without them is not compared)."""
+    values: dict[tuple[str, str], dict[str, str]] = {}  # (setting, image) → {set: value as JSON}
+    for name, images in used.items():
+        for key, path in images.items():
+            try:
+                record = read_sidecar(path.parent / f"{key}.json", SIDECAR_KIND)
+            except InputError:
+                record = None
+            settings = record.get("settings") if record else None
+            if isinstance(settings, dict):
+                for setting in COMPARED_SETTINGS:
+                    values.setdefault((setting, key), {})[name] = json.dumps(settings.get(setting), sort_keys=True)
+    differing: dict[str, dict[str, set[str]]] = {}
+    for (setting, _), by_set in values.items():
+        if len(by_set) > 1 and len(set(by_set.values())) > 1:
+            for name, value in by_set.items():
+                differing.setdefault(setting, {}).setdefault(name, set()).add(value)
+    return [f"the compared sets were restored with different {COMPARED_SETTINGS[setting]} ("
+            + "; ".join(f"{name}: {', '.join(sorted(v))}" for name, v in by_set.items()) + ")"
+            + ("" if setting == "steps" else ": they restored different measurements, not a like-for-like comparison")
+            for setting, by_set in differing.items()]
 
 
 def _check_report_folder(outdir: Path) -> None:

@@ -36,6 +36,7 @@ from ddpg.api.settings import (
     apply_hyper,
     apply_operator,
     check_task_files,
+    describe_settings,
     method_defaults,
     operator_args,
     resolve_settings,
@@ -166,6 +167,8 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
     progress = progress or NullProgress()
     files, collected = _collect(request.inputs, request.outdir, request.observed)
     plan = plan_restore(request)
+    log.info("restore: %s%s", describe_settings(plan.settings, plan.record["prior"]["name"]),
+             " (an observation's metadata names its own task, operator and σ_y)" if request.observed else "")
     # the ranks of a torchrun job share the lock restore_on_ranks took
     with output_folder(request.outdir) if files and request.shard[1] == 1 else nullcontext():
         report, pending = _pending_inputs(plan, files, collected)

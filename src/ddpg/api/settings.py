@@ -86,6 +86,23 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
                     steps or spec.default_steps, {}, {"task": name, **params})
 
 
+def describe_settings(settings: Settings, prior: str | None) -> str:
+    """One line naming everything that decides a run's restorations apart from its inputs and seeds, e.g.
+    ``ddpg (preset ddpg/face64/sr4/0.05), prior face64, σ_y 0.05, 100 steps, operator sr_bicubic (scale 4, impl
+    svd), hyper gamma=40`` (the hyper-parameters that differ from the method's defaults): the line every restore
+    prints first."""
+    op = dict(settings.operator)
+    name = op.pop("task")
+    operator = name + (f" ({', '.join(f'{k} {v}' for k, v in op.items())})" if op else "")
+    defaults = hyper_defaults()
+    changed = {k: v for k, v in settings.hyper.items() if defaults.get(k, object()) != v}
+    hyper = f", hyper {', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in changed.items())}" \
+        if changed else ""
+    return (f"{settings.method} ({f'preset {settings.preset}' if settings.preset else 'no preset: its defaults'}), "
+            f"prior {prior or 'from the engine'}, σ_y {settings.sigma_y:g}, {settings.steps} steps, operator "
+            f"{operator}{hyper}")
+
+
 def method_defaults(task: str, method: str, prior: str) -> dict:
     """What ``method`` uses for ``task`` with ``prior`` when σ_y, steps and the preset are not given: the preset
     it picks, its σ_y, steps and operator (sidecars record it; the command line's help shows it per method)."""
