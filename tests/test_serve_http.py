@@ -176,6 +176,8 @@ def test_shared_batch_restorations_equal_their_restore_twins_and_full_queue_is_4
             png = response.content
             assert response.headers["content-type"] == "image/png"
             assert float(response.headers["X-DDPG-Psnr"]) > 0
+        seconds = {k: float(response.headers[f"X-DDPG-{k}-S"]) for k in ("Prepare", "Queue", "Total")}
+        assert min(seconds.values()) >= 0 and seconds["Prepare"] + seconds["Queue"] <= seconds["Total"]
         assert png == twin_png(files[i], tmp_path / f"twin{i}", *args)
     assert later.status_code == 200 and later.content == twin_png(files[1], tmp_path / "late", *late[1])
     after = server.metrics()

@@ -95,12 +95,15 @@ async def wait_or_disconnect(request: Request, future: asyncio.Future) -> bool:
     return future in done
 
 
-def restore_response(png: bytes, sidecar: dict, kind: str, queue_s: float, total_s: float) -> Response:
+def restore_response(png: bytes, sidecar: dict, kind: str, seconds: dict[str, float]) -> Response:
+    """The restoration as a PNG (or JSON with the sidecar), its metrics and ``seconds`` (``prepare``: reading
+    the upload, decoding and degrading it; ``queue``: waiting for a place in the engine's batch; ``total``: the
+    whole request) in ``X-DDPG-*`` headers."""
     metrics = sidecar.get("metrics", {})
     headers = {f"X-DDPG-{k.replace('_', '-').title()}": str(v) for k, v in metrics.items()}
     headers.update({"X-DDPG-Seed": str(sidecar["seed"]), "X-DDPG-Steps": str(sidecar["steps"]),
-                    "X-DDPG-Method": sidecar["method"], "X-DDPG-Queue-S": f"{queue_s:.4f}",
-                    "X-DDPG-Total-S": f"{total_s:.4f}"})
+                    "X-DDPG-Method": sidecar["method"]})
+    headers.update({f"X-DDPG-{name.title()}-S": f"{value:.4f}" for name, value in seconds.items()})
     if kind == "json":
         return JSONResponse({"png": base64.b64encode(png).decode(), "sidecar": sidecar}, headers=headers)
     return Response(png, media_type="image/png", headers=headers)
@@ -152,17 +155,18 @@ async def _run(state: ServeState, request: Request, workdir: Path, t0: float) ->
     if len(state.scheduler.queue) >= state.scheduler.max_queue:  # refuse before the work of preparing
         raise QueueFull(state.scheduler.retry_after_s())
     prepared = await run_in_threadpool(state.preparer.prepare, fields, upload, workdir, t0)
+    submitted = time.monotonic()
     future = asyncio.wrap_future(state.scheduler.submit(prepared.sample))
-    admitted = time.monotonic()
     if not await wait_or_disconnect(request, future):
         state.scheduler.cancel(prepared.sample)
         return error(499, "the client disconnected")
     out = future.result()
-    total = time.monotonic() - t0
-    timing = {"queue_and_restore": round(time.monotonic() - admitted, 4),
+    seconds = {"prepare": submitted - t0, "queue": max(0.0, prepared.sample.admitted - submitted),
+               "total": time.monotonic() - t0}
+    timing = {"queue_and_restore": round(time.monotonic() - submitted, 4), "queue": round(seconds["queue"], 4),
               "mean_batch": round(prepared.sample.ticks_shared / max(1, len(prepared.sample.rows)), 3)}
     png, sidecar = await run_in_threadpool(write_result, prepared, out, timing)
-    return restore_response(png, sidecar, prepared.response, admitted - t0, total)
+    return restore_response(png, sidecar, prepared.response, seconds)
 
 
 async def models(request: Request) -> Response:
