@@ -401,6 +401,8 @@ def test_sigterm_drains_requests_in_flight_refuses_new_ones_and_exits(images, tm
         assert refused.status_code == 503
         assert [r.status_code for r in held] == [200, 200]
         assert server.proc.wait(timeout=WAIT_S) == 0
+        log = " ".join(Path(server.log.name).read_text().split())
+        assert "SIGTERM: draining 2 queued and 0 active requests" in log and "drained in" in log
     finally:
         server.stop()
 

@@ -15,6 +15,7 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,12 +157,17 @@ class DrainingServer(uvicorn.Server):
                 super().handle_exit(sig, frame)
             return
         self._draining = True
-        self.serve_state.scheduler.draining = True  # new requests get 503 from now on
+        scheduler = self.serve_state.scheduler
+        scheduler.draining = True  # new requests get 503 from now on
+        log.warning("ddpg serve: %s: draining %d queued and %d active requests (at most %.0f s); new ones get 503",
+                    signal.Signals(sig).name, len(scheduler.queue), len(scheduler.active), self.drain_timeout_s)
         threading.Thread(target=self._drain, name="ddpg-drain", daemon=True).start()
 
     def _drain(self) -> None:
-        scheduler = self.serve_state.scheduler
-        if not scheduler.drain(self.drain_timeout_s):
+        scheduler, start = self.serve_state.scheduler, time.monotonic()
+        if scheduler.drain(self.drain_timeout_s):
+            log.warning("ddpg serve: drained in %.1f s; exiting", time.monotonic() - start)
+        else:
             log.warning("ddpg serve: drain bound of %.0f s passed; failing the requests left", self.drain_timeout_s)
             scheduler.close()
         self.should_exit = True
