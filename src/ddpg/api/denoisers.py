@@ -8,7 +8,13 @@ from pathlib import Path
 import torch
 
 from ddpg.api.settings import PRIOR_FAMILIES
+from ddpg.engine_metadata import check_engine_matches
 from ddpg.errors import ConfigError, ParameterError
+from ddpg.models import prior_config, read_state_dict
+from ddpg.models.checkpoints import REGISTRY, guess_prior, sha256_file
+from ddpg.precisions import PRECISIONS
+from ddpg.runtime.backends import backend_capabilities
+from ddpg.runtime.backends import make_denoiser as backend_denoiser
 
 
 def check_device(device: str) -> None:
@@ -28,11 +34,6 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
                   class_label: int | None = None, **options):
     """The denoiser of a backend: torch with ``prior`` (+ ``checkpoint``), or an ONNX/TensorRT ``engine``
     (``options`` go to its constructor). Unavailable backends raise ConfigError("backend X not available: reason")."""
-    try:
-        from ddpg.runtime.backends import backend_capabilities
-        from ddpg.runtime.backends import make_denoiser as backend_denoiser
-    except ImportError as exc:
-        raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
     capabilities = backend_capabilities(backend)
     labels = None if class_label is None else torch.tensor([int(class_label)])
     try:
@@ -63,12 +64,11 @@ def _loadable_engine(plan_from_onnx: bool, engine: str | None, device: str) -> s
     except ConfigError as exc:
         raise ConfigError(f"backend 'tensorrt' not available: {exc}") from exc
     return str(engine_plan(engine, device=device))
+
+
 def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:
     """The prior an ONNX/TensorRT engine holds (its metadata); with a preset, the engine must hold the preset's
     prior and diffusion schedule (EngineError otherwise)."""
-    from ddpg.export import check_engine_matches
-    from ddpg.models import prior_config
-
     info = denoiser.info
     if preset_prior is not None:
         schedule = prior_config(preset_prior) if preset_prior in PRIOR_FAMILIES else None
@@ -78,9 +78,6 @@ def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:
 
 def check_speed_options(backend: str, device: str, precision: str, compile: bool, cuda_graph: bool) -> None:
     """Refuse speed options this backend or device cannot honour, before any work."""
-    from ddpg.precisions import PRECISIONS
-    from ddpg.runtime.backends.capabilities import backend_capabilities
-
     if precision not in PRECISIONS:
         raise ParameterError("precision", precision, f"choose one of {', '.join(PRECISIONS)}")
     if backend_capabilities(backend).engine_file and (precision != "fp32" or compile):
@@ -93,17 +90,12 @@ def check_speed_options(backend: str, device: str, precision: str, compile: bool
 
 def check_engine_source(backend: str, prior: str | None, checkpoint: str | None) -> None:
     """Refuse a prior or checkpoint for a backend that reads the prior from its engine file."""
-    from ddpg.runtime.backends.capabilities import backend_capabilities
-
     if backend_capabilities(backend).engine_file and (prior is not None or checkpoint is not None):
         raise ParameterError("backend", backend, "reads the prior from the engine; drop prior and checkpoint")
 
 
 def guess_prior_of(checkpoint: str) -> str:
     """The named prior whose architecture a checkpoint file fits."""
-    from ddpg.models import read_state_dict
-    from ddpg.models.checkpoints import guess_prior
-
     name = guess_prior({k: tuple(v.shape) for k, v in read_state_dict(checkpoint).items()})
     if name is None:
         raise ParameterError("checkpoint", checkpoint, "matches no known prior; give the prior (a name or a YAML "
@@ -130,8 +122,6 @@ def size_multiple(denoiser) -> int:
 
 def prior_record(prior: str | None, checkpoint: str | None, backend: str, engine: str | None, denoiser) -> dict:
     """The sidecar's ``prior`` entry: name, backend, engine, and the source checkpoint with its sha256."""
-    from ddpg.models.checkpoints import REGISTRY, sha256_file
-
     record = {"spec": prior, "name": denoiser.name, "backend": backend, "engine": engine,
               "checkpoint": checkpoint, "checkpoint_sha256": None}
     info = denoiser.info  # an engine: what it was exported from
