@@ -10,6 +10,8 @@ cached file). Timing does not depend on the weights; the accuracy check is only 
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -18,14 +20,21 @@ import yaml
 from torch import nn
 
 from ddpg.errors import ConfigError
+from ddpg.io import load_image
+from ddpg.metrics import psnr
+from ddpg.models import as_denoiser, create_prior, load_prior
+from ddpg.models.checkpoints import REGISTRY
 from ddpg.models.denoiser import native_image_size
 from ddpg.operators import ALIASES, make_operator
+from ddpg.runtime.backends import make_denoiser
 from ddpg.runtime.backends.capabilities import backend_capabilities
 from ddpg.runtime.cuda_graph import capture_graph
 from ddpg.runtime.fast_denoiser import FastDenoiser
 from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample
+from ddpg.samples import sample_path
+from ddpg.versions import __version__
 
 from .config import BenchConfig
 from .flops import count_flops
@@ -64,8 +73,6 @@ def resolve_device(device: str) -> torch.device:
 
 def build_prior(spec: str | dict, checkpoint: str | None, device: torch.device) -> torch.nn.Module:
     """The fp32 prior module: random weights (seed 0) unless ``checkpoint`` (a path, or "auto")."""
-    from ddpg.models import create_prior, load_prior
-
     if checkpoint is not None:
         if isinstance(spec, dict):
             raise ConfigError("--checkpoint needs a named or YAML prior, not an inline config")
@@ -83,16 +90,12 @@ def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.devic
                    *, cache_dir: Path | None = None):
     """The benchmarked denoiser: the plain ``Denoiser``, a ``FastDenoiser``, or an ONNX Runtime / TensorRT one for
     ``batch`` images (``cfg.engine``, or the prior's export for that batch from :func:`bench_export`)."""
-    from ddpg.models import as_denoiser
-
     if cfg.plain:
         return as_denoiser(prior, class_labels=_labels(prior))
     capabilities = backend_capabilities(cfg.backend)
     if not capabilities.engine_file:
         return FastDenoiser(prior, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
                             compile_mode=cfg.compile_mode, class_labels=_labels(prior))
-    from ddpg.runtime.backends import make_denoiser
-
     engine = cfg.engine or bench_export(cfg, batch or min(cfg.batches), cache_dir=cache_dir)
     if capabilities.plan_from_onnx:
         from ddpg.export.tensorrt_build import engine_plan
@@ -103,12 +106,8 @@ def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.devic
 
 def export_key(cfg: BenchConfig, batch: int) -> dict:
     """What a bench export depends on: prior, weights, precision, the (fixed) batch, size and the exporting code."""
-    from ddpg.versions import __version__
-
     weights: object = "random"
     if cfg.checkpoint == "auto":
-        from ddpg.models.checkpoints import REGISTRY
-
         entry = REGISTRY.get(str(cfg.prior))
         weights = {"registry": str(cfg.prior), "sha256": entry.sha256 if entry else None}
     elif cfg.checkpoint is not None:
@@ -123,9 +122,6 @@ def bench_export(cfg: BenchConfig, batch: int, *, cache_dir: Path | None = None,
     TensorRT engine is tuned for its profile's opt shape, so each benchmarked batch gets its own), exported once
     per (prior, weights, precision, batch, size) into ``<cache>/bench-onnx/`` and reused while its files match the
     sha256 its sidecar records. ``cache_dir``: default ``$DDPG_CACHE`` or the user cache folder."""
-    import hashlib
-    import json
-
     from ddpg.export import export_prior
     from ddpg.export.engine_cache import default_cache_dir
     from ddpg.export.onnx_export import sha256_of
@@ -155,9 +151,6 @@ def _engine_per_batch(cfg: BenchConfig) -> bool:
 
 def ground_truth(size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """The bundled sample face (1,3,H,W) in [-1, 1], resized to ``size`` when needed."""
-    from ddpg.io import load_image
-    from ddpg.samples import sample_path
-
     img = load_image(sample_path())[None]
     if tuple(img.shape[-2:]) != tuple(size):
         img = torch.nn.functional.interpolate(img, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
@@ -225,8 +218,6 @@ class _WarmupDone(Exception):
 def _psnr01(x: torch.Tensor, ref: torch.Tensor) -> float:
     """PSNR (dB) of x against ref, both (B,3,H,W) on the [-1, 1] scale, each mapped to [0, 1] and clamped (ref
     may be an unclamped restoration)."""
-    from ddpg.metrics import psnr
-
     return psnr(((x + 1) / 2).clamp(0, 1).cpu(), ((ref + 1) / 2).clamp(0, 1).cpu())
 
 
@@ -236,8 +227,6 @@ def accuracy_check(cfg: BenchConfig, prior, path: RestorationPath, gt: torch.Ten
     (the image's seed streams): PSNR of each against the ground truth, their difference, and the PSNR and
     relative L2 between the two restorations (docs/deployment.md §12). The low-precision path is the benchmarked
     one, or — when that is torch fp32 — the same options at ``check_precision``."""
-    from ddpg.models import as_denoiser
-
     plain = replace(cfg, plain=True, compile=False, cuda_graph=False, backend="torch", precision="fp32")
     reference = RestorationPath(plain, as_denoiser(prior, class_labels=_labels(prior)), path.operator)
     low_path = path
