@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ddpg.errors import ConfigError, ParameterError
+from ddpg.models import as_denoiser, load_prior
 
 from .capabilities import BACKENDS, backend_capabilities
 
@@ -18,8 +19,6 @@ from .capabilities import BACKENDS, backend_capabilities
 def _torch_backend(*, prior=None, checkpoint: str | Path | None = None, device: str | torch.device = "cpu",
                    class_labels=None, **options):
     """``prior``: an nn.Module, or a name / YAML path / config dict loaded with ``load_prior``."""
-    from ddpg.models import as_denoiser, load_prior
-
     if options:
         raise ConfigError(f"backend 'torch' takes no options {sorted(options)}")
     if prior is None:
