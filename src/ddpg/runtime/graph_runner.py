@@ -33,6 +33,7 @@ from ddpg.errors import ConfigError
 from ddpg.operators.base import Operator
 from ddpg.runtime.cuda_graph import capture_graph
 from ddpg.runtime.fast_denoiser import GRAPHING_COMPILE_MODES
+from ddpg.runtime.restorer import seeded_start
 from ddpg.runtime.samplers import get_sampler, methods_where
 from ddpg.runtime.samplers.common import NoiseSource, check_inputs, gaussian_noise
 from ddpg.runtime.samplers.method import State, method_grid, row_of, row_table
@@ -220,8 +221,6 @@ class GraphRunner:
                 callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
         """As ``Restorer.restore``: x_T and every z from each image's own seed stream, so the output equals the
         Restorer's (and a batch equals the single runs)."""
-        from ddpg.runtime.restorer import seeded_start
-
         if len(seeds) != y.shape[0]:
             raise ConfigError(f"{len(seeds)} seeds for a batch of {y.shape[0]}")
         x_T, noise = seeded_start(seeds, self.operator.img_size, self.device)
