@@ -189,7 +189,7 @@ def test_the_cli_names_come_from_the_table():
         a, b = make_operator(cli, 64), make_operator(name, 64, **params)
         assert type(a) is type(b) and a.params == b.params
     assert set(KERNEL_TASKS) <= set(CLI_TASKS)
-    assert all(TASK_TABLE[OPERATOR_OF_TASK[t][0]].blur for t in KERNEL_TASKS)
+    assert all(TASK_TABLE[OPERATOR_OF_TASK[t][0]].kernel_task in TASK_TABLE for t in KERNEL_TASKS)
     assert all(target in TASK_TABLE for target, _ in ALIASES.values())
 
 

@@ -138,8 +138,11 @@ class Recording:
         return self.inner(x, t)
 
 
+SR4 = make_operator("sr_bicubic", SIZE, scale=4)  # one operator: samples of one group share it or stack theirs
+
+
 def sample_of(denoiser, seed: int, steps: int = STEPS, deadline: float | None = None):
-    op = make_operator("sr_bicubic", SIZE, scale=4)
+    op = SR4
     y = op.A(torch.zeros(1, 3, SIZE, SIZE))
     spec = get_sampler("ddpg")
     return start_sample(denoiser, op, y, spec.method, spec.build(0.05), steps, seed, "sr4", deadline)

@@ -14,6 +14,7 @@ from ddpg.api.settings import (
     check_int,
     check_task,
     check_task_files,
+    image_params,
     operator_args,
 )
 from ddpg.checks import check_side, check_sigma_y
@@ -127,8 +128,10 @@ def _degrade_one(spec: _DegradeSpec, path: Path, index: int, outdir: Path) -> Pa
     hw = tuple(img.shape[1:])
     image_seed = spec.seed + index
     name0, base_params = OPERATOR_OF_TASK[spec.task]
-    name, params, describe = operator_args({"task": name0, **base_params}, spec.task, hw, hw, motion_seed=10 * index,
-                                           mask=spec.mask_spec, mask_seed=image_seed, kernel=spec.kernel)
+    task_params = {"task": name0, **base_params}
+    name, params, describe = operator_args(task_params, spec.task, hw, hw,
+                                           per_image=image_params(task_params, index, image_seed),
+                                           mask=spec.mask_spec, kernel=spec.kernel)
     try:
         op = make_operator(name, hw, **params)
     except DdpgError as exc:
@@ -146,8 +149,8 @@ def _degrade_one(spec: _DegradeSpec, path: Path, index: int, outdir: Path) -> Pa
         if spec.resize:
             out.add(outdir / names["ground_truth"], lambda tmp: save_image(img, tmp))
             meta["outputs"]["ground_truth"] = names["ground_truth"]
-        if name == "inpainting":
-            out.add(outdir / names["mask"], lambda tmp: save_image(op.mask.float()[None], tmp))
+        if "mask" in params:  # the mask the operator was built with (a user mask, or one drawn for this image)
+            out.add(outdir / names["mask"], lambda tmp: save_image(params["mask"].float()[None], tmp))
             meta["operator_args"]["mask"] = meta["outputs"]["mask"] = names["mask"]
         if spec.kernel is not None:
             meta["operator_args"]["kernel"] = str(Path(spec.kernel).resolve())

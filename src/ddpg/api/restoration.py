@@ -37,6 +37,7 @@ from ddpg.api.settings import (
     apply_operator,
     check_task_files,
     describe_settings,
+    image_params,
     method_defaults,
     operator_args,
     resolve_settings,
@@ -58,6 +59,7 @@ from ddpg.io import (
 from ddpg.metrics import psnr, ssim
 from ddpg.models.denoiser import native_image_size
 from ddpg.operators.baselines import auto_baseline_name
+from ddpg.operators.tasks import task_entry
 from ddpg.runtime.graph_runner import GRAPH_METHODS
 from ddpg.versions import versions
 
@@ -108,7 +110,8 @@ class InputJob:
     y: torch.Tensor  # (1, C, h', w') in [-1, 1] at the padded size, on the device
     y_view: torch.Tensor  # (C, h, w) the unpadded measurement in [0, 1], CPU (the observed PNG)
     baseline: torch.Tensor | None  # (3, H, W) bicubic / Tikhonov in [0, 1], CPU; clean inputs only
-    key: tuple
+    key: tuple  # the operator's identity (task, padded size, parameters): one operator and graph runner per key
+    group: tuple  # jobs with equal groups share a sampler call (:func:`group_sampler`)
     restorer: object
     sampler: Callable  # restore(y, seeds, callback=None): the restorer's, or a CUDA-graph runner's
     describe: dict
@@ -398,15 +401,15 @@ def run_plan(plan: RestorePlan, pending: list[tuple[int, Path]], report: Report,
 
     def run_batch(jobs: list[InputJob]) -> None:
         groups: dict = {}
-        for job in jobs:  # one sampler call per operator and σ_y; per-image seeds make batching invisible
-            groups.setdefault((job.key, job.restorer.sigma_y), []).append(job)
+        for job in jobs:  # one sampler call per kind of operator and σ_y; per-image seeds make batching invisible
+            groups.setdefault(job.group, []).append(job)
         for group in groups.values():
             callback = progress.step_callback(",".join(j.stem for j in group), plan.settings.steps)
             t1 = time.perf_counter()
             try:
                 with torch.enable_grad() if needs_grad else torch.no_grad():
-                    out = group[0].sampler(torch.cat([j.y for j in group]), [j.seed for j in group],
-                                           callback=callback).detach().cpu()
+                    out = group_sampler(group)(torch.cat([j.y for j in group]), [j.seed for j in group],
+                                               callback=callback).detach().cpu()
             except PER_IMAGE_ERRORS as exc:  # e.g. out of memory, a backend error
                 report.failed.extend((str(j.path), failure_reason(exc, j.path)) for j in group)
                 progress.advance(len(group))
@@ -448,6 +451,21 @@ def run_plan(plan: RestorePlan, pending: list[tuple[int, Path]], report: Report,
             report.failed.append((str(job.path), failure_reason(exc, job.path, plan.request.outdir)))
 
 
+def group_sampler(jobs: list[InputJob]) -> Callable:
+    """The sampler of a group of jobs (equal ``group``): the first job's when they share its operator, else a
+    Restorer of the same settings on their stacked operator (``stack_operators``: image i's kernel or mask for
+    sample i, so each image is restored as alone)."""
+    from ddpg.operators import stack_operators
+    from ddpg.runtime import Restorer
+
+    first = jobs[0].restorer
+    operator = stack_operators([job.restorer.operator for job in jobs])
+    if operator is first.operator:
+        return jobs[0].sampler
+    return Restorer(first.denoiser, operator, method=first.method, sigma_y=first.sigma_y, steps=first.steps,
+                    hyper=first.hyper).restore
+
+
 def not_finite(plan: RestorePlan, job: InputJob, out: torch.Tensor) -> str | None:
     """Why the restoration ``out`` of ``job`` is not written, None when it is finite: it has NaN or infinite
     values (the sampler diverged); the message names the checkpoint and the hyper-parameters."""
@@ -462,11 +480,13 @@ def not_finite(plan: RestorePlan, job: InputJob, out: torch.Tensor) -> str | Non
 
 def _operator_task(plan: RestorePlan, index: int, path: Path) -> tuple[dict, float, dict, dict]:
     """(operator task and parameters, σ_y, operator_args options, input description) of one input: the
-    settings', or for an observation written by ``ddpg degrade`` its metadata's, unless given explicitly."""
+    settings', or for an observation written by ``ddpg degrade`` its metadata's, unless given explicitly; the
+    per-image parameters are its task's draw for the input (:func:`image_params`) unless the metadata records
+    them."""
     settings = plan.settings
     op_task, sigma = dict(settings.operator), settings.sigma_y
-    # the reference draws the motion kernel of image i with seed 10·i
-    options = {"motion_seed": 10 * index, "mask": plan.mask_spec, "kernel": plan.request.kernel}
+    seed = plan.request.seed + index
+    options = {"per_image": image_params(op_task, index, seed), "mask": plan.mask_spec, "kernel": plan.request.kernel}
     source = {"kind": "observed" if plan.request.observed else "clean"}
     meta = observation_meta(path) if plan.request.observed else None
     if meta is None:
@@ -478,12 +498,13 @@ def _operator_task(plan: RestorePlan, index: int, path: Path) -> tuple[dict, flo
         raise InputError(f"{path}: observed with task {meta['task']}, not {settings.task}; restore it with task "
                          f"{meta['task']}")
     args = dict(meta["operator_args"])
-    options["motion_seed"] = args.pop("seed", options["motion_seed"])
     if plan.request.mask is None and "mask" in args:
         options["mask"] = {"mask": str(path.parent / args.pop("mask"))}
     if plan.request.kernel is None and args.get("kernel"):
         options["kernel"] = args.pop("kernel")
     op_task = {"task": meta["operator"]["name"], **{k: v for k, v in args.items() if k not in ("mask", "kernel")}}
+    drawn = image_params(op_task, index, seed)
+    options["per_image"] = {k: op_task.pop(k, v) for k, v in drawn.items()}  # as recorded, else drawn
     sigma = meta["sigma_y"] if plan.request.sigma_y is None else float(plan.request.sigma_y)
     source.update({"metadata": str(path.with_suffix(".json")), "degrade_seed": meta.get("seed")})
     return op_task, sigma, options, source
@@ -498,13 +519,12 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
 
     t0 = time.perf_counter()
     op_task, sigma, options, source = _operator_task(plan, index, path)
-    scale = int(op_task.get("scale", 1)) if op_task["task"] in ("sr_bicubic", "sr_avgpool") else 1
+    task = task_entry(op_task["task"])
+    scale = task.measurement_scale(op_task)
     clean = None
     if plan.request.observed:
         y = load_measurement(path, plan.request.max_pixels) if path.suffix.lower() in MEASUREMENT_SUFFIXES else \
             load_image(path, plan.request.max_pixels) * 2 - 1
-        if op_task["task"] == "colorization" and y.shape[0] == 3:
-            y = y.mean(0, keepdim=True)
         hw = (y.shape[1] * scale, y.shape[2] * scale)
         padded_y = padded_size(tuple(y.shape[1:]), math.lcm(plan.multiple, scale) // scale)
         padded = (padded_y[0] * scale, padded_y[1] * scale)
@@ -520,8 +540,7 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
                  "back", path, hw[1], hw[0], padded[1], padded[0], math.lcm(plan.multiple, scale))
     image_seed = plan.request.seed + index
     try:
-        name, params, describe = operator_args(op_task, plan.settings.task, hw, padded, mask_seed=image_seed,
-                                               **options)
+        name, params, describe = operator_args(op_task, plan.settings.task, hw, padded, **options)
         key = (name, padded, repr(sorted((k, v.tolist() if isinstance(v, torch.Tensor) else v)
                                          for k, v in params.items())))
         if key not in plan.operators:
@@ -541,9 +560,7 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
             plan.runners.pop(next(iter(plan.runners))).release()  # it captures again if its inputs come back
         sampler = runner.restore
     if plan.request.observed:
-        y = pad_bottom_right(y, padded_y)[None].to(plan.request.device)
-        if name == "inpainting":
-            y = y * operator.mask.to(y)
+        y = task_entry(name).observe(pad_bottom_right(y, padded_y)[None].to(plan.request.device), operator)
         try:
             operator.check_measurement(y)
         except DdpgError as exc:
@@ -556,8 +573,10 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
     H, W = hw
     y_view = ((y[0, :, : math.ceil(H / scale), : math.ceil(W / scale)] + 1) / 2).clamp(0, 1).cpu()
     base = None if clean is None else ((baseline(operator, y)[0, :, :H, :W] + 1) / 2).clamp(0, 1).cpu()
-    return InputJob(path, output_stem(path), index, image_seed, hw, padded, clean, y, y_view, base, key, restorer,
-                sampler, describe, source, time.perf_counter() - t0, _job_settings(plan, index, path))
+    # step_graph: one CUDA-graph runner per operator; else operators of one kind stack into one call
+    group = (key if plan.step_graph else operator.batch_key(), sigma)
+    return InputJob(path, output_stem(path), index, image_seed, hw, padded, clean, y, y_view, base, key, group,
+                    restorer, sampler, describe, source, time.perf_counter() - t0, _job_settings(plan, index, path))
 
 
 def _check_memory(plan: RestorePlan, path: Path, padded: tuple[int, int]) -> None:

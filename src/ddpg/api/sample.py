@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ddpg.api.report import Report
 from ddpg.api.restoration import restore
-from ddpg.api.settings import operator_args, resolve_settings
+from ddpg.api.settings import image_params, operator_args, resolve_settings
 from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.figures import comparison_grid
 from ddpg.io import load_image, save_image
@@ -30,7 +30,7 @@ def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg
         gt = load_image(sample_path())
         settings = resolve_settings(task, method, None, "face64", sigma_y, steps)
         name, params, _ = operator_args(settings.operator, task, tuple(gt.shape[1:]), tuple(gt.shape[1:]),
-                                        motion_seed=0, mask={}, mask_seed=seed, kernel=None)
+                                        per_image=image_params(settings.operator, 0, seed), mask={}, kernel=None)
         op = make_operator(name, tuple(gt.shape[1:]), **params)
         y = seeded_observations(gt[None] * 2 - 1, op, settings.sigma_y, [seed])
         base = ((baseline(op, y)[0] + 1) / 2).clamp(0, 1)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from ddpg.checks import DEFAULT_SIGMA_Y, check_int, check_sigma_y
 from ddpg.errors import ConfigError, DdpgError, ParameterError
-from ddpg.io import pad_bottom_right
-from ddpg.operators.tasks import BLUR_TASKS, CLI_TASKS, KERNEL_TASKS, OPERATOR_OF_TASK
+from ddpg.operators.tasks import CLI_TASKS, KERNEL_TASKS, MASK_TASKS, OPERATOR_OF_TASK, task_entry
 
 PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
 
@@ -42,8 +41,8 @@ def check_task_files(task: str, mask: str | None, kernel: str | None) -> dict:
     from ddpg.operators.factory import load_array, normalised
 
     mask_spec = parse_mask(mask)
-    if mask is not None and task != "inpaint":
-        raise ParameterError("mask", mask, f"applies to the inpaint task, not {task}")
+    if mask is not None and task not in MASK_TASKS:
+        raise ParameterError("mask", mask, f"applies to the {' and '.join(MASK_TASKS)} task, not {task}")
     if kernel is not None:
         if task not in KERNEL_TASKS:
             raise ParameterError("kernel", kernel, f"applies to {' and '.join(KERNEL_TASKS)}, not {task}")
@@ -273,32 +272,36 @@ def parse_mask(spec: str | None) -> dict:
     return {"mask": str(spec)}
 
 
+def image_params(task_params: dict, index: int, seed: int) -> dict:
+    """The operator parameters drawn for input ``index`` whose seed is ``seed`` (its task's ``per_image``: e.g. the
+    reference's motion kernel seed 10·index)."""
+    return task_entry(task_params["task"]).per_image(index, seed)
+
+
 def operator_args(task_params: dict, task: str, size: tuple[int, int], padded: tuple[int, int], *,
-                  motion_seed: int, mask: dict, mask_seed: int, kernel: str | None) -> tuple[str, dict, dict]:
-    """(make_operator task, its parameters at the padded size, a JSON description for sidecars).
+                  per_image: dict, mask: dict, kernel: str | None) -> tuple[str, dict, dict]:
+    """(make_operator task, its parameters at the padded size, a JSON description for sidecars) of one input of
+    ``size`` padded to ``padded``, from the settings' ``task_params`` ({"task": name, **parameters}) and the
+    input's ``per_image`` parameters (:func:`image_params`, or what its observation recorded).
 
-    deblur_motion: the reference kernel of ``motion_seed`` unless ``kernel`` (a file) is given; deblur_gauss
-    with ``kernel``: that kernel instead of the Gaussian; inpaint: ``mask`` as from :func:`parse_mask`, built
-    at the unpadded ``size`` (random masks seeded with ``mask_seed``) and reflect-padded with the image."""
-    from ddpg.operators import make_mask
-
+    ``kernel`` (a file): the task's ``kernel_task`` with that kernel, instead of the task's own kernel and its
+    per-image parameters; a task built from a user mask: ``mask`` (:func:`parse_mask`) and the per-image
+    parameters instead of the settings' mask parameters. Then the task's ``fit`` to the padded size (inpainting:
+    the mask built at the unpadded ``size`` and reflect-padded with the image)."""
     name = task_params["task"]
+    entry = task_entry(name)
     params = {k: v for k, v in task_params.items() if k != "task"}
     desc: dict = {}
     if kernel is not None:
-        if name not in BLUR_TASKS:
-            raise ParameterError("kernel", kernel, f"applies to deblur_gauss and deblur_motion, not {task}")
-        name, params = ("deblur_motion" if name == "deblur_motion" else "deblur_kernel"), {}
-        params["kernel"] = kernel
+        if entry.kernel_task is None:
+            raise ParameterError("kernel", kernel, f"applies to {' and '.join(KERNEL_TASKS)}, not {task}")
+        name, params = entry.kernel_task, {"kernel": kernel}
         desc["kernel"] = str(kernel)
-    elif name == "deblur_motion":
-        params["seed"] = motion_seed
-    if name == "inpainting":
-        m = make_mask(size, mask.get("mask"), None, mask.get("ratio"), mask_seed)
-        if tuple(padded) != tuple(size):
-            m = pad_bottom_right(m[None].float(), padded)[0] > 0.5
-        params = {"mask": m}
-        desc["mask"] = mask.get("mask") or (f"random {mask['ratio']} missing (seed {mask_seed})" if "ratio" in mask
-                                            else "centred box of half the size")
-    return name, params, desc
+    elif entry.user_mask:
+        params = {**mask, **per_image}
+        desc["mask"] = mask.get("mask") or (f"random {mask['ratio']} missing (seed {params.get('seed', 0)})"
+                                            if "ratio" in mask else "centred box of half the size")
+    else:
+        params.update(per_image)
+    return name, task_entry(name).fit(params, size, padded), desc
 

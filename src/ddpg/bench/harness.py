@@ -26,6 +26,7 @@ from ddpg.models import as_denoiser, create_prior, load_prior
 from ddpg.models.checkpoints import REGISTRY
 from ddpg.models.denoiser import native_image_size
 from ddpg.operators import ALIASES, make_operator
+from ddpg.operators.tasks import task_entry
 from ddpg.runtime.backends import make_denoiser
 from ddpg.runtime.backends.capabilities import backend_capabilities
 from ddpg.runtime.cuda_graph import capture_graph
@@ -348,8 +349,8 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     prior = build_prior(cfg.prior, cfg.checkpoint, device)
     size = cfg.size or native_image_size(prior) or 256
     name, params = ALIASES.get(cfg.task, (cfg.task, {}))
-    params = {**params, "impl": "fft"} if name == "sr_bicubic" else dict(params)
-    operator = make_operator(name, size, **params).to(device)
+    impl = task_entry(name).bench_impl  # the implementation it times (SR: the FFT operator); None: the default
+    operator = make_operator(name, size, **params, impl=impl).to(device)
     gt = ground_truth(operator.img_size, device)
     denoiser = build_denoiser(cfg, prior, device, cfg.batches[0])
     path = RestorationPath(cfg, denoiser, operator)

@@ -4,6 +4,8 @@ from their SVD (after DeepInverse's ``DecomposablePhysics``)."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -21,9 +23,14 @@ class Operator:
     ``cg_max_iter`` iterations, in ``solve_dtype`` or the input's wider dtype), and the project's operators
     override them with their exact closed forms. Operators hold no batch state; precomputed spectra and
     matrices live per device and dtype.
+
+    Per-image parameters (a motion kernel, a random mask) may differ between the images of a batch: operators
+    with equal :meth:`batch_key` stack into one (:func:`stack_operators`) that holds ``samples`` of them and
+    gives sample i exactly what operator i gives alone. An operator with ``samples`` None applies to any batch.
     """
 
     name: str = "operator"
+    samples: int | None = None  # per-sample kernels/masks held (a stacked operator); None: one for every batch
     has_svd: bool = False
     solve_dtype: torch.dtype = torch.float32  # the least precision of the conjugate-gradient solves
     cg_tol: float = 1e-5  # relative residual ‖b − M u‖/‖b‖ at which a conjugate-gradient solve stops
@@ -96,8 +103,47 @@ class Operator:
                             f"blur; {self.name} ({type(self).__name__}) has no such decomposition — use "
                             f"impl='svd' for this task")
 
+    def paste_known(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) with what a noiseless measurement y fixes exactly put back in place (DiffPIR's result):
+        x itself here; an operator that observes pixels directly (a mask) pastes y there."""
+        return x
+
+    def batch_key(self) -> Hashable:
+        """Operators with equal keys stack into one batched operator (:func:`stack_operators`); by default only
+        the operator itself has its key."""
+        return self
+
+    @classmethod
+    def stack(cls, operators: list[Operator]) -> Operator:
+        """One operator whose sample i is ``operators[i]`` (equal :meth:`batch_key`); the classes with
+        per-image parameters define it."""
+        raise OperatorError(f"{cls.__name__} operators do not stack")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, size={self.img_size}, {self.params})"
+
+
+def stack_operators(operators: Sequence[Operator]) -> Operator:
+    """The operator of a batch whose image i has ``operators[i]``: that operator when all are one object (it
+    broadcasts), else their class's :meth:`Operator.stack`, sample i bit for bit operator i. OperatorError when
+    their :meth:`Operator.batch_key` differ (they cannot share a batch)."""
+    first = operators[0]
+    if all(op is first for op in operators):
+        return first
+    if any(op.batch_key() != first.batch_key() for op in operators):
+        raise OperatorError(f"{first.name}: operators of different kinds or sizes cannot share a batch")
+    return type(first).stack(list(operators))
+
+
+def per_sample(t: torch.Tensor, factor: torch.Tensor, samples: int | None) -> torch.Tensor:
+    """t · factor for a batch t (N, …). ``samples`` None: ``factor`` broadcasts as it is. Else ``factor`` holds one
+    entry per operator sample, (samples, 1, …), and row n of t takes entry n mod samples: a batch of the samples
+    (N = samples) or of k candidates for each, candidate-major (N = k·samples, row j·samples + i)."""
+    if samples is None:
+        return t * factor
+    if t.shape[0] % samples:
+        raise OperatorError(f"a batch of {t.shape[0]} images for an operator of {samples} samples")
+    return (t.reshape(-1, samples, *t.shape[1:]) * factor).reshape(t.shape)
 
 
 class DeviceCache:

@@ -2,7 +2,8 @@
 
 Kernels are placed with their centre ((kh−1)//2, (kw−1)//2) at pixel (0, 0), so A is a true convolution;
 Aᵀ multiplies by conj(K̂) (exact for any kernel size). Spectra are computed once per device and dtype and
-all batch items and channels go through one rfft2/irfft2.
+all batch items and channels go through one rfft2/irfft2. Blurs of one size stack (:meth:`FFTBlur.stack`):
+sample i of a batch is multiplied by its own K̂_i.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from ddpg.errors import OperatorError
 
-from .base import DeviceCache, Operator, SpectralBasis
+from .base import DeviceCache, Operator, SpectralBasis, per_sample
 
 
 def _complex(dtype: torch.dtype) -> torch.dtype:
@@ -21,9 +22,10 @@ def _complex(dtype: torch.dtype) -> torch.dtype:
 
 def nonzero_threshold(power: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Eigenvalues of AAᵀ (σ²) at or below this count as zero for A⁺: σ ≤ max(H, W)·eps·σ_max, NumPy's
-    default rcond for pinv."""
+    default rcond for pinv; σ_max per spectrum, the last two dimensions of ``power`` (one value per sample of a
+    stacked operator, shaped to broadcast against it)."""
     rcond = max(size) * torch.finfo(power.dtype).eps
-    return power.max() * rcond**2
+    return power.amax(dim=(-2, -1), keepdim=True) * rcond**2
 
 
 class FFTBlur(Operator):
@@ -49,15 +51,23 @@ class FFTBlur(Operator):
         padded = torch.roll(padded, shifts=(-((k.shape[0] - 1) // 2), -((k.shape[1] - 1) // 2)), dims=(0, 1))
         self._padded = padded
         self._spec = DeviceCache(lambda dev, dt: torch.fft.rfft2(padded).to(dev, _complex(dt)))
+        self._full = DeviceCache(lambda dev, dt: torch.fft.fft2(padded).to(dev, _complex(dt)))
 
     def spectrum(self, device=None, dtype=torch.float32, full: bool = False) -> torch.Tensor:
-        """K̂ on the image grid: the rfft2 half (H, W//2+1), or the full fft2 (H, W) with ``full``."""
-        if full:
-            return torch.fft.fft2(self._padded).to(device, _complex(dtype))
-        return self._spec.get(torch.device(device or self.device), dtype)
+        """K̂ on the image grid: the rfft2 half (H, W//2+1), or the full fft2 (H, W) with ``full``; (samples, 1, …)
+        for a stacked blur."""
+        return (self._full if full else self._spec).get(torch.device(device or self.device), dtype)
+
+    def batch_key(self) -> tuple:
+        """Blurs of one task, image size and device stack, whatever their kernels."""
+        return (FFTBlur, self.name, self.img_size, str(self.device))
+
+    @classmethod
+    def stack(cls, operators: list[Operator]) -> Operator:
+        return StackedFFTBlur(operators)
 
     def _apply(self, x: torch.Tensor, factor) -> torch.Tensor:
-        return torch.fft.irfft2(torch.fft.rfft2(x) * factor, s=x.shape[-2:])
+        return torch.fft.irfft2(per_sample(torch.fft.rfft2(x), factor, self.samples), s=x.shape[-2:])
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         self.check_image(x)
@@ -104,6 +114,23 @@ class FourierBasis(SpectralBasis):
 
     def meas_coef(self, y: torch.Tensor) -> torch.Tensor:
         return self.phase_conj * torch.fft.fft2(y, norm="ortho")
+
+
+class StackedFFTBlur(FFTBlur):
+    """The circular blurs of a batch: sample i (of ``samples``) is blurred with operator i's kernel, by its own
+    cached spectrum K̂_i, so A, Aᵀ, P_η, A⁺ and the Fourier basis give sample i what operator i gives alone.
+    There is no single ``kernel``; the spectra are (samples, 1, H, W//2+1) (full: (samples, 1, H, W))."""
+
+    def __init__(self, operators: list[FFTBlur]):
+        Operator.__init__(self, operators[0].img_size)
+        self.name, self.device, self.samples = operators[0].name, operators[0].device, len(operators)
+        self.params = {"samples": len(operators)}
+        self._spec = DeviceCache(lambda dev, dt: torch.stack([op.spectrum(dev, dt) for op in operators])[:, None])
+        self._full = DeviceCache(
+            lambda dev, dt: torch.stack([op.spectrum(dev, dt, full=True) for op in operators])[:, None])
+
+    def batch_key(self) -> Operator:
+        return self
 
 
 def footprint_centre(kernel: torch.Tensor) -> tuple[float, float]:

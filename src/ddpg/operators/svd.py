@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ddpg.errors import OperatorError
 
-from .base import DecomposableOperator, DeviceCache, EqualSingulars
+from .base import DecomposableOperator, DeviceCache, EqualSingulars, Operator, SpectralBasis, per_sample
 
 
 def svd_1d(mat: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,7 +211,7 @@ class Identity(EqualSingulars):
 
 class Inpainting(EqualSingulars):
     """y = m ⊙ x with a mask m (H, W), 1 = kept; measurement (B, 3, H, W) with zeros in the holes. V = U: the
-    kept pixels first (s = 1), then the holes."""
+    kept pixels first (s = 1), then the holes. Masks of one size stack (:class:`StackedInpainting`)."""
 
     name = "inpainting"
 
@@ -223,18 +223,42 @@ class Inpainting(EqualSingulars):
         self.mask = mask.bool()
         self.params = {"kept": int(self.mask.sum())}
         self._m = DeviceCache(lambda dev, dt: self.mask.to(dev, dt))
-        self.order = SpectralOrder(self.mask)  # the flat layout of Vt/V
+        self._order: SpectralOrder | None = SpectralOrder(self.mask)
+
+    @property
+    def order(self) -> SpectralOrder:
+        """The flat layout of Vt/V (one mask: the masks of a stack keep different numbers of pixels)."""
+        if self._order is None:
+            raise OperatorError("inpainting: a stack of masks has no flat SVD layout; its spectral() basis is the "
+                                "pixel basis")
+        return self._order
+
+    def batch_key(self) -> tuple:
+        """Masks of one image size and device stack."""
+        return (Inpainting, self.img_size, str(self.device))
+
+    @classmethod
+    def stack(cls, operators: list[Operator]) -> Operator:
+        return StackedInpainting(operators)
 
     def A(self, x):
         self.check_image(x)
-        return x * self._m.get(x.device, x.dtype)
+        return per_sample(x, self._m.get(x.device, x.dtype), self.samples)
 
     def At(self, y):
         self.check_measurement(y)
-        return y * self._m.get(y.device, y.dtype)
+        return per_sample(y, self._m.get(y.device, y.dtype), self.samples)
+
+    def paste_known(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The kept pixels from y, the holes from x."""
+        kept = self.At(torch.ones_like(y))
+        return kept * y + (1 - kept) * x
+
+    def spectral(self, device: torch.device, method: str = "this method") -> SpectralBasis:
+        return MaskBasis(self._m.get(device, torch.float32))
 
     def singulars(self, dtype=torch.float32):
-        return torch.ones(3 * self.params["kept"], device=self.device, dtype=dtype)
+        return torch.ones(self.order.n_head, device=self.device, dtype=dtype)
 
     def Vt(self, x):
         return self.order.gather(x)
@@ -247,6 +271,40 @@ class Inpainting(EqualSingulars):
 
     def U(self, c):
         return self.order.scatter(F.pad(c, (0, 3 * self.img_size[0] * self.img_size[1] - c.shape[1])))
+
+
+class StackedInpainting(Inpainting):
+    """The masks of a batch: sample i (of ``samples``) is masked by operator i's mask (``mask``: (samples, 1, H, W)),
+    so A, Aᵀ, P_η, A⁺ and the pixel basis give sample i what operator i gives alone. No flat SVD layout."""
+
+    def __init__(self, operators: list[Inpainting]):
+        Operator.__init__(self, operators[0].img_size)
+        self.device, self.samples = operators[0].device, len(operators)
+        self.mask = torch.stack([op.mask for op in operators])[:, None]
+        self.params = {"samples": len(operators)}
+        self._m = DeviceCache(lambda dev, dt: self.mask.to(dev, dt))
+        self._order = None
+
+    def batch_key(self) -> Operator:
+        return self
+
+
+class MaskBasis(SpectralBasis):
+    """A mask is diagonal in the pixel basis: V = U = I and s = m (1 kept, 0 missing), so the coefficients are the
+    pixels (B, 3, H, W), ``s`` the mask (H, W) or one per sample (B, 1, H, W), and Uᵀy is y with zeros in the
+    holes. The same per-pixel rules as the flat layout of :class:`Inpainting`, without its permutation."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.s = mask
+
+    def coef(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def image(self, c: torch.Tensor) -> torch.Tensor:
+        return c
+
+    def meas_coef(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.s > 0, y, 0)
 
 
 class Colorization(EqualSingulars):

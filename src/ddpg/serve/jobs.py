@@ -224,7 +224,7 @@ class Preparer:
         deadline_s = fields.get("deadline_s", self.default_deadline_s)
         deadline = None if deadline_s is None else now + deadline_s
         sample = start_sample(self.denoiser, job.restorer.operator, job.y, job.restorer.spec.method, params,
-                              settings.steps, job.seed, (job.key, params), deadline)
+                              settings.steps, job.seed, (job.group, params), deadline)
         return Prepared(job, plan, sample, workdir, fields.get("response", "png"), filename)
 
     def _settings(self, fields: dict):

@@ -3,10 +3,11 @@
 Each :class:`Sample` carries its own step index, its own rows of its method's step table and its own seeded
 noise stream. A tick runs one denoiser call over all active samples of an image size (padded to
 ``engine_batch`` rows when the engine needs a fixed batch), then the method's ``step`` — the step the eager
-loop ``run_method`` calls — once per group of samples sharing a method, operator and parameters, with
-per-sample (B,1,1,1) rows (``stack_rows``; every forward-only method's step broadcasts them per sample, and its
-state's ctx holds only what the group shares, e.g. the operator's spectral view). New samples join at the
-next tick boundary; finished, cancelled and overdue samples leave there, so a sample's result does not
+loop ``run_method`` calls — once per group of samples sharing a method, parameters and kind of operator, with
+per-sample (B,1,1,1) rows (``stack_rows``; every forward-only method's step broadcasts them per sample), the
+samples' operators stacked (``stack_operators``: each sample's own kernel or mask) and the state's ctx derived
+for that operator (it holds only what the group shares, e.g. the operator's spectral view). New samples join at
+the next tick boundary; finished, cancelled and overdue samples leave there, so a sample's result does not
 depend on what else shared its ticks (bit for bit where the denoiser and operators are batch-invariant).
 
 Policies (the same loop, for comparison): ``continuous`` (admit at every tick), ``request`` (request-level
@@ -28,10 +29,11 @@ import torch
 
 from ddpg.errors import DdpgError
 from ddpg.models.denoiser import prediction_type
-from ddpg.operators.base import Operator
+from ddpg.operators.base import Operator, stack_operators
 from ddpg.runtime.restorer import seeded_start
 from ddpg.runtime.samplers.common import NoiseSource, prepare
 from ddpg.runtime.samplers.method import Method, State, method_grid, stack_rows
+from ddpg.schedule import Schedule
 
 POLICIES = ("continuous", "request", "single")
 
@@ -74,12 +76,14 @@ class Sample:
     params: object  # the method's params dataclass
     rows: list
     noise: NoiseSource
-    group: Hashable  # samples with equal groups share one step call (same method, operator and params)
+    schedule: Schedule
+    group: Hashable  # samples with equal groups share one step call (same method, params and kind of operator)
     deadline: float | None = None  # time.monotonic() after which the sample is dropped
     future: Future = field(default_factory=Future)
     index: int = 0  # the next step
     ticks_shared: int = 0  # sum over its steps of the samples in the same denoiser call
     admitted: float = 0.0  # time.monotonic() when it joined the engine's batch
+    stacked: tuple | None = None  # (members, operator, ctx) of the last group it led with other operators
 
     @property
     def x(self) -> torch.Tensor:
@@ -100,7 +104,7 @@ def start_sample(denoiser, operator: Operator, y: torch.Tensor, method: Method, 
     schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, None)
     rows = method.table(schedule, method_grid(method, schedule, steps), params)
     state = method.start(y, operator, params, x_T, schedule, rows)
-    return Sample(state, y, operator, method, params, rows, noise, group, deadline)
+    return Sample(state, y, operator, method, params, rows, noise, schedule, group, deadline)
 
 
 class Scheduler:
@@ -286,14 +290,30 @@ def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) ->
             first = members[0]
             rows = stack_rows([s.rows[s.index] for s in members], x.device)
             z = torch.cat([s.method.draw(s.noise, s.x, s.rows[s.index], s.params) for s in members])
-            state = State(*(torch.cat([getattr(s.state, k) for s in members]) for k in ("x", "x0", "out")),
-                          first.state.ctx)
-            new = first.method.step(state, out[[position[id(s)] for s in members]], rows,
-                                    z, torch.cat([s.y for s in members]), first.operator, first.params, prediction)
+            y = torch.cat([s.y for s in members])
+            operator, ctx = group_operator(members, y)
+            state = State(*(torch.cat([getattr(s.state, k) for s in members]) for k in ("x", "x0", "out")), ctx)
+            new = first.method.step(state, out[[position[id(s)] for s in members]], rows, z, y, operator,
+                                    first.params, prediction)
             for j, s in enumerate(members):
                 s.state = s.state.advance(new.x[j:j + 1], new.x0[j:j + 1], new.out[j:j + 1])
                 s.index += 1
                 s.ticks_shared += len(same_size)
+
+
+def group_operator(members: list[Sample], y: torch.Tensor) -> tuple[Operator, object]:
+    """(operator, ctx) a group's step runs with: the first sample's when all share its operator; else their
+    stacked operator (sample i: member i's kernel or mask) and the ctx the method derives for it at its start,
+    from the group's ``y`` — kept on the first sample while the group's members stay the same."""
+    first = members[0]
+    operator = stack_operators([s.operator for s in members])
+    if operator is first.operator:
+        return operator, first.state.ctx
+    if first.stacked is None or first.stacked[0] != tuple(members):
+        x = torch.cat([s.x for s in members])
+        ctx = first.method.start(y, operator, first.params, x, first.schedule, first.rows).ctx
+        first.stacked = (tuple(members), operator, ctx)
+    return first.stacked[1], first.stacked[2]
 
 
 def _grouped(samples: list[Sample], key) -> list[list[Sample]]:

@@ -146,10 +146,7 @@ class DiffPIR:
         return state.advance(x_next, x0, x_next)
 
     def result(self, state: State, p: DiffPIRParams) -> torch.Tensor:
-        """The last x; for noiseless inpainting with the known pixels pasted back."""
+        """The last x; for a noiseless y with what it fixes exactly pasted back (``Operator.paste_known``: the
+        known pixels of inpainting)."""
         operator, y = state.ctx
-        x = state.out
-        if operator.name == "inpainting" and p.sigma_y == 0:
-            kept = operator.At(torch.ones_like(y))
-            x = kept * y + (1 - kept) * x
-        return x
+        return operator.paste_known(state.out, y) if p.sigma_y == 0 else state.out
