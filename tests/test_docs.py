@@ -142,3 +142,18 @@ def test_the_checker_catches_planted_citations():
     for fragment in expected:
         assert any(fragment in p for p in problems), (fragment, problems)
     assert len(problems) == len(expected), problems
+
+
+def test_readme_and_help_name_the_methods_a_cuda_graph_captures():
+    import re
+
+    from typer.testing import CliRunner
+
+    from ddpg.cli.main import app
+    from ddpg.runtime.graph_runner import GRAPH_METHODS
+
+    readme = (ROOT / "README.md").read_text()
+    listed = re.search(r"`--cuda-graph` \(([a-z/]+) on CUDA", readme)
+    assert listed and tuple(listed.group(1).split("/")) == GRAPH_METHODS
+    help_text = " ".join(CliRunner().invoke(app, ["restore", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert f"capture each whole {'/'.join(GRAPH_METHODS)} step" in help_text, help_text

@@ -2,9 +2,9 @@
 ``ServeOptions``, ``BenchConfig``) is the one home of each option's default, help, flags and entry points. The
 command line builds its Typer options from them (``ddpg.cli.schema``) and ``ddpg serve`` its request fields.
 
-Torch-free: the command line reads these before it imports anything heavy. A help text may hold ``{tasks}`` or
-``{method_defaults}``, filled in when the command line shows its help (their values come from the task and
-method tables).
+Torch-free: the command line reads these before it imports anything heavy. A help text may hold ``{tasks}``,
+``{method_defaults}`` or ``{graph_methods}``, filled in when the command line shows its help (their values come
+from the task and method tables).
 """
 
 from __future__ import annotations

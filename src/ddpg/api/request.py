@@ -65,7 +65,7 @@ class RestoreRequest:
                                                  "fit (DPPS's selection).")
     precision: str = option("fp32", help="torch backend: UNet torso in fp32 | fp16 | bf16 (guidance stays fp32).")
     compile: bool = option(False, help="torch backend: torch.compile the UNet.")
-    cuda_graph: bool = option(False, help="On CUDA: capture each whole ddpg/idpg/ddnm/ddrm step (UNet + guidance + "
+    cuda_graph: bool = option(False, help="On CUDA: capture each whole {graph_methods} step (UNet + guidance + "
                                           "noise) in one CUDA graph; with onnxruntime, the engine call (fixed-batch "
                                           "export).")
     shard: tuple[int, int] = (0, 1)

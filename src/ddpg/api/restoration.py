@@ -155,7 +155,7 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
     builds the task's operator from these make_operator parameters (e.g. ``{"sigma": 3.0, "kernel_size": 25}``)
     instead of the preset's, so that several methods can be compared on one measurement.
     Speed (torch backend): ``precision`` fp16/bf16 runs the UNet torso in low precision (guidance stays float32),
-    ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA; ddpg/idpg/ddnm/ddrm) captures each whole
+    ``compile`` wraps it in ``torch.compile``, ``cuda_graph`` (CUDA; the forward-only methods) captures each whole
     sampler step in one CUDA graph (torch, fixed-shape TensorRT engines) or, with ONNX Runtime, the engine call (ONNX
     Runtime's own graph mode; fixed-batch exports); on CUDA any of them also turns on cuDNN's algorithm timing
     (``cudnn.benchmark``) for the call. ``shard=(rank, world_size)``: handle only this rank's

@@ -57,12 +57,19 @@ def _method_defaults() -> str:
     return describe_method_defaults("sr4", "gaussian")
 
 
-HELP_FIELDS = {"{tasks}": _task_names, "{method_defaults}": _method_defaults}
+def _graph_methods() -> str:
+    from ddpg.runtime.graph_runner import GRAPH_METHODS  # the method table imports torch: read only when shown
+
+    return "/".join(GRAPH_METHODS)
+
+
+HELP_FIELDS = {"{tasks}": _task_names, "{method_defaults}": _method_defaults, "{graph_methods}": _graph_methods}
 
 
 class TableHelp(TyperCommand):
-    """A command whose option help may name ``{tasks}`` (the task table's names) or ``{method_defaults}`` (each
-    method's σ_y, steps and operator for sr4 with the gaussian prior): filled in when its help is shown."""
+    """A command whose option help may name ``{tasks}`` (the task table's names), ``{method_defaults}`` (each
+    method's σ_y, steps and operator for sr4 with the gaussian prior) or ``{graph_methods}`` (the methods whose
+    whole step a CUDA graph captures): filled in when its help is shown."""
 
     def format_help(self, ctx: typer.Context, formatter: object) -> None:
         for param in self.params:
