@@ -6,12 +6,26 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+
+import yaml
 
 from ddpg.checks import DEFAULT_SIGMA_Y, check_int, check_sigma_y
 from ddpg.errors import ConfigError, DdpgError, ParameterError
-from ddpg.operators.tasks import CLI_TASKS, KERNEL_TASKS, MASK_TASKS, OPERATOR_OF_TASK, task_entry
+from ddpg.operators.factory import load_array, normalised
+from ddpg.operators.tasks import (
+    CLI_TASKS,
+    KERNEL_TASKS,
+    MASK_TASKS,
+    OPERATOR_OF_TASK,
+    TASK_TABLE,
+    check_impl,
+    check_params,
+    task_entry,
+)
+from ddpg.runtime import find_preset, get_sampler, load_preset
+from ddpg.runtime.samplers import SAMPLERS
 
 PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
 
@@ -38,8 +52,6 @@ def check_task(task: str) -> str:
 def check_task_files(task: str, mask: str | None, kernel: str | None) -> dict:
     """Refuse a mask or kernel the ``task`` does not use, or one that cannot be read, before any input is;
     returns :func:`parse_mask` of ``mask``."""
-    from ddpg.operators.factory import load_array, normalised
-
     mask_spec = parse_mask(mask)
     if mask is not None and task not in MASK_TASKS:
         raise ParameterError("mask", mask, f"applies to the {' and '.join(MASK_TASKS)} task, not {task}")
@@ -58,8 +70,6 @@ def resolve_settings(task: str | None, method: str | None, preset: str | None, p
     """Settings from ``preset`` if named; else the paper preset of (method, prior, task) at the nearest
     σ_y (priors without presets take the CelebA-HQ rows; its variant for ``steps`` where one was tuned), with
     σ_y and steps overridden when given; else the method's defaults. Explicit arguments always win."""
-    from ddpg.runtime import find_preset, get_sampler, load_preset
-
     if sigma_y is not None:
         check_sigma_y(sigma_y)
     if steps is not None:
@@ -111,8 +121,6 @@ def method_defaults(task: str, method: str, prior: str) -> dict:
 
 def describe_method_defaults(task: str = "sr4", prior: str = "gaussian") -> str:
     """One line per method: ``ddpg: σ_y 0.05, 100 steps, sr_bicubic ×4 (svd)`` for ``task`` with ``prior``."""
-    from ddpg.runtime.samplers import SAMPLERS
-
     lines = []
     for method in SAMPLERS:
         d = method_defaults(task, method, prior)
@@ -127,8 +135,6 @@ def parse_hyper(items: list[str] | None, param: str = "hyper", example: str = "z
     """``KEY=VALUE`` strings (the command line's ``--hyper``, or ``--operator`` with ``param``) as a dict; a value
     is a number as Python writes one (``10``, ``0.5``, ``1e-5``, ``1e-05``: what sidecars hold), else a YAML scalar
     (``true``, a word); a ParameterError of ``param`` names a malformed one."""
-    import yaml
-
     parsed_items: dict = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -163,8 +169,6 @@ def _number(text: str) -> int | float | None:
 def apply_hyper(settings: Settings, hyper: dict | None, select_candidates: bool) -> Settings:
     """The settings with ``hyper`` overriding the preset's hyper-parameters (names checked against the
     method's) and, with ``select_candidates``, DDPG's noise-candidate selection switched on."""
-    from ddpg.runtime import get_sampler
-
     merged = {**settings.hyper, **(hyper or {})}
     known = get_sampler(settings.method).hyper_names
     if select_candidates:
@@ -198,8 +202,6 @@ def apply_operator(settings: Settings, operator: Mapping | None) -> Settings:
     """The settings with the task's operator built from ``operator`` (its make_operator parameters, e.g.
     ``{"kernel_size": 25, "sigma": 3.0, "impl": "svd"}``, every other one at the paper default) instead of the
     preset's; unchanged for None. A ParameterError of ``operator`` names a parameter the task does not take."""
-    from ddpg.operators.tasks import TASK_TABLE, check_impl, check_params
-
     if operator is None:
         return settings
     name, params = OPERATOR_OF_TASK[settings.task]
@@ -229,10 +231,6 @@ def _fits(value: object, kind: type) -> bool:
 def hyper_defaults() -> dict:
     """Every hyper-parameter's default value, from the methods' params dataclasses (the type a value must
     have)."""
-    from dataclasses import fields
-
-    from ddpg.runtime.samplers import SAMPLERS
-
     defaults: dict = {}
     for spec in SAMPLERS.values():
         for f in fields(spec.params):
@@ -261,8 +259,6 @@ def parse_mask(spec: str | None) -> dict:
     named = named_mask(spec)
     if named is not None:
         return named
-    from ddpg.operators.factory import load_array
-
     if not Path(spec).is_file():
         raise ParameterError("mask", spec, "file not found (or use 'box', 'random', 'random:0.7')")
     try:
