@@ -58,9 +58,15 @@ from ddpg.io import (
 )
 from ddpg.metrics import psnr, ssim
 from ddpg.models.denoiser import native_image_size
+from ddpg.operators import baseline, make_operator, stack_operators
 from ddpg.operators.baselines import auto_baseline_name
 from ddpg.operators.tasks import task_entry
-from ddpg.runtime.graph_runner import GRAPH_METHODS
+from ddpg.runtime import Restorer, distributed, get_sampler, load_preset
+from ddpg.runtime.backends.capabilities import backend_capabilities
+from ddpg.runtime.background_io import BackgroundWriter, Prefetcher
+from ddpg.runtime.distributed import shard_indices
+from ddpg.runtime.fast_denoiser import FastDenoiser
+from ddpg.runtime.graph_runner import GRAPH_METHODS, GraphRunner
 from ddpg.versions import versions
 
 log = logging.getLogger("ddpg")
@@ -188,9 +194,6 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
                                             request.sigma_y, request.steps), request.hyper, request.select_candidates)
     settings = apply_operator(settings, request.operator)
     mask_spec = check_task_files(settings.task, request.mask, request.kernel)
-    from ddpg.runtime import get_sampler
-    from ddpg.runtime.backends.capabilities import backend_capabilities
-
     spec = get_sampler(settings.method)
     capabilities = spec.capabilities(spec.build(settings.sigma_y, settings.hyper))
     # a backend that captures its own engine call (ONNX Runtime) runs the steps eagerly
@@ -228,16 +231,12 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
 def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
     """(prior name, the request's denoiser or its ONNX/TensorRT engine, else None): an engine says which prior it
     holds; a checkpoint alone is recognised; else the preset's prior, or the analytic gaussian one."""
-    from ddpg.runtime.backends.capabilities import backend_capabilities
-
     backend, denoiser, prior = request.backend, request.denoiser, request.prior
     engine_file = backend_capabilities(backend).engine_file
     if prior is None and request.checkpoint is not None and not engine_file and denoiser is None:
         prior = guess_prior_of(request.checkpoint)
     preset_prior = None
     if request.preset is not None:
-        from ddpg.runtime import load_preset
-
         preset_prior = load_preset(request.preset).prior
     if engine_file and denoiser is None:  # the engine says which prior it holds
         engine_graph = request.cuda_graph and backend_capabilities(backend).engine_call_graph
@@ -249,16 +248,12 @@ def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
 
 def _torch_denoiser(request: RestoreRequest, denoiser, prior: str | None):
     """``denoiser``, or the torch prior's when None; on the torch backend wrapped for the speed options."""
-    from ddpg.runtime.backends.capabilities import backend_capabilities
-
     backend = request.backend
     if denoiser is None:
         denoiser = make_denoiser(prior, request.checkpoint, backend, request.engine, request.device,
                                  request.class_label)
     speed = request.precision != "fp32" or request.compile or request.cuda_graph
     if not backend_capabilities(backend).engine_file and speed:
-        from ddpg.runtime.fast_denoiser import FastDenoiser
-
         denoiser = FastDenoiser(denoiser, precision=request.precision, compile=request.compile, device=request.device)
     return denoiser
 
@@ -283,8 +278,6 @@ def _pending_inputs(plan: RestorePlan, files: list[Path], collected: Report) -> 
     name another took, or whose outputs exist (skipped with ``skip_existing``, else refused unless they are
     this restoration's own), is reported, not restored. ``collected``: what :func:`_collect` reported (rank 0
     reports it)."""
-    from ddpg.runtime.distributed import shard_indices
-
     shard = plan.request.shard
     mine = set(shard_indices(len(files), *shard))
     report = collected if shard[0] == 0 else Report()
@@ -387,8 +380,6 @@ def _engine_batch(denoiser, batch_size: int) -> int:
 def run_plan(plan: RestorePlan, pending: list[tuple[int, Path]], report: Report, progress) -> None:
     """Restore the ``pending`` (index, path) inputs in batches of ``plan.batch_size`` into ``report``; the next
     inputs load and degrade, and finished ones are written, in background threads while the sampler runs."""
-    from ddpg.runtime.background_io import BackgroundWriter, Prefetcher
-
     needs_grad, batch_size = plan.needs_grad, plan.batch_size
 
     def write_and_count(job: InputJob, out: torch.Tensor, timing: dict) -> None:
@@ -455,9 +446,6 @@ def group_sampler(jobs: list[InputJob]) -> Callable:
     """The sampler of a group of jobs (equal ``group``): the first job's when they share its operator, else a
     Restorer of the same settings on their stacked operator (``stack_operators``: image i's kernel or mask for
     sample i, so each image is restored as alone)."""
-    from ddpg.operators import stack_operators
-    from ddpg.runtime import Restorer
-
     first = jobs[0].restorer
     operator = stack_operators([job.restorer.operator for job in jobs])
     if operator is first.operator:
@@ -514,9 +502,6 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
     """Input ``index`` of the plan (its seed is ``request.seed + index``), as :func:`restore` prepares each: load
     it, pad it to what the prior and operator take, build (or reuse, in ``plan.operators``) its operator and
     sampler, and degrade it (clean inputs) or check it (observed ones). InputError names the file."""
-    from ddpg.operators import baseline, make_operator
-    from ddpg.runtime import Restorer
-
     t0 = time.perf_counter()
     op_task, sigma, options, source = _operator_task(plan, index, path)
     task = task_entry(op_task["task"])
@@ -552,8 +537,6 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
                         steps=plan.settings.steps, hyper=plan.settings.hyper)
     sampler = restorer.restore
     if plan.step_graph:  # one runner (buffers + graphs) per operator and σ_y, replaying the Restorer exactly
-        from ddpg.runtime.graph_runner import GraphRunner
-
         runner = plan.runners.pop((key, sigma), None) or GraphRunner.from_restorer(restorer, cuda_graph=True)
         plan.runners[(key, sigma)] = runner  # now the most recently used
         if len(plan.runners) > MAX_GRAPH_RUNNERS:  # each holds graphs and their private memory pools
@@ -632,8 +615,6 @@ def restore_on_ranks(request: RestoreRequest, progress=None) -> Report:
     CPU, NCCL on GPUs); rank 0 returns the merged report (``extra``: world size, per-rank summaries, images/s)
     and writes it to ``outdir/run_summary.json``; the other ranks return their own. Seeds follow the global
     input index, so the outputs equal a single-process run's. Without torchrun this is :func:`restore`."""
-    from ddpg.runtime import distributed
-
     if not distributed.launched_by_torchrun():
         return restore(request, progress=progress)
     ctx = distributed.dist_context(request.device)
