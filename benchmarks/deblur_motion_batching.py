@@ -68,10 +68,15 @@ def tree_commit(src: str) -> str:
     return git("rev-parse", "--short", "HEAD") + (" + changes" if git("status", "--porcelain") else "")
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (how busy the shared machine was)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1_5_15": list(os.getloadavg()),
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1_5_15": load_average(),
             "python": platform.python_version()}
 
 
@@ -125,7 +130,7 @@ def main() -> int:
     runs = [run_round(label, src, args) for r in range(args.rounds)
             for label, src in (trees if r % 2 == 0 else trees[::-1])]
     record = {"command": command, "trees": commits, "faces": len(FACES), "batch": args.batch,
-              "steps": args.steps, "rounds": args.rounds, "machine": before, "load_after": list(os.getloadavg()),
+              "steps": args.steps, "rounds": args.rounds, "machine": before, "load_after": load_average(),
               "note": args.note, "median": summary(runs, [label for label, _ in trees]), "runs": runs}
     print(json.dumps(record["median"], indent=1))
     if args.out:
