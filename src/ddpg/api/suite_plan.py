@@ -19,15 +19,7 @@ A plan (paths relative to the working folder the command runs in)::
       - {methods: [ddpg, idpg], tasks: [sr4], sigma_y: [0.05, 0.0], steps: [100]}
       - {methods: [dps], tasks: [sr4], sigma_y: [0.05], steps: [100], images: 8}
 
-Each cell's outputs live in ``<out>/cells/<task>/<method>_sy<σ_y>_n<steps>/`` (what ``ddpg restore`` writes,
-and ``evaluation/`` from ``ddpg evaluate``); its ``cell.json`` is written last and marks it finished: a
-second run reuses it without restoring or scoring again, and an interrupted cell resumes image by image.
-A cell is reused when its settings (prior name, images, method, task, σ_y, steps, hyper, seed) match and it was
-restored with the prior's current weights (the checkpoint sha256 in cell.json's ``prior_record``) and with the
-plan's operator for its task (cell.json's ``operator``); a cell made with other settings, weights or operator is
-refused, never overwritten. Every method of a task is restored from the same measurements: the suite passes
-the plan's operator to ``restore`` rather than letting each method take its own preset's (DPS's presets, for
-one, blur with a wider Gaussian than DDRM's).
+Where each cell's outputs live and when a finished cell is reused: :mod:`ddpg.api.suite`.
 """
 
 from __future__ import annotations
