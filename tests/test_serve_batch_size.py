@@ -107,10 +107,13 @@ def engine(profile: str) -> SimpleNamespace:
     return SimpleNamespace(info=SimpleNamespace(batch=BatchProfile.parse(profile)))
 
 
+TORCH_PRIOR = SimpleNamespace(info=None)  # a PyTorch prior: no engine, so no batch profile
+
+
 @pytest.mark.parametrize("denoiser, max_batch, engine_batch, expected", [
-    (object(), 8, None, (8, None)),  # a PyTorch prior: as given
-    (object(), None, None, (AUTO_CAP, None)),  # auto may choose up to its cap
-    (object(), None, 4, (4, 4)),  # padded calls all cost the same: auto takes the engine batch
+    (TORCH_PRIOR, 8, None, (8, None)),  # a PyTorch prior: as given
+    (TORCH_PRIOR, None, None, (AUTO_CAP, None)),  # auto may choose up to its cap
+    (TORCH_PRIOR, None, 4, (4, 4)),  # padded calls all cost the same: auto takes the engine batch
     (engine("1:4:16"), None, None, (16, None)),  # auto up to the engine's largest batch
     (engine("1:4:16"), 16, None, (16, None)),
     (engine("8"), None, None, (8, 8)),  # a fixed-batch engine pads every call to its batch
@@ -126,7 +129,7 @@ def test_engine_batches(denoiser, max_batch, engine_batch, expected):
     (engine("8"), None, 4, "--engine-batch 4"),
     (engine("2:4:16"), 4, None, "give --engine-batch between 2 and 16"),  # a lone sample's call would fail
     (engine("1:4:16"), 4, 32, "--engine-batch 32"),
-    (object(), 8, 4, "--engine-batch 4 is below --max-batch 8"),
+    (TORCH_PRIOR, 8, 4, "--engine-batch 4 is below --max-batch 8"),
 ])
 def test_options_outside_the_engines_batches_are_refused(denoiser, max_batch, engine_batch, flag):
     with pytest.raises(ConfigError, match=flag):
