@@ -17,7 +17,7 @@ from ddpg import io
 from ddpg.api.denoisers import prior_record, size_multiple
 from ddpg.api.request import RestoreRequest
 from ddpg.api.restoration import InputJob, RestorePlan, not_finite, prepare_input, sidecar_record, write_outputs
-from ddpg.api.settings import Settings, apply_hyper, apply_operator, named_mask, parse_mask, resolve_settings
+from ddpg.api.settings import CLI_TASKS, Settings, apply_hyper, apply_operator, named_mask, parse_mask, resolve_settings
 from ddpg.errors import DdpgError, ImageTooLarge, InputError, ParameterError
 from ddpg.runtime.samplers import get_sampler, methods_where
 from ddpg.schema import option_fields, value_type
@@ -261,6 +261,22 @@ def check_served(settings: Settings, field: str) -> None:
         raise FieldError(field, f"{settings.method}: `ddpg serve` batches steps of one shape (methods "
                          f"{', '.join(SERVED_METHODS)} with their defaults); {settings.method} with these settings "
                          f"{capabilities.why_not}: restore it by `ddpg restore`")
+
+
+def served_defaults(prior: str) -> dict:
+    """``{method: {task: {"sigma_y", "steps", "preset"}}}``: what a request naming only the method and task
+    resolves to with ``prior``, for every served method and each task it serves (what a form offers)."""
+    choices: dict = {}
+    for method in SERVED_METHODS:
+        for task in CLI_TASKS:
+            try:
+                settings = resolve_settings(task, method, None, prior, None, None)
+                check_served(settings, "method")
+            except DdpgError:
+                continue
+            choices.setdefault(method, {})[task] = {"sigma_y": settings.sigma_y, "steps": settings.steps,
+                                                    "preset": settings.preset}
+    return choices
 
 
 def write_result(prepared: Prepared, out: torch.Tensor, timing: dict) -> tuple[bytes, dict]:

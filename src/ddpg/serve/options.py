@@ -32,5 +32,9 @@ class ServeOptions:
                                              help="Default per-request deadline in seconds (504 after).")
     drain_timeout_s: float = option(30.0, flags=("--drain-timeout",),
                                     help="On SIGTERM: seconds to finish the requests in flight.")
-    token_file: str | None = option(None, help="File holding a bearer token every route but /healthz needs.")
+    token_file: str | None = option(None, help="File holding a bearer token every /v1 route, /readyz and /metrics "
+                                    "need (not /healthz, nor the page at / and its assets).")
+    job_ttl_s: float = option(3600.0, flags=("--job-ttl",), help="Seconds a finished job and its result are kept "
+                              "(then 404).")
+    max_jobs: int = option(100, help="Finished jobs kept at most (beyond: the oldest removed with their files).")
     test_hooks: bool = option(False, hidden=True, help="Enable POST /test/pause.")

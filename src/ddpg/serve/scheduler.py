@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -84,6 +84,7 @@ class Sample:
     ticks_shared: int = 0  # sum over its steps of the samples in the same denoiser call
     admitted: float = 0.0  # time.monotonic() when it joined the engine's batch
     stacked: tuple | None = None  # (members, operator, ctx) of the last group it led with other operators
+    on_step: Callable[[Sample], None] | None = None  # called in the engine thread after each of its steps
 
     @property
     def x(self) -> torch.Tensor:
@@ -125,6 +126,7 @@ class Scheduler:
         self.request_s = 0.0  # moving average of a request's seconds from admission to result, for Retry-After
         self._cv = threading.Condition()
         self._paused = False
+        self._hold_after: int | None = None  # ticks to run before holding again (the test hook's ``after``)
         self._stop = False
         self.set_max_batch(max_batch)
         self._thread = threading.Thread(target=self._loop, name="ddpg-engine", daemon=True)
@@ -142,8 +144,9 @@ class Scheduler:
             self._changed()
         return sample.future
 
-    def cancel(self, sample: Sample) -> None:
-        """Free a sample's place (queued: at once; active: at the next tick boundary)."""
+    def cancel(self, sample: Sample, reason: str = "the client disconnected") -> None:
+        """Free a sample's place (queued: at once; active: at the next tick boundary); its future fails with
+        Cancelled(``reason``)."""
         with self._cv:
             for entry in self.queue:
                 if entry[1] is sample:
@@ -152,8 +155,13 @@ class Scheduler:
             else:
                 if sample in self.active:
                     self.active.remove(sample)
-            self._fail(sample, Cancelled("the client disconnected"))
+            self._fail(sample, Cancelled(reason))
             self._changed()
+
+    def position(self, sample: Sample) -> int | None:
+        """The sample's 1-based place in the queue; None once admitted (or never queued)."""
+        with self._cv:
+            return next((i for i, (_, s) in enumerate(self.queue, 1) if s is sample), None)
 
     def retry_after_s(self) -> int:
         """Seconds until a request arriving now would likely start (at least 1): the requests ahead of it,
@@ -173,11 +181,11 @@ class Scheduler:
             self.max_batch = 1 if self.policy == "single" else max_batch
             self._changed()
 
-    def pause(self, paused: bool) -> None:
+    def pause(self, paused: bool, after: int | None = None) -> None:
         """Hold the loop at the next tick boundary (while ``--max-batch auto`` profiles; test hook: makes queue
-        states reproducible)."""
+        states reproducible), or with ``after`` once that many more ticks have run."""
         with self._cv:
-            self._paused = paused
+            self._paused, self._hold_after = (False, after) if paused and after else (paused, None)
             self._cv.notify_all()
 
     def drain(self, timeout_s: float) -> bool:
@@ -228,6 +236,15 @@ class Scheduler:
                 batch = list(self.active)
             if batch:
                 self._tick(batch)
+                self._count_down()
+
+    def _count_down(self) -> None:
+        """One tick of ``pause(True, after)`` done: hold once the last has run."""
+        with self._cv:
+            if self._hold_after is not None:
+                self._hold_after -= 1
+                self._paused = self._hold_after <= 0
+                self._hold_after = None if self._paused else self._hold_after
 
     def _admit(self) -> None:
         """Move queued samples into the active set at this boundary, as the policy allows (holding the lock)."""
@@ -261,6 +278,9 @@ class Scheduler:
                 self._fail(s, ServeError(f"restoration failed: {exc}"))
         seconds = time.perf_counter() - t0
         self.tick_s = seconds if self.tick_s == 0 else 0.8 * self.tick_s + 0.2 * seconds
+        for s in batch:  # before the results are set, so a job's last step is told before its end
+            if s.on_step is not None and not s.future.done():
+                s.on_step(s)
         with self._cv:
             for s in batch:
                 if not s.future.done() and s.index == len(s.rows):

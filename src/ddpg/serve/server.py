@@ -95,6 +95,8 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     requested = parse_max_batch(opts.max_batch)
     if opts.max_queue < 0 or opts.max_pixels < 1 or (opts.engine_batch is not None and opts.engine_batch < 1):
         raise ConfigError("--max-pixels and --engine-batch must be >= 1, --max-queue >= 0")
+    if not opts.job_ttl_s > 0 or opts.max_jobs < 1:
+        raise ConfigError("--job-ttl must be > 0 and --max-jobs >= 1")
     token = read_token(opts.token_file) if opts.token_file else None
     if backend_capabilities(opts.backend).engine_file:
         denoiser = make_denoiser(None, None, opts.backend, opts.engine, opts.device, opts.class_label)
@@ -111,7 +113,7 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     info = {"prior": prior, "backend": opts.backend, "device": opts.device,
             "image_size": native_image_size(denoiser)}
     state = ServeState(scheduler, preparer, metrics, workroot, token=token, max_body_bytes=opts.max_body_bytes,
-                       model_info=info, test_hooks=opts.test_hooks)
+                       model_info=info, test_hooks=opts.test_hooks, job_ttl_s=opts.job_ttl_s, max_jobs=opts.max_jobs)
     state.auto_batch = requested is None and engine_batch is None and opts.policy != "single"
     if state.auto_batch:
         scheduler.pause(True)
