@@ -245,7 +245,8 @@ class JobStore:
 
     def _finish(self, job: Job, outcome: str, error: dict | None = None) -> None:
         """Record the job's end, tell its listeners and whoever waits on it; a failed or cancelled job's folder
-        goes at once. A kept job's outcome is counted in the metrics (/v1/restore counts its own)."""
+        goes at once. A kept job's outcome is counted in the metrics (/v1/restore counts its own), and the
+        finished jobs beyond ``max_jobs`` go."""
         job.outcome, job.error, job.finished = outcome, error, time.monotonic()
         if outcome != "done":
             remove_workdir(job.prepared.workdir)
@@ -256,6 +257,7 @@ class JobStore:
             job.ended.set_result(outcome)
         if job.kept:
             self._count(job, outcome)
+            self.sweep()
 
     def _count(self, job: Job, outcome: str) -> None:
         if outcome == "done":
