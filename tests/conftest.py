@@ -1,3 +1,4 @@
+import os
 import threading
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import torch
 
 # Tiny models on 2 shared CI cores run far faster single-threaded (thread contention dominates).
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # `--threads auto` (the default) keeps to it, here and in subprocesses
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[2] / "shared"

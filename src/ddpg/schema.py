@@ -22,19 +22,23 @@ class OptionDoc:
     """How a field is offered (a field without one is the API's own). ``help``: one line; ``flags``: the command
     line's spellings (default ``--name-with-dashes``; ``--x/--no-x`` for a two-way switch); ``served``: a
     ``ddpg serve`` request may set it; ``kind``: the command line's type where the field's is not one it reads
-    (e.g. ``list[str]`` of KEY=VALUE items for a mapping); ``hidden``: left out of the help (test switches)."""
+    (e.g. ``list[str]`` of KEY=VALUE items for a mapping); ``hidden``: left out of the help (test switches);
+    ``parse``: checks and converts the command line's text (raising :class:`~ddpg.errors.ParameterError`), so a bad
+    value is refused as the command line reads it (exit 2, naming the flag)."""
 
     help: str
     flags: tuple[str, ...] = ()
     served: bool = False
     kind: object = None
     hidden: bool = False
+    parse: typing.Callable[[str], object] | None = None
 
 
 def option(default: object = MISSING, *, help: str, flags: tuple[str, ...] = (), served: bool = False,
-           kind: object = None, hidden: bool = False, **field_options) -> typing.Any:
+           kind: object = None, hidden: bool = False, parse: typing.Callable[[str], object] | None = None,
+           **field_options) -> typing.Any:
     """A dataclass field (``default`` and any other :func:`dataclasses.field` keyword) documented as an option."""
-    return field(default=default, metadata={OPTION: OptionDoc(help, tuple(flags), served, kind, hidden)},
+    return field(default=default, metadata={OPTION: OptionDoc(help, tuple(flags), served, kind, hidden, parse)},
                  **field_options)
 
 

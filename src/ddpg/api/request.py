@@ -12,6 +12,7 @@ from pathlib import Path
 from ddpg.checks import DEFAULT_MAX_PIXELS, DEFAULT_SIGMA_Y, check_int, check_side, check_sigma_y
 from ddpg.errors import ParameterError
 from ddpg.schema import option
+from ddpg.threads import check_threads, threads_option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,7 @@ class RestoreRequest:
     seed: int = option(0, served=True, help="Base seed: image i (in sorted input order) uses seed + i.")
     batch_size: int = option(1, help="Images per sampler call (results do not depend on it).")
     device: str = option("cpu", help="cpu | cuda | cuda:N")
+    threads: int | str = threads_option()
     observed: bool = option(False, served=True, help="Inputs are measurements (a real low-res or blurred photo, or "
                                                      "`ddpg degrade` output), not clean images.")
     backend: str = option("torch", help="torch | onnxruntime | tensorrt")
@@ -79,6 +81,7 @@ class RestoreRequest:
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
         check_int("max_pixels", self.max_pixels, 1)
+        object.__setattr__(self, "threads", check_threads(self.threads))
         if self.steps is not None:
             check_int("steps", self.steps, 1)
         if self.size is not None:

@@ -67,6 +67,7 @@ from ddpg.runtime.background_io import BackgroundWriter, Prefetcher
 from ddpg.runtime.distributed import shard_indices
 from ddpg.runtime.fast_denoiser import FastDenoiser
 from ddpg.runtime.graph_runner import GRAPH_METHODS, GraphRunner
+from ddpg.threads import use_threads
 from ddpg.versions import versions
 
 log = logging.getLogger("ddpg")
@@ -175,9 +176,10 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
         request = RestoreRequest.from_options(inputs, outdir, **options)
     progress = progress or NullProgress()
     files, collected = _collect(request.inputs, request.outdir, request.observed)
+    threads = use_threads(request.threads)
     plan = plan_restore(request)
-    log.info("restore: %s%s", describe_settings(plan.settings, plan.record["prior"]["name"]),
-             " (an observation's metadata names its own task, operator and σ_y)" if request.observed else "")
+    log.info("restore: %s, %d CPU threads%s", describe_settings(plan.settings, plan.record["prior"]["name"]),
+             threads, " (an observation's metadata names its own task, operator and σ_y)" if request.observed else "")
     # the ranks of a torchrun job share the lock restore_on_ranks took
     with output_folder(request.outdir) if files and request.shard[1] == 1 else nullcontext():
         report, pending = _pending_inputs(plan, files, collected)
@@ -262,14 +264,15 @@ def sidecar_record(request: RestoreRequest, settings: Settings, prior: dict, ver
                    cudnn_tune: bool = False, method_defaults: dict | None = None) -> dict:
     """The sidecar entries every output of a request shares (a :class:`RestorePlan`'s ``record``): its settings,
     ``prior`` (:func:`~ddpg.api.denoisers.prior_record`), ``versions`` (:func:`~ddpg.versions.versions`), the
-    batch size it ran at, the speed options and, when given, what the method does by default."""
+    batch size it ran at, the speed options (with the CPU threads torch runs on) and, when given, what the method
+    does by default."""
     record = {"task": settings.task, "method": settings.method, "preset": settings.preset, "prior": prior,
               "steps": settings.steps, "hyper": settings.hyper, "base_seed": request.seed,
               "device": str(request.device), "bits": request.bits, "batch_size": batch_size, "versions": versions}
     if method_defaults is not None:
         record["method_defaults"] = method_defaults
     record["speed"] = {"precision": request.precision, "compile": request.compile, "cuda_graph": request.cuda_graph,
-                       "cudnn_autotune": cudnn_tune}
+                       "cudnn_autotune": cudnn_tune, "threads": torch.get_num_threads()}
     return record
 
 

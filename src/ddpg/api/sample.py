@@ -17,12 +17,13 @@ from ddpg.samples import sample_path
 
 
 def restore_sample(outdir: str | Path, *, task: str = "sr4", method: str = "ddpg", sigma_y: float = DEFAULT_SIGMA_Y,
-                   steps: int | None = None, seed: int = 0, device: str = "cpu", progress=None) -> Report:
+                   steps: int | None = None, seed: int = 0, device: str = "cpu", threads: int | str = "auto",
+                   progress=None) -> Report:
     """Degrade the bundled sample face, restore it with the bundled face64 prior, and write the
     restoration, the observation, a sidecar and a comparison grid (ground truth / observation / baseline /
-    restoration)."""
+    restoration). ``threads``: as :func:`~ddpg.api.restore`'s."""
     report = restore([sample_path()], outdir, task=task, prior="face64", method=method, sigma_y=sigma_y,
-                     steps=steps, seed=seed, device=device, progress=progress)
+                     steps=steps, seed=seed, device=device, threads=threads, progress=progress)
     if report.done:
         outdir = Path(outdir)
         stem = sample_path().stem

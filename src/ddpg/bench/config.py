@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.errors import ConfigError
 from ddpg.schema import option
+from ddpg.threads import check_threads, threads_option
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -35,6 +36,7 @@ class BenchConfig:
     task: str = option("sr4", help="Degradation (sr4 uses the FFT operator).")
     sigma_y: float = option(DEFAULT_SIGMA_Y, flags=("--sigma-y",), help="Measurement noise std on the [0, 1] scale.")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    threads: int | str = threads_option()
     iters: int = option(20, help="Timed UNet / guidance calls per batch size.")
     warmup: int = option(3, help="Untimed calls before timing.")
     repeats: int = option(1, help="Timed whole restorations per batch size (after one warm-up).")
@@ -52,6 +54,7 @@ class BenchConfig:
             raise ConfigError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         parse_precision(self.precision)
         parse_precision(self.check_precision)
+        check_threads(self.threads)
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"--batch {self.batches}: give positive batch sizes, e.g. 1,8,32")
         for name in ("steps", "iters", "repeats"):

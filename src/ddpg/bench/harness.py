@@ -35,6 +35,7 @@ from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample
 from ddpg.samples import sample_path
+from ddpg.threads import use_threads
 from ddpg.versions import __version__
 
 from .config import BenchConfig
@@ -340,6 +341,7 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     cfg = replace(cfg, prior=parse_prior_spec(cfg.prior))
     cfg.validate()
     log = log or (lambda message: None)
+    log(f"threads: {use_threads(cfg.threads)}")
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every configuration, the plain baseline included

@@ -21,6 +21,7 @@ from ddpg import api
 from ddpg.api.request import RestoreRequest
 from ddpg.checks import DEFAULT_SIGMA_Y
 from ddpg.errors import DdpgError
+from ddpg.threads import ThreadsOption, use_threads
 from ddpg.versions import __version__
 
 from .bench import bench_command
@@ -126,7 +127,7 @@ def restore(
             report = run(lambda: api.restore_sample(
                 outdir, task=options["task"] or "sr4", method=options["method"] or "ddpg", steps=options["steps"],
                 sigma_y=DEFAULT_SIGMA_Y if sigma_y is None else sigma_y, seed=options["seed"],
-                device=options["device"], progress=progress), quiet, flags)
+                device=options["device"], threads=options["threads"], progress=progress), quiet, flags)
         else:
             report = run(lambda: api.restore_on_ranks(restore_request(inputs, options), progress), quiet, flags)
     _print_restore_extra(report, outdir)
@@ -185,6 +186,7 @@ app.add_typer(evaluate_app, name="evaluate")
 
 
 @evaluate_app.callback(invoke_without_command=True)
+@with_options(ThreadsOption)
 def evaluate(
     ctx: typer.Context,
     pred: list[Path] = typer.Option(None, help="Folder of restorations; repeat for several methods."),
@@ -200,6 +202,7 @@ def evaluate(
     giqa_components: int = typer.Option(5, help="GMM-GIQA mixture components (full covariances)."),
     giqa_pca: int = typer.Option(None, help="GMM-GIQA: PCA to this many dimensions before the fit."),
     quiet: bool = QUIET,
+    **options,
 ) -> None:
     """Score restorations: PSNR (as the papers: float [0, 1], all values), SSIM (Gaussian 11×11, σ = 1.5),
     LPIPS (AlexNet, only when the `lpips` package and AlexNet weights are already on this machine), and over the
@@ -214,6 +217,7 @@ def evaluate(
         return
     if not pred or gt is None:
         fail("give --pred FOLDER (repeatable) and --gt FOLDER, or a subcommand (`ddpg evaluate suite PLAN`)")
+    use_threads(options["threads"])
     report = run(lambda: api.evaluate(pred, gt, outdir, obs=obs, labels=label or None, grid_rows=grid_rows,
                                       use_lpips=lpips, set_metrics=set_metrics, inception=inception,
                                       giqa_components=giqa_components, giqa_pca=giqa_pca), quiet,
@@ -227,6 +231,7 @@ def evaluate(
 
 
 @evaluate_app.command("suite")
+@with_options(ThreadsOption)
 def evaluate_suite(
     plan: Path = typer.Argument(..., help="YAML plan: prior, dataset, out, grid of methods/tasks/sigma_y/steps."),
     device: str = typer.Option(None, help="cpu | cuda (default: the plan's, else cpu); under torchrun each rank "
@@ -238,6 +243,7 @@ def evaluate_suite(
     rescore: bool = typer.Option(False, "--rescore", help="Score finished cells again (e.g. once the FID "
                                  "Inception weights are there); their restorations are kept."),
     quiet: bool = QUIET,
+    **options,
 ) -> None:
     """Run an evaluation plan: restore every (method, task, σ_y, steps) cell with `ddpg restore`'s engine, score
     it as `ddpg evaluate`, and write tables.md / tables.json (one table per task: rows methods, columns σ_y)
@@ -251,6 +257,7 @@ def evaluate_suite(
     from ddpg.api.suite_plan import load_plan
 
     quiet = quiet or os.environ.get("RANK", "0") not in ("", "0")
+    use_threads(options["threads"])  # the cells' restorations keep it (auto resolves once per process)
     with RichProgress(quiet) as progress:
         report = run(lambda: run_suite(load_plan(plan, device=device, out=out), progress=progress,
                                        restore=not score_only, score=not restore_only, rescore=rescore), quiet)

@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperCommand
 from typer.models import ArgumentInfo
 
+from ddpg.errors import ParameterError
 from ddpg.schema import field_default, option_fields, value_type
 
 Command = TypeVar("Command", bound=Callable)
@@ -24,10 +25,24 @@ def typer_options(cls: type) -> list[inspect.Parameter]:
     params = []
     for f, doc in option_fields(cls):
         flags = doc.flags or ("--" + f.name.replace("_", "-"),)
-        option = typer.Option(field_default(f), *flags, help=doc.help, hidden=doc.hidden)
+        parser = None if doc.parse is None else _bad_parameter_on_error(doc.parse)
+        option = typer.Option(field_default(f), *flags, help=doc.help, hidden=doc.hidden, parser=parser)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=doc.kind or value_type(cls, f.name)))
     return params
+
+
+def _bad_parameter_on_error(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """``parse`` with its ParameterError turned into Typer's BadParameter: ``Invalid value for '--flag': VALUE:
+    problem``, exit 2."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ParameterError as exc:
+            raise typer.BadParameter(f"{exc.value}: {exc.problem}") from None
+
+    return convert
 
 
 def with_options(cls: type) -> Callable[[Command], Command]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ddpg.schema import option
+from ddpg.threads import threads_option
 
 
 @dataclass
@@ -16,6 +17,7 @@ class ServeOptions:
     backend: str = option("torch", help="torch | onnxruntime | tensorrt")
     engine: str | None = option(None, help="ONNX model or TensorRT plan for --backend onnxruntime/tensorrt.")
     device: str = option("cpu", help="cpu | cuda | cuda:N (one process per GPU).")
+    threads: int | str = threads_option()
     class_label: int | None = option(None, help="Class for class-conditional priors.")
     host: str = option("127.0.0.1", help="Address to bind (localhost by default).")
     port: int = option(8000, help="TCP port (0: one the OS picks; the URL is printed once bound).")

@@ -27,6 +27,7 @@ from ddpg.api.denoisers import check_device, check_engine_prior, engine_batch_pr
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import native_image_size
 from ddpg.runtime.backends.capabilities import backend_capabilities
+from ddpg.threads import use_threads
 
 from .app import ServeState, make_app
 from .batch_size import AUTO_CAP, choose_batch, profile_batches
@@ -90,6 +91,7 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     """Check the options, load the denoiser and build the scheduler, request builder and metrics. With
     ``--max-batch auto`` the scheduler holds its queue until :func:`warm_up` has chosen the batch."""
     check_device(opts.device)
+    use_threads(opts.threads)
     if opts.policy not in POLICIES:
         raise ConfigError(f"--policy {opts.policy!r}: choose one of {', '.join(POLICIES)}")
     requested = parse_max_batch(opts.max_batch)

@@ -37,6 +37,7 @@ from ddpg.engine_metadata import EngineError, EngineInfo, read_metadata
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import prediction_type
 from ddpg.runtime.cuda_graph import CAPTURE_LOCK
+from ddpg.threads import applied_threads
 from ddpg.versions import install_hint
 
 from .capabilities import ONNXRUNTIME_CAPABILITIES
@@ -109,7 +110,8 @@ def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_g
                  sess_options=None):
     """An InferenceSession on the CPU or CUDA execution provider, refusing to fall back silently.
 
-    CPU: ORT's idle threads do not spin (unless ``sess_options`` says otherwise). CUDA: ``stream`` (a
+    CPU: ORT's idle threads do not spin and it runs on the ``--threads`` count
+    (:func:`~ddpg.threads.applied_threads`; unless ``sess_options`` says otherwise). CUDA: ``stream`` (a
     cudaStream_t as int; not 0, which ORT would ignore) becomes ORT's user compute stream, and the session must
     confirm it; ``cuda_graph`` sets ``enable_cuda_graph``; ``tf32=False`` keeps fp32 convolutions and matmuls
     exact (``use_tf32=0``); ``provider_options`` are added to (and override) these.
@@ -124,6 +126,7 @@ def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_g
         if sess_options is None:  # torch computes the guidance between calls: idle ORT threads must not spin
             sess_options = ort.SessionOptions()
             sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            sess_options.intra_op_num_threads = applied_threads() or 0  # --threads; 0: ORT's default (the cores)
     elif device.type == "cuda":
         preload_cuda_libraries(ort)
         available = ort.get_available_providers()
