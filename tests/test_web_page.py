@@ -1,0 +1,222 @@
+"""The page ``ddpg serve`` ships at ``GET /``, in a real headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, driven by Selenium) against a real ``ddpg serve`` process (face64 on the CPU, a bearer
+token, a few steps): the token field, the form filled from ``/v1/models``, a bad setting's message beside its
+field, cancelling a queued and a running job, and a job followed to its last step whose downloaded PNG equals
+its ``ddpg restore`` twin; the form readable and usable by keyboard at phone width.
+
+One browser and one server serve every test. No test waits on timing: the engine is held at a tick boundary
+with the server's test hook (``POST /test/pause``) where a job must stay queued or running, and every wait is
+for a state the page shows. Where no browser can be driven the whole module skips with a reason naming what
+is missing and how to install it (``pytest -ra`` lists it)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from ddpg.samples import sample_path
+from headless_chromium import console_errors, missing_browser, start_chromium
+
+REASON = missing_browser()
+if REASON:
+    pytest.skip(REASON, allow_module_level=True)
+
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+from test_serve_http import TOKEN, WAIT_S, ServerProcess, twin_png  # noqa: E402
+
+STEPS = 4
+LONG = 200  # steps of a job cancelled while it runs: far more than run in the moment it takes to hold the engine
+PHONE = (375, 812)  # CSS pixels
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("page-serve")
+    (tmp / "token").write_text(TOKEN + "\n")
+    proc = ServerProcess(tmp, "--prior", "face64", "--max-batch", "2", "--token-file", str(tmp / "token"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
+    driver = start_chromium(downloads, *PHONE)
+    yield driver
+    driver.quit()
+
+
+def wait_for(browser, condition, what: str):
+    """``condition(browser)``'s first truthy value; fails naming ``what`` after WAIT_S seconds."""
+    return WebDriverWait(browser, WAIT_S, poll_frequency=0.05).until(condition, message=f"waiting for {what}")
+
+
+def by_id(browser, name: str):
+    return browser.find_element(By.ID, name)
+
+
+@pytest.fixture
+def page(browser, server):
+    """The page loaded afresh in a new tab session (no token stored), the token typed where it asks for one."""
+    browser.get(server.url + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(server.url + "/")
+    wait_for(browser, lambda b: by_id(b, "token-row").is_displayed(), "the token field")
+    by_id(browser, "token").send_keys(TOKEN, Keys.TAB)
+    wait_for(browser, lambda b: len(Select(by_id(b, "task")).options) > 0, "the tasks from /v1/models")
+    yield browser
+    assert console_errors(browser) == []
+
+
+def fill(browser, **fields) -> None:
+    """Pick the bundled sample face and set the form's fields (a select by its option's value)."""
+    by_id(browser, "image").send_keys(str(sample_path()))
+    for name, value in fields.items():
+        element = by_id(browser, name)
+        if element.tag_name == "select":
+            Select(element).select_by_value(str(value))
+        else:
+            element.clear()
+            element.send_keys(str(value))
+
+
+def job_state(browser) -> tuple[str | None, str | None]:
+    view = by_id(browser, "job-state")
+    return view.get_attribute("data-state"), view.get_attribute("data-job-id")
+
+
+def wait_state(browser, state: str) -> str:
+    """The job id once the page shows the job in ``state``."""
+    wait_for(browser, lambda b: job_state(b)[0] == state, f"the job {state}")
+    return job_state(browser)[1]
+
+
+def api(server, method: str, path: str, **kwargs) -> httpx.Response:
+    """A call to the server's API with its token (``headers`` replaces it)."""
+    return httpx.request(method, server.url + path, **{"headers": server.headers, "timeout": WAIT_S, **kwargs})
+
+
+def test_token_field_and_form_follow_the_servers_models(browser, server):
+    browser.get(server.url + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(server.url + "/")
+    wait_for(browser, lambda b: by_id(b, "token-row").is_displayed(), "the token field")
+    assert "token" in by_id(browser, "server-info").text
+    by_id(browser, "token").send_keys("wrong", Keys.TAB)
+    wait_for(browser, lambda b: by_id(b, "error-token").text, "the token's error")
+    assert by_id(browser, "error-token").text == api(server, "GET", "/v1/models", headers={}).json()["error"]
+    by_id(browser, "token").clear()
+    by_id(browser, "token").send_keys(TOKEN, Keys.TAB)
+    model = api(server, "GET", "/v1/models").json()["models"][0]
+    wait_for(browser, lambda b: not by_id(b, "error-token").text, "the token accepted")
+    assert [o.get_attribute("value") for o in Select(by_id(browser, "task")).options] == model["tasks"]
+    assert [o.get_attribute("value") for o in Select(by_id(browser, "method")).options] == model["methods"]
+    Select(by_id(browser, "task")).select_by_value("sr4")
+    Select(by_id(browser, "method")).select_by_value("ddrm")
+    defaults = model["defaults"]["ddrm"]["sr4"]
+    assert by_id(browser, "steps").get_attribute("placeholder") == str(defaults["steps"])
+    assert float(by_id(browser, "sigma_y").get_attribute("placeholder")) == defaults["sigma_y"]
+    assert browser.execute_script("return sessionStorage.getItem('ddpg-token')") == TOKEN
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("field, value", [("steps", 100000), ("sigma_y", -1)])
+def test_a_bad_setting_shows_the_servers_message_beside_its_field(page, server, field, value):
+    fill(page, task="sr4", method="ddpg", **{field: value})
+    by_id(page, "submit").click()
+    wait_for(page, lambda b: by_id(b, f"error-{field}").text, f"the message beside {field}")
+    expected = api(server, "POST", "/v1/jobs", data={"task": "sr4", "method": "ddpg", "seed": "0", field: str(value)},
+                   files={"image": (sample_path().name, sample_path().read_bytes(), "image/png")})
+    assert expected.status_code == 422 and expected.json()["field"] == field
+    assert by_id(page, f"error-{field}").text == expected.json()["error"]
+    assert by_id(page, field).get_attribute("aria-invalid") == "true"
+    assert page.switch_to.active_element == by_id(page, field)
+    assert by_id(page, "error-general").text == "" and by_id(page, "job").is_displayed() is False
+
+
+@pytest.mark.parametrize("held", ["queued", "running"])
+def test_cancel_a_queued_or_running_job(page, server, held):
+    """The engine is held before the job is admitted (queued) or after its first step (running)."""
+    steps = STEPS if held == "queued" else LONG
+    fill(page, task="sr4", method="ddpg", steps=steps)
+    if held == "queued":
+        server.pause(True)
+    by_id(page, "submit").click()
+    try:
+        if held == "running":
+            wait_for(page, lambda b: int(by_id(b, "progress").get_attribute("value")) >= 1, "the first step")
+            server.pause(True)
+        job = wait_state(page, held)
+        if held == "queued":
+            assert "position 1" in by_id(page, "job-state").text
+        assert by_id(page, "cancel").is_enabled() and not by_id(page, "submit").is_enabled()
+        by_id(page, "cancel").send_keys(Keys.ENTER)  # the keyboard's way to press it
+        wait_state(page, "cancelled")
+    finally:
+        server.pause(False)
+    status = api(server, "GET", f"/v1/jobs/{job}").json()
+    assert status["state"] == "cancelled" and status["step"] < steps
+    assert by_id(page, "submit").is_enabled() and not by_id(page, "cancel").is_enabled()
+    assert not by_id(page, "result").is_displayed()
+
+
+def test_a_job_runs_to_its_last_step_and_its_download_equals_the_restore_twin(page, server, downloads, tmp_path):
+    fill(page, task="sr4", method="ddpg", steps=STEPS, seed=3)
+    page.execute_script("""window.seenSteps = [];
+        new MutationObserver(() => window.seenSteps.push(Number(document.getElementById('progress').value)))
+          .observe(document.getElementById('progress'), {attributes: true, attributeFilter: ['value']});""")
+    by_id(page, "submit").click()
+    job = wait_state(page, "done")
+    seen = [s for s in page.execute_script("return window.seenSteps") if s > 0]
+    assert seen == sorted(seen) and seen[-1] == STEPS, seen
+    assert page.find_element(By.ID, "progress").get_attribute("max") == str(STEPS)
+    preview = by_id(page, "preview").get_attribute("src")
+    assert preview.startswith("data:image/png;base64,")
+    assert max(Image.open(io.BytesIO(base64.b64decode(preview.split(",", 1)[1]))).size) <= 128
+    wait_for(page, lambda b: by_id(b, "result").is_displayed(), "the result")
+    sidecar = api(server, "GET", f"/v1/jobs/{job}/result", params={"format": "json"}).json()["sidecar"]
+    shown = dict(zip([e.text for e in page.find_elements(By.CSS_SELECTOR, "#metrics dt")],
+                     [e.text for e in page.find_elements(By.CSS_SELECTOR, "#metrics dd")], strict=True))
+    assert float(shown["psnr"]) == pytest.approx(sidecar["metrics"]["psnr"], abs=1e-4)
+    assert shown["steps"] == str(STEPS) and shown["seed"] == "3"
+    by_id(page, "download").click()
+    restored = downloads / f"{sample_path().stem}_restored.png"
+    wait_for(page, lambda b: restored.exists() and restored.stat().st_size > 0, "the download")
+    served = api(server, "GET", f"/v1/jobs/{job}/result").content
+    assert restored.read_bytes() == served
+    twin = twin_png(sample_path(), tmp_path / "twin", "--prior", "face64", "--task", "sr4", "--method", "ddpg",
+                    "--steps", str(STEPS), "--seed", "3")
+    assert served == twin
+
+
+def test_readable_at_phone_width_with_labels_and_visible_focus(page):
+    fill(page)
+    widths = page.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1] == PHONE[0], widths  # nothing wider than the phone's screen
+    unlabelled = page.execute_script("""return [...document.querySelectorAll('input, select, button')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-labelledby') && !e.textContent.trim())
+        .map(e => e.id);""")
+    assert unlabelled == []
+    page.execute_script("document.getElementById('token').focus()")
+    order = ["token", "image", "task", "method", "sigma_y", "steps", "seed", "observed", "submit"]  # Cancel: disabled
+    reached = []
+    for _ in order:  # Tab walks the form in order, and each control shows its focus (the file input's on its zone)
+        element = page.switch_to.active_element
+        reached.append(element.get_attribute("id"))
+        shown = by_id(page, "drop-zone") if reached[-1] == "image" else element
+        assert shown.value_of_css_property("outline-style") != "none", reached
+        ActionChains(page).send_keys(Keys.TAB).perform()  # to whatever has the focus, as a person's Tab
+    assert reached == order
