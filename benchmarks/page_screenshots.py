@@ -5,8 +5,9 @@ on the CPU) and Debian's headless Chromium, set up as ``tests/test_web_page.py``
 
 Writes ``page_before.png`` (the form filled in), ``page_during.png`` (the engine held by the server's test hook
 at step ``--hold-at``: the progress bar and the live x̂₀ preview) and ``page_after.png`` (the before/after
-slider, the metrics and the download button): each the whole page in a window ``--width`` CSS pixels wide,
-reduced to a 64-colour palette so each stays small (the sizes are printed)."""
+slider, the metrics and the download button): each what a phone's screen (``--width`` × ``--height`` CSS
+pixels) shows, scrolled to that part of the page, reduced to a 256-colour palette so each stays small (the
+sizes are printed). The job takes the preset's steps (100 for face64) unless ``--steps`` says otherwise."""
 
 from __future__ import annotations
 
@@ -29,14 +30,13 @@ from ddpg.samples import sample_path  # noqa: E402
 from headless_chromium import missing_browser, start_chromium  # noqa: E402
 from test_serve_http import WAIT_S, ServerProcess  # noqa: E402
 
-COLOURS = 64
+COLOURS = 256
 
 
-def save_page(browser, path: Path, width: int) -> int:
-    """The whole page (the window stretched to its height) written to ``path`` as a palette PNG; its bytes."""
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+def save_screen(browser, path: Path, element: str, block: str) -> int:
+    """The window, scrolled to put ``element`` at its ``block`` (start | end), written to ``path`` as a palette
+    PNG; its bytes."""
+    browser.execute_script(f"document.getElementById('{element}').scrollIntoView({{block: '{block}'}})")
     shot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
     small = shot.quantize(COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     atomic_write(path, lambda tmp: small.save(tmp, format="PNG", optimize=True))
@@ -47,11 +47,12 @@ def wait_for(browser, condition, what: str):
     return WebDriverWait(browser, WAIT_S, poll_frequency=0.05).until(condition, message=f"waiting for {what}")
 
 
-def fill_form(browser, steps: int) -> None:
+def fill_form(browser, steps: int | None) -> None:
     browser.find_element(By.ID, "image").send_keys(str(sample_path()))
     Select(browser.find_element(By.ID, "task")).select_by_value("sr4")
     Select(browser.find_element(By.ID, "method")).select_by_value("ddpg")
-    browser.find_element(By.ID, "steps").send_keys(str(steps))
+    if steps is not None:
+        browser.find_element(By.ID, "steps").send_keys(str(steps))
     browser.find_element(By.ID, "seed").clear()
     browser.find_element(By.ID, "seed").send_keys("3")
 
@@ -61,27 +62,26 @@ def shoot(server: ServerProcess, browser, out: Path, args) -> None:
     browser.get(server.url + "/")
     wait_for(browser, lambda b: Select(b.find_element(By.ID, "task")).options, "the form")
     fill_form(browser, args.steps)
-    print(f"page_before.png: {save_page(browser, out / 'page_before.png', args.width):,} bytes")
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                            {"width": args.width, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    print(f"page_before.png: {save_screen(browser, out / 'page_before.png', 'restore-form', 'start'):,} bytes")
     browser.find_element(By.ID, "submit").click()
     try:
         wait_for(browser, lambda b: int(b.find_element(By.ID, "progress").get_attribute("value")) >= args.hold_at,
                  f"step {args.hold_at}")
         server.pause(True)
-        print(f"page_during.png: {save_page(browser, out / 'page_during.png', args.width):,} bytes")
+        print(f"page_during.png: {save_screen(browser, out / 'page_during.png', 'job', 'end'):,} bytes")
     finally:
         server.pause(False)
     wait_for(browser, lambda b: b.find_element(By.ID, "result").is_displayed(), "the result")
-    print(f"page_after.png: {save_page(browser, out / 'page_after.png', args.width):,} bytes")
+    print(f"page_after.png: {save_screen(browser, out / 'page_after.png', 'result', 'start'):,} bytes")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--width", type=int, default=390, help="window width in CSS pixels (a phone's)")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--hold-at", type=int, default=12, help="the step the 'during' screenshot is taken at")
+    parser.add_argument("--height", type=int, default=844, help="window height in CSS pixels")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
+    parser.add_argument("--hold-at", type=int, default=30, help="the step the 'during' screenshot is taken at")
     args = parser.parse_args()
     reason = missing_browser()
     if reason:
@@ -89,7 +89,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp), "--prior", "face64", "--max-batch", "1")
-        browser = start_chromium(Path(tmp), args.width, 800)
+        browser = start_chromium(Path(tmp), args.width, args.height)
         try:
             shoot(server, browser, args.out, args)
         finally:

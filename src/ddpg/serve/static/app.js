@@ -403,6 +403,9 @@ async function showResult(status) {
   const stem = page.file.name.replace(/\.[^.]*$/, "") || "image";
   $("download").href = restored;
   $("download").download = `${stem}_restored.png`;
+  $("compare-help").textContent = `Left of the line: your upload${sidecar.settings && sidecar.settings.observed ?
+    "" : `, the clean image the server degraded (${sidecar.task}) before restoring it and measured the metrics ` +
+    "against"}; right of it: the restoration. The slider (arrow keys work) moves the line.`;
   showMetrics(sidecar, status);
   $("result").hidden = false;
   $("download").focus();
