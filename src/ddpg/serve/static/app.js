@@ -14,6 +14,7 @@ const page = {
   model: null, // the first entry of /v1/models
   file: null, // the chosen image
   job: null, // the job followed: its id and urls
+  every: 1, // its step events: every K-th step
   final: false, // whether the job followed has ended
   stream: null, // AbortController of its event stream
   poll: null, // timer of the queue-position poll
@@ -28,13 +29,17 @@ function api(path, options = {}) {
   return fetch(path, { ...options, headers });
 }
 
+// A refusal's {error, field}: a 401 is about the token field, a 429 says when to retry.
 async function errorBody(response) {
+  let body = { error: `the server answered ${response.status} ${response.statusText}` };
   try {
-    const body = await response.json();
-    if (body && typeof body.error === "string") return body;
-    if (body && body.error && typeof body.error.error === "string") return body.error;
-  } catch (_) { /* not JSON: fall through */ }
-  return { error: `the server answered ${response.status} ${response.statusText}` };
+    const answer = await response.json();
+    if (answer && typeof answer.error === "string") body = answer;
+  } catch (_) { /* not JSON: the status line says it */ }
+  if (response.status === 401 && !body.field) body = { ...body, field: "token" };
+  const retry = response.headers.get("Retry-After");
+  if (response.status === 429 && retry) body = { ...body, error: `${body.error} (try again in ${retry} s)` };
+  return body;
 }
 
 function jobUrl(name) {
@@ -142,7 +147,7 @@ async function loadModels() {
   if (response.status === 401) {
     $("token-row").hidden = false;
     setInfo("This server needs an access token: type it below.");
-    if (page.token) showError({ field: "token", ...(await errorBody(response)) });
+    if (page.token) showError(await errorBody(response));  // a token was given: the wrong one
     return false;
   }
   if (!response.ok) {
@@ -239,6 +244,7 @@ async function submit(event) {
     setBusy(false);
     return;
   }
+  page.every = eventEvery();
   follow(await response.json());
 }
 
@@ -276,8 +282,14 @@ async function follow(job) {
   }
 }
 
+// A step event (with its preview) every K-th step: about 50 in all, whatever the number of steps.
+function eventEvery() {
+  const steps = Number($("steps").value || $("steps").placeholder) || 1;
+  return Math.max(1, Math.floor(steps / 50));
+}
+
 async function readEvents(signal) {
-  const url = `${jobUrl("events")}?every=1&preview=1`;
+  const url = `${jobUrl("events")}?every=${page.every}&preview=1`;
   const response = await api(url, { signal, headers: { Accept: "text/event-stream" } });
   if (!response.ok) {
     finish();
