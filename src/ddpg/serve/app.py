@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -27,28 +26,10 @@ from starlette.routing import Route
 from ddpg.api.settings import CLI_TASKS
 
 from .job_routes import accept, create_job, delete_job, job_events, job_result, job_status
-from .job_store import JobStore
-from .jobs import FIELDS, SERVED_METHODS, Preparer, served_defaults
-from .metrics import ServeMetrics
+from .jobs import FIELDS, SERVED_METHODS, served_defaults
 from .responses import OUTCOME_OF_STATUS, error, refused, restore_response
-from .scheduler import Scheduler
+from .state import ServeState
 from .static import index, static_file
-
-
-class ServeState:
-    """What the routes share: the scheduler, the request builder, the jobs, metrics, the token and the limits."""
-
-    def __init__(self, scheduler: Scheduler, preparer: Preparer, metrics: ServeMetrics, workroot: Path, *,
-                 token: str | None = None, max_body_bytes: int = 32 << 20, model_info: dict | None = None,
-                 test_hooks: bool = False, job_ttl_s: float = 3600.0, max_jobs: int = 100):
-        self.scheduler, self.preparer, self.metrics, self.workroot = scheduler, preparer, metrics, workroot
-        self.jobs = JobStore(scheduler, metrics, preparer.prior, ttl_s=job_ttl_s, max_jobs=max_jobs)
-        self.token, self.max_body_bytes, self.test_hooks = token, max_body_bytes, test_hooks
-        self.model_info = model_info or {}
-        self.ready = False
-        self.auto_batch = False  # --max-batch auto: warm-up chooses the scheduler's max_batch
-        self.batch_seconds: dict[int, float] = {}  # auto's profile: batch -> seconds per denoiser call
-        self.defaults: dict | None = None  # served_defaults of the prior, on the first /v1/models
 
 
 def authorized(state: ServeState, request: Request) -> bool:
@@ -100,7 +81,7 @@ async def _restore(state: ServeState, request: Request, t0: float) -> Response:
         if job.outcome != "done":
             return JSONResponse({k: v for k, v in job.error.items() if k != "status"}, job.error["status"])
         png = await run_in_threadpool(job.png_path.read_bytes)
-        return restore_response(png, job.sidecar, job.prepared.response,
+        return restore_response(png, job.sidecar, job.response,
                                 {**job.seconds(), "total": time.monotonic() - t0})
     finally:
         state.jobs.remove(job)

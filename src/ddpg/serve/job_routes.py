@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,10 +17,8 @@ from .job_store import Job, Listener, lost
 from .jobs import FieldError, new_workdir, parse_fields, remove_workdir
 from .responses import OUTCOME_OF_STATUS, error, refused, restore_response
 from .scheduler import Draining, QueueFull
+from .state import ServeState
 from .uploads import read_upload
-
-if TYPE_CHECKING:
-    from .app import ServeState
 
 KEEPALIVE_S = 15.0  # a comment line on an idle event stream this often
 
@@ -58,7 +55,8 @@ async def create_job(request: Request) -> Response:
         response = refused(exc)
         state.metrics.count(OUTCOME_OF_STATUS.get(response.status_code, "error"))
         return response
-    body = {"id": job.id, "state": job.state, "position": state.scheduler.position(job.sample), "urls": urls(job.id)}
+    body = {key: value for key, value in state.jobs.status(job).items() if key in ("id", "state", "position")}
+    body["urls"] = urls(job.id)
     return JSONResponse(body, 202, headers={"Location": urls(job.id)["self"]})
 
 
@@ -143,13 +141,16 @@ async def job_events(request: Request) -> Response:
 
 
 async def events(jobs, job: Job, listener: Listener) -> AsyncIterator[str]:
-    """``status``, the step events as they come, the final event; a keep-alive comment when idle. The listener
-    leaves the job however the stream ends (the client gone included)."""
+    """``status``, the step events after its step as they come, the final event; a keep-alive comment when
+    idle. The listener leaves the job however the stream ends (the client gone included)."""
     try:
-        yield event("status", jobs.status(job))
+        status = jobs.status(job)
+        yield event("status", status)
         while True:
             if listener.steps:
-                yield event("step", listener.steps.popleft())
+                step = listener.steps.popleft()
+                if step["step"] > status["step"]:  # steps done before the status was taken are in it
+                    yield event("step", step)
             elif listener.final is not None:
                 yield event(*listener.final)
                 return

@@ -82,10 +82,11 @@ class Listener:
 
 @dataclass(eq=False)
 class Job:
-    """One restoration: its prepared sample and folder, when it arrived (``time.monotonic()``), its end."""
+    """One restoration: its prepared sample until it ends (then only what its status and result need, so a
+    finished job holds no tensor), its folder, when it arrived (``time.monotonic()``) and how it ended."""
 
     id: str
-    prepared: Prepared
+    prepared: Prepared | None  # None once ended
     loop: asyncio.AbstractEventLoop
     arrived: float  # the request's receipt
     submitted: float  # its sample queued
@@ -97,23 +98,36 @@ class Job:
     finished: float | None = None
     sidecar: dict | None = None
     listeners: tuple[Listener, ...] = ()
+    step: int = 0  # steps done, once ended
+    admitted: float = 0.0  # when its sample joined the engine's batch, once ended (0: never)
 
-    @property
-    def sample(self) -> Sample:
-        return self.prepared.sample
+    def __post_init__(self) -> None:
+        prepared = self.prepared
+        self.workdir, self.stem, self.size = prepared.workdir, prepared.job.stem, prepared.job.size
+        self.steps, self.settings, self.response = len(prepared.sample.rows), prepared.plan.settings, prepared.response
 
     @property
     def png_path(self) -> Path:
-        return self.prepared.workdir / f"{self.prepared.job.stem}_restored.png"
+        return self.workdir / f"{self.stem}_restored.png"
+
+    def progress(self) -> tuple[int, float]:
+        """(steps done, when it joined the engine's batch or 0)."""
+        sample = self.prepared.sample if self.prepared is not None else None
+        return (sample.index, sample.admitted) if sample is not None else (self.step, self.admitted)
 
     @property
     def state(self) -> str:
-        return self.outcome or ("running" if self.sample.admitted else "queued")
+        return self.outcome or ("running" if self.progress()[1] else "queued")
+
+    def release(self) -> None:
+        """Keep what the status needs and drop the sample (its tensors, its result)."""
+        self.step, self.admitted = self.progress()
+        self.prepared = None
 
     def seconds(self) -> dict[str, float]:
         """``prepare`` (reading, decoding and degrading the upload) and ``queue`` (waiting for a place in the
         engine's batch; so far, while queued), in seconds."""
-        admitted = self.sample.admitted or self.finished or time.monotonic()
+        admitted = self.progress()[1] or self.finished or time.monotonic()
         return {"prepare": self.submitted - self.arrived, "queue": max(0.0, admitted - self.submitted)}
 
     def on_step(self, sample: Sample) -> None:
@@ -125,7 +139,7 @@ class Job:
             if not wanted:
                 return
             event = {"step": step, "steps": steps}
-            preview = (preview_png(sample.state.x0, self.prepared.job.size)
+            preview = (preview_png(sample.state.x0, self.size)
                        if any(listener.preview for listener in wanted) else None)
             for listener in wanted:
                 self.loop.call_soon_threadsafe(listener.push, {**event, "preview": preview} if listener.preview
@@ -148,15 +162,12 @@ class JobStore:
 
     def submit(self, prepared: Prepared, arrived: float, kept: bool) -> Job:
         """Queue a prepared request as a job (QueueFull/Draining as the scheduler's submit)."""
-        self.sweep()
         job = Job(secrets.token_urlsafe(16), prepared, asyncio.get_running_loop(), arrived, time.monotonic(), kept)
         prepared.sample.on_step = job.on_step
         self.scheduler.submit(prepared.sample)
         self.jobs[job.id] = job
         self.metrics.jobs.set(len(self.jobs))
         asyncio.ensure_future(self._follow(job))
-        if self._timer is None:
-            self._schedule_sweep()
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -164,15 +175,15 @@ class JobStore:
 
     def status(self, job: Job) -> dict:
         """The job's status body (docs/jobs.md §3)."""
-        sample, settings, now = job.sample, job.prepared.plan.settings, time.monotonic()
-        end = job.finished or now
-        started = min(sample.admitted, end) if sample.admitted else None
+        (step, admitted), settings = job.progress(), job.settings
+        end = job.finished or time.monotonic()
+        started = min(admitted, end) if admitted else None
         timings = {"queued_s": (started or end) - job.submitted, "running_s": end - started if started else 0.0,
                    "total_s": end - job.arrived}
         state = job.state
         return {"id": job.id, "state": state,
-                "position": self.scheduler.position(sample) if state == "queued" else None,
-                "step": sample.index, "steps": len(sample.rows), "error": job.error,
+                "position": self.scheduler.position(job.prepared.sample) if state == "queued" else None,
+                "step": step, "steps": job.steps, "error": job.error,
                 "settings": {"task": settings.task, "method": settings.method, "prior": self.prior,
                              "sigma_y": settings.sigma_y, "steps": settings.steps},
                 "timings": {name: round(max(0.0, value), 4) for name, value in timings.items()},
@@ -182,18 +193,19 @@ class JobStore:
         """End an unfinished job as cancelled: a queued sample leaves the queue at once, an active one the
         engine's batch at the next step; its error is ``reason`` with ``status``."""
         if job.outcome is None:
-            self.scheduler.cancel(job.sample, reason)
+            self.scheduler.cancel(job.prepared.sample, reason)
             self._finish(job, "cancelled", {**error_body(reason), "status": status})
 
     def remove(self, job: Job) -> None:
         """Forget a job and delete its folder (cancelling it first if unfinished)."""
         self.cancel(job, "the job was deleted", 409)
         self.jobs.pop(job.id, None)
-        remove_workdir(job.prepared.workdir)
+        remove_workdir(job.workdir)
         self.metrics.jobs.set(len(self.jobs))
 
     def sweep(self) -> None:
-        """Remove the finished jobs kept longer than ``ttl_s``, then the oldest beyond ``max_jobs``."""
+        """Remove the finished jobs kept longer than ``ttl_s``, then the oldest beyond ``max_jobs``; sweep again
+        when the oldest left expires."""
         now = time.monotonic()
         finished = sorted((job for job in self.jobs.values() if job.kept and job.finished is not None),
                           key=lambda job: job.finished)
@@ -201,6 +213,11 @@ class JobStore:
         for i, job in enumerate(finished):
             if i < excess or now - job.finished > self.ttl_s:
                 self.remove(job)
+        if self._timer is not None:
+            self._timer.cancel()
+        left = [job.finished for job in finished if job.id in self.jobs]
+        self._timer = (asyncio.get_running_loop().call_later(left[0] + self.ttl_s - now + 0.01, self.sweep)
+                       if left else None)
 
     def listen(self, job: Job, every: int, preview: bool) -> Listener:
         """A new listener of ``job`` (TooManyListeners past :data:`MAX_LISTENERS`); one of a finished job has
@@ -218,21 +235,16 @@ class JobStore:
         job.listeners = tuple(other for other in job.listeners if other is not listener)
         self.metrics.listeners.dec()
 
-    def _schedule_sweep(self) -> None:
-        """Sweep every ``ttl_s / 2`` seconds (0.1 to 30), from the first job on."""
-        self.sweep()
-        self._timer = asyncio.get_running_loop().call_later(min(max(self.ttl_s / 2, 0.1), 30.0),
-                                                            self._schedule_sweep)
-
     async def _follow(self, job: Job) -> None:
         """Wait for the job's sample; write its result (``ddpg restore``'s writer) or record its failure."""
-        sample = job.sample
+        prepared = job.prepared
+        sample = prepared.sample
         try:
             out = await asyncio.wrap_future(sample.future)
             timing = {"queue_and_restore": round(time.monotonic() - job.submitted, 4),
                       "queue": round(job.seconds()["queue"], 4),
                       "mean_batch": round(sample.ticks_shared / max(1, len(sample.rows)), 3)}
-            _, job.sidecar = await run_in_threadpool(write_result, job.prepared, out, timing)
+            _, job.sidecar = await run_in_threadpool(write_result, prepared, out, timing)
         except Exception as exc:
             if job.outcome is None:
                 status, body, _ = refusal(exc)
@@ -241,15 +253,16 @@ class JobStore:
         if job.outcome is None:
             self._finish(job, "done")
         else:  # cancelled or removed while its result was written
-            remove_workdir(job.prepared.workdir)
+            remove_workdir(job.workdir)
 
     def _finish(self, job: Job, outcome: str, error: dict | None = None) -> None:
         """Record the job's end, tell its listeners and whoever waits on it; a failed or cancelled job's folder
         goes at once. A kept job's outcome is counted in the metrics (/v1/restore counts its own), and the
         finished jobs beyond ``max_jobs`` go."""
         job.outcome, job.error, job.finished = outcome, error, time.monotonic()
+        job.release()
         if outcome != "done":
-            remove_workdir(job.prepared.workdir)
+            remove_workdir(job.workdir)
         status = self.status(job)
         for listener in job.listeners:
             listener.end(outcome, status)
