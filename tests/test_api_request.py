@@ -40,14 +40,14 @@ def digests(folder) -> dict:
 
 
 def test_the_request_holds_every_option_of_restore_with_its_default(tmp_path):
-    request = api.RestoreRequest(inputs=["a.png"], outdir=str(tmp_path))
+    request = api.RestoreRequest(prior="gaussian", inputs=["a.png"], outdir=str(tmp_path))
     assert request.inputs == ("a.png",) and request.outdir == tmp_path
     assert (request.seed, request.batch_size, request.bits, request.backend) == (0, 1, 8, "torch")
     assert request.shard == (0, 1) and request.sigma_y is None and request.device == "cpu"
     with pytest.raises(dataclasses.FrozenInstanceError):
         request.seed = 3
     with pytest.raises(TypeError):
-        api.RestoreRequest(["a.png"], tmp_path)  # keywords only: no option is passed by position
+        api.RestoreRequest(["a.png"], tmp_path, prior="gaussian")  # keywords only: no option is passed by position
 
 
 @pytest.mark.parametrize("option, value, problem", [
@@ -88,8 +88,8 @@ def test_options_that_contradict_each_other_are_refused_naming_one(tmp_path, opt
 
 def test_unknown_options_are_named_all_at_once(folder, tmp_path):
     with pytest.raises(TypeError, match=r"unknown restore options sigma, stpes; known: task, preset"):
-        api.restore([folder], tmp_path / "out", sigma=0.1, stpes=3)
-    request = api.RestoreRequest(inputs=[folder], outdir=tmp_path / "out")
+        api.restore([folder], tmp_path / "out", prior="gaussian", sigma=0.1, stpes=3)
+    request = api.RestoreRequest(prior="gaussian", inputs=[folder], outdir=tmp_path / "out")
     with pytest.raises(TypeError, match="takes no other arguments"):
         api.restore(request, seed=3)
     assert not (tmp_path / "out").exists()
@@ -103,13 +103,13 @@ def test_options_the_plan_checks_name_their_parameter(folder, tmp_path):
              ({"task": "denoise", "mask": "box"}, "mask")]
     for options, param in cases:
         with pytest.raises(ParameterError) as caught:
-            api.restore([folder], tmp_path / "out", **options)
+            api.restore([folder], tmp_path / "out", prior="gaussian", **options)
         assert caught.value.param == param and "--" not in str(caught.value), options
     assert not (tmp_path / "out").exists()
 
 
 def test_restore_of_a_request_equals_restore_of_its_options(folder, tmp_path):
-    options = {"task": "deblur_gauss", "steps": 3, "seed": 5, "batch_size": 2}
+    options = {"prior": "gaussian", "task": "deblur_gauss", "steps": 3, "seed": 5, "batch_size": 2}
     assert api.restore([folder], tmp_path / "kw", **options).exit_code == 0
     request = api.RestoreRequest(inputs=[folder], outdir=tmp_path / "req", **options)
     assert api.restore(request).exit_code == 0
@@ -121,7 +121,7 @@ def test_restore_of_a_request_equals_restore_of_its_options(folder, tmp_path):
 def test_restores_public_steps_write_restores_own_outputs(folder, tmp_path):
     """plan_restore → prepare_input → the job's sampler → write_outputs (what ``ddpg serve`` runs) writes the
     bytes restore writes for the same input and seed."""
-    options = {"task": "sr4", "steps": 3, "seed": 7}
+    options = {"prior": "gaussian", "task": "sr4", "steps": 3, "seed": 7}
     assert api.restore([folder / "img1.png"], tmp_path / "whole", **options).exit_code == 0
     plan = api.plan_restore(api.RestoreRequest(inputs=[folder / "img1.png"], outdir=tmp_path / "steps", **options))
     job = api.prepare_input(plan, 0, folder / "img1.png")
@@ -219,8 +219,9 @@ def test_restore_errors_name_the_parameter_and_the_cli_names_the_flag(folder, tm
                                                                        cli_message):
     outdir = folder if options.pop("outdir", None) else tmp_path / "out"
     with pytest.raises(DdpgError, match=api_message):
-        api.restore([folder], outdir, **options)
-    res = runner.invoke(cli.app, ["restore", str(folder), *(["-o", str(outdir)] if "-o" not in args else []),
+        api.restore([folder], outdir, prior="gaussian", **options)
+    res = runner.invoke(cli.app, ["restore", "--prior", "gaussian", str(folder),
+                                  *(["-o", str(outdir)] if "-o" not in args else []),
                                   *[str(folder) if a == "IN" else a for a in args]])
     assert res.exit_code == 2 and cli_message in res.output, res.output
 

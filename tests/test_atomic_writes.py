@@ -192,24 +192,24 @@ def test_a_crash_at_any_point_of_an_images_writes_is_completed_by_a_rerun(tmp_pa
     image.parent.mkdir()
     Image.new("RGB", (16, 16), (90, 120, 30)).save(image)
     calls = recording_replace(monkeypatch)
-    api.restore([image], tmp_path / "count", steps=2)
+    api.restore([image], tmp_path / "count", prior="gaussian", steps=2)
     monkeypatch.undo()
     expected = ["img0.json", "img0_observed.png", "img0_restored.png"]
     for crash in range(len(calls)):
         for skip in (False, True):
             out = tmp_path / f"out{crash}{skip}"
             crash_after(monkeypatch, crash)
-            assert api.restore([image], out, steps=2).exit_code == 1
+            assert api.restore([image], out, prior="gaussian", steps=2).exit_code == 1
             monkeypatch.undo()
-            report = api.restore([image], out, steps=2, skip_existing=skip)
+            report = api.restore([image], out, prior="gaussian", steps=2, skip_existing=skip)
             assert report.done == [str(out / "img0_restored.png")], (crash, skip, report)
             assert sorted(p.name for p in out.iterdir()) == expected, (crash, skip)
     # a user's file put where the crashed run had renamed its own is theirs: never replaced
     out = tmp_path / "user"
     crash_after(monkeypatch, calls.index("img0_observed.png") + 1)
-    api.restore([image], out, steps=2)
+    api.restore([image], out, prior="gaussian", steps=2)
     monkeypatch.undo()
     (out / "img0_observed.png").write_bytes(ORIGINAL)
-    report = api.restore([image], out, steps=2, skip_existing=True)
+    report = api.restore([image], out, prior="gaussian", steps=2, skip_existing=True)
     assert f"{out / 'img0_observed.png'} exists and no restoration sidecar names it" in report.failed[0][1]
     assert (out / "img0_observed.png").read_bytes() == ORIGINAL

@@ -54,8 +54,8 @@ def test_corrupt_image_and_unreadable_folders_fail_alone(images, tmp_path, monke
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images), str(tmp_path / "locked"), str(tmp_path / "missing"),
-                              "-o", str(out), "--steps", "3", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), str(tmp_path / "locked"),
+                              str(tmp_path / "missing"), "-o", str(out), "--steps", "3", "-q"])
     assert res.exit_code == 1
     assert "img1.png: cannot read image" in res.output
     assert "locked: cannot list folder (Permission denied)" in res.output
@@ -69,8 +69,8 @@ def test_wrong_size_mask_fails_those_images_only(tmp_path):
     images = make_images(tmp_path / "in", [(32, 32), (48, 48)])
     Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(tmp_path / "mask.png")
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--task", "inpaint", "--mask",
-                              str(tmp_path / "mask.png"), "--steps", "3", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(out), "--task", "inpaint",
+                              "--mask", str(tmp_path / "mask.png"), "--steps", "3", "-q"])
     assert res.exit_code == 1
     assert "img1.png: inpainting: mask has shape (32, 32), the image is (48, 48)" in res.output
     assert (out / "img0_restored.png").exists() and not (out / "img1_restored.png").exists()
@@ -86,7 +86,8 @@ def test_full_disk_leaves_no_partial_file_and_the_others_continue(images, tmp_pa
 
     monkeypatch.setattr(ddpg.io, "atomic_write", full_disk)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--task", "denoise", "--steps", "3", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(out), "--task", "denoise",
+                              "--steps", "3", "-q"])
     assert res.exit_code == 1
     assert "No space left on device" in res.output and "img1.png" in res.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -95,8 +96,8 @@ def test_full_disk_leaves_no_partial_file_and_the_others_continue(images, tmp_pa
 
 def test_output_folder_under_a_file(images, tmp_path):
     (tmp_path / "file").write_text("x")
-    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(tmp_path / "file" / "out"),
-                              "--steps", "2", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images / "img0.png"), "-o",
+                              str(tmp_path / "file" / "out"), "--steps", "2", "-q"])
     assert res.exit_code == 2 and "-o/--outdir" in res.output and "cannot write there" in res.output
 
 
@@ -115,12 +116,12 @@ def test_ctrl_c_mid_batch_stops_with_130_and_keeps_finished_outputs(images, tmp_
 
     monkeypatch.setattr(cli_progress.RichProgress, "step_callback", interrupt_on_img1)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--steps", "4"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(out), "--steps", "4"])
     assert res.exit_code == 130
     assert "interrupted: 1 restored" in res.output and "--skip-existing" in res.output
     assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0_observed.png", "img0_restored.png"]
     # resuming finishes the rest
-    report = api.restore([images], out, steps=4, skip_existing=True)
+    report = api.restore([images], out, prior="gaussian", steps=4, skip_existing=True)
     assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2
 
 
@@ -157,8 +158,8 @@ app()
 
 def test_real_process_runs_to_the_end(images, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-m", "ddpg", "restore", str(images / "img0.png"), "-o",
-                           str(tmp_path / "a"), "--steps", "3", "-q"], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-m", "ddpg", "restore", "--prior", "gaussian", str(images / "img0.png"),
+                           "-o", str(tmp_path / "a"), "--steps", "3", "-q"], capture_output=True, text=True, env=env,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "a" / "img0_restored.png").exists() and (tmp_path / "a" / "img0.json").exists()
@@ -170,8 +171,9 @@ def test_real_signal_at_a_known_step(images, tmp_path, signum):
     exit 130, img0 complete, nothing of img1 or img2, no temporary file."""
     out, marker = tmp_path / "out", tmp_path / "at_step"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKING_RUN, str(marker), "restore", str(images), "-o", str(out),
-                             "--steps", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKING_RUN, str(marker), "restore", "--prior", "gaussian",
+                             str(images), "-o", str(out), "--steps", "3"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
     try:
         deadline = time.monotonic() + 300  # a guard against a hung test, not a race: the process waits for us
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -226,8 +228,8 @@ def start_and_wait(script: str, marker: Path, *args: str) -> subprocess.Popen:
 
 def test_a_rerun_removes_the_temporary_files_of_a_killed_run_and_only_those(images, tmp_path):
     out = tmp_path / "out"
-    proc = start_and_wait(KILLED_WHILE_WRITING, tmp_path / "marker", "restore", str(images), "-o", str(out),
-                          "--steps", "2", "-q")
+    proc = start_and_wait(KILLED_WHILE_WRITING, tmp_path / "marker", "restore", "--prior", "gaussian", str(images),
+                          "-o", str(out), "--steps", "2", "-q")
     proc.kill()  # SIGKILL: no handler runs
     proc.communicate(timeout=60)
     stale = [name for name in leftovers(out) if name.endswith(".part")]
@@ -235,17 +237,17 @@ def test_a_rerun_removes_the_temporary_files_of_a_killed_run_and_only_those(imag
     live = f".img2_restored.png.ddpg-{os.getpid()}-abcd1234.part"  # a running process's (this test's own)
     for name in (live, ".my_notes.part"):
         (out / name).write_text("not ddpg's to remove")
-    report = api.restore([images], out, steps=2, skip_existing=True)
+    report = api.restore([images], out, prior="gaussian", steps=2, skip_existing=True)
     assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2, report
     assert sorted(leftovers(out)) == sorted([live, ".my_notes.part"])
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused_at_once(images, tmp_path):
     out = tmp_path / "out"
-    proc = start_and_wait(BLOCKING_RUN, tmp_path / "marker", "restore", str(images), "-o", str(out),
-                          "--steps", "3", "-q")
+    proc = start_and_wait(BLOCKING_RUN, tmp_path / "marker", "restore", "--prior", "gaussian", str(images), "-o",
+                          str(out), "--steps", "3", "-q")
     try:
-        for command in (["restore", str(images), "--steps", "2"], ["degrade", str(images)],
+        for command in (["restore", "--prior", "gaussian", str(images), "--steps", "2"], ["degrade", str(images)],
                         ["evaluate", "--pred", str(images), "--gt", str(images), "--no-lpips", "--no-set-metrics"]):
             res = runner.invoke(app, [*command, "-o", str(out), "-q"])
             assert res.exit_code == 2, res.output
@@ -257,5 +259,5 @@ def test_a_second_run_into_a_folder_in_use_is_refused_at_once(images, tmp_path):
             proc.kill()
     assert proc.returncode == 130, err
     assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0_observed.png", "img0_restored.png"]
-    report = api.restore([images], out, steps=3, skip_existing=True)  # the folder is free again
+    report = api.restore([images], out, prior="gaussian", steps=3, skip_existing=True)  # the folder is free again
     assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2

@@ -73,8 +73,8 @@ def images(tmp_path):
 def test_restore_writes_images_and_sidecars_whose_metrics_match(images, tmp_path):
     out = tmp_path / "out"
     start = time.perf_counter()
-    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--task", "deblur_gauss", "--steps", "5",
-                              "--sigma-y", "0.05", "--seed", "7", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(out), "--task", "deblur_gauss",
+                              "--steps", "5", "--sigma-y", "0.05", "--seed", "7", "-q"])
     elapsed = time.perf_counter() - start
     assert res.exit_code == 0, res.output
     assert "3 restored, 0 skipped, 0 failed" in res.output
@@ -114,8 +114,8 @@ def test_restored_png_is_the_restorers_output(images, tmp_path):
     from ddpg.runtime import Restorer, load_preset
 
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(out), "--task", "deblur_gauss",
-                              "--steps", "5", "--sigma-y", "0.05", "--seed", "7", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images / "img0.png"), "-o", str(out), "--task",
+                              "deblur_gauss", "--steps", "5", "--sigma-y", "0.05", "--seed", "7", "-q"])
     assert res.exit_code == 0, res.output
     r = Restorer(as_denoiser(create_prior("gaussian")), make_operator("deblur_gauss", 32), method="ddpg",
                  sigma_y=0.05, steps=5, hyper=load_preset("ddpg/gaussian/deblur_gauss/0.05").hyper)
@@ -123,7 +123,7 @@ def test_restored_png_is_the_restorers_output(images, tmp_path):
     with torch.no_grad():
         expected = ((r.restore(r.degrade(x, [7]), [7])[0] + 1) / 2).clamp(0, 1)
     assert (load_image(out / "img0_restored.png") - expected).abs().max() <= 0.5 / 255 + 1e-6
-    report = api.restore([images / "img1.png"], tmp_path / "api", task="deblur_gauss", steps=1)
+    report = api.restore([images / "img1.png"], tmp_path / "api", prior="gaussian", task="deblur_gauss", steps=1)
     assert report.done == [str(tmp_path / "api" / "img1_restored.png")]  # the report names the written image
 
 
@@ -131,8 +131,8 @@ def test_sidecar_metrics_of_the_smallest_images(tmp_path):
     """SSIM's 11×11 window fits an 11-pixel image (scored) but not a 10-pixel one (left out); PSNR always."""
     small = make_images(tmp_path / "in", [(11, 12), (10, 12)])
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(small), "-o", str(out), "--task", "deblur_gauss", "--steps", "2",
-                              "--sigma-y", "0.05", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(small), "-o", str(out), "--task", "deblur_gauss",
+                              "--steps", "2", "--sigma-y", "0.05", "-q"])
     assert res.exit_code == 0, res.output
     fits, too_small = (json.loads((out / f"img{i}.json").read_text())["metrics"] for i in range(2))
     restored, gt = load_image(out / "img0_restored.png").numpy(), load_image(small / "img0.png").numpy()
@@ -144,8 +144,8 @@ def test_resized_inputs_keep_their_ground_truth_beside_the_restoration(tmp_path)
     """--resize: the centre-cropped, resized input is the ground truth the metrics use; it is written too."""
     src = make_images(tmp_path / "in", [(20, 24)])
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--task", "deblur_gauss", "--steps", "2",
-                              "--resize", "--size", "16", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(src), "-o", str(out), "--task", "deblur_gauss",
+                              "--steps", "2", "--resize", "--size", "16", "-q"])
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "img0.json").read_text())
     assert meta["outputs"]["ground_truth"] == "img0_gt.png"
@@ -154,8 +154,8 @@ def test_resized_inputs_keep_their_ground_truth_beside_the_restoration(tmp_path)
     assert meta["metrics"]["psnr"] == pytest.approx(psnr_by_hand(restored, gt), abs=0.05)
     # an observed input has no ground truth, and --resize leaves it as it is
     obs = make_images(tmp_path / "obs", [(8, 8)])
-    res = runner.invoke(app, ["restore", str(obs), "-o", str(tmp_path / "o"), "--observed", "--task", "sr4",
-                              "--steps", "2", "--resize", "--size", "16", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(obs), "-o", str(tmp_path / "o"), "--observed",
+                              "--task", "sr4", "--steps", "2", "--resize", "--size", "16", "-q"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["img0.json", "img0_observed.png",
                                                                   "img0_restored.png"]
@@ -163,8 +163,8 @@ def test_resized_inputs_keep_their_ground_truth_beside_the_restoration(tmp_path)
 
 
 def test_degrade_then_observed_restore_equals_restoring_the_clean_image(images, tmp_path):
-    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(tmp_path / "a"), "--task", "sr4",
-                              "--steps", "5", "--seed", "3", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images / "img0.png"), "-o", str(tmp_path / "a"),
+                              "--task", "sr4", "--steps", "5", "--seed", "3", "-q"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["degrade", str(images / "img0.png"), "-o", str(tmp_path / "obs"), "--task", "sr4",
                               "--sigma-y", "0.05", "--seed", "3", "--format", "npy", "-q"])
@@ -176,16 +176,16 @@ def test_degrade_then_observed_restore_equals_restoring_the_clean_image(images, 
     shown = load_image(tmp_path / "obs" / "img0_observed.png")
     assert (shown - ((y + 1) / 2).clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-6
     # task, σ_y and operator come from the metadata; the seed is the same → the same restoration
-    res = runner.invoke(app, ["restore", str(tmp_path / "obs"), "-o", str(tmp_path / "b"), "--observed",
-                              "--steps", "5", "--seed", "3", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(tmp_path / "obs"), "-o", str(tmp_path / "b"),
+                              "--observed", "--steps", "5", "--seed", "3", "-q"])
     assert res.exit_code == 0, res.output
     assert torch.equal(load_image(tmp_path / "a" / "img0_restored.png"),
                        load_image(tmp_path / "b" / "img0_restored.png"))
     side = json.loads((tmp_path / "b" / "img0.json").read_text())
     assert side["input_kind"]["kind"] == "observed" and "metrics" not in side
     # an observed PNG (a "real" low-resolution photo) restores to 4× its size
-    res = runner.invoke(app, ["restore", str(tmp_path / "obs" / "img0_observed.png"), "-o", str(tmp_path / "c"),
-                              "--observed", "--task", "sr4", "--steps", "3", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(tmp_path / "obs" / "img0_observed.png"), "-o",
+                              str(tmp_path / "c"), "--observed", "--task", "sr4", "--steps", "3", "-q"])
     assert res.exit_code == 0, res.output
     assert load_image(tmp_path / "c" / "img0_restored.png").shape == (3, 32, 32)
 
@@ -209,24 +209,25 @@ def test_tiny_unet_checkpoint_native_size_padding_and_16bit(tmp_path, tiny_unet)
 
 
 def test_batches_equal_single_runs_and_skip_existing_resumes(images, tmp_path):
-    one = api.restore([images], tmp_path / "one", task="sr4", steps=4, batch_size=1)
-    three = api.restore([images], tmp_path / "three", task="sr4", steps=4, batch_size=3)
+    one = api.restore([images], tmp_path / "one", prior="gaussian", task="sr4", steps=4, batch_size=1)
+    three = api.restore([images], tmp_path / "three", prior="gaussian", task="sr4", steps=4, batch_size=3)
     assert one.exit_code == three.exit_code == 0
     for i in range(3):
         assert torch.equal(load_image(tmp_path / "one" / f"img{i}_restored.png"),
                            load_image(tmp_path / "three" / f"img{i}_restored.png"))
-    api.restore([images / "img0.png"], tmp_path / "r", steps=3)
-    report = api.restore([images], tmp_path / "r", steps=3, skip_existing=True)
+    api.restore([images / "img0.png"], tmp_path / "r", prior="gaussian", steps=3)
+    report = api.restore([images], tmp_path / "r", prior="gaussian", steps=3, skip_existing=True)
     assert report.skipped == [str(images / "img0.png")] and len(report.done) == 2
 
 
 def test_task_options_motion_kernel_seed_and_masks(tmp_path):
     images = make_images(tmp_path / "in", [(64, 64), (64, 64)])
-    report = api.restore([images], tmp_path / "m", task="deblur_motion", steps=3)
+    report = api.restore([images], tmp_path / "m", prior="gaussian", task="deblur_motion", steps=3)
     assert report.exit_code == 0, report.failed
     seeds = [json.loads((tmp_path / "m" / f"img{i}.json").read_text())["operator"]["seed"] for i in range(2)]
     assert seeds == [0, 10]  # the reference: image i uses kernel seed 10·i
-    report = api.restore([images / "img0.png"], tmp_path / "i", task="inpaint", mask="random:0.3", steps=3)
+    report = api.restore([images / "img0.png"], tmp_path / "i", prior="gaussian", task="inpaint", mask="random:0.3",
+                         steps=3)
     meta = json.loads((tmp_path / "i" / "img0.json").read_text())
     assert report.exit_code == 0 and abs(meta["operator"]["kept"] / 64**2 - 0.7) < 0.05
 
@@ -261,13 +262,15 @@ def test_usage_errors_exit_2(images, tmp_path, args, message):
             pass
     (tmp_path / "engine.plan").write_bytes(b"not an engine")
     args = [str(tmp_path / "engine.plan") if a == "ENGINE" else a for a in args]
-    res = runner.invoke(app, ["restore", str(images), "-o", str(tmp_path / "o"), *args])
+    prior = [] if "--backend" in args else ["--prior", "gaussian"]  # an engine names its own
+    res = runner.invoke(app, ["restore", *prior, str(images), "-o", str(tmp_path / "o"), *args])
     assert res.exit_code == 2 and message in res.output, res.output
     assert not (tmp_path / "o").exists()
 
 
 def test_hyper_overrides_and_candidate_selection_reach_the_sampler(images, tmp_path):
-    common = ["restore", str(images / "img0.png"), "--task", "deblur_gauss", "--steps", "4", "-q"]
+    common = ["restore", "--prior", "gaussian", str(images / "img0.png"), "--task", "deblur_gauss", "--steps", "4",
+              "-q"]
     runs = {"plain": [], "zeta": ["--hyper", "zeta=0.9", "--hyper", "step_size_mode=0"],
             "select": ["--select-candidates"]}
     out = {}
@@ -375,7 +378,7 @@ def test_graph_runners_are_capped_and_the_least_recently_used_is_released(tmp_pa
     monkeypatch.setattr(GraphRunner, "from_restorer", classmethod(from_restorer))
     sizes = [(8 + 2 * i, 8 + 2 * i) for i in range(restoration.MAX_GRAPH_RUNNERS + 2)]
     folder = make_images(tmp_path / "in", sizes)
-    plan = api.RestorePlan(request=api.RestoreRequest(inputs=(folder,), outdir=tmp_path / "out"),
+    plan = api.RestorePlan(request=api.RestoreRequest(prior="gaussian", inputs=(folder,), outdir=tmp_path / "out"),
                            settings=resolve_settings("deblur_gauss", None, None, "gaussian", None, 2),
                            denoiser=make_denoiser("gaussian", None, "torch", None, "cpu"), record={}, step_graph=True)
     order = [0, 1, 2, 3, 0, 4, 5, 0]  # image 0 is used again before it would be evicted
@@ -420,8 +423,8 @@ def test_sr_sidecar_scores_the_bicubic_baseline(images, tmp_path):
     observed PNG with torch's block-centred bicubic interpolation (the SVD operator averages each 4×4 block
     about its centre)."""
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(out), "--task", "sr4", "--steps", "2",
-                              "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images / "img0.png"), "-o", str(out), "--task",
+                              "sr4", "--steps", "2", "-q"])
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "img0.json").read_text())
     assert meta["metrics"]["baseline"] == "bicubic"
@@ -436,8 +439,8 @@ def test_operator_option_builds_the_measurement_and_resume_notices_it(images, tm
     """--operator replaces the preset's operator (the rest at the paper defaults): the measurement is the one
     make_operator builds, the sidecar records it, and --skip-existing refuses outputs of another operator."""
     src = images / "img0.png"
-    base = ["restore", str(src), "--task", "deblur_gauss", "--method", "dps", "--steps", "2", "--sigma-y", "0",
-            "-q"]
+    base = ["restore", "--prior", "gaussian", str(src), "--task", "deblur_gauss", "--method", "dps", "--steps", "2",
+            "--sigma-y", "0", "-q"]
     out = tmp_path / "o"
     res = runner.invoke(app, [*base, "-o", str(out), "--operator", "sigma=1.5", "--operator", "kernel_size=7"])
     assert res.exit_code == 0, res.output

@@ -167,7 +167,7 @@ def test_torchrun_restore_shards_inputs_and_matches_one_process(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(5):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / f"im{i}.png")
-    args = ["restore", str(src), "--task", "deblur_gauss", "--steps", "3", "--seed", "4", "-q"]
+    args = ["restore", "--prior", "gaussian", str(src), "--task", "deblur_gauss", "--steps", "3", "--seed", "4", "-q"]
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
     env["OMP_NUM_THREADS"] = "1"
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -178,7 +178,7 @@ def test_torchrun_restore_shards_inputs_and_matches_one_process(tmp_path):
     assert summary["world_size"] == 2 and summary["exit_code"] == 0
     assert [len(r["done"]) for r in summary["ranks"]] == [3, 2]
     assert sorted(Path(p).name for p in summary["done"]) == [f"im{i}_restored.png" for i in range(5)]
-    single = api.restore([src], tmp_path / "one", task="deblur_gauss", steps=3, seed=4)
+    single = api.restore([src], tmp_path / "one", prior="gaussian", task="deblur_gauss", steps=3, seed=4)
     assert single.exit_code == 0
     for i in range(5):
         for suffix in ("_restored.png", "_observed.png"):

@@ -43,7 +43,7 @@ def test_an_image_too_large_for_the_free_memory_fails_fast_and_the_rest_run(tmp_
     folder.mkdir()
     big = photo(folder / "big.png", 512)
     photo(folder / "small.png", 32)
-    report = api.restore([folder], tmp_path / "out", steps=2)
+    report = api.restore([folder], tmp_path / "out", prior="gaussian", steps=2)
     why = dict(report.failed)[str(big)]
     need = restore_peak_bytes(1, (512, 512)) / 2**30
     assert why.startswith(f"{big}: not restored: 512×512 with the gaussian prior at batch 1 needs about "
@@ -58,7 +58,7 @@ def test_a_huge_request_is_refused_before_its_resize_or_degradation(tmp_path, mo
     resize (19 GB for the image alone) or the degradation allocates at that size."""
     worked = []
     monkeypatch.setattr(restoration, "center_crop_resize", lambda img, size: worked.append(size) or img[:, :1, :1])
-    report = api.restore([photo(tmp_path / "a.png", 64)], tmp_path / "out", resize=True, size=40000,
+    report = api.restore([photo(tmp_path / "a.png", 64)], tmp_path / "out", prior="gaussian", resize=True, size=40000,
                          max_pixels=2**31, steps=2)
     why = dict(report.failed)[str(tmp_path / "a.png")]
     need = restore_peak_bytes(1, (40000, 40000)) / 2**30
@@ -87,7 +87,7 @@ def restore(name, side, count):
     for i in range(count):
         pixels = np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{i}.png")
-    assert not api.restore([folder], folder.parent / "out", steps=2, batch_size=batch).failed
+    assert not api.restore([folder], folder.parent / "out", prior="gaussian", steps=2, batch_size=batch).failed
 
 
 restore("warm", 64, batch)

@@ -167,7 +167,7 @@ def test_random_options_are_refused_cleanly_before_any_input_is_read(tmp_path, m
     folder.mkdir(exist_ok=True)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
     try:
-        api.restore([folder], tmp_path / "out", resize=options.get("size") is not None, **options)
+        api.restore([folder], tmp_path / "out", prior="gaussian", resize=options.get("size") is not None, **options)
     except DdpgError:
         assert loaded == []
         return

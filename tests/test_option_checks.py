@@ -50,7 +50,7 @@ def test_a_bad_option_value_stops_the_run_before_any_input_is_read(images, tmp_p
     opened = []
     monkeypatch.setattr(ddpg.api.restoration, "load_image", lambda *a, **k: opened.append(a) or 1 / 0)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--steps", "2", *options])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(out), "--steps", "2", *options])
     assert res.exit_code == 2, res.output
     assert flag in res.output and problem in " ".join(res.output.split()), res.output
     assert "Traceback" not in res.output and not opened
@@ -79,13 +79,13 @@ def test_numbers_are_read_as_python_writes_them():
 
 def test_a_hyper_parameter_copied_from_a_sidecar_restores_again(images, tmp_path):
     first = tmp_path / "first"
-    res = runner.invoke(app, ["restore", str(images / "a.png"), "-o", str(first), "--steps", "2", "-q",
-                              "--hyper", "xi=0.00001"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images / "a.png"), "-o", str(first), "--steps",
+                              "2", "-q", "--hyper", "xi=0.00001"])
     assert res.exit_code == 0, res.output
     xi = json.loads((first / "a.json").read_text())["settings"]["hyper"]["xi"]
     written = json.dumps(xi)
     assert written == "1e-05"  # what a user copies from the sidecar
-    res = runner.invoke(app, ["restore", str(images / "a.png"), "-o", str(tmp_path / "second"), "--steps", "2",
-                              "-q", "--hyper", f"xi={written}"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images / "a.png"), "-o", str(tmp_path / "second"),
+                              "--steps", "2", "-q", "--hyper", f"xi={written}"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "second" / "a_restored.png").read_bytes() == (first / "a_restored.png").read_bytes()

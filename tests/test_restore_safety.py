@@ -66,10 +66,11 @@ def test_output_folder_that_is_an_input_folder_is_refused_before_any_work(images
     before = snapshot(images)
     (images / "photo_observed.png").write_bytes((images / "img0.png").read_bytes())
     before = snapshot(images)
-    res = runner.invoke(app, ["restore", str(images), "-o", str(images), "--steps", "2", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(images), "--steps", "2", "-q"])
     assert res.exit_code == 2 and "-o/--outdir" in res.output and "holds inputs of this run" in res.output
     # an input file named inside the output folder, as well
-    res = runner.invoke(app, ["restore", str(images / "photo_observed.png"), "-o", str(images), "--observed", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images / "photo_observed.png"), "-o", str(images),
+                              "--observed", "-q"])
     assert res.exit_code == 2 and "holds inputs of this run" in res.output
     assert snapshot(images) == before
 
@@ -79,7 +80,7 @@ def test_a_users_file_in_the_output_folder_is_never_overwritten(images, tmp_path
     out.mkdir()
     (out / "img1_restored.png").write_bytes(b"the user's own picture")
     (out / "img2.json").write_text('{"mine": true}')
-    report = api.restore([images], out, steps=2)
+    report = api.restore([images], out, prior="gaussian", steps=2)
     assert report.done == [str(out / "img0_restored.png")]
     failed = dict(report.failed)
     assert "img1_restored.png exists and no restoration sidecar names it" in failed[str(images / "img1.png")]
@@ -91,13 +92,13 @@ def test_a_users_file_in_the_output_folder_is_never_overwritten(images, tmp_path
 
 def test_own_outputs_are_not_read_back_as_inputs_and_a_rerun_replaces_its_own(images, tmp_path):
     first = tmp_path / "first"
-    assert api.restore([images], first, steps=2).exit_code == 0
+    assert api.restore([images], first, prior="gaussian", steps=2).exit_code == 0
     make_images(first, [(32, 32)], names=["extra.png"])  # a new clean image among the outputs
-    second = api.restore([first], tmp_path / "second", steps=2)
+    second = api.restore([first], tmp_path / "second", prior="gaussian", steps=2)
     assert second.done == [str(tmp_path / "second" / "extra_restored.png")] and second.failed == []
     # the same settings again into the same folder: ddpg's own outputs are replaced, byte for byte the same
     before = snapshot(first)
-    again = api.restore([images], first, steps=2)
+    again = api.restore([images], first, prior="gaussian", steps=2)
     assert again.exit_code == 0 and len(again.done) == 3
     after = snapshot(first)
     for name in ("img0_restored.png", "img0_observed.png", "img2_restored.png"):
@@ -111,7 +112,7 @@ def test_hostile_and_huge_images_fail_alone(images, tmp_path):
     (images / "bomb.png").write_bytes(png_header_only(100_000, 100_000))
     (images / "bomb16.png").write_bytes(png_header_only(60_000, 60_000, depth=16))
     (images / "random.tif").write_bytes(np.random.default_rng(1).bytes(2000))
-    report = api.restore([images], tmp_path / "out", steps=2)
+    report = api.restore([images], tmp_path / "out", prior="gaussian", steps=2)
     failed = dict(report.failed)
     assert "10,000,000,000 pixels is more than the limit of 33,554,432" in failed[str(images / "bomb.png")]
     assert "60000×60000" in failed[str(images / "bomb16.png")]
@@ -123,8 +124,8 @@ def test_max_pixels_applies_to_every_decoder_and_memory_errors_are_per_image(ima
     arr = np.random.default_rng(0).integers(0, 65536, (32, 32, 3), dtype=np.uint16)
     ddpg.io.save_image(torch.from_numpy(arr.astype(np.float32) / 65535).permute(2, 0, 1), images / "deep.png",
                        bits=16)
-    res = runner.invoke(app, ["restore", str(images), "-o", str(tmp_path / "out"), "--max-pixels", "1000",
-                              "--steps", "2", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(tmp_path / "out"),
+                              "--max-pixels", "1000", "--steps", "2", "-q"])
     assert res.exit_code == 1 and res.output.count("more than the limit of 1,000") == 4, res.output
     assert "0 restored, 0 skipped, 4 failed" in res.output
 
@@ -134,7 +135,7 @@ def test_max_pixels_applies_to_every_decoder_and_memory_errors_are_per_image(ima
         raise MemoryError
 
     monkeypatch.setattr(ddpg.io, "decode_png16", out_of_memory)
-    report = api.restore([images], tmp_path / "out2", steps=2)
+    report = api.restore([images], tmp_path / "out2", prior="gaussian", steps=2)
     assert dict(report.failed)[str(images / "deep.png")].endswith("not enough memory to decode it)")
     assert len(report.done) == 3
     monkeypatch.setattr(ddpg.io, "decode_png16", real)
@@ -213,7 +214,8 @@ def test_sidecars_stay_strict_json(tmp_path):
 
 def test_two_inputs_of_one_stem_the_second_is_named_and_the_run_fails(tmp_path):
     folder = make_images(tmp_path / "in", [(32, 32), (32, 32)], names=["x.png", "x.jpg"])
-    res = runner.invoke(app, ["restore", str(folder), "-o", str(tmp_path / "out"), "--steps", "2", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(folder), "-o", str(tmp_path / "out"), "--steps",
+                              "2", "-q"])
     assert res.exit_code == 1
     assert "x.png: not restored: same output name 'x' as" in res.output and "x.jpg" in res.output
     assert "1 restored, 0 skipped, 1 failed" in res.output
@@ -224,20 +226,21 @@ def test_output_folder_is_checked_before_the_first_image(images, tmp_path, monke
     monkeypatch.setattr(restoration, "load_image", lambda *a: loaded.append(a))
     (tmp_path / "file").write_text("x")
     with pytest.raises(ParameterError, match="cannot write there") as info:
-        api.restore([images], tmp_path / "file" / "out", steps=2)
+        api.restore([images], tmp_path / "file" / "out", prior="gaussian", steps=2)
     assert info.value.param == "outdir" and loaded == []
 
 
 def test_skip_existing_compares_the_settings(images, tmp_path):
     out = tmp_path / "out"
-    api.restore([images / "img0.png"], out, steps=2, sigma_y=0.05)
-    same = api.restore([images / "img0.png"], out, steps=2, sigma_y=0.05, skip_existing=True)
+    api.restore([images / "img0.png"], out, prior="gaussian", steps=2, sigma_y=0.05)
+    same = api.restore([images / "img0.png"], out, prior="gaussian", steps=2, sigma_y=0.05, skip_existing=True)
     assert same.skipped == [str(images / "img0.png")]
     before = snapshot(out)
     for changes, words in [({"steps": 3}, "steps 2 there, 3 now"), ({"seed": 5}, "seed 0 there, 5 now"),
                            ({"sigma_y": 0.1}, "sigma_y 0.05 there, 0.1 now"), ({"task": "denoise"}, "task 'sr4'"),
                            ({"method": "idpg"}, "method 'ddpg' there, 'idpg' now")]:
-        report = api.restore([images / "img0.png"], out, skip_existing=True, **{"steps": 2, "sigma_y": 0.05, **changes})
+        report = api.restore([images / "img0.png"], out, skip_existing=True, **{"prior": "gaussian", "steps": 2,
+                                                                                  "sigma_y": 0.05, **changes})
         assert report.skipped == [] and report.done == [], changes
         assert "holds a restoration with other settings" in report.failed[0][1] and words in report.failed[0][1]
     assert snapshot(out) == before
@@ -247,7 +250,7 @@ def test_skip_existing_compares_the_settings(images, tmp_path):
 def test_outputs_honour_the_umask(images, tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        api.restore([images / "img0.png"], tmp_path / "out", steps=2)
+        api.restore([images / "img0.png"], tmp_path / "out", prior="gaussian", steps=2)
     finally:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
@@ -285,17 +288,17 @@ def test_bad_options_exit_2_before_any_work(images, tmp_path, monkeypatch, args,
     subst = {"GARBAGE": str(tmp_path / "GARBAGE"), "KERNEL": str(tmp_path / "kernel.npy")}
     args = [subst.get(a, a) for a in args]
     message = message.replace("GARBAGE", str(tmp_path / "GARBAGE")).replace("KERNEL", str(tmp_path / "kernel.npy"))
-    res = runner.invoke(app, ["restore", str(images), "-o", str(tmp_path / "o"), *args])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(tmp_path / "o"), *args])
     assert res.exit_code == 2 and message in res.output, res.output
     assert "Traceback" not in res.output and loaded == [] and not (tmp_path / "o").exists()
 
 
 def test_api_validation_names_the_parameter_not_the_flag(images, tmp_path):
     with pytest.raises(ParameterError) as info:
-        api.restore([images], tmp_path / "o", sigma_y=float("inf"))
+        api.restore([images], tmp_path / "o", prior="gaussian", sigma_y=float("inf"))
     assert info.value.param == "sigma_y" and str(info.value).startswith("sigma_y=inf: ")
     with pytest.raises(ConfigError, match="hyper"):
-        api.restore([images], tmp_path / "o", hyper={"zeta": "abc"})
+        api.restore([images], tmp_path / "o", prior="gaussian", hyper={"zeta": "abc"})
 
 
 def test_a_batch_larger_than_the_engine_takes_is_split(ddpm_engine, tmp_path):
@@ -388,7 +391,7 @@ def test_each_methods_default_sigma_y_and_operator_are_in_the_help_and_the_sidec
         d = method_defaults("sr4", method, "gaussian")
         assert f"{method}: σ_y {d['sigma_y']:g}, {d['steps']} steps, sr_bicubic ×4 ({d['operator']['impl']})" in text
     assert method_defaults("sr4", "ddnm", "gaussian")["sigma_y"] == 0  # what a user of --method ddnm gets
-    api.restore([images / "img0.png"], tmp_path / "out", method="ddnm", task="denoise", steps=2)
+    api.restore([images / "img0.png"], tmp_path / "out", prior="gaussian", method="ddnm", task="denoise", steps=2)
     meta = json.loads((tmp_path / "out" / "img0.json").read_text())
     assert meta["method_defaults"] == method_defaults("denoise", "ddnm", "gaussian")
     assert meta["method_defaults"]["operator"]["task"] == "denoising"
@@ -403,14 +406,15 @@ def test_out_of_memory_while_preparing_or_sampling_one_image_fails_that_image_on
         return real_load(path, *args)
 
     monkeypatch.setattr(restoration, "load_image", load)
-    report = api.restore([images], tmp_path / "out", steps=2)
+    report = api.restore([images], tmp_path / "out", prior="gaussian", steps=2)
     assert dict(report.failed) == {str(images / "img1.png"): f"{images / 'img1.png'}: MemoryError"}
     assert len(report.done) == 2
 
 
 def test_an_earlier_output_named_explicitly_is_an_input(images, tmp_path):
-    api.restore([images / "img0.png"], tmp_path / "first", steps=2)
-    report = api.restore([tmp_path / "first" / "img0_observed.png"], tmp_path / "second", steps=2, observed=True)
+    api.restore([images / "img0.png"], tmp_path / "first", prior="gaussian", steps=2)
+    report = api.restore([tmp_path / "first" / "img0_observed.png"], tmp_path / "second", prior="gaussian", steps=2,
+                         observed=True)
     assert report.done == [str(tmp_path / "second" / "img0_restored.png")]
 
 
@@ -452,7 +456,7 @@ def test_a_link_named_like_an_output_is_never_replaced_even_dangling(images, tmp
     out = tmp_path / "out"
     out.mkdir()
     (out / "img0_restored.png").symlink_to(tmp_path / "nowhere.png")  # dangling
-    report = api.restore([images], out, steps=2)
+    report = api.restore([images], out, prior="gaussian", steps=2)
     assert f"{out / 'img0_restored.png'} exists" in dict(report.failed)[str(images / "img0.png")]
     assert len(report.done) == 2 and report.exit_code == 1
     obs = tmp_path / "obs"
@@ -474,7 +478,7 @@ def test_deeply_nested_json_in_an_input_or_output_folder_fails_that_file_alone(i
     out = tmp_path / "out"
     out.mkdir()
     (out / "img1.json").write_text(DEEP_JSON)
-    report = api.restore([images], out, steps=2)
+    report = api.restore([images], out, prior="gaussian", steps=2)
     assert len(report.done) == 2 and report.exit_code == 1
     why = dict(report.failed)[str(images / "img1.png")]
     assert f"{out / 'img1.json'}: not read: nested deeper than 64 levels" in why and "never overwritten" in why
@@ -485,7 +489,7 @@ def test_deeply_nested_json_in_an_input_or_output_folder_fails_that_file_alone(i
     obs = tmp_path / "obs"
     assert api.degrade([images / "img0.png", images / "img1.png"], obs).exit_code == 0
     (obs / "img1_observed.json").write_text(DEEP_JSON)
-    report = api.restore([obs], tmp_path / "out2", steps=2, observed=True)
+    report = api.restore([obs], tmp_path / "out2", prior="gaussian", steps=2, observed=True)
     assert report.done == [str(tmp_path / "out2" / "img0_restored.png")]
     why = dict(report.failed)[str(obs / "img1_observed.pt")]
     assert f"{obs / 'img1_observed.json'}: not read: nested deeper" in why
@@ -498,7 +502,7 @@ def test_a_huge_json_in_an_input_folder_is_not_read(images, tmp_path):
         fh.truncate(400 * 2**20)  # 400 MB, sparse: nothing is written to the disk
     tracemalloc.start()
     try:
-        report = api.restore([images], tmp_path / "out", steps=2)
+        report = api.restore([images], tmp_path / "out", prior="gaussian", steps=2)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -511,18 +515,19 @@ def test_a_huge_json_in_an_input_folder_is_not_read(images, tmp_path):
 def test_every_skipped_input_is_named_with_the_reason(images, tmp_path):
     (images / "notes.json").write_text(json.dumps({"kind": "ddpg-restoration", "outputs": {"restored": "img1.png"}}))
     out = tmp_path / "out"
-    res = runner.invoke(app, ["restore", str(images), "-o", str(out), "--steps", "2", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(out), "--steps", "2", "-q"])
     assert res.exit_code == 0 and "3 restored, 0 skipped, 0 failed" in res.output, res.output  # not an output name
     first = tmp_path / "first"
-    api.restore([images / "img0.png"], first, steps=2)
+    api.restore([images / "img0.png"], first, prior="gaussian", steps=2)
     make_images(first, [(32, 32)], names=["extra.png"])
-    res = runner.invoke(app, ["restore", str(first), "-o", str(tmp_path / "second"), "--steps", "2", "-q"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(first), "-o", str(tmp_path / "second"), "--steps",
+                              "2", "-q"])
     assert "1 restored, 2 skipped, 0 failed" in res.output, res.output
     for name in ("img0_restored.png", "img0_observed.png"):
         assert f"{first / name}: skipped: {first / 'img0.json'} names it as an output of an earlier restoration " \
                "(name the file to restore it)" in res.output
-    res = runner.invoke(app, ["restore", str(images / "img0.png"), "-o", str(first), "--steps", "2", "-q",
-                              "--skip-existing"])
+    res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images / "img0.png"), "-o", str(first), "--steps",
+                              "2", "-q", "--skip-existing"])
     assert "0 restored, 1 skipped, 0 failed" in res.output
     assert f"{images / 'img0.png'}: skipped: its outputs of these settings in {first} are complete" in res.output
 

@@ -51,7 +51,8 @@ def pixels(path) -> np.ndarray:
 
 def test_a_registered_task_restores_through_the_cli_and_the_api_alike(vflip, face, tmp_path):
     assert "vflip" in CLI_TASKS and make_operator("vflip", 8).name == "vflip"
-    result = CliRunner().invoke(app, ["restore", str(face), "-o", str(tmp_path / "cli"), "-q", *SETTINGS])
+    result = CliRunner().invoke(app, ["restore", "--prior", "gaussian", str(face), "-o", str(tmp_path / "cli"), "-q",
+                                      *SETTINGS])
     assert result.exit_code == 0, result.output
     assert np.array_equal(pixels(tmp_path / "cli" / "face_observed.png"), pixels(face)[::-1])  # y = A x, σ_y 0
     report = ddpg.restore([str(face)], tmp_path / "api", task="vflip", prior="gaussian", steps=4, sigma_y=0.0, seed=3)
@@ -78,7 +79,8 @@ def test_ddpg_serve_loads_the_task_from_ddpg_tasks_and_serves_the_same_png(vflip
     finally:
         server.stop()
     assert response.status_code == 200, response.text
-    result = CliRunner().invoke(app, ["restore", str(face), "-o", str(tmp_path / "twin"), "-q", *SETTINGS])
+    result = CliRunner().invoke(app, ["restore", "--prior", "gaussian", str(face), "-o", str(tmp_path / "twin"), "-q",
+                                      *SETTINGS])
     assert result.exit_code == 0, result.output
     assert response.content == (tmp_path / "twin" / "face_restored.png").read_bytes()
 

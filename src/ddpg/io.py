@@ -452,6 +452,16 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterat
         yield im
 
 
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) in pixels from an image file's header (nothing decoded; EXIF orientation not applied), or None when
+    Pillow cannot read one (loading the file then names the problem)."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # Pillow raises many types on damaged or hostile files
+        return None
+
+
 def png_passes(width: int, height: int, interlaced: bool) -> list[tuple[int, int, int, int, int, int]]:
     """(x0, y0, dx, dy, w, h) of each non-empty pass of a PNG's pixel data: w × h pixels at (x0 + i·dx,
     y0 + j·dy); one pass of the whole image, or Adam7's seven (those of no pixels left out, as PNG stores them)."""

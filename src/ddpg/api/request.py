@@ -29,8 +29,9 @@ class RestoreRequest:
     task: str | None = option(None, served=True, help="{tasks} (default sr4, or the preset's / observation's task).")
     preset: str | None = option(None, served=True, help="Paper preset, e.g. ddpg/celeba_hq/sr4/0.05 "
                                                         "(`ddpg presets list`).")
-    prior: str | None = option(None, help="Prior name or YAML config (default gaussian: analytic, no download; "
-                                          "face64: bundled 64-px faces).")
+    prior: str | None = option(None, help="Prior name or YAML config, e.g. face64 (bundled, 64-px faces); `ddpg models "
+                                          "list` names them all. No default: name the prior your images fit (a "
+                                          "preset, checkpoint or engine names its own).")
     checkpoint: str | None = option(None, help="Weights file (with --prior, or alone: the prior is recognised).")
     method: str | None = option(None, served=True, help="ddpg | idpg | ddnm | ddrm | diffpir | dps | dpps (default "
                                 "ddpg). Without --sigma-y/--steps/--preset each takes its paper preset; for sr4 with "

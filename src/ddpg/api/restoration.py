@@ -39,8 +39,10 @@ from ddpg.api.settings import (
     describe_settings,
     image_params,
     method_defaults,
+    no_prior_error,
     operator_args,
     resolve_settings,
+    size_note,
 )
 from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.io import (
@@ -49,6 +51,7 @@ from ddpg.io import (
     StagedFiles,
     center_crop_resize,
     collect_inputs,
+    image_size,
     load_image,
     load_measurement,
     pad_bottom_right,
@@ -180,12 +183,35 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
     plan = plan_restore(request)
     log.info("restore: %s, %d CPU threads%s", describe_settings(plan.settings, plan.record["prior"]["name"]),
              threads, " (an observation's metadata names its own task, operator and σ_y)" if request.observed else "")
+    note = _size_note(plan, files) if request.shard[0] == 0 else None
+    if note is not None:
+        log.warning("%s", note)
     # the ranks of a torchrun job share the lock restore_on_ranks took
     with output_folder(request.outdir) if files and request.shard[1] == 1 else nullcontext():
         report, pending = _pending_inputs(plan, files, collected)
         with cudnn_autotune(plan.cudnn_tune):
             run_plan(plan, pending, report, progress)
     return report
+
+
+def _size_note(plan: RestorePlan, files: list[Path]) -> str | None:
+    """The note (:func:`~ddpg.api.settings.size_note`) of the first input restored far from the prior's native
+    size, its size read from its header (an observed image's times the task's scale; ``.pt``/``.npy``
+    measurements are not looked at); None when none is or the prior has no native size."""
+    native = native_image_size(plan.denoiser)
+    if native is None or not files:
+        return None
+    prior = plan.record["prior"]["name"]
+    if plan.request.resize:  # every input is cropped and resized to the target
+        return size_note(files[0], (plan.target, plan.target), prior, native)
+    op = plan.settings.operator
+    scale = task_entry(op["task"]).measurement_scale(op) if plan.request.observed else 1
+    for path in files:
+        size = None if path.suffix.lower() in MEASUREMENT_SUFFIXES else image_size(path)
+        note = None if size is None else size_note(path, (size[0] * scale, size[1] * scale), prior, native)
+        if note is not None:
+            return note
+    return None
 
 
 def plan_restore(request: RestoreRequest) -> RestorePlan:
@@ -232,7 +258,8 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
 
 def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
     """(prior name, the request's denoiser or its ONNX/TensorRT engine, else None): an engine says which prior it
-    holds; a checkpoint alone is recognised; else the preset's prior, or the analytic gaussian one."""
+    holds; a checkpoint alone is recognised; else the preset's prior, or the request's denoiser's. Naming none is
+    an error listing the priors (:func:`~ddpg.api.settings.no_prior_error`): there is no default prior."""
     backend, denoiser, prior = request.backend, request.denoiser, request.prior
     engine_file = backend_capabilities(backend).engine_file
     if prior is None and request.checkpoint is not None and not engine_file and denoiser is None:
@@ -245,7 +272,12 @@ def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
         options = {"cuda_graph": True} if engine_graph else {}
         denoiser = make_denoiser(None, None, backend, request.engine, request.device, request.class_label, **options)
         prior = check_engine_prior(denoiser, preset_prior)
-    return prior or (None if engine_file else preset_prior or "gaussian"), denoiser
+    if engine_file:
+        return prior, denoiser
+    prior = prior or preset_prior or (None if denoiser is None else getattr(denoiser, "name", None))
+    if prior is None and denoiser is None:
+        raise no_prior_error()
+    return prior, denoiser
 
 
 def _torch_denoiser(request: RestoreRequest, denoiser, prior: str | None):

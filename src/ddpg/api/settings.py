@@ -1,5 +1,6 @@
-"""What decides a restoration apart from its input and seed: the task, method, preset, σ_y, steps and
-hyper-parameters (:class:`Settings`), and the operator arguments of a task at an image's size."""
+"""What decides a restoration apart from its input and seed: the prior (named by the user: :func:`no_prior_error`
+lists the choices; :func:`size_note` says when an image is far from the prior's size), the task, method, preset,
+σ_y, steps and hyper-parameters (:class:`Settings`), and the operator arguments of a task at an image's size."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import yaml
 
 from ddpg.checks import DEFAULT_SIGMA_Y, check_int, check_sigma_y
 from ddpg.errors import ConfigError, DdpgError, ParameterError
+from ddpg.models import PRIOR_NAMES
+from ddpg.models.checkpoints import REGISTRY, local_path
 from ddpg.operators.factory import load_array, normalised
 from ddpg.operators.tasks import (
     CLI_TASKS,
@@ -28,6 +31,49 @@ from ddpg.runtime import find_preset, get_sampler, load_preset
 from ddpg.runtime.samplers import SAMPLERS
 
 PRIOR_FAMILIES = ("celeba_hq", "imagenet256_uncond", "imagenet256_cond", "ffhq256", "face64", "gaussian")
+PRIOR_IMAGES = {  # what each named prior was trained on: what it can restore
+    "celeba_hq": "256-px faces, CelebA-HQ", "ffhq256": "256-px faces, FFHQ", "face64": "64-px faces",
+    "imagenet256_uncond": "256-px photos of ImageNet's 1000 classes",
+    "imagenet256_cond": "the same, one class at a time", "gaussian": "no images: an analytic baseline, not for photos"}
+WHERE = ("bundled", "downloaded", "downloaded on first use", "no weights")  # where a prior's weights are
+FAR_FROM_NATIVE = 2.0  # an image side over 2× the prior's native size, or under half of it, is far from it
+
+
+def prior_choices() -> str:
+    """Every named prior, what it was trained on and where its weights are (bundled, downloaded, downloaded on first
+    use, none: analytic), the ones at hand first."""
+    def where(name: str) -> str:
+        entry = REGISTRY.get(name)
+        if entry is None:
+            return WHERE[3]
+        return WHERE[0] if entry.bundled else WHERE[1] if local_path(entry).exists() else WHERE[2]
+
+    places = {name: where(name) for name in PRIOR_NAMES}
+    return "; ".join(f"{name} ({PRIOR_IMAGES[name]}; {places[name]})"
+                     for name in sorted(PRIOR_NAMES, key=lambda n: WHERE.index(places[n])))
+
+
+def no_prior_error() -> ParameterError:
+    """The error of a restoration that names no prior (nor a preset, checkpoint or engine that would): no prior
+    restores every photo, and a wrong one gives plausible-looking garbage, so the user picks."""
+    return ParameterError("prior", "not given", f"name the prior your images fit: {prior_choices()}; or a prior "
+                                                "config (.yaml), or a checkpoint whose prior is recognised")
+
+
+def size_note(path: object, size: tuple[int, int], prior: str | None, native: int | None) -> str | None:
+    """A note when an image restored at ``size`` (H, W, pixels) is far from the ``native`` side length the prior
+    was trained on (:data:`FAR_FROM_NATIVE`), e.g. a 200×150 photo with face64 (64 px); None when it is near it or
+    the prior has no native size."""
+    if native is None or max(size) <= FAR_FROM_NATIVE * native and min(size) >= native / FAR_FROM_NATIVE:
+        return None
+    return (f"{path} is {size[1]}×{size[0]} px, far from the {native}×{native} images {_the_prior(prior)} was trained "
+            f"on: expect a poor restoration. Crop and resize inputs to {native} px (the resize option), or choose a "
+            "prior trained on images like yours")
+
+
+def _the_prior(prior: str | None) -> str:
+    return f"the prior {prior}" if prior else "the prior"
+
 
 @dataclass
 class Settings:
