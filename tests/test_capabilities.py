@@ -79,12 +79,13 @@ def test_serve_refuses_by_capability_naming_the_field_and_what_the_method_does()
 # --- backends -----------------------------------------------------------------------------------------------------
 
 def test_every_backend_has_a_record_and_an_unknown_one_is_refused():
-    assert set(CAPABILITIES) == set(BACKENDS) == {"torch", "onnxruntime", "tensorrt"}
+    assert set(CAPABILITIES) == set(BACKENDS) == {"torch", "onnxruntime", "tensorrt", "openvino"}
     assert all(isinstance(c, BackendCapabilities) for c in CAPABILITIES.values())
     assert [b for b in BACKENDS if backend_capabilities(b).grad] == ["torch"]
     assert [b for b in BACKENDS if backend_capabilities(b).engine_call_graph] == ["onnxruntime"]
-    assert [b for b in BACKENDS if backend_capabilities(b).plan_from_onnx] == ["tensorrt"]
-    with pytest.raises(ConfigError, match="unknown backend 'tvm'; choose one of torch, onnxruntime, tensorrt"):
+    assert [b for b in BACKENDS if backend_capabilities(b).plan_from_onnx] == ["tensorrt", "openvino"]
+    with pytest.raises(ConfigError, match="unknown backend 'tvm'; choose one of torch, onnxruntime, tensorrt, "
+                                          "openvino"):
         backend_capabilities("tvm")
 
 

@@ -1,4 +1,5 @@
-"""What an exported prior says about itself: the ``ddpg.*`` ONNX metadata_props and its sidecar JSON.
+"""What an exported prior says about itself: the ``ddpg.*`` ONNX metadata_props (in an OpenVINO IR: its
+``<rt_info><ddpg>`` entries) and its sidecar JSON.
 
 Every value is a string (ONNX metadata_props are string → string); structured values are JSON. Keys:
 
@@ -6,7 +7,8 @@ Every value is a string (ONNX metadata_props are string → string); structured 
     ddpg.prior         the prior name ("" for a custom config)
     ddpg.config        the prior config (JSON, includes ``kind`` and the schedule fields)
     ddpg.schedule      {beta_schedule, beta_start, beta_end, num_diffusion_timesteps} (JSON)
-    ddpg.precision     fp32 | fp16 | bf16 (the UNet torso; I/O is always float32)
+    ddpg.precision     fp32 | fp16 | bf16 (the UNet torso; I/O is always float32); an OpenVINO IR also int8
+    ddpg.quality_gate  OpenVINO IR only: the restoration quality gate's result (JSON, ddpg.export.quality_gate)
     ddpg.opset         the ONNX opset
     ddpg.batch         [min, opt, max] (JSON); min == max for a fixed-batch export
     ddpg.size          [H, W] (JSON)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -29,6 +32,7 @@ from ddpg.schedule import Schedule
 
 PREFIX = "ddpg."
 FORMAT_VERSION = "1"
+IR_SECTION = PREFIX.rstrip(".")  # the <rt_info> element of an OpenVINO IR that holds the ddpg.* entries
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "num_diffusion_timesteps")
 
 
@@ -163,10 +167,12 @@ class EngineInfo:
 
 
 def read_metadata(path: str | Path) -> EngineInfo:
-    """The ddpg metadata of an ONNX file (weights are not loaded)."""
+    """The ddpg metadata of an ONNX file or an OpenVINO IR ``.xml`` (weights are not loaded)."""
+    path = Path(path)
+    if path.suffix == ".xml":
+        return EngineInfo.from_props(read_ir_props(path), path)
     import onnx
 
-    path = Path(path)
     if not path.is_file():
         raise EngineError(f"{path}: ONNX file not found")
     try:
@@ -174,6 +180,24 @@ def read_metadata(path: str | Path) -> EngineInfo:
     except Exception as exc:  # onnx raises DecodeError and others for a file that is not ONNX
         raise EngineError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
     return EngineInfo.from_props({p.key: p.value for p in model.metadata_props}, path)
+
+
+def read_ir_props(path: str | Path) -> dict[str, str]:
+    """The ``ddpg.*`` entries of an OpenVINO IR's ``<rt_info><ddpg>`` section (``ddpg export --format openvino``
+    writes them there, one ``<KEY value="..."/>`` element per key without the prefix), read from the XML alone."""
+    path = Path(path)
+    if not path.is_file():
+        raise EngineError(f"{path}: OpenVINO IR file not found")
+    props: dict[str, str] = {}
+    try:
+        for _, element in ElementTree.iterparse(path, events=("end",)):
+            if element.tag == IR_SECTION and not props:
+                props = {PREFIX + child.tag: child.get("value", "") for child in element}
+            elif element.tag == "layers":
+                element.clear()  # the graph's layers are not needed
+    except ElementTree.ParseError as exc:
+        raise EngineError(f"{path}: not a readable OpenVINO IR ({exc})") from exc
+    return props
 
 
 def check_engine_matches(metadata: EngineInfo | dict, prior_name: str | None,

@@ -40,7 +40,7 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
         if not capabilities.engine_file:
             return backend_denoiser(backend, prior=prior, checkpoint=checkpoint, device=device,
                                     class_labels=labels)
-        return backend_denoiser(backend, engine=_loadable_engine(capabilities.plan_from_onnx, engine, device),
+        return backend_denoiser(backend, engine=_loadable_engine(backend, engine, device),
                                 device=device, class_labels=labels, **options)
     except ImportError as exc:
         raise ConfigError(f"backend {backend!r} not available: {exc}") from exc
@@ -50,20 +50,16 @@ def make_denoiser(prior: str | None, checkpoint: str | None, backend: str, engin
         raise
 
 
-def _loadable_engine(plan_from_onnx: bool, engine: str | None, device: str) -> str | None:
-    """What the runtime backend loads: for a backend that runs its own plan (``plan_from_onnx``: TensorRT) an
-    ``.onnx`` export is first built (or found) in the engine cache (the export layer builds, the runtime only loads
-    and runs); anything else as given."""
-    if not plan_from_onnx or engine is None or Path(engine).suffix != ".onnx" or not Path(engine).is_file():
+def _loadable_engine(backend: str, engine: str | None, device: str) -> str | None:
+    """What the runtime backend loads: for a backend that runs its own plan (``plan_from_onnx``: TensorRT's plan,
+    OpenVINO's IR) an ``.onnx`` export is first built (or found) in its cache (the export layer builds, the runtime
+    only loads and runs); anything else as given."""
+    if (not backend_capabilities(backend).plan_from_onnx or engine is None or Path(engine).suffix != ".onnx"
+            or not Path(engine).is_file()):
         return engine
-    from ddpg.export.tensorrt_build import engine_plan
-    from ddpg.runtime.backends.tensorrt_env import require_tensorrt
+    from ddpg.export.engine_plans import plan_from_onnx
 
-    try:
-        require_tensorrt()
-    except ConfigError as exc:
-        raise ConfigError(f"backend 'tensorrt' not available: {exc}") from exc
-    return str(engine_plan(engine, device=device))
+    return str(plan_from_onnx(backend, engine, device))
 
 
 def check_engine_prior(denoiser, preset_prior: str | None) -> str | None:

@@ -79,6 +79,7 @@ class ExportResult:
     validation: ValidationReport | None
     export_seconds: float
     engine: object | None = field(default=None)  # the TensorRT EngineRecord for --format tensorrt
+    gate: object | None = field(default=None)  # the quality gate's GateReport (--format openvino with a gate)
 
 
 def check_opset_precision(opset: int, precision: str) -> None:
@@ -314,7 +315,8 @@ def export_prior(prior: str | Path | dict | None = None, *, out: str | Path, che
     a TensorRT engine from the ONNX (``out`` with suffix .onnx) with ``ddpg.export.tensorrt_build``, its profile
     the batch range with ``opt_batch`` (the deployment batch; default the range's own opt) as opt."""
     if format not in ("onnx", "tensorrt"):
-        raise ConfigError(f"--format {format!r}: choose onnx or tensorrt")
+        raise ConfigError(f"--format {format!r}: choose onnx or tensorrt (OpenVINO IR: "
+                          "ddpg.export.openvino_export.export_openvino)")
     require_export_packages(validate)
     batch = batch_profile(batch, opt_batch)
     build_engine = _tensorrt_builder() if format == "tensorrt" else None

@@ -132,16 +132,31 @@ def validate_onnx(onnx_path: str | Path, reference: Callable, *, precision: str 
     ``rtol`` defaults per precision."""
     from ddpg.runtime.backends.onnxruntime import make_session
 
-    rtol = default_rtol(precision) if rtol is None else float(rtol)
     start = time.perf_counter()
     session = make_session(onnx_path, device)
+    report = validate_runner(lambda feeds: session.run(["eps"], feeds)[0], reference, precision=precision,
+                             batches=batches, timesteps=timesteps, size=size, schedule=schedule,
+                             num_classes=num_classes, rtol=rtol, atol=atol, device=device, seed=seed)
+    report.seconds = round(time.perf_counter() - start, 3)
+    return report
+
+
+def validate_runner(run: Callable[[dict], np.ndarray], reference: Callable, *, precision: str = "fp32",
+                    batches: Sequence[int] = (1, 2), timesteps: Sequence[int] = DEFAULT_TIMESTEPS,
+                    size: tuple[int, int], schedule: Schedule, num_classes: int | None = None,
+                    rtol: float | None = None, atol: float | None = None, device: str = "cpu",
+                    seed: int = 0) -> ValidationReport:
+    """Compare an exported model, ``run({"x", "t"[, "y"]} numpy feeds) -> eps`` (ONNX Runtime, OpenVINO), with
+    ``reference(x, t[, y])`` computed on ``device`` on the same inputs (:func:`validate_onnx`)."""
+    rtol = default_rtol(precision) if rtol is None else float(rtol)
+    start = time.perf_counter()
     reference = reference_on(reference, device)
     generator = torch.Generator().manual_seed(seed)
     diffs, sq_err, sq_ref = [], {t: 0.0 for t in timesteps}, {t: 0.0 for t in timesteps}
     for batch in batches:
         for x, t, y in validation_inputs(batch, timesteps, size, schedule, generator, num_classes):
             feeds = {"x": x.numpy(), "t": t.numpy()} | ({} if y is None else {"y": y.numpy()})
-            got = torch.from_numpy(session.run(["eps"], feeds)[0]).double()
+            got = torch.from_numpy(np.asarray(run(feeds))).double()
             ref = _reference_eps(reference, x, t, y, torch.device(device)).double()
             delta = got - ref
             diffs.append(delta.abs().flatten())

@@ -1,4 +1,5 @@
-"""Denoiser backends: the same ``denoiser(x_t, t) -> eps`` interface over PyTorch, ONNX Runtime or TensorRT.
+"""Denoiser backends: the same ``denoiser(x_t, t) -> eps`` interface over PyTorch, ONNX Runtime, TensorRT or
+OpenVINO.
 
 ``make_denoiser("torch", prior="face64")``, ``make_denoiser("onnxruntime", engine="model.onnx", device="cuda")``.
 """
@@ -50,19 +51,27 @@ def _tensorrt_backend(*, engine=None, device: str | torch.device = "cuda", class
     return TensorRTDenoiser(_engine_path(engine, "tensorrt"), device=device, class_labels=class_labels, **options)
 
 
+def _openvino_backend(*, engine=None, device: str | torch.device = "cpu", class_labels=None, **options):
+    from .openvino import OpenVINODenoiser
+
+    return OpenVINODenoiser(_engine_path(engine, "openvino"), device=device, class_labels=class_labels, **options)
+
+
 def get_backend(name: str) -> Callable[..., object]:
     """The constructor of backend ``name`` (keyword arguments as :func:`make_denoiser`)."""
     backend_capabilities(name)  # an unknown name is refused, naming the backends
-    constructors = {"torch": _torch_backend, "onnxruntime": _onnxruntime_backend, "tensorrt": _tensorrt_backend}
+    constructors = {"torch": _torch_backend, "onnxruntime": _onnxruntime_backend, "tensorrt": _tensorrt_backend,
+                    "openvino": _openvino_backend}
     return constructors[name]
 
 
 def make_denoiser(backend: str, *, prior=None, engine: str | Path | None = None,
                   device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
                   class_labels: torch.Tensor | int | None = None, **options):
-    """A denoiser on ``backend``: "torch" (``prior`` + optional ``checkpoint``), "onnxruntime" or "tensorrt"
-    (``engine`` file; prior, schedule and config come from its metadata). ``options`` go to the backend
-    (onnxruntime: ``cuda_graph``, ``tf32``, ``provider_options``, ``sess_options``)."""
+    """A denoiser on ``backend``: "torch" (``prior`` + optional ``checkpoint``), "onnxruntime", "tensorrt" or
+    "openvino" (``engine`` file; prior, schedule and config come from its metadata). ``options`` go to the backend
+    (onnxruntime: ``cuda_graph``, ``tf32``, ``provider_options``, ``sess_options``; openvino: ``threads``,
+    ``performance_hint``)."""
     if backend == "torch":
         return _torch_backend(prior=prior, checkpoint=checkpoint, device=device, class_labels=class_labels,
                               **options)

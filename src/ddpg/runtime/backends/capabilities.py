@@ -11,8 +11,11 @@ ONNXRUNTIME_CAPABILITIES = BackendCapabilities(grad=False, engine_file=True, eng
                                                plan_from_onnx=False)
 # TensorRT: a fixed-shape engine's call is captured with the whole sampler step (the denoiser's graph_safe)
 TENSORRT_CAPABILITIES = BackendCapabilities(grad=False, engine_file=True, engine_call_graph=False, plan_from_onnx=True)
+# OpenVINO: an ``.onnx`` export is first converted into an IR in the engine cache (fp32; bf16 and int8 IRs come
+# from ``ddpg export --format openvino``); CPU only, no graphs
+OPENVINO_CAPABILITIES = BackendCapabilities(grad=False, engine_file=True, engine_call_graph=False, plan_from_onnx=True)
 CAPABILITIES = {"torch": TORCH_CAPABILITIES, "onnxruntime": ONNXRUNTIME_CAPABILITIES,
-                "tensorrt": TENSORRT_CAPABILITIES}
+                "tensorrt": TENSORRT_CAPABILITIES, "openvino": OPENVINO_CAPABILITIES}
 BACKENDS = tuple(CAPABILITIES)
 
 

@@ -1,0 +1,164 @@
+"""The OpenVINO backend and export: fp32 IR parity with PyTorch (one forward at several batch sizes, and a whole
+10-step DDPG run of the bundled face64 prior on the same noise), the inference precision always set from the
+export (never OpenVINO's own default), bf16 and int8 IRs that run and carry their quality gate, metadata in the
+IR's rt_info, refusals that name the file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FIXTURES, rel_err
+from ddpg.engine_metadata import EngineError, read_metadata
+from ddpg.models import as_denoiser, create_prior, load_prior
+from ddpg.operators import degrade, make_operator
+from ddpg.runtime import ddpg_sample
+from ddpg.runtime.backends import make_denoiser
+
+ov = pytest.importorskip("openvino")
+from ddpg.export.openvino_export import OpenVINOExport, export_openvino, ir_from_onnx  # noqa: E402
+from ddpg.runtime.backends.openvino import OpenVINODenoiser, compile_config  # noqa: E402
+
+FP32_TOL = 1e-5  # relative L2 against PyTorch, float32
+HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.fixture(scope="module")
+def ddpm_small():
+    fixture = torch.load(FIXTURES / "priors" / "ddpm_small.pt", weights_only=True)
+    prior = create_prior(fixture["config"])
+    prior.load_state_dict(fixture["state_dict"], strict=True)
+    return fixture, prior.eval()
+
+
+@pytest.fixture(scope="module")
+def ddpm_ir(ddpm_engine, tmp_path_factory):
+    return ir_from_onnx(ddpm_engine, tmp_path_factory.mktemp("ov") / "ddpm_small.xml")
+
+
+def test_fp32_ir_matches_torch_at_every_batch_and_keeps_metadata(ddpm_ir, ddpm_small, ddpm_engine):
+    fixture, prior = ddpm_small
+    den = OpenVINODenoiser(ddpm_ir, threads=1)
+    assert den.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    assert rel_err(den(fixture["x"], fixture["t"]), fixture["out"]) < FP32_TOL
+    for batch in (1, 3, 4):
+        x, t = torch.randn(batch, 3, 32, 32), torch.linspace(999, 0, batch)
+        with torch.no_grad():
+            assert rel_err(den(x, t), prior(x, t)) < FP32_TOL
+    info, onnx_info = read_metadata(ddpm_ir), read_metadata(ddpm_engine)
+    assert (info.precision, info.batch, info.size, info.config) == ("fp32", onnx_info.batch, (32, 32),
+                                                                     onnx_info.config)
+    with pytest.raises(EngineError, match=r"batch 1\.\.4, got batch 5"):
+        den(torch.zeros(5, 3, 32, 32), torch.zeros(5))
+
+
+def test_precision_is_always_explicit():
+    assert compile_config("fp32")["INFERENCE_PRECISION_HINT"] == "f32"  # OpenVINO would pick bf16 here
+    assert compile_config("int8")["INFERENCE_PRECISION_HINT"] == "f32"
+    assert compile_config("bf16", threads=2) == {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_NUM_THREADS": 2}
+    with pytest.raises(EngineError, match="fp16"):
+        compile_config("fp16")
+
+
+def test_face64_ddpg_run_matches_torch(tmp_path):
+    """A whole 10-step DDPG run of the bundled face64 prior (sr4, σ_y 0.05), same x_T and noise on both."""
+    result = export_openvino("face64", out=tmp_path / "face64.xml", settings=OpenVINOExport(), batch="1:1:2",
+                             validate=False, optimize=False)
+    op = make_operator("sr4", 64, impl="fft")
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(1, 3, 64, 64, generator=gen) * 2 - 1
+    y = degrade(x, op, 0.05, generator=gen)
+    x_T = torch.randn(1, 3, 64, 64, generator=gen)
+    draws = [torch.randn(1, 3, 64, 64, generator=gen) for _ in range(10)]
+
+    def run(denoiser):
+        it = iter(draws)
+        with torch.no_grad():
+            return ddpg_sample(denoiser, op, y, 0.05, steps=10, x_T=x_T, noise=lambda like: next(it))
+
+    assert rel_err(run(make_denoiser("openvino", engine=result.path, threads=1)),
+                   run(as_denoiser(load_prior("face64")))) < FP32_TOL
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no native bf16")
+def test_bf16_ir_runs_in_bf16_and_warns_without_a_gate(ddpm_engine, ddpm_small, tmp_path, caplog):
+    fixture, _ = ddpm_small
+    path = ir_from_onnx(ddpm_engine, tmp_path / "bf16.xml", precision="bf16")
+    with caplog.at_level(logging.WARNING, logger="ddpg"):
+        den = OpenVINODenoiser(path)
+    assert "without a recorded quality gate" in caplog.text
+    assert den.precision == "bf16" and den.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    err = rel_err(den(fixture["x"], fixture["t"]), fixture["out"])
+    assert 1e-6 < err < 5e-2  # bf16 arithmetic really ran (this small random-weight prior: 1.8e-2)
+
+
+def _faces(folder, n, seed):
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        pixels = (torch.rand(32, 32, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"face_{i}.png")
+    return folder
+
+
+def test_int8_export_calibrates_validates_and_records_its_gate(ddpm_small, tmp_path, caplog):
+    pytest.importorskip("nncf")
+    fixture, _ = ddpm_small
+    settings = OpenVINOExport(precision="int8", calibration=_faces(tmp_path / "calib", 2, 0),
+                              gate_faces=_faces(tmp_path / "gate", 2, 1), gate_steps=3, calibration_steps=3)
+    out = tmp_path / "int8.xml"
+    result = export_openvino(fixture["config"], checkpoint=FIXTURES / "priors" / "ddpm_small.pt", out=out,
+                             settings=settings, batch="1:1:2", rtol=1.0, optimize=False)
+    assert result.validation.passed and result.gate is not None and result.gate.faces == 2
+    assert set(result.gate.per_task) == {"sr4", "deblur_gauss"}
+    recorded = json.loads(read_metadata(out).raw["ddpg.quality_gate"])
+    assert recorded["passed"] == result.gate.passed and recorded["steps"] == 3
+    sidecar = json.loads((tmp_path / "int8.xml.json").read_text())
+    assert sidecar["quality_gate"]["per_task"] == recorded["per_task"]
+    assert sidecar["metadata"]["ddpg.precision"] == "int8"
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(out)).get_ops()}
+    assert "FakeQuantize" in ops or "FakeConvert" in ops
+    den = OpenVINODenoiser(out)
+    assert den.precision == "int8" and den(fixture["x"], fixture["t"]).shape == fixture["out"].shape
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "gate", "int8.bin", "int8.xml", "int8.xml.json"]
+
+
+def test_refusals_name_the_file(ddpm_ir, ddpm_engine, tmp_path):
+    with pytest.raises(EngineError, match=r"ddpm_small\.onnx: backend 'openvino' loads an OpenVINO IR"):
+        OpenVINODenoiser(ddpm_engine)
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<net><rt_info><ddpg>")
+    with pytest.raises(EngineError, match="broken.xml: not a readable OpenVINO IR"):
+        OpenVINODenoiser(broken)
+    with pytest.raises(Exception, match="needs --calibration"):
+        OpenVINOExport(precision="int8").check(tmp_path / "x.xml")
+    with pytest.raises(Exception, match="written as NAME.xml"):
+        OpenVINOExport().check(tmp_path / "x.onnx")
+    shutil.copy(ddpm_ir, tmp_path / "copy.xml")  # no .bin beside it
+    with pytest.raises(EngineError, match="copy.xml: OpenVINO cannot compile"):
+        OpenVINODenoiser(tmp_path / "copy.xml")
+
+
+def test_onnx_engine_is_converted_once_into_the_ir_cache(ddpm_engine, ddpm_small, tmp_path, monkeypatch):
+    from ddpg.api.denoisers import make_denoiser as api_denoiser
+    from ddpg.export import openvino_cache
+
+    fixture, _ = ddpm_small
+    monkeypatch.setenv("DDPG_CACHE", str(tmp_path))
+    den = api_denoiser(None, None, "openvino", str(ddpm_engine), "cpu")
+    cached = sorted((tmp_path / "engines" / "openvino").glob("*.xml"))
+    assert [den.engine_path] == cached and rel_err(den(fixture["x"], fixture["t"]), fixture["out"]) < FP32_TOL
+    stamp = cached[0].stat().st_mtime_ns
+    assert api_denoiser(None, None, "openvino", str(ddpm_engine), "cpu").engine_path == cached[0]
+    assert cached[0].stat().st_mtime_ns == stamp  # reused, not converted again
+    key = openvino_cache.ir_key(ddpm_engine, "fp32", ov.__version__)
+    assert openvino_cache.ir_cache_status(cached[0], key) == (True, "cached IR matches")
+    assert not openvino_cache.ir_cache_status(cached[0], key | {"openvino_version": "0.0"})[0]
+    cached[0].with_suffix(".bin").write_bytes(b"damaged")
+    assert "does not match the sha256" in openvino_cache.ir_cache_status(cached[0], key)[1]
