@@ -229,6 +229,10 @@ def test_readable_at_phone_width_with_labels_and_visible_focus(page):
         .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-labelledby') && !e.textContent.trim())
         .map(e => e.id);""")
     assert unlabelled == []
+    shown_hidden = page.execute_script("""return ['token-row', 'picked', 'job', 'preview-figure', 'result']
+        .filter(id => { const e = document.getElementById(id), was = e.hidden; e.hidden = true;
+                        const shown = getComputedStyle(e).display !== 'none'; e.hidden = was; return shown; });""")
+    assert shown_hidden == []  # what the page hides stays hidden, whatever its style's display
     page.execute_script("document.getElementById('token').focus()")
     order = ["token", "image", "task", "method", "sigma_y", "steps", "seed", "observed", "submit"]  # Cancel: disabled
     reached = []
