@@ -103,6 +103,7 @@ def test_job_lifecycle_events_cancel_and_result_equal_twins(server, images, tmp_
         await until(lambda: status(server, ids[0]).json()["step"] == 2)
         running = status(server, ids[0]).json()
         cancelled = httpx.delete(f"{server.url}/v1/jobs/{ids[1]}", headers=server.headers).json()
+        assert server.metrics()[("ddpg_serve_active_samples", ())] == 1  # its place in the batch is free
         c = submit(server, images / "face2.png", steps=steps).json()
         queued = status(server, c["id"]).json()
         gone = httpx.delete(f"{server.url}/v1/jobs/{c['id']}", headers=server.headers).json()
@@ -152,6 +153,10 @@ def test_late_listener_gets_status_then_the_final_event_and_deleting_a_job_remov
     late = asyncio.run(listen(server, job["id"], "?every=1&preview=1"))
     assert first[-1][0] == "done" and [name for name, _ in late] == ["status", "done"]
     assert late[0][1]["state"] == "done" and late[0][1]["timings"]["total_s"] >= late[0][1]["timings"]["running_s"]
+    for path, field in (("/events?every=0", "every"), ("/events?preview=yes", "preview"),
+                        ("/result?format=tiff", "format")):
+        refused = httpx.get(f"{server.url}/v1/jobs/{job['id']}{path}", headers=server.headers)
+        assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
     (folder,) = folders(server) - before
     assert any(folder.glob("*_restored.png"))
     deleted = httpx.delete(f"{server.url}/v1/jobs/{job['id']}", headers=server.headers)
