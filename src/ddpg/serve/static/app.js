@@ -13,6 +13,7 @@ const page = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
   model: null, // the first entry of /v1/models
   file: null, // the chosen image
+  sent: null, // the image of the job followed (another may be chosen meanwhile)
   job: null, // the job followed: its id and urls
   every: 1, // its step events: every K-th step
   final: false, // whether the job followed has ended
@@ -245,6 +246,7 @@ async function submit(event) {
     return;
   }
   page.every = eventEvery();
+  page.sent = page.file;
   follow(await response.json());
 }
 
@@ -408,11 +410,11 @@ async function showResult(status) {
   }
   const { png, sidecar } = await response.json();
   const restored = pngUrl(png);
-  const before = URL.createObjectURL(page.file);
+  const before = URL.createObjectURL(page.sent);
   page.urls.push(before);
   $("before").src = before;
   $("after").src = restored;
-  const stem = page.file.name.replace(/\.[^.]*$/, "") || "image";
+  const stem = page.sent.name.replace(/\.[^.]*$/, "") || "image";
   $("download").href = restored;
   $("download").download = `${stem}_restored.png`;
   $("compare-help").textContent = `Left of the line: your upload${sidecar.settings && sidecar.settings.observed ?
@@ -429,7 +431,7 @@ function showMetrics(sidecar, status) {
   rows.push(["task", sidecar.task], ["method", sidecar.method], ["σ_y", sidecar.sigma_y],
     ["steps", sidecar.steps], ["seed", sidecar.seed]);
   const total = status.timings && status.timings.total_s;
-  if (typeof total === "number") rows.push(["seconds", total.toFixed(2)]);
+  if (typeof total === "number") rows.push(["seconds in all", total.toFixed(2)]);
   $("metrics").replaceChildren(...rows.flatMap(([name, value]) => {
     const dt = document.createElement("dt");
     const dd = document.createElement("dd");
