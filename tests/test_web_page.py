@@ -221,8 +221,10 @@ def test_an_image_dropped_on_the_zone_is_the_one_sent(page, server):
     assert by_id(page, "error-image").text == ""
 
 
-def test_readable_at_phone_width_with_labels_and_visible_focus(page):
+def test_readable_at_phone_width_with_labels_and_visible_focus(page, server):
     fill(page)
+    loaded = page.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert {u.split("/")[2] for u in loaded} == {server.url.split("/")[2]}, loaded  # nothing from elsewhere
     widths = page.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1] == PHONE[0], widths  # nothing wider than the phone's screen
     unlabelled = page.execute_script("""return [...document.querySelectorAll('input, select, button')]
