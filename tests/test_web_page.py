@@ -195,6 +195,8 @@ def test_a_job_runs_to_its_last_step_and_its_download_equals_the_restore_twin(pa
                      [e.text for e in page.find_elements(By.CSS_SELECTOR, "#metrics dd")], strict=True))
     assert float(shown["psnr"]) == pytest.approx(sidecar["metrics"]["psnr"], abs=1e-4)
     assert shown["steps"] == str(STEPS) and shown["seed"] == "3"
+    by_id(page, "compare-slider").send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)  # the line moves by keyboard
+    assert page.execute_script("return document.getElementById('compare').style.getPropertyValue('--pos')") == "52%"
     by_id(page, "download").click()
     restored = downloads / f"{sample_path().stem}_restored.png"
     wait_for(page, lambda b: restored.exists() and restored.stat().st_size > 0, "the download")
