@@ -162,3 +162,46 @@ def test_onnx_engine_is_converted_once_into_the_ir_cache(ddpm_engine, ddpm_small
     assert not openvino_cache.ir_cache_status(cached[0], key | {"openvino_version": "0.0"})[0]
     cached[0].with_suffix(".bin").write_bytes(b"damaged")
     assert "does not match the sha256" in openvino_cache.ir_cache_status(cached[0], key)[1]
+
+
+def test_served_restorations_equal_their_restore_twins(ddpm_ir, tmp_path):
+    """``ddpg serve --backend openvino``: two requests sharing the engine's batch each equal their ``ddpg restore
+    --backend openvino`` twin (batch 1) to 1/255 per pixel (float32 rounding differs across batch sizes)."""
+    import asyncio
+    import io
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from ddpg.cli.main import app
+    from ddpg.io import save_image
+    from test_serve_http import ServerProcess, post
+
+    gen = torch.Generator().manual_seed(2)
+    images = [tmp_path / f"face{i}.png" for i in range(2)]
+    for image in images:
+        save_image(torch.rand(3, 32, 32, generator=gen), image)
+    server = ServerProcess(tmp_path, "--backend", "openvino", "--engine", str(ddpm_ir), "--max-batch", "2",
+                           "--threads", "1")
+    try:
+        server.pause(True)  # both requests queue, then share the engine's batch
+
+        async def run():
+            served = asyncio.ensure_future(asyncio.gather(*(post(server, image, task="sr4", steps=4, seed=i)
+                                                            for i, image in enumerate(images))))
+            await asyncio.sleep(1.0)
+            server.pause(False)
+            return await served
+
+        served = asyncio.run(run())
+    finally:
+        server.stop()
+    for i, (image, response) in enumerate(zip(images, served, strict=True)):
+        assert response.status_code == 200, response.text
+        out = tmp_path / f"twin{i}"
+        result = CliRunner().invoke(app, ["restore", str(image), "-o", str(out), "--backend", "openvino", "--engine",
+                                          str(ddpm_ir), "--task", "sr4", "--steps", "4", "--seed", str(i), "-q"])
+        assert result.exit_code == 0, result.output
+        twin = np.asarray(Image.open(out / f"{image.stem}_restored.png"), dtype=np.int16)
+        got = np.asarray(Image.open(io.BytesIO(response.content)), dtype=np.int16)
+        assert np.abs(got - twin).max() <= 1

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from ddpg.bench import doctor
 from ddpg.cli.doctor import doctor_command
 
-NAMES = ["torch (cpu)", "torch (cuda)", "onnx export", "onnxruntime (cpu)", "onnxruntime (cuda)", "tensorrt"]
+NAMES = ["torch (cpu)", "torch (cuda)", "onnx export", "onnxruntime (cpu)", "onnxruntime (cuda)", "tensorrt",
+         "openvino (cpu)"]
 
 
 def by_name(report) -> dict:
@@ -103,3 +104,18 @@ def test_command_text_and_json():
     assert [c["name"] for c in report["checks"]] == NAMES
     result = runner.invoke(app, [])
     assert result.exit_code == 0 and "tensorrt" in result.output and "torch (cpu)" in result.output
+
+
+def test_openvino_reports_the_cpus_bf16_and_int8_support(monkeypatch):
+    class Core:
+        def get_property(self, device, name):
+            return {"OPTIMIZATION_CAPABILITIES": ["FP32", "INT8"], "FULL_DEVICE_NAME": "Some CPU"}[name]
+
+    monkeypatch.setitem(sys.modules, "openvino", SimpleNamespace(__version__="2026.4.1", Core=Core))
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    check = by_name(doctor.collect())["openvino (cpu)"]
+    assert check["usable"] and check["version"] == "2026.4.1"
+    assert check["detail"] == ("Some CPU: no native bf16 (a bf16 IR runs no faster than fp32), int8 (capabilities "
+                               "FP32, INT8); nncf missing (int8 exports need it)")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert not by_name(doctor.collect())["openvino (cpu)"]["usable"]

@@ -127,6 +127,13 @@ class EngineInfo:
     def schedule(self) -> Schedule:
         return Schedule.from_config(self.schedule_config)
 
+    @property
+    def quality_gate(self) -> dict | None:
+        """The restoration quality gate recorded by the export (``ddpg.quality_gate``; GateReport fields), None
+        when none ran."""
+        text = self.raw.get(PREFIX + "quality_gate")
+        return json.loads(text) if text else None
+
     @classmethod
     def from_props(cls, props: dict[str, str], source: str | Path) -> EngineInfo:
         """Decode metadata_props; an ONNX file without them is not a ddpg export (EngineError)."""

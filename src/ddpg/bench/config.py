@@ -10,7 +10,7 @@ from ddpg.errors import ConfigError
 from ddpg.schema import option
 from ddpg.threads import check_threads, threads_option
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino")
 
 
 @dataclass
@@ -21,9 +21,11 @@ class BenchConfig:
     prior: str | dict = option("face64", kind=str, help="Prior name, YAML path, or inline mapping "
                                                         "'{kind: ddpm, ch: 16, ...}'.")
     checkpoint: str | None = option(None, help="Weights file, or 'auto' (bundled/cached); default random weights.")
-    backend: str = option("torch", help="torch | onnxruntime | tensorrt")
-    engine: str | None = option(None, help="ONNX model / TensorRT plan (default: exported from the prior).")
-    precision: str = option("fp32", help="fp32 | fp16 | bf16 (the UNet torso; guidance stays fp32).")
+    backend: str = option("torch", help="torch | onnxruntime | tensorrt | openvino")
+    engine: str | None = option(None, help="ONNX model / TensorRT plan / OpenVINO IR (default: exported from the "
+                                           "prior).")
+    precision: str = option("fp32", help="fp32 | fp16 | bf16 (the UNet torso; guidance stays fp32); int8: an "
+                                         "OpenVINO int8 IR given with --engine.")
     batches: list[int] = field(default_factory=lambda: [1])
     steps: int = option(100, help="Sampling steps per restoration.")
     compile: bool = option(False, help="torch.compile the UNet (torch backend).")
@@ -52,7 +54,12 @@ class BenchConfig:
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
-        parse_precision(self.precision)
+        if self.precision == "int8":
+            if self.engine is None:
+                raise ConfigError("--precision int8: give the int8 OpenVINO IR with --engine (ddpg export --format "
+                                  "openvino --precision int8 --calibration DIR)")
+        else:
+            parse_precision(self.precision)
         parse_precision(self.check_precision)
         check_threads(self.threads)
         if not self.batches or any(b < 1 for b in self.batches):

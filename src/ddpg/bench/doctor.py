@@ -1,7 +1,8 @@
 """The probes of ``ddpg doctor``: which backends work on this machine, and why the others do not.
 
 Checks torch (CPU, CUDA), the ONNX exporter (onnx, onnxscript), ONNX Runtime (CPU and CUDA execution
-providers) and TensorRT (version ≥ 10 and a CUDA GPU), and lists the GPUs with compute capability and the
+providers), TensorRT (version ≥ 10 and a CUDA GPU) and OpenVINO (its CPU plugin, and the CPU's native bf16 and
+int8 support), and lists the GPUs with compute capability and the
 NVIDIA driver. Nothing is downloaded or compiled. The command is ``ddpg.cli.doctor``.
 """
 
@@ -98,6 +99,26 @@ def _tensorrt_check(has_cuda: bool) -> Check:
     return Check("tensorrt", True, version, f"TensorRT {version} ({typing})")
 
 
+def _openvino_check() -> Check:
+    """OpenVINO's CPU plugin, and what this CPU runs natively (its OPTIMIZATION_CAPABILITIES): BF16 (bf16 IRs
+    gain only with it) and INT8 (int8 IRs); NNCF, which int8 exports need."""
+    ov, why = _import("openvino")
+    if ov is None:
+        return Check("openvino (cpu)", False, None, why)
+    try:
+        core = ov.Core()
+        caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        cpu = str(core.get_property("CPU", "FULL_DEVICE_NAME"))
+    except Exception as exc:  # OpenVINO raises RuntimeError when its CPU plugin cannot load
+        return Check("openvino (cpu)", False, ov.__version__, f"the CPU plugin did not load: {exc}")
+    nncf, _ = _import("nncf")
+    bf16 = "native bf16" if "BF16" in caps else "no native bf16 (a bf16 IR runs no faster than fp32)"
+    int8 = "int8" if "INT8" in caps else "no int8"
+    return Check("openvino (cpu)", True, ov.__version__,
+                 f"{cpu}: {bf16}, {int8} (capabilities {', '.join(caps)}); nncf "
+                 f"{nncf.__version__ if nncf is not None else 'missing (int8 exports need it)'}")
+
+
 def collect() -> dict:
     """The doctor report: ``checks`` (list of Check dicts), ``gpus``, ``driver``, ``python``, ``platform``."""
     import torch
@@ -105,7 +126,7 @@ def collect() -> dict:
     from ddpg.runtime.backends.tensorrt_env import driver_version
 
     torch_checks, has_cuda = _torch_checks(torch)
-    checks = [*torch_checks, _export_check(), *_ort_checks(has_cuda), _tensorrt_check(has_cuda)]
+    checks = [*torch_checks, _export_check(), *_ort_checks(has_cuda), _tensorrt_check(has_cuda), _openvino_check()]
     return {"ddpg": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "gpus": _gpus(torch) if has_cuda else [], "driver": driver_version(),
             "checks": [asdict(c) for c in checks]}

@@ -98,11 +98,16 @@ def build_denoiser(cfg: BenchConfig, prior: torch.nn.Module, device: torch.devic
     if not capabilities.engine_file:
         return FastDenoiser(prior, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
                             compile_mode=cfg.compile_mode, class_labels=_labels(prior))
-    engine = cfg.engine or bench_export(cfg, batch or min(cfg.batches), cache_dir=cache_dir)
-    if capabilities.plan_from_onnx:
-        from ddpg.export.tensorrt_build import engine_plan
+    if not capabilities.plan_from_onnx:
+        engine = cfg.engine or bench_export(cfg, batch or min(cfg.batches), cache_dir=cache_dir)
+    else:  # TensorRT's plan / OpenVINO's IR, built from the export (or an --engine .onnx) in the engine cache
+        from ddpg.export.engine_plans import onnx_precision, plan_from_onnx
 
-        engine = engine_plan(engine, cache_dir=None if cache_dir is None else cache_dir / "engines", device=device)
+        engine = cfg.engine or bench_export(replace(cfg, precision=onnx_precision(cfg.backend, cfg.precision)),
+                                            batch or min(cfg.batches), cache_dir=cache_dir)
+        if Path(engine).suffix == ".onnx":
+            engine = plan_from_onnx(cfg.backend, engine, str(device), precision=cfg.precision,
+                                    cache_dir=None if cache_dir is None else cache_dir / "engines")
     return make_denoiser(cfg.backend, engine=engine, device=device, class_labels=_labels(prior))
 
 
@@ -374,6 +379,7 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
                    "denoiser_options": denoiser.options()})
     fp32_bytes = sum(t.numel() * t.element_size() for t in (*prior.parameters(), *prior.buffers()))
     return {"label": cfg.label, "config": config, "matmul": matmul, "results": results, "accuracy": accuracy,
+            "quality_gate": None if denoiser.info is None else denoiser.info.quality_gate,
             "params": sum(p.numel() for p in prior.parameters()),
             "fp32_prior_mib": None if cfg.plain else fp32_bytes / 2**20}
 

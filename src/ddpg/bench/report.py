@@ -174,6 +174,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {label} | {a['reference']} | {_fmt(a['psnr_reference'], 4)} | {a['precision']} | "
                          f"{_fmt(a['psnr_low'], 4)} | {_fmt(a['psnr_difference_db'], 3)} | "
                          f"{_fmt(a['psnr_low_vs_reference'], 4)} | {_fmt(a['rel_l2'], 3)} |")
+    gates = [(s["label"], s["quality_gate"]) for s in report["series"] if s.get("quality_gate")]
+    if gates:
+        from ddpg.export.quality_gate import GateReport
+
+        lines += ["", "Restoration quality gates recorded in the engines (ddpg export --gate):", ""]
+        lines += [f"- {label}: {GateReport(**gate).summary()}" for label, gate in gates]
     lines += _targets_lines(report) + _where_time_goes(report)
     if report.get("interrupted"):
         lines += ["", "**The run was interrupted (time limit): configurations or batch sizes are missing.**"]

@@ -152,6 +152,28 @@ def ir_from_onnx(onnx_path: str | Path, out: str | Path, precision: str = "fp32"
     return out
 
 
+def record_gate(xml: str | Path, gate: GateReport) -> None:
+    """Write a quality gate's result into an existing IR's metadata and sidecar (the gate may run apart from the
+    export, e.g. one float32 reference shared by several candidates); the IR is rewritten beside itself and
+    renamed into place."""
+    from ddpg.engine_metadata import read_metadata
+    from ddpg.io import read_json
+
+    xml = Path(xml)
+    info = read_metadata(xml)
+    if info.precision != gate.precision:
+        raise ConfigError(f"{xml}: a {info.precision} IR; this gate measured {gate.precision}")
+    meta = {k: v for k, v in info.raw.items()} | {PREFIX + "quality_gate": json.dumps(gate.to_dict(), sort_keys=True)}
+    old = read_json(xml.with_name(xml.name + ".json"))
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{xml.name}.", dir=xml.parent))
+    try:
+        save_ir(openvino_module().Core().read_model(str(xml)), tmpdir / xml.name, meta)
+        _publish_ir(tmpdir / xml.name, xml, meta, old.get("export_seconds", 0.0), None, gate,
+                    {"validation": old.get("validation"), **({"key": old["key"]} if "key" in old else {})})
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def _versions(precision: str) -> dict:
     from ddpg.versions import versions
 

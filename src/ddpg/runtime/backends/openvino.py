@@ -12,7 +12,6 @@ a whole batch runs as one request, which is what the sampler issues).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -45,18 +44,12 @@ def openvino_module():
     return openvino
 
 
-def quality_gate_of(info: EngineInfo) -> dict | None:
-    """The restoration quality gate recorded in an export's metadata (``ddpg.quality_gate``), None when none ran."""
-    text = info.raw.get("ddpg.quality_gate")
-    return json.loads(text) if text else None
-
-
 def warn_about_gate(info: EngineInfo) -> None:
     """Log a warning when a reduced-precision IR failed its quality gate or was never gated: it is never used
     silently."""
     if info.precision == "fp32":
         return
-    gate = quality_gate_of(info)
+    gate = info.quality_gate
     if gate is None:
         log.warning("%s: a %s export without a recorded quality gate (export it with --gate DIR to measure its "
                     "restorations against fp32)", info.source, info.precision)
