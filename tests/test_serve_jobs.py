@@ -21,6 +21,8 @@ import pytest
 from PIL import Image
 
 import test_serve_http
+from ddpg.serve import job_routes
+from ddpg.serve.job_store import Listener
 from test_serve_http import STEPS, TOKEN, WAIT_S, ServerProcess, counter, twin_png
 
 images = test_serve_http.images  # the same fixture: three 32-px images and a 40-px one
@@ -241,3 +243,34 @@ def test_finished_jobs_expire_are_bounded_and_a_restarted_server_says_it_lost_th
         assert missing.status_code == 404 and missing.json()["error"] == f"no job {kept}: {LOST}"
     finally:
         restarted.stop()
+
+
+def test_an_idle_event_stream_sends_keep_alive_comments_then_the_events(monkeypatch):
+    """The stream's generator, driven in-process with the keep-alive period cut to 10 ms: while nothing
+    happens it sends comment lines; then the step events after the status's step and the final event."""
+    class Jobs:
+        def __init__(self):
+            self.left = []
+
+        def status(self, job) -> dict:
+            return {"state": "running", "step": 1}
+
+        def unlisten(self, job, listener) -> None:
+            self.left.append(listener)
+
+    monkeypatch.setattr(job_routes, "KEEPALIVE_S", 0.01)
+
+    async def scenario() -> list[str]:
+        jobs, listener = Jobs(), Listener(every=1, preview=False)
+        stream = job_routes.events(jobs, None, listener)
+        chunks = [await anext(stream), await anext(stream), await anext(stream)]
+        for step in (1, 2):
+            listener.push({"step": step, "steps": 2})
+        listener.end("done", {"state": "done"})
+        chunks += [chunk async for chunk in stream]
+        assert jobs.left == [listener]
+        return chunks
+
+    chunks = asyncio.run(scenario())
+    assert chunks[0].startswith("event: status\n") and chunks[1:3] == [": keep-alive\n\n"] * 2
+    assert chunks[3:] == ['event: step\ndata: {"step": 2, "steps": 2}\n\n', 'event: done\ndata: {"state": "done"}\n\n']
