@@ -42,10 +42,11 @@ class BenchConfig:
     iters: int = option(20, help="Timed UNet / guidance calls per batch size.")
     warmup: int = option(3, help="Untimed calls before timing.")
     repeats: int = option(1, help="Timed whole restorations per batch size (after one warm-up).")
-    accuracy: bool = option(True, flags=("--accuracy/--no-accuracy",), help="Low-precision vs fp32 PSNR check.")
+    accuracy: bool = option(True, flags=("--accuracy/--no-accuracy",), help="Restore one image with this "
+                            "configuration and with the plain fp32 path on the same noise and compare (against the "
+                            "ground truth too with a --checkpoint); not for --plain.")
     profile: bool = option(True, flags=("--profile/--no-profile",),
                            help="torch.profiler summary of a few UNet and guidance calls per batch size.")
-    check_precision: str = "fp16"
     seed: int = 0
 
     def validate(self) -> None:
@@ -60,7 +61,6 @@ class BenchConfig:
                                   "openvino --precision int8 --calibration DIR)")
         else:
             parse_precision(self.precision)
-        parse_precision(self.check_precision)
         check_threads(self.threads)
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"--batch {self.batches}: give positive batch sizes, e.g. 1,8,32")

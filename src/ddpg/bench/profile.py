@@ -4,12 +4,20 @@ goes" section. On CUDA the rows are the GPU kernels (device time); on the CPU th
 
 Kernels are classified by name: cuDNN / cuBLAS / flash-attention kernel names and Inductor's fused Triton
 kernel names (``triton_red_fused_native_group_norm_...``) name the operation they implement.
+
+The profiler's Kineto library writes a ``USDT:... profiler_start`` and ``profiler_stop`` line to the process's
+stderr (file descriptor 2, from C++) on every profile; its ``KINETO_LOG_LEVEL`` is read once, when a process first
+profiles, so it cannot be set for one call. :func:`without_kineto_markers` drops those lines around each profile.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch.autograd import DeviceType
@@ -43,6 +51,31 @@ def _rows(prof, cuda: bool) -> list[tuple[str, float]]:
             if e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0]
 
 
+KINETO_MARKER = b"USDT:"  # the start of the lines Kineto writes on every profiler start and stop
+
+
+@contextmanager
+def without_kineto_markers() -> Iterator[None]:
+    """The process's stderr (file descriptor 2) goes to a temporary file inside the block and is written back
+    after it without Kineto's marker lines (:data:`KINETO_MARKER`); whatever else was written, by any thread, is
+    kept, in order."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().splitlines(keepends=True)
+            kept = b"".join(line for line in lines if not line.startswith(KINETO_MARKER))
+            while kept:
+                kept = kept[os.write(2, kept):]
+
+
 def kernel_times(fn: Callable[[], object], device: torch.device, calls: int) -> list[tuple[str, float]]:
     """(name, µs) rows of ``calls`` calls of ``fn`` after one untimed call."""
     cuda = torch.device(device).type == "cuda"
@@ -50,7 +83,7 @@ def kernel_times(fn: Callable[[], object], device: torch.device, calls: int) -> 
     if cuda:
         torch.cuda.synchronize(device)
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
-    with profile(activities=activities) as prof:
+    with without_kineto_markers(), profile(activities=activities) as prof:
         for _ in range(calls):
             fn()
         if cuda:

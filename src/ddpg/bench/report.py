@@ -167,13 +167,15 @@ def markdown(report: dict) -> str:
                                           for label, m in rates)]
     acc = [(s["label"], s["accuracy"]) for s in report["series"] if s.get("accuracy")]
     if acc:
-        lines += ["", "Accuracy on the same x_T and noise (batch 1, PSNR in dB against the ground truth):", "",
-                  "| series | reference | PSNR reference | low precision | PSNR low | difference dB | PSNR low vs "
-                  "reference | rel. L2 |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Accuracy: the series against the plain fp32 path on the same x_T and noise (batch 1, PSNR in "
+                  "dB against the ground truth):", "",
+                  "| series | reference | PSNR reference | precision | PSNR | difference dB | PSNR vs reference | "
+                  "rel. L2 |", "|---|---|---|---|---|---|---|---|"]
         for label, a in acc:
             lines.append(f"| {label} | {a['reference']} | {_fmt(a['psnr_reference'], 4)} | {a['precision']} | "
                          f"{_fmt(a['psnr_low'], 4)} | {_fmt(a['psnr_difference_db'], 3)} | "
                          f"{_fmt(a['psnr_low_vs_reference'], 4)} | {_fmt(a['rel_l2'], 3)} |")
+        lines += [f"\n{label}: {a['note']}." for label, a in acc if a.get("note")]
     gates = [(s["label"], s["quality_gate"]) for s in report["series"] if s.get("quality_gate")]
     if gates:
         from ddpg.export.quality_gate import GateReport

@@ -195,6 +195,9 @@ def _save_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], batch: Batch
         dynamic = {name: {0: dim} for name in names}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+        # torch.export copies its own pytree specs through a class it has deprecated (torch 2.13): not ours to fix
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
         try:
             program = torch.onnx.export(graph, example, dynamo=True, input_names=names, output_names=["eps"],
                                         dynamic_shapes=dynamic, opset_version=opset, optimize=optimize,
