@@ -218,29 +218,31 @@ def test_job_routes_need_the_token_and_the_page_does_not(server, images):
     assert set(model["method_tasks"]) == set(model["methods"]) and model["limits"]["max_pixels"] == 32 * 32
 
 
-def test_finished_jobs_expire_are_bounded_and_a_restarted_server_says_it_lost_them(images, tmp_path):
-    """``--max-jobs 1``: a second finished job removes the first with its folder; ``--job-ttl``: the second is
-    removed once its time is over. A job of a killed server is a 404 saying so on the next one."""
-    server = ServerProcess(tmp_path, "--max-jobs", "1", "--job-ttl", "5")
+def test_finished_jobs_are_bounded_expire_and_a_restarted_server_says_it_lost_them(images, tmp_path):
+    """``--max-jobs 1``: a second finished job removes the first with its folder. A job of a killed server is
+    a 404 saying so on the next one, which (``--job-ttl 1``) removes a finished job once its time is over."""
+    server = ServerProcess(tmp_path, "--max-jobs", "1")
     try:
-        ids = []
+        ids, kept = [], []
         for i in range(2):
+            before = folders(server)
             ids.append(submit(server, images / f"face{i}.png", steps=2).json()["id"])
+            kept += folders(server) - before  # its folder, made before it was queued
             assert asyncio.run(listen(server, ids[-1]))[-1][0] == "done"
-            if i == 0:
-                (folder,) = folders(server)
-        assert status(server, ids[0]).status_code == 404 and not folder.exists()
-        assert status(server, ids[1]).json()["state"] == "done"  # (unless 5 s passed since its end)
-        server.wait_until(lambda: status(server, ids[1]).status_code == 404)
-        assert list(server.workroot.glob("ddpg-serve-*/req-*")) == []
-        assert server.metrics()[("ddpg_serve_jobs", ())] == 0 and counter(server.metrics(), "ok") == 2
-        kept = submit(server, images / "face2.png", steps=2).json()["id"]
+        assert status(server, ids[0]).status_code == 404 and not kept[0].exists()
+        assert status(server, ids[1]).json()["state"] == "done" and kept[1].exists()
+        assert server.metrics()[("ddpg_serve_jobs", ())] == 1 and counter(server.metrics(), "ok") == 2
     finally:
         server.stop()
-    restarted = ServerProcess(tmp_path, workroot=server.workroot)
+    restarted = ServerProcess(tmp_path, "--job-ttl", "1", workroot=server.workroot)
     try:
-        missing = status(restarted, kept)
-        assert missing.status_code == 404 and missing.json()["error"] == f"no job {kept}: {LOST}"
+        missing = status(restarted, ids[1])
+        assert missing.status_code == 404 and missing.json()["error"] == f"no job {ids[1]}: {LOST}"
+        assert not kept[1].exists()  # the killed server's folder went at start-up
+        job_id = submit(restarted, images / "face2.png", steps=2).json()["id"]
+        assert asyncio.run(listen(restarted, job_id))[-1][0] == "done"
+        restarted.wait_until(lambda: status(restarted, job_id).status_code == 404)
+        assert folders(restarted) == set() and restarted.metrics()[("ddpg_serve_jobs", ())] == 0
     finally:
         restarted.stop()
 

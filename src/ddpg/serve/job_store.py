@@ -100,6 +100,7 @@ class Job:
     listeners: tuple[Listener, ...] = ()
     step: int = 0  # steps done, once ended
     admitted: float = 0.0  # when its sample joined the engine's batch, once ended (0: never)
+    follower: asyncio.Task | None = None  # JobStore._follow of it (held here: the loop keeps tasks weakly)
 
     def __post_init__(self) -> None:
         prepared = self.prepared
@@ -167,7 +168,7 @@ class JobStore:
         self.scheduler.submit(prepared.sample)
         self.jobs[job.id] = job
         self.metrics.jobs.set(len(self.jobs))
-        asyncio.ensure_future(self._follow(job))
+        job.follower = asyncio.ensure_future(self._follow(job))
         return job
 
     def get(self, job_id: str) -> Job | None:
