@@ -428,7 +428,8 @@ def test_max_batch_auto_reports_its_profile_and_choice_and_restores(images, tmp_
 @pytest.mark.parametrize("args, message", [(["--token-file", "/nonexistent/token"], "--token-file"),
                                            (["--policy", "eager"], "--policy"),
                                            (["--max-batch", "8", "--engine-batch", "4"], "--engine-batch"),
-                                           (["--max-batch", "lots"], "--max-batch")])
+                                           (["--max-batch", "lots"], "--max-batch"), (["--job-ttl", "0"], "--job-ttl"),
+                                           (["--max-jobs", "0"], "--max-jobs")])
 def test_bad_server_options_exit_2_naming_the_flag(args, message):
     result = CliRunner().invoke(app, ["serve", "--prior", "gaussian", *args])
     assert result.exit_code == 2 and message in result.output

@@ -97,8 +97,10 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     requested = parse_max_batch(opts.max_batch)
     if opts.max_queue < 0 or opts.max_pixels < 1 or (opts.engine_batch is not None and opts.engine_batch < 1):
         raise ConfigError("--max-pixels and --engine-batch must be >= 1, --max-queue >= 0")
-    if not opts.job_ttl_s > 0 or opts.max_jobs < 1:
-        raise ConfigError("--job-ttl must be > 0 and --max-jobs >= 1")
+    if not opts.job_ttl_s > 0:
+        raise ConfigError(f"--job-ttl {opts.job_ttl_s}: expected seconds > 0")
+    if opts.max_jobs < 1:
+        raise ConfigError(f"--max-jobs {opts.max_jobs}: expected at least 1")
     token = read_token(opts.token_file) if opts.token_file else None
     if backend_capabilities(opts.backend).engine_file:
         denoiser = make_denoiser(None, None, opts.backend, opts.engine, opts.device, opts.class_label)
