@@ -205,3 +205,22 @@ def test_served_restorations_equal_their_restore_twins(ddpm_ir, tmp_path):
         twin = np.asarray(Image.open(out / f"{image.stem}_restored.png"), dtype=np.int16)
         got = np.asarray(Image.open(io.BytesIO(response.content)), dtype=np.int16)
         assert np.abs(got - twin).max() <= 1
+
+
+def test_cpu_engines_side_by_side(ddpm_engine, ddpm_ir, ddpm_small, tmp_path):
+    """``ddpg bench --compare-cpu-engines``' table: every engine timed at every batch in each round, a given IR
+    used as it is, the others converted; torch fp32 is the baseline (× 1.00)."""
+    from ddpg.bench.cpu_compare import compare_cpu_engines, markdown_table
+
+    _, prior = ddpm_small
+    result = compare_cpu_engines(prior, ddpm_engine, irs={"fp32": ddpm_ir}, batches=(1, 2), steps=1, rounds=2,
+                                 cache_dir=tmp_path)
+    assert list(result["engines"]) == ["torch fp32", "torch bf16", "onnxruntime fp32", "openvino fp32",
+                                       "openvino bf16"]
+    assert len(result["load_per_round"]) == 2 and result["threads"] == 1
+    for engine in result["engines"].values():
+        rows = engine["per_batch"]
+        assert set(rows) == {1, 2} and engine["best_batch"] in rows
+        assert rows[2]["s_per_image"] == pytest.approx(rows[2]["ms_per_step"] / 1e3 * 100 / 2)
+    table = markdown_table(result).splitlines()
+    assert len(table) == 2 + 5 and table[2].startswith("| torch fp32 |") and "| 1.00 |" in table[2]

@@ -30,6 +30,13 @@ def parse_batches(text: str) -> list[int]:
 def bench_command(
     batch: str = typer.Option("1", help="Batch sizes, comma-separated, e.g. 1,8,32."),
     json_path: Path = typer.Option(None, "--json", help="Write JSON here, plus .md and .png with the same stem."),
+    compare_cpu_engines: bool = typer.Option(False, "--compare-cpu-engines", help="CPU: torch fp32/bf16, ONNX Runtime "
+                                             "fp32 and OpenVINO fp32/bf16/int8 side by side, interleaved rounds "
+                                             "(--engine: the prior's float32 ONNX export, dynamic batch)."),
+    ir: list[str] = typer.Option([], "--ir", help="--compare-cpu-engines: PRECISION=IR.xml, an OpenVINO IR from ddpg "
+                                                 "export (int8 only this way; fp32/bf16 default: converted from "
+                                                 "--engine). Repeatable."),
+    rounds: int = typer.Option(3, "--rounds", help="--compare-cpu-engines: interleaved rounds (minimum reported)."),
     **options,
 ) -> None:
     """Time whole restorations, UNet calls and the guidance; count FLOPs; check fp16 against fp32.
@@ -39,6 +46,9 @@ def bench_command(
     from ddpg.bench.harness import make_report, run_bench
     from ddpg.bench.report import markdown, write_all
 
+    if compare_cpu_engines:
+        _compare_cpu(parse_batches(batch), json_path, ir, rounds, options)
+        return
     cfg = BenchConfig(batches=parse_batches(batch), **options)
     try:
         series = run_bench(cfg, log=lambda message: print(message, file=sys.stderr))
@@ -53,6 +63,41 @@ def bench_command(
         for path in write_all(report, json_path):
             print(f"wrote {path}", file=sys.stderr)
     print(markdown(report))
+
+
+def _compare_cpu(batches: list[int], json_path: Path | None, irs: list[str], rounds: int, options: dict) -> None:
+    """``--compare-cpu-engines``: the side-by-side table (ddpg.bench.cpu_compare), printed and, with --json, written
+    as JSON and Markdown with the command, the machine and the load of each round."""
+    import json
+    import platform
+
+    from ddpg.bench.cpu_compare import compare_cpu_engines, markdown_table
+
+    pairs = dict(item.split("=", 1) for item in irs if "=" in item)
+    if (options.get("engine") is None or options.get("device") not in ("cpu", "auto") or len(pairs) != len(irs)
+            or not set(pairs) <= {"fp32", "bf16", "int8"}):
+        print("error: --compare-cpu-engines needs --engine MODEL.onnx (the prior's float32 export), runs on the CPU, "
+              "and takes --ir fp32|bf16|int8=IR.xml", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        result = compare_cpu_engines(options["prior"], options["engine"], irs=pairs, batches=batches,
+                                     steps=options["steps"], rounds=rounds, threads=options["threads"],
+                                     log=lambda message: print(message, file=sys.stderr))
+    except DdpgError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    cpu = platform.processor() or platform.machine()
+    result.update(command="ddpg bench " + shlex.join(sys.argv[2:]), machine=f"{cpu}, {platform.platform()}")
+    table = markdown_table(result)
+    print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2))
+        loads = ", ".join(f"{v:.2f}" for v in result["load_per_round"])
+        json_path.with_suffix(".md").write_text(
+            f"# CPU engines side by side: {result['prior']}, {result['task']}\n\nCommand: `{result['command']}`\n\n"
+            f"Machine: {result['machine']}, {result['cpus']} CPUs, {result['threads']} thread(s); load average at "
+            f"each round's start: {loads}\n\n{table}\n")
+        print(f"wrote {json_path} and {json_path.with_suffix('.md')}", file=sys.stderr)
 
 
 __all__ = ["bench_command", "parse_batches"]

@@ -54,14 +54,15 @@ def restorer_for(denoiser, task: str, steps: int, sigma_y: float = GATE_SIGMA_Y,
                     hyper=hyper)
 
 
-def restore_faces(denoiser, faces: torch.Tensor, task: str, steps: int, batch: int = 8) -> torch.Tensor:
-    """DDPG restorations (N,3,H,W) in [-1, 1] of ``faces`` degraded for ``task``; face i uses seed i, so two
-    denoisers see the same measurements and the same sampler noise."""
+def restore_faces(denoiser, faces: torch.Tensor, task: str, steps: int, batch: int = 8,
+                  first_seed: int = 0) -> torch.Tensor:
+    """DDPG restorations (N,3,H,W) in [-1, 1] of ``faces`` degraded for ``task``; face i uses seed
+    ``first_seed + i``, so two denoisers see the same measurements and the same sampler noise."""
     restorer = restorer_for(denoiser, task, steps, size=faces.shape[-1])
     out = []
     for start in range(0, len(faces), batch):
-        seeds = list(range(start, min(start + batch, len(faces))))
-        chunk = faces[seeds[0]: seeds[-1] + 1]
+        seeds = list(range(first_seed + start, first_seed + min(start + batch, len(faces))))
+        chunk = faces[start: start + len(seeds)]
         with torch.no_grad():
             out.append(restorer.restore(restorer.degrade(chunk, seeds), seeds))
     return torch.cat(out)

@@ -6,7 +6,8 @@ IR keeps the export's dynamic batch; the CPU plugin compiles it once and takes a
 The arithmetic is always an explicit choice: the export's precision (``ddpg.precision``) sets
 ``INFERENCE_PRECISION_HINT`` (fp32 → f32, bf16 → bf16, int8 → f32 for the layers NNCF left unquantized), because
 the CPU plugin otherwise lowers float32 to bfloat16 by itself on CPUs with native bf16. ``threads`` sets
-``INFERENCE_NUM_THREADS`` (None: OpenVINO's default, every core); the performance hint is LATENCY (one stream:
+``INFERENCE_NUM_THREADS`` (default: the ``--threads`` count, :func:`~ddpg.threads.applied_threads`; when none was
+applied, OpenVINO's default, every core); the performance hint is LATENCY (one stream:
 a whole batch runs as one request, which is what the sampler issues).
 """
 
@@ -22,6 +23,7 @@ import torch
 from ddpg.engine_metadata import EngineError, EngineInfo, read_metadata
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import prediction_type
+from ddpg.threads import applied_threads
 from ddpg.versions import install_hint
 
 from .capabilities import OPENVINO_CAPABILITIES
@@ -117,10 +119,10 @@ class OpenVINODenoiser:
         self.schedule = self.info.schedule
         self.prediction = prediction_type(self)
         self.precision = self.info.precision
-        self.threads = threads
+        self.threads = threads if threads is not None else applied_threads()
         self.class_labels = engine_class_labels(self.info, class_labels, self.device)
         warn_about_gate(self.info)
-        self.compiled = compile_ir(self.engine_path, self.precision, threads, performance_hint)
+        self.compiled = compile_ir(self.engine_path, self.precision, self.threads, performance_hint)
         self._request = self.compiled.create_infer_request()
         self._output = self.compiled.output("eps")
         self._lock = threading.Lock()
