@@ -45,8 +45,10 @@ class RestoreRequest:
     threads: int | str = threads_option()
     observed: bool = option(False, served=True, help="Inputs are measurements (a real low-res or blurred photo, or "
                                                      "`ddpg degrade` output), not clean images.")
-    backend: str = option("torch", help="torch | onnxruntime | tensorrt")
-    engine: str | None = option(None, help="ONNX model or TensorRT plan for --backend onnxruntime/tensorrt.")
+    backend: str = option("torch", help="torch | onnxruntime | tensorrt | openvino (CPU)")
+    engine: str | None = option(None, help="ONNX model, TensorRT plan or OpenVINO IR (.xml) for --backend "
+                                           "onnxruntime/tensorrt/openvino (tensorrt, openvino: an .onnx is converted "
+                                           "once into the engine cache).")
     skip_existing: bool = option(False, help="Skip inputs whose outputs exist (resume).")
     resize: bool = option(False, help="Centre-crop and resize clean inputs to --size (default: the prior's size) as "
                                       "the papers; else native size.")

@@ -14,8 +14,10 @@ class ServeOptions:
     """Everything ``ddpg serve`` takes: the prior and its engine, where to listen, batching and limits."""
 
     prior: str | None = option("face64", help="Prior name or YAML config (torch backend).")
-    backend: str = option("torch", help="torch | onnxruntime | tensorrt")
-    engine: str | None = option(None, help="ONNX model or TensorRT plan for --backend onnxruntime/tensorrt.")
+    backend: str = option("torch", help="torch | onnxruntime | tensorrt | openvino (CPU)")
+    engine: str | None = option(None, help="ONNX model, TensorRT plan or OpenVINO IR (.xml) for --backend "
+                                           "onnxruntime/tensorrt/openvino (tensorrt, openvino: an .onnx is converted "
+                                           "once into the engine cache).")
     device: str = option("cpu", help="cpu | cuda | cuda:N (one process per GPU).")
     threads: int | str = threads_option()
     class_label: int | None = option(None, help="Class for class-conditional priors.")
