@@ -2,9 +2,9 @@
 images, few steps): a job's lifecycle (queued with its position, running at step k of N, done; cancelled while
 queued and while running), its Server-Sent Events (status, the step events in order with every K-th step and
 the last, previews that decode as PNGs, one final event), its result equal to its ``/v1/restore`` and
-``ddpg restore`` twins, the same refusals, auth and metrics as ``/v1/restore``, finished jobs removed with
-their folders after ``--job-ttl`` and beyond ``--max-jobs``, a restarted server's 404, and the page served
-without the token.
+``ddpg restore`` twins and its observation to the one ``ddpg restore`` writes (clean and observed uploads),
+the same refusals, auth and metrics as ``/v1/restore``, finished jobs removed with their folders after
+``--job-ttl`` and beyond ``--max-jobs``, a restarted server's 404, and the page served without the token.
 
 No test waits on timing: the engine is held at a tick boundary, or after K more ticks, with the server's test
 hook (``POST /test/pause?paused=1&after=K``)."""
@@ -18,9 +18,11 @@ import json
 
 import httpx
 import pytest
+import torch
 from PIL import Image
 
 import test_serve_http
+from ddpg.io import save_image
 from ddpg.serve import job_routes
 from ddpg.serve.job_store import Listener
 from test_serve_http import STEPS, TOKEN, WAIT_S, ServerProcess, counter, twin_png
@@ -98,6 +100,8 @@ def test_job_lifecycle_events_cancel_and_result_equal_twins(server, images, tmp_
         ids = a.json()["id"], b.json()["id"]
         assert [(status(server, i).json()["state"], status(server, i).json()["position"]) for i in ids] == \
             [("queued", 1), ("queued", 2)]
+        early = httpx.get(f"{server.url}/v1/jobs/{ids[0]}/observed", headers=server.headers)
+        assert early.status_code == 409 and early.json()["state"] == "queued"
         streams = [asyncio.ensure_future(listen(server, ids[0], "?every=2&preview=1")),
                    asyncio.ensure_future(listen(server, ids[0])), asyncio.ensure_future(listen(server, ids[1]))]
         await until(lambda: listeners(server) == 3)
@@ -138,9 +142,18 @@ def test_job_lifecycle_events_cancel_and_result_equal_twins(server, images, tmp_
                           headers=server.headers, timeout=WAIT_S)
     assert restored.status_code == 200 and restored.content == result.content
     assert result.content == twin_png(image, tmp_path / "twin", "--task", "sr4", "--seed", "7", "--steps", str(steps))
+    observed = httpx.get(f"{server.url}/v1/jobs/{ids[0]}/observed", headers=server.headers)
+    assert observed.status_code == 200 and observed.headers["content-type"] == "image/png"
+    assert observed.content == base64.b64decode(as_json["observed"]) == (tmp_path / "twin" / "face0_observed.png"
+                                                                          ).read_bytes()
+    assert Image.open(io.BytesIO(observed.content)).size == (8, 8)  # sr4 of a 32-px image
     for job_id in ids[1], queued["id"]:
         refused = httpx.get(f"{server.url}/v1/jobs/{job_id}/result", headers=server.headers)
         assert refused.status_code == 409 and refused.json()["state"] == "cancelled"
+        none = httpx.get(f"{server.url}/v1/jobs/{job_id}/observed", headers=server.headers)
+        assert none.status_code == 404 and none.json() == {
+            "error": f"job {job_id} is cancelled: it has no observation (a failed or cancelled job keeps no files)",
+            "state": "cancelled"}
     assert listeners(server) == 0
 
 
@@ -163,9 +176,24 @@ def test_late_listener_gets_status_then_the_final_event_and_deleting_a_job_remov
     assert any(folder.glob("*_restored.png"))
     deleted = httpx.delete(f"{server.url}/v1/jobs/{job['id']}", headers=server.headers)
     assert deleted.status_code == 200 and deleted.json()["state"] == "done" and not folder.exists()
-    for path in ("", "/result", "/events"):
+    for path in ("", "/result", "/observed", "/events"):
         missing = httpx.get(f"{server.url}/v1/jobs/{job['id']}{path}", headers=server.headers)
         assert missing.status_code == 404 and missing.json()["error"] == f"no job {job['id']}: {LOST}"
+
+
+def test_an_observed_uploads_observation_is_its_restore_twins(server, tmp_path):
+    """A measurement uploaded with ``observed=true``: the job's observation is the one ``ddpg restore --observed``
+    writes for it (the upload as the restorer read it), byte for byte, in the JSON result and alone."""
+    measurement = tmp_path / "low.png"
+    save_image(torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(4)), measurement)
+    job = submit(server, measurement, task="sr4", observed="true", steps=2, seed=5).json()
+    assert asyncio.run(listen(server, job["id"]))[-1][0] == "done"
+    as_json = httpx.get(f"{server.url}/v1/jobs/{job['id']}/result?format=json", headers=server.headers).json()
+    alone = httpx.get(f"{server.url}{job['urls']['observed']}", headers=server.headers)
+    twin_png(measurement, tmp_path / "twin", "--task", "sr4", "--observed", "--steps", "2", "--seed", "5")
+    assert alone.content == base64.b64decode(as_json["observed"]) == (tmp_path / "twin" / "low_observed.png"
+                                                                       ).read_bytes()
+    assert as_json["sidecar"]["settings"]["observed"] is True
 
 
 def test_full_queue_refuses_a_job_and_defaults_are_what_a_job_resolves_to(server, images):
@@ -206,7 +234,7 @@ def test_refused_jobs_have_restores_status_and_body(server, images, fields, fiel
 def test_job_routes_need_the_token_and_the_page_does_not(server, images):
     before = counter(server.metrics(), "unauthorized")
     for method, path in (("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("GET", "/v1/jobs/x/events"),
-                         ("GET", "/v1/jobs/x/result"), ("DELETE", "/v1/jobs/x")):
+                         ("GET", "/v1/jobs/x/result"), ("GET", "/v1/jobs/x/observed"), ("DELETE", "/v1/jobs/x")):
         assert httpx.request(method, server.url + path).status_code == 401, path
     assert counter(server.metrics(), "unauthorized") == before + 1  # the refused submission
     page = httpx.get(server.url + "/")

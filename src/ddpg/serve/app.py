@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from ddpg.api.settings import CLI_TASKS
 
-from .job_routes import accept, create_job, delete_job, job_events, job_result, job_status
+from .job_routes import accept, create_job, delete_job, job_events, job_observed, job_result, job_status
 from .jobs import FIELDS, SERVED_METHODS, served_defaults
 from .responses import OUTCOME_OF_STATUS, error, refused, restore_response
 from .state import ServeState
@@ -134,7 +134,8 @@ async def test_pause(request: Request) -> Response:
 def make_app(state: ServeState) -> BearerAuth:
     routes = [Route("/v1/restore", restore, methods=["POST"]), Route("/v1/jobs", create_job, methods=["POST"]),
               Route("/v1/jobs/{job_id}", job_status), Route("/v1/jobs/{job_id}", delete_job, methods=["DELETE"]),
-              Route("/v1/jobs/{job_id}/result", job_result), Route("/v1/jobs/{job_id}/events", job_events),
+              Route("/v1/jobs/{job_id}/result", job_result), Route("/v1/jobs/{job_id}/observed", job_observed),
+              Route("/v1/jobs/{job_id}/events", job_events),
               Route("/v1/models", models), Route("/healthz", healthz), Route("/readyz", readyz),
               Route("/metrics", metrics), Route("/", index), Route("/static/{name}", static_file)]
     if state.test_hooks:

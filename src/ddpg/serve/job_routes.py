@@ -43,7 +43,7 @@ async def accept(state: ServeState, request: Request, arrived: float, kept: bool
 
 def urls(job_id: str) -> dict[str, str]:
     base = f"/v1/jobs/{job_id}"
-    return {"self": base, "events": f"{base}/events", "result": f"{base}/result"}
+    return {"self": base, "events": f"{base}/events", "result": f"{base}/result", "observed": f"{base}/observed"}
 
 
 async def create_job(request: Request) -> Response:
@@ -90,26 +90,63 @@ async def delete_job(request: Request) -> Response:
     return JSONResponse(status)
 
 
+def unfinished(job: Job) -> Response | None:
+    """``409 {"error", "state"}`` while the job waits or runs; None once it has ended."""
+    if job.outcome is not None:
+        return None
+    return JSONResponse({"error": f"job {job.id} is {job.state}", "state": job.state}, 409)
+
+
+def read_observed(job: Job) -> bytes | None:
+    """The bytes of a done job's observation PNG, None if its restoration wrote none; FileNotFoundError if its
+    folder is gone."""
+    path = job.observed_path
+    return None if path is None else path.read_bytes()
+
+
 async def job_result(request: Request) -> Response:
     """``GET /v1/jobs/{id}/result[?format=json]``: the restored PNG (the bytes and headers /v1/restore answers)
-    or JSON with the sidecar; 409 before the end; a failed or cancelled job's error."""
+    or JSON with the sidecar and the observation; 409 before the end; a failed or cancelled job's error."""
     job = found(request)
     if isinstance(job, Response):
         return job
     kind = request.query_params.get("format", "png")
     if kind not in ("png", "json"):
         return error(422, f"format must be png or json, got {kind!r}", "format")
-    if job.outcome is None:
-        return JSONResponse({"error": f"job {job.id} is {job.state}", "state": job.state}, 409)
+    waiting = unfinished(job)
+    if waiting is not None:
+        return waiting
     if job.outcome != "done":
         body = {key: value for key, value in job.error.items() if key != "status"}
         return JSONResponse({**body, "state": job.outcome}, job.error["status"])
     try:
         png = await run_in_threadpool(job.png_path.read_bytes)
+        observed = await run_in_threadpool(read_observed, job) if kind == "json" else None
     except FileNotFoundError:  # removed meanwhile
         return error(404, lost(job.id))
     seconds = {**job.seconds(), "total": job.finished - job.arrived}
-    return restore_response(png, job.sidecar, kind, seconds)
+    return restore_response(png, job.sidecar, kind, seconds, observed)
+
+
+async def job_observed(request: Request) -> Response:
+    """``GET /v1/jobs/{id}/observed``: the observation as ``image/png``, the file ``ddpg restore`` writes beside
+    its result (``<stem>_observed.png``: the measurement the restoration started from); 409 before the end; 404
+    for a job that has none (failed or cancelled: its files went when it ended)."""
+    job = found(request)
+    if isinstance(job, Response):
+        return job
+    waiting = unfinished(job)
+    if waiting is not None:
+        return waiting
+    try:
+        observed = await run_in_threadpool(read_observed, job)
+    except FileNotFoundError:  # removed meanwhile
+        return error(404, lost(job.id))
+    if observed is None:
+        kept = "" if job.outcome == "done" else " (a failed or cancelled job keeps no files)"
+        return JSONResponse({"error": f"job {job.id} is {job.outcome}: it has no observation{kept}",
+                             "state": job.outcome}, 404)
+    return Response(observed, media_type="image/png")
 
 
 def event(name: str, body: dict) -> str:

@@ -111,6 +111,13 @@ class Job:
     def png_path(self) -> Path:
         return self.workdir / f"{self.stem}_restored.png"
 
+    @property
+    def observed_path(self) -> Path | None:
+        """The observation PNG ``ddpg restore``'s writer put beside the result (the file its sidecar names:
+        the measurement the restorer started from, in [0, 1]); None before the job is done or if it names none."""
+        name = (self.sidecar or {}).get("outputs", {}).get("observed")
+        return None if name is None else self.workdir / name
+
     def progress(self) -> tuple[int, float]:
         """(steps done, when it joined the engine's batch or 0)."""
         sample = self.prepared.sample if self.prepared is not None else None

@@ -58,15 +58,19 @@ def refused(exc: Exception) -> JSONResponse:
     return JSONResponse(body, status, headers=headers)
 
 
-def restore_response(png: bytes, sidecar: dict, kind: str, seconds: dict[str, float]) -> Response:
-    """The restoration as a PNG (or JSON with the sidecar), its metrics and ``seconds`` (``prepare``: reading
-    the upload, decoding and degrading it; ``queue``: waiting for a place in the engine's batch; ``total``: the
-    whole request) in ``X-DDPG-*`` headers."""
+def restore_response(png: bytes, sidecar: dict, kind: str, seconds: dict[str, float],
+                     observed: bytes | None = None) -> Response:
+    """The restoration as a PNG (or JSON with the sidecar, and the observation PNG as ``observed`` when given),
+    its metrics and ``seconds`` (``prepare``: reading the upload, decoding and degrading it; ``queue``: waiting
+    for a place in the engine's batch; ``total``: the whole request) in ``X-DDPG-*`` headers."""
     metrics = sidecar.get("metrics", {})
     headers = {f"X-DDPG-{k.replace('_', '-').title()}": str(v) for k, v in metrics.items()}
     headers.update({"X-DDPG-Seed": str(sidecar["seed"]), "X-DDPG-Steps": str(sidecar["steps"]),
                     "X-DDPG-Method": sidecar["method"]})
     headers.update({f"X-DDPG-{name.title()}-S": f"{value:.4f}" for name, value in seconds.items()})
     if kind == "json":
-        return JSONResponse({"png": base64.b64encode(png).decode(), "sidecar": sidecar}, headers=headers)
+        body = {"png": base64.b64encode(png).decode(), "sidecar": sidecar}
+        if observed is not None:
+            body["observed"] = base64.b64encode(observed).decode()
+        return JSONResponse(body, headers=headers)
     return Response(png, media_type="image/png", headers=headers)
