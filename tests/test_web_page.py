@@ -2,7 +2,8 @@
 ``chromium-driver``, driven by Selenium) against a real ``ddpg serve`` process (face64 on the CPU, a bearer
 token, a few steps): the token field, the form filled from ``/v1/models``, a bad setting's message beside its
 field, cancelling a queued and a running job, and a job followed to its last step whose downloaded PNG equals
-its ``ddpg restore`` twin; the form readable and usable by keyboard at phone width.
+its ``ddpg restore`` twin and whose comparison offers its observation and the upload; the form readable and
+usable by keyboard at phone width.
 
 One browser and one server serve every test. No test waits on timing: the engine is held at a tick boundary
 with the server's test hook (``POST /test/pause``) where a job must stay queued or running, and every wait is
@@ -195,6 +196,7 @@ def test_a_job_runs_to_its_last_step_and_its_download_equals_the_restore_twin(pa
                      [e.text for e in page.find_elements(By.CSS_SELECTOR, "#metrics dd")], strict=True))
     assert float(shown["psnr"]) == pytest.approx(sidecar["metrics"]["psnr"], abs=1e-4)
     assert shown["steps"] == str(STEPS) and shown["seed"] == "3"
+    check_the_comparisons_two_choices(page, server, job)
     by_id(page, "compare-slider").send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)  # the line moves by keyboard
     assert page.execute_script("return document.getElementById('compare').style.getPropertyValue('--pos')") == "52%"
     by_id(page, "download").click()
@@ -205,6 +207,35 @@ def test_a_job_runs_to_its_last_step_and_its_download_equals_the_restore_twin(pa
     twin = twin_png(sample_path(), tmp_path / "twin", "--prior", "face64", "--task", "sr4", "--method", "ddpg",
                     "--steps", str(STEPS), "--seed", "3")
     assert served == twin
+
+
+def shown_before(browser) -> tuple[bytes, int, str, str]:
+    """(the bytes of the image left of the comparison's line, its width in pixels, the slider's label, the
+    corner tag) once that image has loaded."""
+    wait_for(browser, lambda b: b.execute_script("return document.getElementById('before').complete"),
+             "the image left of the line")
+    data = browser.execute_async_script("""const done = arguments[arguments.length - 1];
+        fetch(document.getElementById('before').src).then(r => r.arrayBuffer()).then(buffer => {
+          let text = ''; for (const byte of new Uint8Array(buffer)) text += String.fromCharCode(byte);
+          done(btoa(text)); });""")
+    return (base64.b64decode(data), browser.execute_script("return document.getElementById('before').naturalWidth"),
+            by_id(browser, "compare-label").text, by_id(browser, "before-tag").text)
+
+
+def check_the_comparisons_two_choices(browser, server, job: str) -> None:
+    """A clean upload's comparison offers the observation the restoration started from (first: the server's
+    observation PNG, 16 px for sr4 of the 64-px face, enlarged with square pixels) and the upload itself;
+    the arrow keys switch between them, and the slider's label and the corner tag name the one shown."""
+    observed = api(server, "GET", f"/v1/jobs/{job}/observed").content
+    assert by_id(browser, "compare-observed").is_selected() and by_id(browser, "choice-original").is_displayed()
+    assert shown_before(browser) == (observed, 16, "Observed ◀ ▶ restored", "observed")
+    before = by_id(browser, "before")
+    assert before.value_of_css_property("image-rendering") == "pixelated" and before.size["width"] >= 4 * 64
+    assert "16×16 pixels" in by_id(browser, "compare-help").text
+    by_id(browser, "compare-observed").send_keys(Keys.ARROW_DOWN)  # the next choice, by keyboard
+    assert by_id(browser, "compare-original").is_selected()
+    assert shown_before(browser) == (sample_path().read_bytes(), 64, "Original ◀ ▶ restored", "original")
+    assert "measured the metrics against" in by_id(browser, "compare-help").text
 
 
 def test_an_image_dropped_on_the_zone_is_the_one_sent(page, server):

@@ -1,7 +1,7 @@
 // ddpg serve's page: pick an image and settings from /v1/models, submit a job (POST /v1/jobs), follow its
 // Server-Sent Events with fetch() (EventSource cannot send the Authorization header), then show the result
-// beside the upload with the sidecar's metrics and a download link. Plain JS, no build step, no network
-// beyond this server. The API is described in docs/jobs.md.
+// beside the observation it started from (or the clean upload) with the sidecar's metrics and a download link.
+// Plain JS, no build step, no network beyond this server. The API is described in docs/jobs.md.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +20,7 @@ const page = {
   stream: null, // AbortController of its event stream
   poll: null, // timer of the queue-position poll
   urls: [], // object URLs to revoke when a new job starts
+  before: null, // what the comparison can show left of its line: {observed: {url, size}, original, clean, task}
 };
 
 // ---- the server ----------------------------------------------------------------------------------------
@@ -402,27 +403,66 @@ function pngUrl(base64) {
   return url;
 }
 
+// The (width, height) a base64 PNG's header gives (bytes 16 to 23).
+function pngSize(base64) {
+  const bytes = Uint8Array.from(atob(base64.slice(0, 32)), (c) => c.charCodeAt(0));
+  const view = new DataView(bytes.buffer);
+  return [view.getUint32(16), view.getUint32(20)];
+}
+
 async function showResult(status) {
   const response = await api(`${jobUrl("result")}?format=json`);
   if (!response.ok) {
     showError(await errorBody(response));
     return;
   }
-  const { png, sidecar } = await response.json();
+  const { png, sidecar, observed } = await response.json();
   const restored = pngUrl(png);
-  const before = URL.createObjectURL(page.sent);
-  page.urls.push(before);
-  $("before").src = before;
+  const clean = !(sidecar.settings && sidecar.settings.observed);
+  let original = null;
+  if (clean) {
+    original = URL.createObjectURL(page.sent);
+    page.urls.push(original);
+  }
+  page.before = {
+    observed: observed ? { url: pngUrl(observed), size: pngSize(observed) } : null,
+    original,
+    clean,
+    task: sidecar.task,
+  };
+  $("choice-observed").hidden = !page.before.observed;
+  $("choice-original").hidden = !original;
   $("after").src = restored;
+  showBefore(page.before.observed ? "observed" : "original");
   const stem = page.sent.name.replace(/\.[^.]*$/, "") || "image";
   $("download").href = restored;
   $("download").download = `${stem}_restored.png`;
-  $("compare-help").textContent = `Left of the line: your upload${sidecar.settings && sidecar.settings.observed ?
-    "" : `, the clean image the server degraded (${sidecar.task}) before restoring it and measured the metrics ` +
-    "against"}; right of it: the restoration. The slider (arrow keys work) moves the line.`;
   showMetrics(sidecar, status);
   $("result").hidden = false;
   $("download").focus();
+}
+
+// The comparison's left side: the observation the restoration started from ("observed"), or the clean upload
+// ("original"); the slider's label, the corner tag and the help say which.
+function showBefore(name) {
+  const before = page.before;
+  $(`compare-${name}`).checked = true;
+  $("before").src = name === "observed" ? before.observed.url : before.original;
+  $("before").dataset.shows = name;
+  $("before-tag").textContent = name;
+  $("compare-label").textContent = `${name === "observed" ? "Observed" : "Original"} ◀ ▶ restored`;
+  let left;
+  if (name === "original") {
+    left = `your upload, the clean image the server degraded (${before.task}) before restoring it and measured ` +
+      "the metrics against";
+  } else {
+    const [width, height] = before.observed.size;
+    left = `the observation the restoration started from (${width}×${height} pixels, enlarged with square ` +
+      `pixels): ${before.clean ? `the ${before.task} degradation the server made of your upload` : "your upload"}`;
+  }
+  $("before").alt = `Before: ${left}`;
+  $("compare-help").textContent = `Left of the line: ${left}; right of it: the restoration. The slider (arrow ` +
+    "keys work) moves the line.";
 }
 
 function showMetrics(sidecar, status) {
@@ -446,6 +486,9 @@ function wireCompare() {
   const move = () => $("compare").style.setProperty("--pos", `${slider.value}%`);
   slider.addEventListener("input", move);
   move();
+  for (const choice of document.querySelectorAll('input[name="compare-with"]')) {
+    choice.addEventListener("change", () => showBefore(choice.value));
+  }
 }
 
 // ---- start -----------------------------------------------------------------------------------------------
