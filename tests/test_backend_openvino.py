@@ -154,6 +154,7 @@ def test_onnx_engine_is_converted_once_into_the_ir_cache(ddpm_engine, ddpm_small
     den = api_denoiser(None, None, "openvino", str(ddpm_engine), "cpu")
     cached = sorted((tmp_path / "engines" / "openvino").glob("*.xml"))
     assert [den.engine_path] == cached and rel_err(den(fixture["x"], fixture["t"]), fixture["out"]) < FP32_TOL
+    assert read_metadata(cached[0]).versions["openvino"] == ov.__version__
     stamp = cached[0].stat().st_mtime_ns
     assert api_denoiser(None, None, "openvino", str(ddpm_engine), "cpu").engine_path == cached[0]
     assert cached[0].stat().st_mtime_ns == stamp  # reused, not converted again

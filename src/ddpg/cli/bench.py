@@ -86,7 +86,8 @@ def _compare_cpu(batches: list[int], json_path: Path | None, irs: list[str], rou
     except DdpgError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    cpu = platform.processor() or platform.machine()
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+               platform.processor() or platform.machine())
     result.update(command="ddpg bench " + shlex.join(sys.argv[2:]), machine=f"{cpu}, {platform.platform()}")
     table = markdown_table(result)
     print(table)
@@ -96,8 +97,20 @@ def _compare_cpu(batches: list[int], json_path: Path | None, irs: list[str], rou
         json_path.with_suffix(".md").write_text(
             f"# CPU engines side by side: {result['prior']}, {result['task']}\n\nCommand: `{result['command']}`\n\n"
             f"Machine: {result['machine']}, {result['cpus']} CPUs, {result['threads']} thread(s); load average at "
-            f"each round's start: {loads}\n\n{table}\n")
+            f"each round's start: {loads}\n\nms/step: one DDPG step (UNet + guidance) of the whole batch, the "
+            f"minimum over the rounds of {result['steps_timed']}-step restorations; images/s and s/image at "
+            f"{result['full_steps']} steps from it; × torch fp32: its s/image over the engine's.\n\n{table}\n\n"
+            f"Median over the rounds, ms/step by batch: " + "; ".join(
+                f"{label} " + ", ".join(f"{b}: {row['ms_per_step_median']:.0f}" for b, row in e["per_batch"].items())
+                for label, e in result["engines"].items()) + "\n")
         print(f"wrote {json_path} and {json_path.with_suffix('.md')}", file=sys.stderr)
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        return []
 
 
 __all__ = ["bench_command", "parse_batches"]

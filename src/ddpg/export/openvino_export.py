@@ -14,6 +14,7 @@ failure recorded (the backend warns whenever it loads such an IR).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -70,8 +71,6 @@ class OpenVINOExport:
 
 def require_openvino_packages(precision: str) -> None:
     """Refuse an OpenVINO export, before any work, when a package it needs is missing, naming the extra."""
-    import importlib
-
     missing = []
     for name in ("openvino", "onnx", "onnxscript") + ("nncf",) * (precision == "int8"):
         try:
@@ -139,7 +138,9 @@ def ir_from_onnx(onnx_path: str | Path, out: str | Path, precision: str = "fp32"
     info = read_metadata(onnx_path)
     if info.precision != "fp32":
         raise ConfigError(f"{onnx_path}: a {info.precision} ONNX export; convert the float32 one to OpenVINO")
-    meta = {k: v for k, v in info.raw.items() if k.startswith(PREFIX)} | {PREFIX + "precision": precision}
+    versions = info.versions | {"openvino": openvino_module().__version__}
+    meta = {k: v for k, v in info.raw.items() if k.startswith(PREFIX)} | {
+        PREFIX + "precision": precision, PREFIX + "versions": json.dumps(versions, sort_keys=True)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
