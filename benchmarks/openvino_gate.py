@@ -73,7 +73,7 @@ def main() -> None:
     out = Path(args.out)
     faces = load_faces(args.faces, args.limit)
     candidates = dict(c.split("=", 1) for c in args.candidate)
-    denoisers = {p: OpenVINODenoiser(path, threads=args.threads) for p, path in candidates.items()}
+    denoisers = {p: OpenVINODenoiser(path, threads=args.threads, gate_warning=False) for p, path in candidates.items()}
     reference = as_denoiser(load_prior("face64"))
     doc = {"command": "python " + shlex.join(sys.argv), "faces": len(faces), "steps": args.steps,
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",

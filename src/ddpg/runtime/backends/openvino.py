@@ -95,7 +95,8 @@ def compile_ir(path: str | Path, precision: str, threads: int | None = None, per
 class OpenVINODenoiser:
     """ε-prediction with an OpenVINO IR export on the CPU (same interface as ``ddpg.models.Denoiser``, without
     gradients). ``class_labels``: an int or (B,) int tensor, required for class-conditional exports. Calls from
-    several threads are serialised (one infer request)."""
+    several threads are serialised (one infer request). A bf16/int8 IR that failed its quality gate, or has none,
+    is loaded with a warning (``gate_warning=False``: the gate's own run)."""
 
     backend = "openvino"
     capabilities = OPENVINO_CAPABILITIES
@@ -105,7 +106,7 @@ class OpenVINODenoiser:
 
     def __init__(self, engine: str | Path, *, device: str | torch.device = "cpu",
                  class_labels: torch.Tensor | int | None = None, threads: int | None = None,
-                 performance_hint: str = "LATENCY"):
+                 performance_hint: str = "LATENCY", gate_warning: bool = True):
         self.engine_path = Path(engine)
         if self.engine_path.suffix != ".xml":
             raise EngineError(f"{self.engine_path}: backend 'openvino' loads an OpenVINO IR (.xml with its .bin, "
@@ -121,7 +122,8 @@ class OpenVINODenoiser:
         self.precision = self.info.precision
         self.threads = threads if threads is not None else applied_threads()
         self.class_labels = engine_class_labels(self.info, class_labels, self.device)
-        warn_about_gate(self.info)
+        if gate_warning:  # off only while the gate itself measures this IR
+            warn_about_gate(self.info)
         self.compiled = compile_ir(self.engine_path, self.precision, self.threads, performance_hint)
         self._request = self.compiled.create_infer_request()
         self._output = self.compiled.output("eps")
