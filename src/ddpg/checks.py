@@ -38,3 +38,17 @@ def check_side(size: object, max_pixels: int, param: str = "size") -> int:
         raise ParameterError(param, size, f"a {size}×{size} image is {size * size:,} pixels, more than the limit of "
                                           f"{max_pixels:,} (max_pixels)")
     return size
+
+
+TILE_MODES = ("auto", "off")  # --tile: these words, or a tile side in pixels
+
+
+def check_tile(tile: object) -> str | int:
+    """``tile`` as "auto", "off" or a tile side (an integer >= 8, given as an int or its digits);
+    :class:`~ddpg.errors.ParameterError` naming ``tile`` otherwise."""
+    if isinstance(tile, str) and tile in TILE_MODES:
+        return tile
+    side = int(tile) if isinstance(tile, str) and tile.isdigit() else tile
+    if isinstance(side, bool) or not isinstance(side, int) or side < 8:
+        raise ParameterError("tile", tile, f"must be {' or '.join(TILE_MODES)} or a tile side in pixels (>= 8)")
+    return side

@@ -72,6 +72,22 @@ def restore_bytes(config: dict | None, batch: int, size: tuple[int, int], needs_
     return total if needs_grad else NO_GRAD_FACTOR * largest
 
 
+def tiled_restore_bytes(config: dict | None, batch: int, size: tuple[int, int], tile: int, tile_batch: int,
+                        tiles: int, needs_grad: bool) -> int | None:
+    """Estimated peak bytes of restoring ``batch`` images of ``size`` (H, W) whose UNet runs over ``tiles`` tiles
+    of ``tile`` px each, ``tile_batch`` per call: one call's UNet memory (:func:`restore_bytes` of that call; with
+    autograd, every tile's forward pass of the batch, all kept for the backward one) plus the whole-image work of
+    the method, the operator and the writer (the analytic prior's measured per-pixel cost,
+    :func:`ddpg.models.gaussian.restore_peak_bytes`, which holds the same float32 images and FFTs). Grows with the
+    pixel count, not with attention over the image; None when the UNet's share cannot be estimated."""
+    if needs_grad:
+        unet = restore_bytes(config, 1, (tile, tile), True)
+        unet = None if unet is None else unet * tiles * batch
+    else:
+        unet = restore_bytes(config, min(tile_batch, tiles * batch), (tile, tile), False)
+    return None if unet is None else unet + restore_peak_bytes(batch, size)
+
+
 def available_bytes(device: str | torch.device) -> int | None:
     """Memory free for a restoration on ``device``: CUDA's free memory plus what torch's cache holds, or the
     system's available memory (Linux ``MemAvailable``); None where it cannot be told."""

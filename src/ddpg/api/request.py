@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ddpg.checks import DEFAULT_MAX_PIXELS, DEFAULT_SIGMA_Y, check_int, check_side, check_sigma_y
+from ddpg.checks import DEFAULT_MAX_PIXELS, DEFAULT_SIGMA_Y, check_int, check_side, check_sigma_y, check_tile
 from ddpg.errors import ParameterError
 from ddpg.schema import option
 from ddpg.threads import check_threads, threads_option
@@ -73,6 +73,11 @@ class RestoreRequest:
     cuda_graph: bool = option(False, help="On CUDA: capture each whole {graph_methods} step (UNet + guidance + "
                                           "noise) in one CUDA graph; with onnxruntime, the engine call (fixed-batch "
                                           "export).")
+    tile: str = option("auto", help="UNet tiles: auto (tile an image larger than the prior's size by the measured "
+                                    "ratio, or one that would not fit untiled) | off | SIZE (tile side, px). The "
+                                    "method's guidance always runs on the whole image.", parse=check_tile)
+    tile_overlap: int | None = option(None, help="Least overlap of neighbouring tiles in pixels (default: a quarter "
+                                                 "of the tile side).")
     shard: tuple[int, int] = (0, 1)
     denoiser: object = field(default=None, repr=False, compare=False)
 
@@ -96,6 +101,11 @@ class RestoreRequest:
         if self.operator is not None and not isinstance(self.operator, Mapping):
             raise ParameterError("operator", self.operator, "must be a mapping of operator parameters to values")
         check_shard(self.shard)
+        object.__setattr__(self, "tile", str(check_tile(self.tile)))
+        if self.tile_overlap is not None:
+            check_int("tile_overlap", self.tile_overlap, 0)
+            if self.tile.isdigit() and self.tile_overlap >= int(self.tile):
+                raise ParameterError("tile_overlap", self.tile_overlap, f"must be smaller than the tile ({self.tile})")
         # torch, which reading the fields needs not
         from ddpg.api.denoisers import check_device, check_engine_source, check_speed_options
 

@@ -27,7 +27,7 @@ from ddpg.api.denoisers import (
     prior_record,
     size_multiple,
 )
-from ddpg.api.memory import available_bytes, restore_bytes
+from ddpg.api.memory import available_bytes, restore_bytes, tiled_restore_bytes
 from ddpg.api.outputs import check_apart, claim_outputs, named_outputs, output_folder, read_sidecar
 from ddpg.api.report import NullProgress, Report, failure_reason
 from ddpg.api.request import RestoreRequest
@@ -44,6 +44,7 @@ from ddpg.api.settings import (
     resolve_settings,
     size_note,
 )
+from ddpg.api.tiling import TilePolicy, tile_policy, tiled_denoiser
 from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.io import (
     IMAGE_SUFFIXES,
@@ -102,6 +103,8 @@ class RestorePlan:
     batch_size: int = 1  # the request's, lowered to what an engine takes
     needs_grad: bool = False
     cudnn_tune: bool = False  # let cuDNN time its convolution algorithms during the run
+    tiles: TilePolicy = TilePolicy("off", None, 0)  # --tile / --tile-overlap, resolved for the prior
+    tiled: object = None  # the denoiser wrapped to run over tiles (a TiledDenoiser); None when nothing tiles
     operators: dict = field(default_factory=dict)
     runners: dict = field(default_factory=dict)
 
@@ -128,6 +131,7 @@ class InputJob:
     source: dict
     t_load: float
     settings: dict  # what the sidecar's "settings" records and skip_existing compares
+    tiling: dict = field(default_factory=dict)  # the sidecar's "tiling": whether the UNet ran over tiles, and how
 
 
 @contextmanager
@@ -240,6 +244,9 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
     if request.resize and not (request.size or prior_size):
         raise ParameterError("resize", True, f"needs a size (the prior {prior} has no fixed image size)")
     batch_size = _engine_batch(denoiser, request.batch_size)
+    multiple = size_multiple(denoiser)
+    tiles = tile_policy(request.tile, request.tile_overlap, prior_size, multiple)
+    profile = engine_batch_profile(denoiser)
     # the speed options also let cuDNN time its convolution algorithms per shape (as `ddpg bench` does); the
     # plain path keeps cuDNN's heuristic choice, which does not vary from run to run
     tune = torch.device(request.device).type == "cuda" and (request.precision != "fp32" or request.compile
@@ -251,9 +258,10 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
                                              cudnn_tune=tune,
                                              method_defaults=method_defaults(settings.task, settings.method,
                                                                              prior or "")),
-                       mask_spec=mask_spec, target=request.size or prior_size, multiple=size_multiple(denoiser),
+                       mask_spec=mask_spec, target=request.size or prior_size, multiple=multiple,
                        step_graph=step_graph, batch_size=batch_size,
-                       needs_grad=capabilities.needs_grad, cudnn_tune=tune)
+                       needs_grad=capabilities.needs_grad, cudnn_tune=tune, tiles=tiles,
+                       tiled=tiled_denoiser(denoiser, tiles, None if profile is None else profile.max))
 
 
 def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
@@ -391,7 +399,8 @@ def _job_settings(plan: RestorePlan, index: int, path: Path) -> dict:
         "seed": plan.request.seed + index, "hyper": plan.settings.hyper, "operator": op_task,
         "prior": prior.get("name") or prior.get("spec"), "checkpoint_sha256": prior.get("checkpoint_sha256"),
         "mask": options["mask"], "kernel": options["kernel"], "resize": plan.request.resize,
-        "size": plan.target if plan.request.resize else None, "bits": plan.request.bits}, default=str))
+        "size": plan.target if plan.request.resize else None, "bits": plan.request.bits,
+        "tile": plan.request.tile, "tile_overlap": plan.request.tile_overlap}, default=str))
 
 
 def _existing_outputs(plan: RestorePlan, index: int, path: Path, stem: str) -> bool:
@@ -546,18 +555,13 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
         y = load_measurement(path, plan.request.max_pixels) if path.suffix.lower() in MEASUREMENT_SUFFIXES else \
             load_image(path, plan.request.max_pixels) * 2 - 1
         hw = (y.shape[1] * scale, y.shape[2] * scale)
-        padded_y = padded_size(tuple(y.shape[1:]), math.lcm(plan.multiple, scale) // scale)
-        padded = (padded_y[0] * scale, padded_y[1] * scale)
     else:
         clean = load_image(path, plan.request.max_pixels)
         hw = (plan.target, plan.target) if plan.request.resize else tuple(clean.shape[1:])
-        padded = padded_size(hw, math.lcm(plan.multiple, scale))
-    _check_memory(plan, path, padded)  # before any work at that size: the resize, the degradation
+    padded, denoiser, tiling = _fit_size(plan, path, hw, scale)  # before any work at that size
+    padded_y = (padded[0] // scale, padded[1] // scale)
     if clean is not None and plan.request.resize:
         clean = center_crop_resize(clean, plan.target)
-    if padded != hw:
-        log.info("%s: %d×%d padded to %d×%d (the prior and operator need multiples of %d); output cropped "
-                 "back", path, hw[1], hw[0], padded[1], padded[0], math.lcm(plan.multiple, scale))
     image_seed = plan.request.seed + index
     try:
         name, params, describe = operator_args(op_task, plan.settings.task, hw, padded, **options)
@@ -568,7 +572,7 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
     except DdpgError as exc:
         raise InputError(f"{path}: {exc}") from exc
     operator = plan.operators[key]
-    restorer = Restorer(plan.denoiser, operator, method=plan.settings.method, sigma_y=sigma,
+    restorer = Restorer(denoiser, operator, method=plan.settings.method, sigma_y=sigma,
                         steps=plan.settings.steps, hyper=plan.settings.hyper)
     sampler = restorer.restore
     if plan.step_graph:  # one runner (buffers + graphs) per operator and σ_y, replaying the Restorer exactly
@@ -594,18 +598,59 @@ def prepare_input(plan: RestorePlan, index: int, path: Path) -> InputJob:
     # step_graph: one CUDA-graph runner per operator; else operators of one kind stack into one call
     group = (key if plan.step_graph else operator.batch_key(), sigma)
     return InputJob(path, output_stem(path), index, image_seed, hw, padded, clean, y, y_view, base, key, group,
-                    restorer, sampler, describe, source, time.perf_counter() - t0, _job_settings(plan, index, path))
+                    restorer, sampler, describe, source, time.perf_counter() - t0, _job_settings(plan, index, path),
+                    tiling)
 
 
-def _check_memory(plan: RestorePlan, path: Path, padded: tuple[int, int]) -> None:
-    """Refuse an input whose restoration at the padded size would need more memory than the device has free."""
+def _fit_size(plan: RestorePlan, path: Path, hw: tuple[int, int], scale: int) -> tuple[tuple[int, int], object, dict]:
+    """(padded size, the denoiser, the sidecar's tiling entry) of an image of size ``hw`` whose measurement is
+    ``scale`` × smaller: tiled or not as the plan's tile policy decides (auto: whether the untiled pass fits),
+    padded at the bottom and right to what the operator (and, untiled, the prior) take, and refused
+    (:func:`_check_memory`) when even that does not fit."""
+    def untiled_size() -> tuple[int, int]:
+        return padded_size(hw, math.lcm(plan.multiple, scale))
+
+    tiled, reason = plan.tiles.decide(hw, lambda: _memory_need(plan, untiled_size(), None)[0] <= _free(plan))
+    padded = padded_size(hw, scale) if tiled else untiled_size()
+    _check_memory(plan, path, padded, plan.tiled if tiled else None)
+    if padded != hw:
+        log.info("%s: %d×%d padded to %d×%d (the %s need multiples of %d); output cropped back", path, hw[1], hw[0],
+                 padded[1], padded[0], "operator" if tiled else "prior and operator",
+                 scale if tiled else math.lcm(plan.multiple, scale))
+    tiling = plan.tiles.record(tiled, reason, plan.tiled, padded)
+    return padded, plan.tiled if tiled else plan.denoiser, tiling
+
+
+def _free(plan: RestorePlan) -> float:
+    """Bytes free on the plan's device (infinite where that cannot be told)."""
+    have = available_bytes(plan.request.device)
+    return float("inf") if have is None else have
+
+
+def _memory_need(plan: RestorePlan, padded: tuple[int, int], tiled) -> tuple[float, str]:
+    """(estimated peak bytes, 0 when unknown; how the UNet runs, for a message) of restoring images of the padded
+    size at the plan's batch, untiled or over the tiles of ``tiled`` (a TiledDenoiser)."""
     config = plan.denoiser.config
-    need = restore_bytes(config, plan.batch_size, padded, plan.needs_grad)
-    have = available_bytes(plan.request.device) if need is not None else None
-    if need is not None and have is not None and need > have:
+    if tiled is None:
+        need, how = restore_bytes(config, plan.batch_size, padded, plan.needs_grad), ""
+    else:
+        layout = tiled.layout(padded)
+        need = tiled_restore_bytes(config, plan.batch_size, padded, layout.tile, tiled.batch, layout.count,
+                                   plan.needs_grad)
+        how = f", in {layout.count} tiles of {layout.tile} px,"
+    return need or 0, how
+
+
+def _check_memory(plan: RestorePlan, path: Path, padded: tuple[int, int], tiled) -> None:
+    """Refuse an input whose restoration at the padded size (untiled, or over the tiles of ``tiled``) would need
+    more memory than the device has free."""
+    need, how = _memory_need(plan, padded, tiled)
+    have = available_bytes(plan.request.device) if need else None
+    if need and have is not None and need > have:
+        config = plan.denoiser.config
         smaller = " or with a smaller batch_size" if plan.batch_size > 1 else ""
         raise InputError(f"{path}: not restored: {padded[1]}×{padded[0]} with the {config.get('name') or 'given'} "
-                         f"prior at batch {plan.batch_size} needs about {need / 2**30:.1f} GiB, more than the "
+                         f"prior at batch {plan.batch_size}{how} needs about {need / 2**30:.1f} GiB, more than the "
                          f"{have / 2**30:.1f} GiB free on {plan.request.device}; restore it resized "
                          f"(resize=True, size=N){smaller}")
 
@@ -625,6 +670,7 @@ def write_outputs(plan: RestorePlan, job: InputJob, out: torch.Tensor, timing: d
                **plan.record, "sigma_y": job.restorer.sigma_y,
                "operator": {"name": op.name, **{k: v for k, v in op.params.items() if k != "mask"}, **job.describe},
                "seed": job.seed, "index": job.index, "input_kind": job.source, "settings": job.settings,
+               "tiling": job.tiling,
                "timings_s": {"load_and_degrade": round(job.t_load, 4), **timing}}
     if job.clean is not None:
         metrics = {"psnr": round(psnr(restored, job.clean), 4),

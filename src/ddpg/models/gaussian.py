@@ -55,7 +55,7 @@ class GaussianPrior(nn.Module):
     def __init__(self, config: dict | None = None, spectrum: torch.Tensor | None = None):
         super().__init__()
         cfg = {"kind": "gaussian", "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
-               "num_diffusion_timesteps": 1000}
+               "num_diffusion_timesteps": 1000, "boundary": "periodic"}  # its FFTs wrap the image around
         cfg.update(config or {})
         if spectrum is None and "law" not in cfg:
             raise ValueError("GaussianPrior needs a `law` in its config or an explicit spectrum")
