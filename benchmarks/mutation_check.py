@@ -74,7 +74,8 @@ TARGETS = [
     ("src/ddpg/models/nn.py", ["sinusoidal_embedding"], "tests/test_timestep_embedding.py tests/test_models_unets.py"),
     ("src/ddpg/export/validate.py", ["DEFAULT_RTOL", "default_rtol", "validate_onnx", "error_ratio"],
      "tests/test_export_tolerances.py"),
-    ("src/ddpg/io.py", ["atomic_write", "StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
+    ("src/ddpg/io/atomic.py", ["atomic_write"], "tests/test_atomic_writes.py tests/test_io.py"),
+    ("src/ddpg/io/staged.py", ["StagedFiles"], "tests/test_atomic_writes.py tests/test_io.py"),
     ("src/ddpg/operators/baselines.py", ["is_super_resolution", "auto_baseline_name"],
      "tests/test_cli_restore.py::test_restore_writes_images_and_sidecars_whose_metrics_match "
      "tests/test_cli_restore.py::test_sr_sidecar_scores_the_bicubic_baseline tests/test_operators_baselines.py"),
@@ -166,7 +167,7 @@ EQUIVALENT: dict[str, str] = {
     "304bc5e706": "validation: reference not cast to float64: got − ref is promoted to float64 anyway; only the "
                   "reference's squared norm is summed in float32 (relative rounding ~1e-7, far inside every bound)",
     "40c0c4279c": "validation report: seconds rounded to 4 decimals instead of 3",
-    "0b7aeb1623": "atomic_write cleanup unlink(missing_ok=False): the temporary file exists whenever the except "
+    "6df9ca549c": "atomic_write cleanup unlink(missing_ok=False): the temporary file exists whenever the except "
                   "branch runs (mkstemp made it; only a writer deleting it itself would differ)",
     "5a24d82384": "sidecar: min(H, W) → min(W, H)",
     "77e2c0a47d": "sidecar: write time rounded to 5 decimals instead of 4",

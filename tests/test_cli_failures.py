@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import ddpg.io
+import ddpg.io.images
+import ddpg.io.json_files
 from ddpg import api
 from ddpg.cli import progress as cli_progress
 from ddpg.cli.main import app
@@ -84,7 +85,8 @@ def test_full_disk_leaves_no_partial_file_and_the_others_continue(images, tmp_pa
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, write)
 
-    monkeypatch.setattr(ddpg.io, "atomic_write", full_disk)
+    for writer in (ddpg.io.images, ddpg.io.json_files):  # the modules that write a restoration's outputs
+        monkeypatch.setattr(writer, "atomic_write", full_disk)
     out = tmp_path / "out"
     res = runner.invoke(app, ["restore", "--prior", "gaussian", str(images), "-o", str(out), "--task", "denoise",
                               "--steps", "3", "-q"])

@@ -129,16 +129,16 @@ def test_max_pixels_applies_to_every_decoder_and_memory_errors_are_per_image(ima
     assert res.exit_code == 1 and res.output.count("more than the limit of 1,000") == 4, res.output
     assert "0 restored, 0 skipped, 4 failed" in res.output
 
-    real = ddpg.io.decode_png16
+    real = ddpg.io.images.decode_png16
 
     def out_of_memory(data, path, max_pixels):
         raise MemoryError
 
-    monkeypatch.setattr(ddpg.io, "decode_png16", out_of_memory)
+    monkeypatch.setattr(ddpg.io.images, "decode_png16", out_of_memory)  # as load_image calls it
     report = api.restore([images], tmp_path / "out2", prior="gaussian", steps=2)
     assert dict(report.failed)[str(images / "deep.png")].endswith("not enough memory to decode it)")
     assert len(report.done) == 3
-    monkeypatch.setattr(ddpg.io, "decode_png16", real)
+    monkeypatch.setattr(ddpg.io.images, "decode_png16", real)
     assert DEFAULT_MAX_PIXELS == 2**25  # the default the --max-pixels help states
 
 
