@@ -14,11 +14,13 @@ from pathlib import Path
 import torch
 
 from ddpg import io
-from ddpg.api.denoisers import prior_record, size_multiple
+from ddpg.api.denoisers import engine_batch_profile, prior_record, size_multiple
 from ddpg.api.request import RestoreRequest
 from ddpg.api.restoration import InputJob, RestorePlan, not_finite, prepare_input, sidecar_record, write_outputs
 from ddpg.api.settings import CLI_TASKS, Settings, apply_hyper, apply_operator, named_mask, parse_mask, resolve_settings
+from ddpg.api.tiling import tile_policy, tiled_denoiser
 from ddpg.errors import DdpgError, ImageTooLarge, InputError, ParameterError
+from ddpg.models.denoiser import native_image_size
 from ddpg.runtime.samplers import get_sampler, methods_where
 from ddpg.schema import option_fields, value_type
 from ddpg.versions import versions
@@ -194,6 +196,10 @@ class Preparer:
         self.denoiser, self.prior, self.device = denoiser, prior, device
         self.max_pixels, self.default_deadline_s = max_pixels, default_deadline_s
         self.multiple = size_multiple(denoiser)
+        # images larger than the prior: tiled as `ddpg restore --tile auto` tiles them (the tiles join the ticks)
+        self.tiles = tile_policy("auto", None, native_image_size(denoiser), self.multiple)
+        profile = engine_batch_profile(denoiser)
+        self.tiled = tiled_denoiser(denoiser, self.tiles, None if profile is None else profile.max)
         self.prior_record = prior_record(prior, None, denoiser.backend, None, denoiser)
         self.versions = versions(device)
         self.operators: dict = {}  # shared by every request, so equal operators group in one guidance call
@@ -214,7 +220,8 @@ class Preparer:
                                      **{**served, "mask": mask, "kernel": None if kernel is None else str(kernel)})
             plan = RestorePlan(request=request, settings=settings, denoiser=self.denoiser,
                                record=sidecar_record(request, settings, self.prior_record, self.versions),
-                               mask_spec=mask_spec, multiple=self.multiple, operators=self.operators)
+                               mask_spec=mask_spec, multiple=self.multiple, operators=self.operators,
+                               tiles=self.tiles, tiled=self.tiled)
             job = prepare_input(plan, 0, image)
         except DdpgError as exc:
             raise refusal(exc, field_of(exc, "image"), upload) from None
@@ -223,8 +230,9 @@ class Preparer:
         params = job.restorer.params
         deadline_s = fields.get("deadline_s", self.default_deadline_s)
         deadline = None if deadline_s is None else now + deadline_s
+        layout = self.tiled.layout(job.padded) if job.tiling["tiled"] else None
         sample = start_sample(self.denoiser, job.restorer.operator, job.y, job.restorer.spec.method, params,
-                              settings.steps, job.seed, (job.group, params), deadline)
+                              settings.steps, job.seed, (job.group, params), deadline, layout)
         return Prepared(job, plan, sample, workdir, fields.get("response", "png"), filename)
 
     def _settings(self, fields: dict):

@@ -33,6 +33,7 @@ from ddpg.operators.base import Operator, stack_operators
 from ddpg.runtime.restorer import seeded_start
 from ddpg.runtime.samplers.common import NoiseSource, prepare
 from ddpg.runtime.samplers.method import Method, State, method_grid, stack_rows
+from ddpg.runtime.tiling import TileLayout
 from ddpg.schedule import Schedule
 
 POLICIES = ("continuous", "request", "single")
@@ -84,6 +85,7 @@ class Sample:
     ticks_shared: int = 0  # sum over its steps of the samples in the same denoiser call
     admitted: float = 0.0  # time.monotonic() when it joined the engine's batch
     stacked: tuple | None = None  # (members, operator, ctx) of the last group it led with other operators
+    layout: TileLayout | None = None  # its UNet input as tiles (an image larger than the prior): see ``advance``
     on_step: Callable[[Sample], None] | None = None  # called in the engine thread after each of its steps
 
     @property
@@ -97,15 +99,16 @@ class Sample:
 
 
 def start_sample(denoiser, operator: Operator, y: torch.Tensor, method: Method, params, steps: int, seed: int,
-                 group: Hashable, deadline: float | None = None) -> Sample:
+                 group: Hashable, deadline: float | None = None, layout: TileLayout | None = None) -> Sample:
     """A sample that replays ``Restorer.restore(y, [seed])`` of ``method`` with ``params``: the same x_T, step
     table and per-step noise (each drawn from the seed's sampling stream). ``y``: (1,C,h,w) on the denoiser's
-    device."""
+    device; ``layout``: the tiles its UNet input is cut into (a ``TiledDenoiser``'s layout of its size), None for
+    the whole image."""
     x_T, noise = seeded_start([seed], operator.img_size, y.device)
     schedule, y, x_T, noise = prepare(denoiser, operator, y, x_T, noise, None)
     rows = method.table(schedule, method_grid(method, schedule, steps), params)
     state = method.start(y, operator, params, x_T, schedule, rows)
-    return Sample(state, y, operator, method, params, rows, noise, schedule, group, deadline)
+    return Sample(state, y, operator, method, params, rows, noise, schedule, group, deadline, layout=layout)
 
 
 class Scheduler:
@@ -293,32 +296,66 @@ class Scheduler:
             self.metrics.observe_tick(len(batch), seconds)
 
 def advance(denoiser, samples: list[Sample], engine_batch: int | None = None) -> None:
-    """One step of every sample (each at its own step index): a denoiser call per image size over its
-    samples (padded to ``engine_batch`` rows when given), then the method's ``step`` per group with
-    per-sample rows and each sample's own z. Finished samples must have left ``samples``."""
+    """One step of every sample (each at its own step index): the prior's outputs of every sample
+    (:func:`unet_outputs`), then the method's ``step`` per group of one image size with per-sample rows and each
+    sample's own z, on the whole images. Finished samples must have left ``samples``."""
     prediction = prediction_type(denoiser)
+    outs, shared = unet_outputs(denoiser, samples, engine_batch)
     for same_size in _grouped(samples, lambda s: tuple(s.x.shape[-2:])):
-        x = torch.cat([s.x for s in same_size])
-        t = torch.tensor([float(s.rows[s.index].t) for s in same_size], device=x.device)
-        if engine_batch is not None and len(same_size) < engine_batch:  # fixed-batch engines
-            pad = engine_batch - len(same_size)
-            x = torch.cat([x, x[:1].expand(pad, -1, -1, -1)])
-            t = torch.cat([t, t[:1].expand(pad)])
-        out = denoiser(x, t).float()
-        position = {id(s): i for i, s in enumerate(same_size)}
         for members in _grouped(same_size, lambda s: s.group):
             first = members[0]
-            rows = stack_rows([s.rows[s.index] for s in members], x.device)
+            rows = stack_rows([s.rows[s.index] for s in members], first.x.device)
             z = torch.cat([s.method.draw(s.noise, s.x, s.rows[s.index], s.params) for s in members])
             y = torch.cat([s.y for s in members])
             operator, ctx = group_operator(members, y)
             state = State(*(torch.cat([getattr(s.state, k) for s in members]) for k in ("x", "x0", "out")), ctx)
-            new = first.method.step(state, out[[position[id(s)] for s in members]], rows, z, y, operator,
+            new = first.method.step(state, torch.cat([outs[id(s)] for s in members]), rows, z, y, operator,
                                     first.params, prediction)
             for j, s in enumerate(members):
                 s.state = s.state.advance(new.x[j:j + 1], new.x0[j:j + 1], new.out[j:j + 1])
                 s.index += 1
-                s.ticks_shared += len(same_size)
+                s.ticks_shared += shared[id(s)]
+
+
+def unet_outputs(denoiser, samples: list[Sample], engine_batch: int | None = None
+                 ) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+    """({id(sample): its prior output (1,3,H,W)}, {id(sample): the samples in its denoiser call}): one denoiser
+    call per input size, its rows every sample's input of that size — the whole x_t, or for a sample with a
+    ``layout`` its tiles, which join the call as samples of their own and are blended back per sample
+    (:class:`~ddpg.runtime.tiling.TileLayout`) — in calls of ``engine_batch`` rows when given (the last padded)."""
+    inputs = [(s, s.x if s.layout is None else s.layout.cut(s.layout.pad(s.x), s.layout.items(1))) for s in samples]
+    outs, shared = {}, {}
+    for same in _grouped(inputs, lambda e: tuple(e[1].shape[-2:])):
+        x = torch.cat([rows for _, rows in same])
+        t = torch.cat([torch.full((len(rows),), float(s.rows[s.index].t), device=x.device) for s, rows in same])
+        out = _call(denoiser, x, t, engine_batch)
+        first = 0
+        for s, rows in same:
+            mine, first = out[first:first + len(rows)], first + len(rows)
+            if s.layout is None:
+                outs[id(s)] = mine
+            else:
+                blended = mine.new_zeros((1, mine.shape[1], *s.layout.padded))
+                s.layout.blend(blended, mine, s.layout.items(1))
+                outs[id(s)] = s.layout.crop(blended)
+            shared[id(s)] = len(same)
+    return outs, shared
+
+
+def _call(denoiser, x: torch.Tensor, t: torch.Tensor, engine_batch: int | None) -> torch.Tensor:
+    """``denoiser(x, t)`` float32, in calls of ``engine_batch`` rows when given (a fixed-batch engine: the last one
+    padded with copies of its first row)."""
+    if engine_batch is None:
+        return denoiser(x, t).float()
+    outs = []
+    for first in range(0, x.shape[0], engine_batch):
+        xs, ts = x[first:first + engine_batch], t[first:first + engine_batch]
+        n = xs.shape[0]
+        if n < engine_batch:
+            xs = torch.cat([xs, xs[:1].expand(engine_batch - n, -1, -1, -1)])
+            ts = torch.cat([ts, ts[:1].expand(engine_batch - n)])
+        outs.append(denoiser(xs, ts).float()[:n])
+    return torch.cat(outs)
 
 
 def group_operator(members: list[Sample], y: torch.Tensor) -> tuple[Operator, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import torch
 import uvicorn
 
 from ddpg.api.denoisers import check_device, check_engine_prior, engine_batch_profile, make_denoiser
+from ddpg.api.tiling import AUTO_TILE_RATIO
 from ddpg.errors import ConfigError
 from ddpg.models.denoiser import native_image_size
 from ddpg.runtime.backends.capabilities import backend_capabilities
@@ -115,7 +117,7 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     preparer = Preparer(denoiser, prior, opts.device, max_pixels=opts.max_pixels,
                         default_deadline_s=opts.request_timeout_s)
     info = {"prior": prior, "backend": opts.backend, "device": opts.device,
-            "image_size": native_image_size(denoiser)}
+            "image_size": native_image_size(denoiser), "largest_image": largest_image(preparer)}
     state = ServeState(scheduler, preparer, metrics, workroot, token=token, max_body_bytes=opts.max_body_bytes,
                        model_info=info, test_hooks=opts.test_hooks, job_ttl_s=opts.job_ttl_s, max_jobs=opts.max_jobs)
     state.auto_batch = requested is None and engine_batch is None and opts.policy != "single"
@@ -124,6 +126,20 @@ def build_state(opts: ServeOptions, workroot: Path) -> ServeState:
     else:
         metrics.max_batch.set(scheduler.max_batch)
     return state
+
+
+def largest_image(preparer: Preparer) -> dict:
+    """What /v1/models states of the largest image accepted: ``max_pixels`` (and the largest square's side), and
+    how a larger image than the prior's is run (its UNet input in tiles, as ``ddpg restore --tile auto``)."""
+    tiles = preparer.tiles
+    record = {"max_pixels": preparer.max_pixels, "max_square_side": math.isqrt(preparer.max_pixels)}
+    if tiles.tile is not None:
+        record["tiles"] = {"tile": tiles.tile, "overlap": tiles.overlap,
+                           "tiled_above_side": int(AUTO_TILE_RATIO * tiles.tile),
+                           "note": "larger images run their UNet in tiles that join the ticks; the method's step "
+                                   "runs on the whole image; an image that does not fit in memory even tiled is "
+                                   "refused"}
+    return record
 
 
 def warm_up(state: ServeState) -> None:
