@@ -52,3 +52,26 @@ def test_presets_list_and_show():
 def test_every_command_shows_an_example(cmd):
     res = runner.invoke(app, [*cmd, "--help"])
     assert res.exit_code == 0 and "Example" in res.output and "ddpg " in res.output
+
+
+def completion(line: str) -> str:
+    """What zsh's completion shows for the command line ``line`` (option names with their help), unwrapped."""
+    res = runner.invoke(app, [], prog_name="ddpg", env={"_DDPG_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": line,
+                                                        "COLUMNS": "2000"})
+    assert res.exit_code == 0, res.output
+    return " ".join(res.output.split())
+
+
+def test_shell_completion_fills_the_help_fields_as_help_does():
+    """Completing an option name shows its help with ``{tasks}``, ``{method_defaults}`` and ``{graph_methods}``
+    filled in from the tables, as ``--help`` does."""
+    from ddpg.cli.schema import HELP_FIELDS
+    from ddpg.operators.tasks import CLI_TASKS
+    from ddpg.runtime.graph_runner import GRAPH_METHODS
+
+    tasks = " | ".join(CLI_TASKS)
+    assert completion("ddpg degrade --t") == f"_arguments '*: :((\"--task\":\"{tasks}\"))'"
+    restore = completion("ddpg restore --")
+    assert f'"--task":"{tasks} (default sr4' in restore
+    assert f"capture each whole {'/'.join(GRAPH_METHODS)} step" in restore
+    assert '"--method":' in restore and not [field for field in HELP_FIELDS if field in restore]

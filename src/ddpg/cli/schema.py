@@ -6,7 +6,7 @@ signature; :func:`with_options` writes that signature."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import typer
@@ -81,14 +81,25 @@ def _graph_methods() -> str:
 HELP_FIELDS = {"{tasks}": _task_names, "{method_defaults}": _method_defaults, "{graph_methods}": _graph_methods}
 
 
+def fill_help_fields(params: Iterable[object]) -> None:
+    """Fill in, in place, the :data:`HELP_FIELDS` that ``params``' help names (each value read from its table
+    when a help names it)."""
+    for param in params:
+        for name, value in HELP_FIELDS.items():
+            if name in (getattr(param, "help", None) or ""):
+                param.help = param.help.replace(name, value())
+
+
 class TableHelp(TyperCommand):
     """A command whose option help may name ``{tasks}`` (the task table's names), ``{method_defaults}`` (each
     method's σ_y, steps and operator for sr4 with the gaussian prior) or ``{graph_methods}`` (the methods whose
-    whole step a CUDA graph captures): filled in when its help is shown."""
+    whole step a CUDA graph captures): filled in (:func:`fill_help_fields`) where the help is read — its help page
+    and shell completion's option descriptions — and not when the command line is parsed (no torch then)."""
 
     def format_help(self, ctx: typer.Context, formatter: object) -> None:
-        for param in self.params:
-            for name, value in HELP_FIELDS.items():
-                if name in (getattr(param, "help", None) or ""):
-                    param.help = param.help.replace(name, value())
+        fill_help_fields(self.params)
         super().format_help(ctx, formatter)
+
+    def shell_complete(self, ctx: typer.Context, incomplete: str) -> list:
+        fill_help_fields(self.params)
+        return super().shell_complete(ctx, incomplete)
