@@ -55,18 +55,20 @@ def test_a_preset_or_a_checkpoint_names_the_prior(tmp_path):
 def test_the_note_names_the_native_size_only_when_far_from_it(tmp_path, no_sampling, caplog):
     far, near = photo(tmp_path / "far" / "photo.png", 200, 150), photo(tmp_path / "near" / "face.png", 64, 64)
     with caplog.at_level(logging.WARNING, logger="ddpg"):
-        api.restore([far.parent], tmp_path / "o1", prior="face64", steps=2)
+        api.restore([far.parent], tmp_path / "o1", prior="face64", steps=2, tile="off")  # untiled: the UNet sees it all
         notes = [r.getMessage() for r in caplog.records if "trained on" in r.getMessage()]
         assert len(notes) == 1 and f"{far} is 200×150 px, far from the 64×64 images the prior face64" in notes[0]
         caplog.clear()
         api.restore([near.parent], tmp_path / "o2", prior="face64", steps=2)
         api.restore([far.parent], tmp_path / "o3", prior="face64", steps=2, resize=True)  # resized to 64 px
         api.restore([far.parent], tmp_path / "o4", prior="gaussian", steps=2)  # no native size
+        api.restore([far.parent], tmp_path / "o5", prior="face64", steps=2)  # tiled (--tile auto): 64-px tiles
         assert not [r for r in caplog.records if "trained on" in r.getMessage()]
-    res = runner.invoke(app, ["restore", str(far), "-o", str(tmp_path / "cli"), "--prior", "face64", "-q"],
+    res = runner.invoke(app, ["restore", str(far), "-o", str(tmp_path / "cli"), "--prior", "face64", "--tile", "off",
+                              "-q"],
                         env={"COLUMNS": "300"})
     assert "far from the 64×64 images the prior face64 was trained on" in " ".join(res.output.split()), res.output
-    assert len(no_sampling) == 5
+    assert len(no_sampling) == 6
 
 
 @pytest.mark.parametrize(("size", "far"), [((64, 64), False), ((128, 128), False), ((32, 40), False),

@@ -168,3 +168,21 @@ def test_restore_tiles_records_it_and_does_not_depend_on_the_batch(tmp_path):
     meta = json.loads((tmp_path / "auto" / "img2.json").read_text())
     assert untiled.exit_code == 0 and meta["tiling"] == {
         "mode": "auto", "tiled": False, "reason": "the prior has no native size (give --tile SIZE to tile)"}
+
+
+def test_bench_tile_reports_tiles_per_second_and_seconds_per_megapixel():
+    from ddpg.bench.config import BenchConfig
+    from ddpg.bench.harness import make_report, run_bench
+    from ddpg.bench.report import markdown
+
+    cfg = BenchConfig(batches=[2], prior="gaussian", size=80, tile=32, tile_overlap=8, steps=2, iters=1, warmup=0,
+                      profile=False, accuracy=False, device="cpu", threads=1)
+    series = run_bench(cfg, measure_matmul=False)
+    (r,) = series["results"]
+    tiles = TileLayout((80, 80), 32, 8, margin=8).count  # the analytic prior's tiles wrap around by the overlap
+    assert series["label"].endswith("tiles 32/8") and r["tiles_per_image"] == tiles
+    assert r["tiles_per_s"] == pytest.approx(2 * tiles * 2 / r["restore_s"])
+    assert r["s_per_megapixel"] == pytest.approx(r["restore_s"] / (2 * 80 * 80 / 1e6))
+    with pytest.raises(Exception, match="overlap"):
+        BenchConfig(batches=[1], tile=32, tile_overlap=32).validate()
+    assert "tiles/s" in markdown(make_report([series], title="tiles"))

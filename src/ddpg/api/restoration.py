@@ -201,7 +201,8 @@ def restore(inputs: Sequence[str | Path] | RestoreRequest, outdir: str | Path | 
 def _size_note(plan: RestorePlan, files: list[Path]) -> str | None:
     """The note (:func:`~ddpg.api.settings.size_note`) of the first input restored far from the prior's native
     size, its size read from its header (an observed image's times the task's scale; ``.pt``/``.npy``
-    measurements are not looked at); None when none is or the prior has no native size."""
+    measurements are not looked at; an input the plan tiles is not far from it); None when none is or the prior
+    has no native size."""
     native = native_image_size(plan.denoiser)
     if native is None or not files:
         return None
@@ -212,7 +213,10 @@ def _size_note(plan: RestorePlan, files: list[Path]) -> str | None:
     scale = task_entry(op["task"]).measurement_scale(op) if plan.request.observed else 1
     for path in files:
         size = None if path.suffix.lower() in MEASUREMENT_SUFFIXES else image_size(path)
-        note = None if size is None else size_note(path, (size[0] * scale, size[1] * scale), prior, native)
+        size = None if size is None else (size[0] * scale, size[1] * scale)
+        if size is not None and plan.tiles.decide(size, lambda: True)[0]:
+            continue  # the prior sees it in tiles of its own size
+        note = None if size is None else size_note(path, size, prior, native)
         if note is not None:
             return note
     return None

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ddpg.errors import ParameterError
-from ddpg.runtime.tiling import TiledDenoiser
+from ddpg.runtime.tiling import DEFAULT_TILE_BATCH, TiledDenoiser
 
 AUTO_TILE_RATIO = 1.5  # auto tiles an image whose larger side is above 1.5 × the prior's (docs/tiling.md)
-DEFAULT_TILE_BATCH = 16  # tiles per UNet call of a torch prior (an engine: its largest batch)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,10 @@ class BenchConfig:
                             "ground truth too with a --checkpoint); not for --plain.")
     profile: bool = option(True, flags=("--profile/--no-profile",),
                            help="torch.profiler summary of a few UNet and guidance calls per batch size.")
+    tile: int | None = option(None, help="Run the UNet over SIZE-px tiles blended per step (with a --size larger "
+                                         "than the prior's); reports tiles/s and seconds per megapixel.")
+    tile_overlap: int | None = option(None, help="--tile: least overlap of neighbouring tiles, px (default: a "
+                                                 "quarter of the tile).")
     seed: int = 0
 
     def validate(self) -> None:
@@ -69,6 +73,9 @@ class BenchConfig:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.tile is not None and (self.tile < 8 or not 0 <= self.overlap < self.tile):
+            raise ConfigError(f"--tile {self.tile} --tile-overlap {self.tile_overlap}: need a tile >= 8 px and an "
+                              "overlap in [0, tile)")
         engine = backend_capabilities(self.backend).engine_file
         if self.plain and (self.compile or self.cuda_graph or engine or self.precision != "fp32"):
             raise ConfigError("--plain is the eager fp32 torch baseline: no --compile, --cuda-graph, other backend "
@@ -87,4 +94,10 @@ class BenchConfig:
             parts += ["channels-last"] if layout else []
             parts += [f"compile({self.compile_mode})"] if self.compile else []
         parts += ["+graph"] if self.cuda_graph else []
+        parts += [f"tiles {self.tile}/{self.overlap}"] if self.tile is not None else []
         return " ".join(parts)
+
+    @property
+    def overlap(self) -> int:
+        """--tile's overlap in pixels (its default: a quarter of the tile)."""
+        return (self.tile or 0) // 4 if self.tile_overlap is None else self.tile_overlap

@@ -34,6 +34,7 @@ from ddpg.runtime.fast_denoiser import FastDenoiser
 from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample
+from ddpg.runtime.tiling import DEFAULT_TILE_BATCH, TiledDenoiser
 from ddpg.samples import sample_path
 from ddpg.threads import use_threads
 from ddpg.versions import __version__
@@ -323,7 +324,10 @@ def bench_batch(cfg: BenchConfig, B: int, path: RestorationPath, gt: torch.Tenso
     step_ms, restore_ms = _restorations(cfg, path, y, clock)
     peak = (torch.cuda.max_memory_allocated(device) - baseline_bytes) / 2**20 if clock.cuda else None
     reserved = torch.cuda.max_memory_reserved(device) / 2**20 if clock.cuda else None
-    flops = count_flops(flops_module, B, (H, W), device=device, class_labels=labels)
+    tiler = path.denoiser if isinstance(path.denoiser, TiledDenoiser) else None
+    tiles = tiler.layout((H, W)).count if tiler else None
+    flops = (count_flops(flops_module, B * tiles, (tiler.tile, tiler.tile), device=device, class_labels=labels)
+             if tiler else count_flops(flops_module, B, (H, W), device=device, class_labels=labels))
     profile = _profile(path, x, t, y, eps, device) if cfg.profile else None
     restore_s = sum(restore_ms) / len(restore_ms) / 1e3
     step, guidance = summarize_ms(step_ms), summarize_ms(guidance_ms)
@@ -334,7 +338,8 @@ def bench_batch(cfg: BenchConfig, B: int, path: RestorationPath, gt: torch.Tenso
             "images_per_s": B / restore_s, "peak_mem_mib": peak, "peak_reserved_mib": reserved,
             "flops_per_nfe": flops, "restoration_tflop": flops * cfg.steps / 1e12, "achieved_tflops": achieved,
             "fraction_of_matmul": achieved / matmul["tflops"] if matmul and matmul["tflops"] > 0 else None,
-            "profile": profile}
+            "s_per_megapixel": restore_s / (B * H * W / 1e6), "tiles_per_image": tiles,
+            "tiles_per_s": B * tiles * cfg.steps / restore_s if tiles else None, "profile": profile}
 
 
 def measurements(cfg: BenchConfig, operator, gt: torch.Tensor, batch: int) -> torch.Tensor:
@@ -362,7 +367,7 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     impl = task_entry(name).bench_impl  # the implementation it times (SR: the FFT operator); None: the default
     operator = make_operator(name, size, **params, impl=impl).to(device)
     gt = ground_truth(operator.img_size, device)
-    denoiser = build_denoiser(cfg, prior, device, cfg.batches[0])
+    denoiser = tiled(cfg, build_denoiser(cfg, prior, device, cfg.batches[0]))
     path = RestorationPath(cfg, denoiser, operator)
     flops_module = denoiser.prior or prior
     matmul = matmul_rate(device) if measure_matmul else None
@@ -370,7 +375,7 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
     for B in cfg.batches:
         log(f"{cfg.label}: batch {B}")
         if _engine_per_batch(cfg) and B != cfg.batches[0]:  # this batch's own export (fixed profile)
-            path = RestorationPath(cfg, build_denoiser(cfg, prior, device, B), operator)
+            path = RestorationPath(cfg, tiled(cfg, build_denoiser(cfg, prior, device, B)), operator)
         results.append(bench_batch(cfg, B, path, gt, clock, flops_module, _labels(prior), matmul, baseline))
     accuracy = None
     if cfg.accuracy and not cfg.plain:  # the plain path is the check's reference
@@ -385,6 +390,15 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
             "quality_gate": None if denoiser.info is None else denoiser.info.quality_gate,
             "params": sum(p.numel() for p in prior.parameters()),
             "fp32_prior_mib": None if cfg.plain else fp32_bytes / 2**20}
+
+
+def tiled(cfg: BenchConfig, denoiser):
+    """``denoiser`` run over ``--tile`` tiles (in calls of an engine's largest batch, else
+    :data:`~ddpg.runtime.tiling.DEFAULT_TILE_BATCH`), or itself without ``--tile``."""
+    if cfg.tile is None:
+        return denoiser
+    profile = denoiser.info.batch if denoiser.info is not None else None
+    return TiledDenoiser(denoiser, cfg.tile, cfg.overlap, profile.max if profile else DEFAULT_TILE_BATCH)
 
 
 def make_report(series: list[dict], *, title: str, command: str | None = None) -> dict:

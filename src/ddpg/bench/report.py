@@ -153,6 +153,11 @@ def markdown(report: dict) -> str:
                 f"{_fmt(un['p50'])} / {_fmt(un['p90'])} / {_fmt(un['p99'])} | {100 * r['guidance_share']:.1f} % | "
                 f"{_fmt(r.get('peak_mem_mib'))} | {_fmt(r['flops_per_nfe'] / 1e9)} | {_fmt(r['achieved_tflops'])} | "
                 f"{'–' if frac is None else f'{100 * frac:.1f} %'} |")
+    tiled = [(s["label"], r) for s in report["series"] for r in s["results"] if r.get("tiles_per_image")]
+    if tiled:
+        lines += ["", "Tiled UNet (--tile): " + "; ".join(
+            f"{label} batch {r['batch']}: {r['tiles_per_image']} tiles per image, {_fmt(r['tiles_per_s'])} tiles/s, "
+            f"{_fmt(r['s_per_megapixel'])} s per megapixel" for label, r in tiled)]
     extra = [f"{s['label']}: {s['fp32_prior_mib']:.0f} MiB" for s in report["series"] if s.get("fp32_prior_mib")]
     if any(r.get("peak_mem_mib") is not None for s in report["series"] for r in s["results"]):
         lines += ["", "Peak MiB: the most torch allocated during the timed restorations, less what was allocated "

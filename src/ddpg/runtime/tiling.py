@@ -26,6 +26,8 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
+DEFAULT_TILE_BATCH = 16  # tiles per UNet call of a torch prior (an engine: its largest batch)
+
 
 def axis_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
     """Tile starts along one axis of ``length`` pixels: the fewest tiles of side ``tile`` whose neighbours overlap
