@@ -15,20 +15,24 @@ import asyncio
 import base64
 import io
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 import torch
 from PIL import Image
 
-import test_serve_http
 from ddpg.io import save_image
 from ddpg.serve import job_routes
 from ddpg.serve.job_store import Listener
-from test_serve_http import STEPS, TOKEN, WAIT_S, ServerProcess, counter, twin_png
+from serve_process import STEPS, TOKEN, WAIT_S, ServerProcess, counter, twin_png, write_images
 
-images = test_serve_http.images  # the same fixture: three 32-px images and a 40-px one
 LOST = "unknown, expired, or lost when the server restarted"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return write_images(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from ddpg.io import save_image
 from ddpg.operators import make_operator
 from ddpg.operators.tasks import CLI_TASKS, TASK_TABLE, load_task_plugins, register_task, unregister_task
 from flip_task import TASKS
-from test_serve_http import WAIT_S, ServerProcess
+from serve_process import WAIT_S, ServerProcess
 
 SETTINGS = ["--task", "vflip", "--prior", "gaussian", "--steps", "4", "--sigma-y", "0", "--seed", "3"]
 

@@ -32,7 +32,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-from test_serve_http import TOKEN, WAIT_S, ServerProcess, twin_png  # noqa: E402
+from serve_process import TOKEN, WAIT_S, ServerProcess, twin_png  # noqa: E402
 
 STEPS = 4
 LONG = 200  # steps of a job cancelled while it runs: far more than run in the moment it takes to hold the engine
