@@ -1,0 +1,132 @@
+"""A photo far larger than the prior (#32): ``ddpg.restore`` of a SIDE×SIDE "crowd" (a grid of the 64-px dev
+faces, alternate ones mirrored) with face64, SR ×4, σ_y 0.05, ``--tile auto``, in a fresh process.
+
+Reports the wall and sampling seconds, seconds per megapixel, the peak RSS of the process, the tiling the
+sidecar records, and checks the time against (UNet tile evaluations) × (one tile's cost): one tile's cost is the
+median seconds per tile of calls of face64 on batches of ``tile_batch`` 64-px tiles, timed in the same process
+after the restoration. Writes ``<out>.json`` and ``<out>.md``; ``--figure PATH`` also writes a before/after crop
+(observed, nearest-upscaled | restored | ground truth). Run as:
+
+    python benchmarks/tiling_photo.py --side 2048 --steps 2 --out benchmarks/results/tiling_2048_cpu
+    python benchmarks/tiling_photo.py --side 256 --steps 25 --out benchmarks/results/tiling_256_cpu \\
+        --figure docs/images/tiling_256.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import ddpg
+from ddpg.figures import comparison_grid
+from ddpg.io import load_image, save_image
+from ddpg.models import as_denoiser, load_prior
+from deblur_motion_batching import load_average, machine
+
+FACES = sorted((Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "faces64_dev").glob("*.png"))
+
+
+def crowd(side: int) -> torch.Tensor:
+    """(3, side, side) in [0, 1]: the dev faces in a grid, row by row, every other one mirrored."""
+    faces = [load_image(f) for f in FACES]
+    n = -(-side // 64)
+    rows = [torch.cat([faces[(r * n + c) % len(faces)].flip(-1) if (r + c) % 2 else faces[(r * n + c) % len(faces)]
+                       for c in range(n)], 2) for r in range(n)]
+    return torch.cat(rows, 1)[:, :side, :side]
+
+
+def tile_cost(tile_batch: int, calls: int = 5) -> float:
+    """Median seconds per 64-px tile of face64 calls on batches of ``tile_batch`` tiles."""
+    den = as_denoiser(load_prior("face64"))
+    x = torch.randn(tile_batch, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((tile_batch,), 500.0)
+    times = []
+    with torch.no_grad():
+        den(x, t)
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            den(x, t)
+            times.append((time.perf_counter() - t0) / tile_batch)
+    return statistics.median(times)
+
+
+def run(side: int, steps: int, work: Path) -> dict:
+    photo = work / "crowd.png"
+    save_image(crowd(side), photo)
+    t0 = time.perf_counter()
+    report = ddpg.restore([photo], work / "out", prior="face64", task="sr4", steps=steps, seed=0, threads=1)
+    wall = time.perf_counter() - t0
+    if report.exit_code:
+        raise SystemExit(f"restore failed: {report.failed}")
+    sidecar = json.loads((work / "out" / "crowd.json").read_text())
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
+    tiling, sampling = sidecar["tiling"], sidecar["timings_s"]["restore_batch"]
+    per_tile = tile_cost(tiling["tile_batch"])
+    evaluations = steps * tiling["tiles"]
+    return {"side": side, "steps": steps, "method": sidecar["method"], "wall_s": round(wall, 2),
+            "sampling_s": sampling, "s_per_megapixel": round(sampling / (side * side / 1e6), 2),
+            "peak_rss_gib": round(peak_rss / 2**30, 3), "tiling": tiling, "tile_evaluations": evaluations,
+            "one_tile_s": round(per_tile, 4), "predicted_s": round(evaluations * per_tile, 2),
+            "time_over_predicted": round(sampling / (evaluations * per_tile), 3), "psnr": sidecar["metrics"]["psnr"],
+            "baseline_psnr": sidecar["metrics"]["baseline_psnr"]}
+
+
+def figure(work: Path, path: Path, crop: int) -> None:
+    """(observed upscaled | restored | truth), each the top-left ``crop`` pixels, with labels."""
+    truth = load_image(work / "crowd.png")[:, :crop, :crop]
+    restored = load_image(work / "out" / "crowd_restored.png")[:, :crop, :crop]
+    observed = load_image(work / "out" / "crowd_observed.png")
+    observed = observed.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :crop, :crop]
+    save_image(comparison_grid([[observed, restored, truth]], ["observed (×4 nearest)", "restored", "truth"]), path)
+
+
+def write(out: Path, record: dict) -> None:
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    r, t = record["result"], record["result"]["tiling"]
+    lines = [f"# face64 on a {r['side']}×{r['side']} photo (SR ×4, σ_y 0.05, {r['method']}, {r['steps']} steps, "
+             "--tile auto)", "", f"Command: `{record['command']}`", "",
+             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, one thread; load average "
+             f"before {record['machine']['load_average_1_5_15']}, after {record['load_after']}.", "",
+             f"Tiling: {t['reason']}; {t['grid'][0]}×{t['grid'][1]} = {t['tiles']} tiles of {t['tile']} px "
+             f"(overlap ≥ {t['overlap']}), {t['tile_batch']} per UNet call.", "",
+             "| figure | value |", "|---|---|",
+             f"| wall s (load, degrade, sample, write) | {r['wall_s']} |", f"| sampling s | {r['sampling_s']} |",
+             f"| s per megapixel (sampling) | {r['s_per_megapixel']} |", f"| peak RSS GiB | {r['peak_rss_gib']} |",
+             f"| UNet tile evaluations (steps × tiles) | {r['tile_evaluations']} |",
+             f"| one tile's cost s (median, batches of {t['tile_batch']}) | {r['one_tile_s']} |",
+             f"| predicted sampling s (evaluations × one tile) | {r['predicted_s']} |",
+             f"| sampling / predicted | {r['time_over_predicted']} |",
+             f"| PSNR dB (bicubic baseline) | {r['psnr']} ({r['baseline_psnr']}) |"]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--side", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--figure", type=Path, help="write the before/after crop here (PNG)")
+    parser.add_argument("--crop", type=int, default=192)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    record = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        record["result"] = run(args.side, args.steps, Path(tmp))
+        if args.figure:
+            figure(Path(tmp), args.figure, args.crop)
+    record["load_after"] = load_average()
+    write(args.out, record)
+    print(json.dumps(record["result"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
