@@ -96,8 +96,8 @@ def tensorrt_from_bindings(monkeypatch):
     from ddpg.engine_sidecar import ShapeProfile
     from ddpg.runtime.backends.cuda_stream import SideStream
     from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes, TensorRTDenoiser
-    from test_gpu_readiness import fake_cuda
-    from test_tensorrt_runtime import FakeEngine, fake_trt
+    from fake_cuda import fake_cuda
+    from fake_trt_engine import FakeEngine, fake_trt
 
     fake_cuda(monkeypatch, [])
     trt = fake_trt()

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ddpg.cli.main import app
-from test_metrics import checkerboard_ssim_by_hand
+from metric_oracles import checkerboard_ssim_by_hand
 
 runner = CliRunner()
 A, E, B, F = 128, 40, 100, 20  # 8-bit levels: exact in PNG

@@ -9,8 +9,7 @@ from ddpg.errors import ConfigError
 from ddpg.export import tensorrt_build
 from ddpg.export.tensorrt_build import engine_plan
 from ddpg.runtime.backends.tensorrt import TensorRTDenoiser
-from test_tensorrt_build import ENV10, fake_trt
-from test_tensorrt_cache import tiny_onnx
+from fake_trt_build import ENV10, fake_trt, tiny_onnx
 
 
 def test_a_plan_passes_through_untouched(tmp_path):

@@ -43,7 +43,7 @@ def write_plan(tmp_path, **changes) -> str:
 
 @pytest.fixture(scope="module")
 def random_features(tmp_path_factory):
-    from test_metrics_sets import random_inception
+    from metric_oracles import random_inception
 
     return FeatureSource(network=random_inception(), weights_id="random", cache=tmp_path_factory.mktemp("feats"))
 

@@ -23,7 +23,7 @@ from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.samplers import SAMPLERS
 from ddpg.runtime.samplers.method import MethodCapabilities
 from fake_denoiser import FakeDenoiser
-from test_runtime_fixtures import RUN_PARAMS, load_run, run_hyper
+from reference_runs import RUN_PARAMS, load_run, run_hyper
 
 TINY_DDPM = {"kind": "ddpm", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
              "image_size": 32}

@@ -18,48 +18,7 @@ from conftest import lock_free_elsewhere
 from ddpg.engine_metadata import BatchProfile, EngineError
 from ddpg.engine_sidecar import ShapeProfile
 from ddpg.errors import CheckpointError, ConfigError
-
-
-class Stream:
-    """A stand-in CUDA stream: a handle and a log of the waits."""
-
-    def __init__(self, handle: int, log: list):
-        self.cuda_stream, self.log = handle, log
-
-    def wait_stream(self, other: Stream) -> None:
-        self.log.append(("wait", self.cuda_stream, other.cuda_stream))
-
-    def synchronize(self) -> None:
-        self.log.append(("synchronize", self.cuda_stream))
-
-
-def fake_cuda(monkeypatch, log: list, *, default_handle: int = 0, new_handle: int = 77) -> list:
-    """torch.cuda calls replaced by recorders: the caller's current stream is the legacy default stream (handle 0,
-    as in a plain restore), new streams get ``new_handle``. Returns the stack of current streams."""
-    current = [Stream(default_handle, log)]
-
-    @contextlib.contextmanager
-    def use_stream(stream):
-        current.append(stream)
-        log.append(("stream", stream.cuda_stream))
-        yield
-        current.pop()
-
-    @contextlib.contextmanager
-    def use_device(device):
-        log.append(("device", str(device)))
-        yield
-        log.append(("device_exit", str(device)))
-
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[-1])
-    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: Stream(new_handle, log))
-    monkeypatch.setattr(torch.cuda, "stream", use_stream)
-    monkeypatch.setattr(torch.cuda, "device", use_device)
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: log.append(("record", s.cuda_stream)),
-                        raising=False)
-    return current
-
+from fake_cuda import fake_cuda
 
 # --- TensorRT runs on a stream of its own, on its device ---------------------------------------------------------
 
@@ -87,7 +46,7 @@ def test_tensorrt_calls_run_on_their_own_stream_and_device_never_stream_0(monkey
     caller's stream is ordered before and after with events."""
     from ddpg.runtime.backends.cuda_stream import SideStream
     from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes, TensorRTDenoiser
-    from test_tensorrt_runtime import FakeEngine, fake_trt
+    from fake_trt_engine import FakeEngine, fake_trt
 
     log: list = []
     fake_cuda(monkeypatch, log)
@@ -115,7 +74,7 @@ def test_tensorrt_calls_run_on_their_own_stream_and_device_never_stream_0(monkey
 def test_tensorrt_own_graph_is_captured_on_an_explicit_stream_under_the_capture_lock(monkeypatch):
     from ddpg.runtime.backends.cuda_stream import SideStream
     from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes, TensorRTDenoiser
-    from test_tensorrt_runtime import FakeEngine, fake_trt
+    from fake_trt_engine import FakeEngine, fake_trt
 
     log: list = []
     fake_cuda(monkeypatch, log)
@@ -150,7 +109,7 @@ def test_tensorrt_own_graph_is_captured_on_an_explicit_stream_under_the_capture_
 
 def test_tensorrt_bindings_refuse_stream_0():
     from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes
-    from test_tensorrt_runtime import FakeEngine, fake_trt
+    from fake_trt_engine import FakeEngine, fake_trt
 
     trt = fake_trt()
     fixed = ShapeProfile.from_mapping({"x": ((1, 3, 8, 8),) * 3, "t": ((1,),) * 3})

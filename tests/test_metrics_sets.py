@@ -13,23 +13,14 @@ from ddpg.api.evaluation import FeatureSource, evaluate
 from ddpg.errors import ConfigError
 from ddpg.metrics import fid, fit_giqa_gmm, kid, knn_giqa
 from ddpg.metrics.features import FeatureExtractor
-from ddpg.metrics.inception import INCEPTION_URL, FIDInception, load_inception
+from ddpg.metrics.inception import INCEPTION_URL, load_inception
+from metric_oracles import random_inception
 
 scipy_linalg = pytest.importorskip("scipy.linalg")
 sklearn_mixture = pytest.importorskip("sklearn.mixture")
 sklearn_decomposition = pytest.importorskip("sklearn.decomposition")
 
 N_REF, N_PRED, SIZE = 10, 6, 32
-
-
-def random_inception() -> FIDInception:
-    """Seeded random weights; He-normal convolutions keep the activations from vanishing through 94 layers."""
-    torch.manual_seed(0)
-    net = FIDInception().eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    return net
 
 
 @pytest.fixture(scope="module")

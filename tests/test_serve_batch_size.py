@@ -15,7 +15,7 @@ from ddpg.serve import batch_size
 from ddpg.serve.batch_size import AUTO_CAP, choose_batch, profile_batches
 from ddpg.serve.scheduler import Scheduler
 from ddpg.serve.server import engine_batches, parse_max_batch
-from test_serve_scheduler import Recording, gaussian, sample_of
+from scheduler_samples import Recording, gaussian, sample_of
 
 
 @pytest.mark.parametrize("seconds, chosen", [

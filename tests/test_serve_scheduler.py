@@ -21,9 +21,9 @@ from ddpg.runtime.samplers import get_sampler
 from ddpg.runtime.samplers.method import State, stack_rows
 from ddpg.schedule import TimeGrid, linear_schedule
 from ddpg.serve.scheduler import Cancelled, DeadlineExceeded, QueueFull, Scheduler, advance, start_sample
+from scheduler_samples import SIZE, STEPS, Recording, gaussian, sample_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SIZE, STEPS = 32, 8
 # (operator, σ_y, seed, method, the tick it joins at)
 JOBS = [(("sr_bicubic", {"scale": 4}), 0.05, 3, "ddpg", 0), (("deblur_gauss", {}), 0.0, 7, "ddpg", 2),
         (("sr_bicubic", {"scale": 4}), 0.05, 11, "ddpg", 3), (("sr_bicubic", {"scale": 4}), 0.1, 5, "idpg", 5),
@@ -32,10 +32,6 @@ JOBS = [(("sr_bicubic", {"scale": 4}), 0.05, 3, "ddpg", 0), (("deblur_gauss", {}
 PEER_JOBS = [(("deblur_gauss", {}), 0.05, 4, "ddnm", 0), (("deblur_gauss", {}), 0.05, 9, "ddnm", 3),
              (("deblur_gauss", {}), 0.05, 6, "diffpir", 1), (("deblur_gauss", {}), 0.05, 8, "diffpir", 4),
              (("deblur_gauss", {}), 0.0, 1, "ddrm", 0), (("deblur_gauss", {}), 0.0, 12, "ddrm", 2)]
-
-
-def gaussian():
-    return as_denoiser(create_prior("gaussian"))
 
 
 def small_unet():
@@ -120,32 +116,6 @@ def test_per_sample_scalars_give_each_row_the_bits_of_its_own_step():
         alone = spec.method.step(State(xi, xi, xi), eps[i:i + 1], k, z[i:i + 1], y[i:i + 1], op, p, "epsilon")
         for name in ("x", "x0", "out"):
             assert torch.equal(getattr(together, name)[i:i + 1], getattr(alone, name))
-
-
-class Recording:
-    """A denoiser that records each call's batch size and runs ``hook(call_index)`` before it."""
-
-    def __init__(self, inner, hook=None):
-        self.inner, self.hook, self.sizes = inner, hook, []
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def __call__(self, x, t):
-        if self.hook is not None:
-            self.hook(len(self.sizes))
-        self.sizes.append(x.shape[0])
-        return self.inner(x, t)
-
-
-SR4 = make_operator("sr_bicubic", SIZE, scale=4)  # one operator: samples of one group share it or stack theirs
-
-
-def sample_of(denoiser, seed: int, steps: int = STEPS, deadline: float | None = None):
-    op = SR4
-    y = op.A(torch.zeros(1, 3, SIZE, SIZE))
-    spec = get_sampler("ddpg")
-    return start_sample(denoiser, op, y, spec.method, spec.build(0.05), steps, seed, "sr4", deadline)
 
 
 @pytest.mark.parametrize("policy, expected", [

@@ -5,7 +5,6 @@ the TensorRT Python API); the cache-aware ``build_engine`` (hit, stale, forced, 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -24,111 +23,7 @@ from ddpg.export.tensorrt_build import (
     plan_build,
     select_precision,
 )
-from test_tensorrt_cache import GPU, tiny_onnx
-
-V10, V11 = "10.9.0.34", "11.4.0.106"
-
-
-def fake_trt(version: str = V10, *, parse_ok: bool = True, build_ok: bool = True, deserialize_ok: bool = True,
-             network_inputs: tuple[str, ...] = ("x", "t"), timing_ok: bool = True) -> SimpleNamespace:
-    """A stand-in for the ``tensorrt`` module: the documented names, recording every call in ``.calls``.
-    Enum values are those of NvInfer.h: TensorRT 11's BuilderFlag has no FP16/BF16 (removed), so touching them
-    fails as it would there, and its NetworkDefinitionCreationFlag has no EXPLICIT_BATCH. ``create_timing_cache``
-    returns None for a blob TensorRT cannot read (``b"CORRUPT"``)."""
-    calls: list[tuple] = []
-    v11 = version.startswith("11")
-    flags = {"TF32": 6} if v11 else {"FP16": 0, "BF16": 17, "TF32": 6}
-    network_flags = {"STRONGLY_TYPED": 0} if v11 else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
-
-    class Logger:
-        WARNING = "WARNING"
-
-        def __init__(self, level):
-            self.level = level
-
-    class Profile:
-        def set_shape(self, input, min, opt, max):  # the binding's keyword names
-            calls.append(("set_shape", input, tuple(min), tuple(opt), tuple(max)))
-
-    class TimingCache:
-        def __init__(self, blob):
-            self.blob = blob
-
-        def serialize(self):
-            return self.blob + b"+timings"
-
-    class Config:
-        builder_optimization_level = None
-
-        def set_memory_pool_limit(self, pool, pool_size):
-            calls.append(("set_memory_pool_limit", pool, pool_size))
-
-        def set_flag(self, flag):
-            calls.append(("set_flag", flag))
-
-        def clear_flag(self, flag):
-            calls.append(("clear_flag", flag))
-
-        def add_optimization_profile(self, profile):
-            calls.append(("add_optimization_profile",))
-
-        def create_timing_cache(self, serialized_timing_cache):
-            calls.append(("create_timing_cache", bytes(serialized_timing_cache)))
-            return None if serialized_timing_cache == b"CORRUPT" else TimingCache(bytes(serialized_timing_cache))
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            calls.append(("set_timing_cache", ignore_mismatch))
-            return timing_ok or cache.blob == b""
-
-    class Network:
-        num_inputs = len(network_inputs)
-
-        def get_input(self, index):
-            return SimpleNamespace(name=network_inputs[index])
-
-    class Builder:
-        def __init__(self, logger):
-            assert logger.level == "WARNING"
-
-        def create_network(self, flags=0):
-            calls.append(("create_network", flags))
-            return Network()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            calls.append(("build_serialized_network", config.builder_optimization_level))
-            return bytearray(b"ENGINE " + version.encode()) if build_ok else None
-
-    class OnnxParser:
-        num_errors = 2
-
-        def __init__(self, network, logger):
-            pass
-
-        def parse_from_file(self, model):
-            calls.append(("parse_from_file", model))
-            return parse_ok
-
-        def get_error(self, index):
-            return f"In node {index}: unsupported operator"
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, serialized_engine):
-            calls.append(("deserialize_cuda_engine", len(serialized_engine)))
-            return object() if deserialize_ok and bytes(serialized_engine).startswith(b"ENGINE") else None
-
-    return SimpleNamespace(
-        __version__=version, calls=calls, Logger=Logger, Builder=Builder, OnnxParser=OnnxParser, Runtime=Runtime,
-        BuilderFlag=SimpleNamespace(**flags), NetworkDefinitionCreationFlag=SimpleNamespace(**network_flags),
-        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"))
+from fake_trt_build import ENV10, GPU, V10, V11, fake_trt, tiny_onnx
 
 
 def names(calls, kind):
@@ -286,9 +181,6 @@ def test_tensorrt_failures_carry_clear_messages(tmp_path):
 
 
 # --- build_engine: the cache ---------------------------------------------------------------------------------
-
-ENV10 = TrtEnvironment(V10, GPU)
-
 
 def builds(trt) -> int:
     return len(names(trt.calls, "build_serialized_network"))

@@ -6,12 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from ddpg.engine_metadata import BatchProfile, EngineError, EngineInfo, build_metadata
+from ddpg.engine_metadata import BatchProfile, EngineError, EngineInfo
 from ddpg.engine_sidecar import EngineKey, GpuInfo, ShapeProfile, check_engine_environment, read_sidecar, sidecar_path
 from ddpg.errors import ConfigError
 from ddpg.export.engine_cache import (
@@ -27,41 +24,7 @@ from ddpg.export.engine_cache import (
     timing_cache_path,
     write_engine,
 )
-
-CONFIG = {"kind": "ddpm", "name": "tiny", "image_size": 32, "beta_schedule": "linear", "beta_start": 1e-4,
-          "beta_end": 0.02, "num_diffusion_timesteps": 1000}
-
-
-def tiny_onnx(path, *, precision="fp32", batch="1:2:4", size=(32, 32), conditional=False, external=False,
-              scale=0.5):
-    """eps = x · w (w a (1,3,1,1) initializer), with ddpg metadata; fp16 computes in half between Casts."""
-    low = precision != "fp32"
-    dtype = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}[precision]
-    weight = numpy_helper.from_array(np.full((1, 3, 1, 1), scale, np.float32), "w")
-    if low:
-        weight = helper.make_tensor("w", dtype, (1, 3, 1, 1), [scale] * 3) if precision == "bf16" else \
-            numpy_helper.from_array(np.full((1, 3, 1, 1), scale, np.float16), "w")
-    nodes = [helper.make_node("Cast", ["x"], ["xl"], to=dtype), helper.make_node("Mul", ["xl", "w"], ["el"]),
-             helper.make_node("Cast", ["el"], ["eps"], to=TensorProto.FLOAT)] if low else \
-        [helper.make_node("Mul", ["x", "w"], ["eps"])]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 3, *size]),
-              helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])]
-    if conditional:
-        inputs.append(helper.make_tensor_value_info("y", TensorProto.INT64, ["B"]))
-    graph = helper.make_graph(nodes, "tiny", inputs, [helper.make_tensor_value_info("eps", TensorProto.FLOAT,
-                                                                                     ["B", 3, *size])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    meta = build_metadata(CONFIG, precision=precision, opset=20, batch=BatchProfile.parse(batch), size=size,
-                          conditional=conditional, checkpoint="random", checkpoint_sha256="random",
-                          versions={"ddpg": "test"})
-    for k, v in meta.items():
-        model.metadata_props.add(key=k, value=v)
-    if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=0)
-    else:
-        onnx.save_model(model, str(path))
-    return path
+from fake_trt_build import GPU, tiny_onnx
 
 
 def info_for(path) -> EngineInfo:
@@ -70,7 +33,6 @@ def info_for(path) -> EngineInfo:
     return read_metadata(path)
 
 
-GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0", "550.54")
 PROFILE = ShapeProfile.from_mapping({"x": ((1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32)),
                                      "t": ((1,), (2,), (4,))})
 

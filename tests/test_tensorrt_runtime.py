@@ -4,8 +4,6 @@ end (export a tiny prior, build, run, compare with PyTorch; cache hit; CUDA grap
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -14,6 +12,7 @@ from ddpg.engine_metadata import EngineError
 from ddpg.engine_sidecar import ShapeProfile
 from ddpg.errors import ConfigError, DdpgError
 from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes, TensorRTDenoiser, torch_dtype
+from fake_trt_engine import FakeEngine, fake_trt
 
 FIXED = ShapeProfile.from_mapping({"x": ((1, 3, 32, 32),) * 3, "t": ((1,),) * 3})
 RANGE = ShapeProfile.from_mapping({"x": ((2, 3, 32, 32), (3, 3, 32, 32), (4, 3, 32, 32)), "t": ((2,), (3,), (4,))})
@@ -35,62 +34,6 @@ def test_profile_selection_and_shape_refusal():
         fixed.select((1, 3, 64, 64))
     with pytest.raises(EngineError, match="records no optimization profiles"):
         EngineShapes([], "g.plan")
-
-
-def fake_trt():
-    return SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
-                           DataType=SimpleNamespace(FLOAT="f32", HALF="f16", INT64="i64", INT32="i32"))
-
-
-class FakeContext:
-    """Records bindings; ``execute_async_v3`` computes eps = 0.5·x + t from the bound buffers. Like the TensorRT
-    binding, ``set_optimization_profile_async`` raises RuntimeError rather than returning False."""
-
-    def __init__(self, log, refuse_profile=False):
-        self.log, self.addresses, self.input_shapes, self.buffers = log, {}, {}, None
-        self.refuse_profile = refuse_profile
-
-    def set_optimization_profile_async(self, profile_index, stream_handle):
-        if self.refuse_profile:
-            raise RuntimeError("Error in set optimization profile async.")
-        self.log.append(("profile", profile_index, stream_handle))
-        return True
-
-    def set_tensor_address(self, name, memory):
-        self.addresses[name] = memory
-        return True
-
-    def set_input_shape(self, name, shape):
-        self.log.append(("shape", name, tuple(shape)))
-        self.input_shapes[name] = tuple(shape)
-        return True
-
-    def execute_async_v3(self, stream_handle):
-        self.log.append(("execute", stream_handle))
-        b = self.input_shapes["x"][0]
-        x, t = self.buffers["x"][:b], self.buffers["t"][:b]
-        self.buffers["eps"][:b] = 0.5 * x + t[:, None, None, None]
-        return True
-
-
-class FakeEngine:
-    def __init__(self, trt, io=(("x", "in", "f32"), ("t", "in", "f32"), ("eps", "out", "f32")), profiles=2,
-                 refuse_profile=False):
-        self.io, self.num_io_tensors, self.num_optimization_profiles = io, len(io), profiles
-        self.log, self.contexts, self.refuse_profile = [], [], refuse_profile
-
-    def get_tensor_name(self, index):
-        return self.io[index][0]
-
-    def get_tensor_mode(self, name):
-        return dict((n, m) for n, m, _ in self.io)[name]
-
-    def get_tensor_dtype(self, name):
-        return dict((n, d) for n, _, d in self.io)[name]
-
-    def create_execution_context(self):
-        self.contexts.append(FakeContext(self.log, self.refuse_profile))
-        return self.contexts[-1]
 
 
 def test_bindings_one_context_per_profile_buffers_bound_once():
