@@ -113,7 +113,7 @@ def test_foreign_onnx_is_refused(tmp_path):
 
 def test_factory(ddpm_small, ddpm_engine, tmp_path):
     _, prior = ddpm_small
-    assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
+    assert BACKENDS == ("torch", "onnxruntime", "tensorrt", "openvino")
     den = make_denoiser("torch", prior=prior)
     assert den.backend == "torch" and den.prior is prior
     with pytest.raises(ConfigError, match="unknown backend 'tvm'"):
