@@ -127,7 +127,8 @@ def test_the_accuracy_check_scores_against_the_ground_truth_only_with_real_weigh
     checkpoint = ROOT / "tests" / "fixtures" / "priors" / "ddpm_small.pt"
     config = tmp_path / "ddpm_small.yaml"
     config.write_text(json.dumps(torch.load(checkpoint, weights_only=True)["config"]))  # JSON is YAML
-    common = {"prior": str(config), "steps": 2, "iters": 1, "warmup": 0, "profile": False, "device": "cpu", "threads": 1}
+    common = {"prior": str(config), "steps": 2, "iters": 1, "warmup": 0, "profile": False, "device": "cpu",
+              "threads": 1}
     acc = run_bench(BenchConfig(checkpoint=str(checkpoint), **common), measure_matmul=False)["accuracy"]
     assert acc["note"] is None and acc["precision"] == "fp32"
     assert acc["psnr_difference_db"] == pytest.approx(acc["psnr_low"] - acc["psnr_reference"])

@@ -111,8 +111,8 @@ def restore(
     By default each input is the clean image, degraded first (as the papers evaluate) and scored (PSNR/SSIM
     in the sidecar); with `--observed` it is the measurement and is restored directly.
 
-    Several GPUs: `torchrun --nproc-per-node 4 -m ddpg restore in/ -o out --device cuda` shards the inputs
-    across ranks (outputs as one process would write them) and rank 0 writes `out/run_summary.json`.
+    Several GPUs: `torchrun --nproc-per-node 4 -m ddpg restore in/ -o out --prior celeba_hq --device cuda` shards the
+    inputs across ranks (outputs as one process would write them) and rank 0 writes `out/run_summary.json`.
 
     Example: `ddpg restore faces/ -o out --task deblur_gauss --prior face64 --sigma-y 0.05 --steps 50`
     """
@@ -169,7 +169,8 @@ def degrade(
     """Make seeded observations: `<name>_observed.png` (for viewing), the exact unclipped float measurement
     `<name>_observed.pt` (or .npy) and its metadata `<name>_observed.json` (operator, sigma_y, seed).
 
-    Restore them with `ddpg restore obs/ --observed -o out` (task, sigma_y and operator come from the JSON).
+    Restore them with `ddpg restore obs/ --observed -o out --prior face64` (task, sigma_y and operator come from
+    the JSON).
 
     Example: `ddpg degrade faces/ -o obs --task sr4 --sigma-y 0.05`
     """
