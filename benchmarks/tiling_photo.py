@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 import ddpg
 from ddpg.figures import comparison_grid
@@ -80,12 +81,15 @@ def run(side: int, steps: int, work: Path) -> dict:
 
 
 def figure(work: Path, path: Path, crop: int) -> None:
-    """(observed upscaled | restored | truth), each the top-left ``crop`` pixels, with labels."""
+    """(observed upscaled | restored | truth), each the top-left ``crop`` pixels, with labels, as a palette PNG."""
     truth = load_image(work / "crowd.png")[:, :crop, :crop]
     restored = load_image(work / "out" / "crowd_restored.png")[:, :crop, :crop]
     observed = load_image(work / "out" / "crowd_observed.png")
     observed = observed.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :crop, :crop]
-    save_image(comparison_grid([[observed, restored, truth]], ["observed (×4 nearest)", "restored", "truth"]), path)
+    save_image(comparison_grid([[observed, restored, truth]], ["observed (4x nearest)", "restored", "truth"]), path)
+    with Image.open(path) as img:  # a 256-colour palette: small enough to commit (about 50 KB)
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    small.save(path, optimize=True)
 
 
 def write(out: Path, record: dict) -> None:
