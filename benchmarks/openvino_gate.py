@@ -9,7 +9,8 @@ The float32 reference is the PyTorch face64 prior (the OpenVINO fp32 IR equals i
 (sr4, deblur_gauss; σ_y 0.05) the faces are restored with the reference, then with each candidate, on the same
 seeds (face i: seed i); the faces go in chunks of ``--batch``, every task and precision per chunk, and per-face
 PSNRs and the gate's figures are written to ``<out>.json`` / ``<out>.md`` after each chunk, so an interrupted run
-holds whole faces. ``--record`` writes each candidate's gate into its IR's metadata.
+holds whole faces. ``--record`` writes each candidate's gate into its IR's metadata; ``--record-from`` does so
+(and writes the verdicts) from the faces an interrupted run's ``<out>.json`` holds.
 """
 
 from __future__ import annotations
@@ -68,11 +69,18 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--record", action="store_true")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--record-from", action="store_true", help="Restore nothing: the verdicts of the faces that "
+                    "<out>.json holds (an interrupted run), written into it and, with --record, into the IRs.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    faces = load_faces(args.faces, args.limit)
     candidates = dict(c.split("=", 1) for c in args.candidate)
+    if args.record_from:
+        doc = json.loads(out.with_suffix(".json").read_text())
+        verdicts(doc, candidates, args.record, sum(sum(r["seconds"].values()) for r in doc["tasks"].values()))
+        write(out, doc)
+        return
+    faces = load_faces(args.faces, args.limit)
     denoisers = {p: OpenVINODenoiser(path, threads=args.threads, gate_warning=False) for p, path in candidates.items()}
     reference = as_denoiser(load_prior("face64"))
     doc = {"command": "python " + shlex.join(sys.argv), "faces": len(faces), "steps": args.steps,
@@ -95,15 +103,21 @@ def main() -> None:
         doc["load_now"] = os.getloadavg()[0]
         write(out, doc)
         print(f"faces {doc['faces_done']}/{len(faces)} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    verdicts(doc, candidates, args.record, round(time.perf_counter() - start, 1))
+    write(out, doc)
+
+
+def verdicts(doc: dict, candidates: dict[str, str], record: bool, seconds: float) -> None:
+    """Each candidate's GateReport over the faces done, its summary into ``doc``; with ``record`` written into
+    its IR (``record_gate``)."""
     for precision, path in candidates.items():
         per_task = {t: doc["tasks"][t]["gate"][precision] for t in GATE_TASKS}
         bound = GATE_BOUNDS_DB[precision]
-        gate = GateReport(precision, bound, doc["faces_done"], args.steps, GATE_SIGMA_Y, per_task,
-                          all(r["drop"] <= bound for r in per_task.values()), round(time.perf_counter() - start, 1))
+        gate = GateReport(precision, bound, doc["faces_done"], doc["steps"], GATE_SIGMA_Y, per_task,
+                          all(r["drop"] <= bound for r in per_task.values()), seconds)
         doc.setdefault("verdicts", {})[precision] = gate.summary()
-        if args.record:
+        if record:
             record_gate(path, gate)
-    write(out, doc)
 
 
 if __name__ == "__main__":
