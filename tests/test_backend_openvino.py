@@ -176,7 +176,7 @@ def test_served_restorations_equal_their_restore_twins(ddpm_ir, tmp_path):
 
     from ddpg.cli.main import app
     from ddpg.io import save_image
-    from test_serve_http import ServerProcess, post
+    from serve_process import ServerProcess, post
 
     gen = torch.Generator().manual_seed(2)
     images = [tmp_path / f"face{i}.png" for i in range(2)]
