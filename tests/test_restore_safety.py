@@ -149,9 +149,9 @@ def test_an_image_too_large_for_the_prior_is_refused_before_sampling(tmp_path, m
     monkeypatch.setattr(restoration, "available_bytes", lambda device: 64 << 30)  # a 64 GiB machine, anywhere
     folder = make_images(tmp_path / "in", [(64, 64)])
     Image.fromarray(np.zeros((2048, 2048, 3), np.uint8)).save(folder / "huge.png")
-    report = api.restore([folder], tmp_path / "out", prior="face64", steps=2)
+    report = api.restore([folder], tmp_path / "out", prior="face64", steps=2, tile="off")  # auto would tile it
     why = dict(report.failed)[str(folder / "huge.png")]
-    # face64's attention over 512×512 positions alone is 256 GiB per call
+    # face64's attention over 512×512 positions alone is 256 GiB per call (tiled: tests/test_tiling_sizes.py)
     assert "2048×2048 with the face64 prior at batch 1 needs about 1536.0 GiB, more than the 64.0 GiB free" in why
     assert "restore it resized (resize=True, size=N)" in why
     assert report.done == [str(tmp_path / "out" / "img0_restored.png")]
