@@ -286,7 +286,7 @@ def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:
         prior = check_engine_prior(denoiser, preset_prior)
     if engine_file:
         return prior, denoiser
-    prior = prior or preset_prior or (None if denoiser is None else getattr(denoiser, "name", None))
+    prior = prior or preset_prior or (None if denoiser is None else denoiser.name)
     if prior is None and denoiser is None:
         raise no_prior_error()
     return prior, denoiser
