@@ -30,8 +30,10 @@ from ddpg.schema import OPTION
 from ddpg.serve.jobs import FIELDS
 from ddpg.serve.options import ServeOptions
 
-# the parameters a command has beyond its dataclass's option fields
-COMMAND_OWN = {"restore": {"inputs", "sample", "quiet"}, "bench": {"batch", "json_path"}, "serve": {"quiet"}}
+# the parameters a command has beyond its dataclass's option fields (bench's CPU-engine comparison is a mode of
+# the command with its own settings, not a BenchConfig)
+COMMAND_OWN = {"restore": {"inputs", "sample", "quiet"},
+               "bench": {"batch", "json_path", "compare_cpu_engines", "ir", "rounds"}, "serve": {"quiet"}}
 COMMANDS = {"restore": (restore_command, RestoreRequest), "bench": (bench_command, BenchConfig),
             "serve": (serve_command, ServeOptions)}
 
