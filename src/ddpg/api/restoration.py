@@ -44,7 +44,7 @@ from ddpg.api.settings import (
     resolve_settings,
     size_note,
 )
-from ddpg.api.tiling import TilePolicy, tile_policy, tiled_denoiser
+from ddpg.api.tiling import TilePolicy, engine_tile_side, tile_policy, tiled_denoiser
 from ddpg.errors import DdpgError, InputError, ParameterError
 from ddpg.io import (
     IMAGE_SUFFIXES,
@@ -249,7 +249,7 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
         raise ParameterError("resize", True, f"needs a size (the prior {prior} has no fixed image size)")
     batch_size = _engine_batch(denoiser, request.batch_size)
     multiple = size_multiple(denoiser)
-    tiles = tile_policy(request.tile, request.tile_overlap, prior_size, multiple)
+    tiles = tile_policy(request.tile, request.tile_overlap, prior_size, multiple, engine_tile_side(denoiser))
     profile = engine_batch_profile(denoiser)
     # the speed options also let cuDNN time its convolution algorithms per shape (as `ddpg bench` does); the
     # plain path keeps cuDNN's heuristic choice, which does not vary from run to run

@@ -53,11 +53,26 @@ class TilePolicy:
         return record
 
 
-def tile_policy(tile: str, overlap: int | None, native: int | None, multiple: int) -> TilePolicy:
+def engine_tile_side(denoiser) -> int | None:
+    """The side of the square images an ONNX Runtime/TensorRT/OpenVINO engine was exported for, the only tile it
+    can run; None for a PyTorch prior (any tile) or a non-square export."""
+    info = denoiser.info
+    if info is None or info.size[0] != info.size[1]:
+        return None
+    return int(info.size[0])
+
+
+def tile_policy(tile: str, overlap: int | None, native: int | None, multiple: int,
+                engine_side: int | None = None) -> TilePolicy:
     """The policy of ``--tile`` (checked: "auto", "off" or digits) and ``--tile-overlap`` for a prior of native
-    side ``native`` (None: none) whose sides must be multiples of ``multiple``."""
+    side ``native`` (None: none) whose sides must be multiples of ``multiple``; ``engine_side``: the one tile side
+    an engine runs (:func:`engine_tile_side`), which auto takes and SIZE must equal."""
     mode = tile if tile in ("auto", "off") else "size"
-    side = int(tile) if mode == "size" else native
+    if mode == "size" and engine_side is not None and int(tile) != engine_side:
+        raise ParameterError("tile", tile, f"the engine runs {engine_side}×{engine_side} tiles only (its export "
+                                           f"size): give --tile {engine_side} or auto, or re-export it with "
+                                           f"--size {tile} {tile}")
+    side = int(tile) if mode == "size" else engine_side or native
     if mode == "size" and side % multiple:
         raise ParameterError("tile", tile, f"must be a multiple of {multiple} (the prior's downsampling)")
     if side is None:

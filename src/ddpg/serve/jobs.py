@@ -18,7 +18,7 @@ from ddpg.api.denoisers import engine_batch_profile, prior_record, size_multiple
 from ddpg.api.request import RestoreRequest
 from ddpg.api.restoration import InputJob, RestorePlan, not_finite, prepare_input, sidecar_record, write_outputs
 from ddpg.api.settings import CLI_TASKS, Settings, apply_hyper, apply_operator, named_mask, parse_mask, resolve_settings
-from ddpg.api.tiling import tile_policy, tiled_denoiser
+from ddpg.api.tiling import engine_tile_side, tile_policy, tiled_denoiser
 from ddpg.errors import DdpgError, ImageTooLarge, InputError, ParameterError
 from ddpg.models.denoiser import native_image_size
 from ddpg.runtime.samplers import get_sampler, methods_where
@@ -197,7 +197,8 @@ class Preparer:
         self.max_pixels, self.default_deadline_s = max_pixels, default_deadline_s
         self.multiple = size_multiple(denoiser)
         # images larger than the prior: tiled as `ddpg restore --tile auto` tiles them (the tiles join the ticks)
-        self.tiles = tile_policy("auto", None, native_image_size(denoiser), self.multiple)
+        self.tiles = tile_policy("auto", None, native_image_size(denoiser), self.multiple,
+                                 engine_tile_side(denoiser))
         profile = engine_batch_profile(denoiser)
         self.tiled = tiled_denoiser(denoiser, self.tiles, None if profile is None else profile.max)
         self.prior_record = prior_record(prior, None, denoiser.backend, None, denoiser)

@@ -1,0 +1,150 @@
+"""Tiles through the ONNX Runtime and OpenVINO backends (#32): a 56×56 image (2×2 tiles of the 32-px ddpm_small
+export, overlap 8) restored with ``--tile 32`` through ``--backend onnxruntime`` and ``--backend openvino`` equals
+its torch-backend twin (same seed), and its sidecar says it tiled; a fixed-batch engine gets its last tile call
+padded; a tile size the engine was not exported for is refused before any input is read."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FIXTURES, rel_err
+from ddpg import api
+from ddpg.engine_metadata import EngineError
+from ddpg.errors import ParameterError
+from ddpg.io import save_image
+from ddpg.models import as_denoiser, create_prior
+from ddpg.operators import degrade, make_operator
+from ddpg.runtime import ddpg_sample
+from ddpg.runtime.backends import make_denoiser
+from ddpg.runtime.tiling import TiledDenoiser
+
+pytest.importorskip("onnxruntime")
+CHECKPOINT = FIXTURES / "priors" / "ddpm_small.pt"
+SIZE, TILE, OVERLAP, STEPS = 56, 32, 8, 4  # 56 = 32 + 24: two tiles a side overlapping by 8 px
+RUN_TOL = 1e-4  # relative L2 of a whole tiled run, engine vs PyTorch, float32 (test_backend_ort's whole-run bound)
+PNG16_TOL = 2  # 16-bit output levels (1/65535 each): float32 differences of ~1e-6 may flip a rounding
+
+
+@pytest.fixture(scope="module")
+def small_prior():
+    fixture = torch.load(CHECKPOINT, weights_only=True)
+    prior = create_prior(fixture["config"])
+    prior.load_state_dict(fixture["state_dict"], strict=True)
+    return fixture["config"], prior.eval()
+
+
+@pytest.fixture(scope="module")
+def engines(ddpm_engine, tmp_path_factory):
+    """backend → engine file of ddpm_small (the session's ONNX export, dynamic batch 1..4); OpenVINO's IR
+    converted from it (skipped without openvino)."""
+    found = {"onnxruntime": ddpm_engine}
+    try:
+        from ddpg.export.openvino_export import ir_from_onnx
+    except ImportError:
+        return found
+    found["openvino"] = ir_from_onnx(ddpm_engine, tmp_path_factory.mktemp("ov_tiles") / "ddpm_small.xml")
+    return found
+
+
+def engine_of(engines, backend):
+    if backend not in engines:
+        pytest.skip(f"backend {backend} not installed")
+    return engines[backend]
+
+
+def tiled_run(denoiser, batch: int) -> tuple[torch.Tensor, TiledDenoiser]:
+    """A 4-step DDPG SR×4 run (σ_y 0.05) of one 56×56 image, the UNet over 32-px tiles in calls of ``batch``;
+    the same x_T and noise draws for every denoiser."""
+    op = make_operator("sr_bicubic", SIZE, scale=4, impl="fft")
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, SIZE, SIZE, generator=gen) * 2 - 1
+    y = degrade(x, op, 0.05, generator=gen)
+    x_T = torch.randn(1, 3, SIZE, SIZE, generator=gen)
+    draws = iter([torch.randn(1, 3, SIZE, SIZE, generator=gen) for _ in range(STEPS)])
+    tiled = TiledDenoiser(denoiser, TILE, OVERLAP, batch)
+    with torch.no_grad():
+        out = ddpg_sample(tiled, op, y, 0.05, steps=STEPS, x_T=x_T, noise=lambda like: next(draws))
+    return out, tiled
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_tiled_run_matches_torch(backend, engines, small_prior):
+    _, prior = small_prior
+    ref, _ = tiled_run(as_denoiser(prior), 16)
+    options = {"threads": 1} if backend == "openvino" else {}
+    got, tiled = tiled_run(make_denoiser(backend, engine=engine_of(engines, backend), **options), 4)
+    assert tiled.layout((SIZE, SIZE)).grid == (2, 2) and tiled.tile_calls == 4 * STEPS
+    assert torch.isfinite(got).all() and rel_err(got, ref) < RUN_TOL
+
+
+def fixed_batch_copy(engine, out, batch: int):
+    """The same ONNX graph with its batch fixed at ``batch`` (input and output dimension, and ddpg.batch)."""
+    model = onnx.load(str(engine))
+    for value in (*model.graph.input[:1], *model.graph.output[:1]):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    next(p for p in model.metadata_props if p.key == "ddpg.batch").value = json.dumps([batch] * 3)
+    onnx.save(model, str(out))
+    return out
+
+
+def test_fixed_batch_engine_gets_its_last_tile_call_padded(ddpm_engine, small_prior, tmp_path):
+    """4 tiles per step through an engine fixed at batch 3: a call of 3, then 1 tile padded to 3 (the engine
+    refuses any other batch), blended as the torch backend's tiles are."""
+    _, prior = small_prior
+    den = make_denoiser("onnxruntime", engine=fixed_batch_copy(ddpm_engine, tmp_path / "b3.onnx", 3))
+    with pytest.raises(EngineError, match="exported for batch 3, got batch 1"):
+        den(torch.zeros(1, 3, TILE, TILE), torch.zeros(1))
+    ref, _ = tiled_run(as_denoiser(prior), 16)
+    got, tiled = tiled_run(den, 3)
+    assert tiled.fixed_batch and tiled.tile_calls == 4 * STEPS  # padding rows not counted
+    assert rel_err(got, ref) < RUN_TOL
+
+
+def restored(out, name="a"):
+    return np.asarray(Image.open(out / f"{name}_restored.png"), dtype=np.int32)
+
+
+@pytest.fixture(scope="module")
+def photo_and_twin(small_prior, tmp_path_factory):
+    """A 56×56 photo and its torch-backend restoration with --tile 32 (16-bit PNG) and sidecar."""
+    config, _ = small_prior
+    root = tmp_path_factory.mktemp("tiles_api")
+    (root / "in").mkdir()
+    save_image(torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)), root / "in" / "a.png")
+    (root / "ddpm_small.yaml").write_text(json.dumps(config))  # JSON is YAML
+    report = api.restore([root / "in" / "a.png"], root / "torch", prior=str(root / "ddpm_small.yaml"),
+                         checkpoint=str(CHECKPOINT), task="sr4", steps=STEPS, seed=1, tile=str(TILE),
+                         tile_overlap=OVERLAP, bits=16, threads=1)
+    assert report.exit_code == 0, report.failed
+    return root, json.loads((root / "torch" / "a.json").read_text())
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_restore_with_tiles_through_the_backend_equals_its_torch_twin(backend, engines, photo_and_twin):
+    root, twin = photo_and_twin
+    out = root / backend
+    report = api.restore([root / "in" / "a.png"], out, backend=backend, engine=str(engine_of(engines, backend)),
+                         task="sr4", steps=STEPS, seed=1, tile=str(TILE), tile_overlap=OVERLAP, bits=16, threads=1)
+    assert report.exit_code == 0, report.failed
+    meta = json.loads((out / "a.json").read_text())
+    assert meta["prior"]["backend"] == backend and meta["method"] == twin["method"] == "ddpg"
+    assert meta["hyper"] == twin["hyper"]
+    tiling = meta["tiling"]
+    assert tiling["tiled"] and tiling["reason"] == f"--tile {TILE}" and tiling["grid"] == [2, 2]
+    assert tiling["tiles"] == 4 and tiling["starts"] == {"y": [0, 24], "x": [0, 24]}
+    assert tiling["tile_batch"] == 4 and twin["tiling"]["tile_batch"] == 16  # the engine's largest batch
+    got, ref = restored(out), restored(root / "torch")
+    assert got.shape == (SIZE, SIZE, 3) and np.abs(got - ref).max() <= PNG16_TOL
+
+
+def test_a_tile_the_engine_cannot_run_is_refused_before_any_input(ddpm_engine, tmp_path):
+    with pytest.raises(ParameterError, match="the engine runs 32×32 tiles only"):
+        api.restore([tmp_path / "missing.png"], tmp_path / "o", backend="onnxruntime", engine=str(ddpm_engine),
+                    tile="64")
+    assert not (tmp_path / "o").exists()
