@@ -16,6 +16,17 @@ def install_hint(extra: str) -> str:
     return f"pip install '{DISTRIBUTION}[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
 
 
+def missing_modules(names: tuple[str, ...]) -> list[str]:
+    """The modules of ``names`` that do not import, in order (to refuse work needing an extra before it starts)."""
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def versions(device: str = "cpu", libraries: tuple[str, ...] = ("numpy",)) -> dict[str, str]:
     """``ddpg``, ``torch``, each module in ``libraries`` (its ``__version__``; it must import), ``python``,
     ``platform``, and ``gpu`` (the device's name) when ``device`` (e.g. "cpu", "cuda:0") is a visible CUDA

@@ -10,7 +10,6 @@ temporary folder beside the output, validated, then renamed into place. A failed
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from ddpg.models import create_prior, load_prior, prior_config, read_state_dict,
 from ddpg.models.checkpoints import REGISTRY, guess_prior, sha256_file
 from ddpg.precisions import PRECISIONS, parse_precision
 from ddpg.schedule import Schedule
-from ddpg.versions import install_hint, versions
+from ddpg.versions import install_hint, missing_modules, versions
 
 from .defaults import DEFAULT_BATCH, DEFAULT_OPSET, OPSETS
 from .validate import ValidationReport, validate_onnx
@@ -296,12 +295,7 @@ def load_for_export(prior: str | Path | dict | None, checkpoint: str | Path | No
 def require_export_packages(validate: bool) -> None:
     """Refuse an export, before any work, when the packages of the ``onnx`` extra it needs are missing (onnx and
     onnxscript; ONNX Runtime too when it validates), naming the extra."""
-    missing = []
-    for name in ("onnx", "onnxscript") + ("onnxruntime",) * validate:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
+    missing = missing_modules(("onnx", "onnxscript") + ("onnxruntime",) * validate)
     if missing:
         raise ConfigError(f"export needs {', '.join(missing)}: {install_hint('onnx')}")
 

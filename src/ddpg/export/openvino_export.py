@@ -14,7 +14,6 @@ failure recorded (the backend warns whenever it loads such an IR).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from ddpg.errors import ConfigError
 from ddpg.models import as_denoiser
 from ddpg.runtime.backends.openvino import OpenVINODenoiser, compile_ir, openvino_module
 from ddpg.schedule import Schedule
-from ddpg.versions import install_hint
+from ddpg.versions import install_hint, missing_modules
 
 from .defaults import DEFAULT_BATCH, DEFAULT_OPSET
 from .onnx_export import ExportError, ExportResult, _decode, export_module, is_conditional, load_for_export, sha256_of
@@ -71,12 +70,7 @@ class OpenVINOExport:
 
 def require_openvino_packages(precision: str) -> None:
     """Refuse an OpenVINO export, before any work, when a package it needs is missing, naming the extra."""
-    missing = []
-    for name in ("openvino", "onnx", "onnxscript") + ("nncf",) * (precision == "int8"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
+    missing = missing_modules(("openvino", "onnx", "onnxscript") + ("nncf",) * (precision == "int8"))
     if missing:
         raise ConfigError(f"--format openvino needs {', '.join(missing)}: {install_hint('openvino')}")
 
