@@ -74,9 +74,9 @@ def load_average() -> list[float]:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1_5_15": load_average(),
+    from ddpg.bench.report import cpu_name
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_1_5_15": load_average(),
             "python": platform.python_version()}
 
 

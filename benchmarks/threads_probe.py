@@ -127,9 +127,11 @@ def main() -> None:
         for burner in burners:
             burner.kill()
             burner.wait()
+    from ddpg.bench.report import cpu_name
+
     report = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "burners": args.burners,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-                         f"({_cpu_name()}), shared", "load_start": round(load_start, 2), "load_end": round(load_end, 2),
+                         f"({cpu_name()}), shared", "load_start": round(load_start, 2), "load_end": round(load_end, 2),
               "auto_at_end": auto, "results": results}
     text = markdown(report)
     print(text)
@@ -137,16 +139,6 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
         args.out.with_suffix(".md").write_text(text)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

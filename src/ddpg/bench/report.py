@@ -66,7 +66,8 @@ def nvidia_smi() -> dict:
     return {}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -83,7 +84,7 @@ def _tensorrt_version() -> str | None:
 
 def environment(device: torch.device) -> dict:
     """Device, driver and library versions recorded with every result (docs/deployment.md §13)."""
-    env = {"device": str(device), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+    env = {"device": str(device), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), **versions(device), "cuda": torch.version.cuda,
            "triton": _version("triton"), "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
            "tensorrt": _tensorrt_version()}

@@ -72,6 +72,7 @@ def _compare_cpu(batches: list[int], json_path: Path | None, irs: list[str], rou
     import platform
 
     from ddpg.bench.cpu_compare import compare_cpu_engines, markdown_table
+    from ddpg.bench.report import cpu_name
 
     pairs = dict(item.split("=", 1) for item in irs if "=" in item)
     if (options.get("engine") is None or options.get("device") not in ("cpu", "auto") or len(pairs) != len(irs)
@@ -86,9 +87,7 @@ def _compare_cpu(batches: list[int], json_path: Path | None, irs: list[str], rou
     except DdpgError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
-               platform.processor() or platform.machine())
-    result.update(command="ddpg bench " + shlex.join(sys.argv[2:]), machine=f"{cpu}, {platform.platform()}")
+    result.update(command="ddpg bench " + shlex.join(sys.argv[2:]), machine=f"{cpu_name()}, {platform.platform()}")
     table = markdown_table(result)
     print(table)
     if json_path is not None:
@@ -104,13 +103,6 @@ def _compare_cpu(batches: list[int], json_path: Path | None, irs: list[str], rou
                 f"{label} " + ", ".join(f"{b}: {row['ms_per_step_median']:.0f}" for b, row in e["per_batch"].items())
                 for label, e in result["engines"].items()) + "\n")
         print(f"wrote {json_path} and {json_path.with_suffix('.md')}", file=sys.stderr)
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:  # not Linux
-        return []
 
 
 __all__ = ["bench_command", "parse_batches"]
