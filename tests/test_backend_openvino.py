@@ -16,9 +16,9 @@ from PIL import Image
 from conftest import FIXTURES, rel_err
 from ddpg.engine_metadata import EngineError, read_metadata
 from ddpg.models import as_denoiser, create_prior, load_prior
-from ddpg.operators import degrade, make_operator
-from ddpg.runtime import ddpg_sample
+from ddpg.operators import make_operator
 from ddpg.runtime.backends import make_denoiser
+from drawn_noise import ddpg_with_drawn_noise
 
 ov = pytest.importorskip("openvino")
 from ddpg.export.openvino_export import OpenVINOExport, export_openvino, ir_from_onnx  # noqa: E402
@@ -70,18 +70,7 @@ def test_face64_ddpg_run_matches_torch(tmp_path):
     """A whole 10-step DDPG run of the bundled face64 prior (sr4, σ_y 0.05), same x_T and noise on both."""
     result = export_openvino("face64", out=tmp_path / "face64.xml", settings=OpenVINOExport(), batch="1:1:2",
                              validate=False, optimize=False)
-    op = make_operator("sr4", 64, impl="fft")
-    gen = torch.Generator().manual_seed(5)
-    x = torch.rand(1, 3, 64, 64, generator=gen) * 2 - 1
-    y = degrade(x, op, 0.05, generator=gen)
-    x_T = torch.randn(1, 3, 64, 64, generator=gen)
-    draws = [torch.randn(1, 3, 64, 64, generator=gen) for _ in range(10)]
-
-    def run(denoiser):
-        it = iter(draws)
-        with torch.no_grad():
-            return ddpg_sample(denoiser, op, y, 0.05, steps=10, x_T=x_T, noise=lambda like: next(it))
-
+    run = ddpg_with_drawn_noise(make_operator("sr4", 64, impl="fft"), batch=1, seed=5, steps=10)
     assert rel_err(run(make_denoiser("openvino", engine=result.path, threads=1)),
                    run(as_denoiser(load_prior("face64")))) < FP32_TOL
 

@@ -15,12 +15,12 @@ from conftest import FIXTURES, rel_err
 from ddpg.errors import ConfigError, DdpgError
 from ddpg.export import EngineError, check_engine_matches, export_prior, read_metadata
 from ddpg.models import as_denoiser, create_prior
-from ddpg.operators import degrade, make_operator
-from ddpg.runtime import ddpg_sample
+from ddpg.operators import make_operator
 from ddpg.runtime.backends import BACKENDS, get_backend, make_denoiser
 from ddpg.runtime.backends.cuda_stream import SideStream
 from ddpg.runtime.backends.onnxruntime import OrtDenoiser
 from ddpg.schedule import Schedule
+from drawn_noise import ddpg_with_drawn_noise
 
 ort = pytest.importorskip("onnxruntime")
 HAS_CUDA_EP = torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
@@ -67,18 +67,7 @@ def test_metadata_gives_schedule_config_and_bounds(ddpm_engine, ddpm_small):
 def test_ddpg_run_matches_torch_backend(ddpm_engine, ddpm_small):
     """10 DDPG steps on a 32-px FFT super-resolution problem, same x_T and noise on both backends."""
     _, prior = ddpm_small
-    op = make_operator("sr_bicubic", 32, scale=4, impl="fft")
-    gen = torch.Generator().manual_seed(3)
-    x = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
-    y = degrade(x, op, 0.05, generator=gen)
-    x_T = torch.randn(2, 3, 32, 32, generator=gen)
-    draws = [torch.randn(2, 3, 32, 32, generator=gen) for _ in range(10)]
-
-    def run(denoiser):
-        it = iter(draws)
-        with torch.no_grad():
-            return ddpg_sample(denoiser, op, y, 0.05, steps=10, x_T=x_T, noise=lambda like: next(it))
-
+    run = ddpg_with_drawn_noise(make_operator("sr_bicubic", 32, scale=4, impl="fft"), batch=2, seed=3, steps=10)
     ref = run(as_denoiser(prior))
     got = run(make_denoiser("onnxruntime", engine=ddpm_engine))
     assert torch.isfinite(got).all()

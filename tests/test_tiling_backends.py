@@ -19,10 +19,10 @@ from ddpg.engine_metadata import EngineError
 from ddpg.errors import ParameterError
 from ddpg.io import save_image
 from ddpg.models import as_denoiser, create_prior
-from ddpg.operators import degrade, make_operator
-from ddpg.runtime import ddpg_sample
+from ddpg.operators import make_operator
 from ddpg.runtime.backends import make_denoiser
 from ddpg.runtime.tiling import TiledDenoiser
+from drawn_noise import ddpg_with_drawn_noise
 
 pytest.importorskip("onnxruntime")
 CHECKPOINT = FIXTURES / "priors" / "ddpm_small.pt"
@@ -61,16 +61,9 @@ def engine_of(engines, backend):
 def tiled_run(denoiser, batch: int) -> tuple[torch.Tensor, TiledDenoiser]:
     """A 4-step DDPG SR×4 run (σ_y 0.05) of one 56×56 image, the UNet over 32-px tiles in calls of ``batch``;
     the same x_T and noise draws for every denoiser."""
-    op = make_operator("sr_bicubic", SIZE, scale=4, impl="fft")
-    gen = torch.Generator().manual_seed(3)
-    x = torch.rand(1, 3, SIZE, SIZE, generator=gen) * 2 - 1
-    y = degrade(x, op, 0.05, generator=gen)
-    x_T = torch.randn(1, 3, SIZE, SIZE, generator=gen)
-    draws = iter([torch.randn(1, 3, SIZE, SIZE, generator=gen) for _ in range(STEPS)])
+    run = ddpg_with_drawn_noise(make_operator("sr_bicubic", SIZE, scale=4, impl="fft"), batch=1, seed=3, steps=STEPS)
     tiled = TiledDenoiser(denoiser, TILE, OVERLAP, batch)
-    with torch.no_grad():
-        out = ddpg_sample(tiled, op, y, 0.05, steps=STEPS, x_T=x_T, noise=lambda like: next(draws))
-    return out, tiled
+    return run(tiled), tiled
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
