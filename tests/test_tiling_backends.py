@@ -1,7 +1,9 @@
 """Tiles through the ONNX Runtime and OpenVINO backends (#32): a 56×56 image (2×2 tiles of the 32-px ddpm_small
 export, overlap 8) restored with ``--tile 32`` through ``--backend onnxruntime`` and ``--backend openvino`` equals
 its torch-backend twin (same seed), and its sidecar says it tiled; a fixed-batch engine gets its last tile call
-padded; a tile size the engine was not exported for is refused before any input is read."""
+padded; a tile size the engine was not exported for is refused before any input is read. TensorRT (not installable
+here): the real bindings over a fake pointwise engine run the tile stream at the engine's batch, dynamic or fixed
+in its own CUDA graph."""
 
 from __future__ import annotations
 
@@ -141,3 +143,75 @@ def test_a_tile_the_engine_cannot_run_is_refused_before_any_input(ddpm_engine, t
         api.restore([tmp_path / "missing.png"], tmp_path / "o", backend="onnxruntime", engine=str(ddpm_engine),
                     tile="64")
     assert not (tmp_path / "o").exists()
+
+
+# --- TensorRT: the real bindings over a fake engine (no TensorRT or GPU here) --------------------------------------
+
+TRT_TILE, TRT_SIDE, TRT_OVERLAP = 8, 20, 2  # 20 = 8 + 2·6: three tiles a side, 9 per image
+
+
+def trt_engine_denoiser(monkeypatch, batch: tuple[int, int, int], cuda_graph: bool):
+    """A TensorRTDenoiser on the real bindings and CUDA-stream code, over a fake engine of 8-px images computing
+    eps = 0.5·x + t (``fake_trt_engine``), batch profile ``batch`` (min, opt, max), with the EngineInfo such an
+    export carries. In CUDA-graph mode a replay re-runs the captured enqueue. Returns (denoiser, engine)."""
+    import contextlib
+
+    from ddpg.engine_metadata import BatchProfile, EngineInfo
+    from ddpg.engine_sidecar import ShapeProfile
+    from ddpg.runtime.backends.cuda_stream import SideStream
+    from ddpg.runtime.backends.tensorrt import Bindings, EngineShapes, TensorRTDenoiser
+    from fake_cuda import fake_cuda
+    from fake_trt_engine import FakeEngine, fake_trt
+
+    fake_cuda(monkeypatch, [])
+    trt = fake_trt()
+    engine = FakeEngine(trt, profiles=1)
+
+    class Graph:  # the captured work is the engine's enqueue: a replay runs it again
+        def replay(self):
+            engine.contexts[0].execute_async_v3(77)  # the recording execute bound below
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda *a, **k: contextlib.nullcontext())
+    lo, opt, hi = batch
+    shape = {"x": tuple((b, 3, TRT_TILE, TRT_TILE) for b in batch), "t": tuple((b,) for b in batch)}
+    side = SideStream(torch.device("cpu"))
+    bindings = Bindings(trt, engine, EngineShapes([ShapeProfile.from_mapping(shape)], "e.plan"), side.device,
+                        lambda: side.handle, side.synchronize)
+    den = TensorRTDenoiser.from_bindings(bindings, side, cuda_graph=cuda_graph)
+    context = engine.contexts[0]
+    context.buffers, execute = bindings.slots[0].buffers, context.execute_async_v3
+
+    def execute_recording_batch(stream_handle):  # the batch of every engine execution, in engine.batches
+        engine.batches.append(context.input_shapes["x"][0])
+        return execute(stream_handle)
+
+    context.execute_async_v3, engine.batches = execute_recording_batch, []
+    den.info = EngineInfo(source="e.plan", prior=None, config={}, schedule_config={}, precision="fp32", opset=20,
+                          batch=BatchProfile(lo, opt, hi), size=(TRT_TILE, TRT_TILE), inputs=("x", "t"),
+                          checkpoint="", checkpoint_sha256="", versions={}, raw={})
+    return den, engine
+
+
+@pytest.mark.parametrize("batch, cuda_graph, calls", [((1, 2, 4), False, [4, 4, 4, 4, 2]),
+                                                      ((4, 4, 4), True, [4] * 7)])
+def test_tensorrt_engine_runs_the_tile_stream_at_its_batch(monkeypatch, batch, cuda_graph, calls):
+    """Two 20×20 images at different timesteps through the tile policy restore uses for an engine: tiles at the
+    engine's export size (8 px), in calls of its largest batch (18 tiles: 4+4+4+4+2 for a dynamic 1..4 engine; a
+    fixed-batch-4 engine in its own CUDA graph gets its last call padded to 4: 5 replays after the first call's
+    warm-up and capture). The fake engine is pointwise, so
+    the blended output must be 0.5·x + t of each image exactly as untiled: each tile got its own image's
+    timestep and the weights sum to one."""
+    from ddpg.api.denoisers import engine_batch_profile
+    from ddpg.api.tiling import engine_tile_side, tile_policy, tiled_denoiser
+
+    den, engine = trt_engine_denoiser(monkeypatch, batch, cuda_graph)
+    policy = tile_policy("auto", TRT_OVERLAP, None, 1, engine_tile_side(den))
+    tiled = tiled_denoiser(den, policy, engine_batch_profile(den).max)
+    assert (tiled.tile, tiled.batch, tiled.fixed_batch) == (TRT_TILE, 4, cuda_graph)
+    x = torch.randn(2, 3, TRT_SIDE, TRT_SIDE, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([3.0, 5.0])
+    eps = tiled(x, t)
+    torch.testing.assert_close(eps, 0.5 * x + t[:, None, None, None], rtol=0, atol=2e-6)
+    assert engine.batches == calls
+    assert tiled.tile_calls == 18
