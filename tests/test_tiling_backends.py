@@ -3,7 +3,8 @@ export, overlap 8) restored with ``--tile 32`` through ``--backend onnxruntime``
 its torch-backend twin (same seed), and its sidecar says it tiled; a fixed-batch engine gets its last tile call
 padded; a tile size the engine was not exported for is refused before any input is read. TensorRT (not installable
 here): the real bindings over a fake pointwise engine run the tile stream at the engine's batch, dynamic or fixed
-in its own CUDA graph."""
+in its own CUDA graph. The whole-step runner (--cuda-graph) drives the tiles as the Restorer does (CPU: bit for
+bit; a GPU: captured in one CUDA graph)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from ddpg.errors import ParameterError
 from ddpg.io import save_image
 from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
+from ddpg.runtime import Restorer
 from ddpg.runtime.backends import make_denoiser
+from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.tiling import TiledDenoiser
 from drawn_noise import ddpg_with_drawn_noise
 
@@ -215,3 +218,38 @@ def test_tensorrt_engine_runs_the_tile_stream_at_its_batch(monkeypatch, batch, c
     torch.testing.assert_close(eps, 0.5 * x + t[:, None, None, None], rtol=0, atol=2e-6)
     assert engine.batches == calls
     assert tiled.tile_calls == 18
+
+
+# --- The whole-step runner (CUDA graphs on a GPU) over tiles ------------------------------------------------------
+
+def tiled_runs(small_prior, device: str, cuda_graph: bool) -> tuple[torch.Tensor, torch.Tensor, GraphRunner]:
+    """Two 56×56 images, DDPG SR×4 (FFT, σ_y 0.05), 4 steps, the UNet over 32-px tiles (overlap 8) in calls of 4:
+    (the Restorer's loop, the whole-step runner with ``cuda_graph``, the runner) on the same seeds."""
+    tiled = TiledDenoiser(as_denoiser(small_prior[1].to(device)), TILE, OVERLAP, 4)
+    op = make_operator("sr4", SIZE, impl="fft").to(device)
+    plain = Restorer(tiled, op, sigma_y=0.05, steps=STEPS)
+    runner = GraphRunner.from_restorer(plain, cuda_graph=cuda_graph)
+    seeds = [5, 6]
+    with torch.no_grad():
+        y = plain.degrade(torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(device) * 2 - 1,
+                          seeds)
+        return plain.restore(y, seeds), runner.restore(y, seeds), runner
+
+
+def test_whole_step_runner_drives_the_tiles_as_the_restorer_does(small_prior):
+    """The runner behind --cuda-graph, on its eager path (CPU), over a TiledDenoiser: the Restorer's output bit
+    for bit, 4 steps × 2 images × 4 tiles through the tiled UNet."""
+    loop, runner_out, runner = tiled_runs(small_prior, "cpu", cuda_graph=False)
+    assert torch.equal(runner_out, loop)
+    assert runner.denoiser.tile_calls == 2 * STEPS * 2 * 4  # the loop's and the runner's (one TiledDenoiser)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs)")
+def test_whole_step_cuda_graph_captures_the_tiled_step(small_prior, monkeypatch):
+    """On a GPU: the tiled step (cut, UNet calls, blend, whole-image guidance) captured in one CUDA graph equals
+    the eager loop, and replays with new inputs give the same output."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    loop, graph_out, runner = tiled_runs(small_prior, "cuda", cuda_graph=True)
+    assert runner.cuda_graph and any(b.graph is not None for b in runner.buffers.values())
+    assert rel_err(graph_out, loop) < 1e-4  # cuDNN may pick other kernels inside the graph
