@@ -4,10 +4,14 @@ faces, alternate ones mirrored) with face64, SR ×4, σ_y 0.05, ``--tile auto``,
 Reports the wall and sampling seconds, seconds per megapixel, the peak RSS of the process, the tiling the
 sidecar records, and checks the time against (UNet tile evaluations) × (one tile's cost): one tile's cost is the
 median seconds per tile of calls of face64 on batches of ``tile_batch`` 64-px tiles, timed in the same process
-after the restoration. Writes ``<out>.json`` and ``<out>.md``; ``--figure PATH`` also writes a before/after crop
-(observed, nearest-upscaled | restored | ground truth). Run as:
+after the restoration, on the same backend and thread count. Writes ``<out>.json`` and ``<out>.md``; ``--figure
+PATH`` also writes a before/after crop (observed, nearest-upscaled | restored | ground truth). ``--backend openvino
+--engine IR.xml`` runs an exported OpenVINO IR instead of torch fp32. Run as:
 
     python benchmarks/tiling_photo.py --side 2048 --steps 2 --out benchmarks/results/tiling_2048_cpu
+    python benchmarks/tiling_photo.py --side 2048 --steps 100 --threads 2 --backend openvino \
+        --engine face64_int8.xml --out benchmarks/results/tiling_2048_openvino_int8
+    python benchmarks/tiling_photo.py --side 2048 --steps 100 --device cuda --out benchmarks/results/tiling_2048_gpu
     python benchmarks/tiling_photo.py --side 256 --steps 25 --out benchmarks/results/tiling_256_cpu \\
         --figure docs/images/tiling_256.png
 """
@@ -29,7 +33,7 @@ from PIL import Image
 import ddpg
 from ddpg.figures import comparison_grid
 from ddpg.io import load_image, save_image
-from ddpg.models import as_denoiser, load_prior
+from ddpg.runtime.backends import make_denoiser
 from deblur_motion_batching import load_average, machine
 
 FACES = sorted((Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "faces64_dev").glob("*.png"))
@@ -44,37 +48,50 @@ def crowd(side: int) -> torch.Tensor:
     return torch.cat(rows, 1)[:, :side, :side]
 
 
-def tile_cost(tile_batch: int, calls: int = 5) -> tuple[float, float]:
-    """Median (wall, process CPU) seconds per 64-px tile of face64 calls on batches of ``tile_batch`` tiles (one
-    thread: CPU seconds do not grow with other processes' load, wall seconds do)."""
-    den = as_denoiser(load_prior("face64"))
-    x = torch.randn(tile_batch, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    t = torch.full((tile_batch,), 500.0)
+def tile_cost(tile_batch: int, backend: str, engine: Path | None, threads: int, device: str,
+              calls: int = 5) -> tuple[float, float]:
+    """Median (wall, process CPU) seconds per 64-px tile of face64 calls on batches of ``tile_batch`` tiles, on
+    ``backend`` and ``device`` with ``threads`` threads (CPU seconds do not grow with other processes' load, wall
+    seconds do; on a GPU each call is synchronised)."""
+    if backend == "torch":
+        den = make_denoiser("torch", prior="face64", device=device)
+    else:
+        den = make_denoiser(backend, engine=engine, threads=threads)
+    x = torch.randn(tile_batch, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+    t = torch.full((tile_batch,), 500.0, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     wall, cpu = [], []
     with torch.no_grad():
         den(x, t)
         for _ in range(calls):
+            sync()
             t0, c0 = time.perf_counter(), time.process_time()
             den(x, t)
+            sync()
             wall.append((time.perf_counter() - t0) / tile_batch)
             cpu.append((time.process_time() - c0) / tile_batch)
     return statistics.median(wall), statistics.median(cpu)
 
 
-def run(side: int, steps: int, work: Path) -> dict:
+def run(side: int, steps: int, work: Path, backend: str, engine: Path | None, threads: int, device: str) -> dict:
     photo = work / "crowd.png"
     save_image(crowd(side), photo)
     t0, c0 = time.perf_counter(), time.process_time()
-    report = ddpg.restore([photo], work / "out", prior="face64", task="sr4", steps=steps, seed=0, threads=1)
+    model = {"prior": "face64"} if backend == "torch" else {"backend": backend, "engine": engine}
+    report = ddpg.restore([photo], work / "out", task="sr4", steps=steps, seed=0, threads=threads, device=device,
+                          **model)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if report.exit_code:
         raise SystemExit(f"restore failed: {report.failed}")
     sidecar = json.loads((work / "out" / "crowd.json").read_text())
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
     tiling, sampling = sidecar["tiling"], sidecar["timings_s"]["restore_batch"]
-    per_tile, per_tile_cpu = tile_cost(tiling["tile_batch"])
+    per_tile, per_tile_cpu = tile_cost(tiling["tile_batch"], backend, engine, threads, device)
     evaluations = steps * tiling["tiles"]
-    return {"side": side, "steps": steps, "method": sidecar["method"], "wall_s": round(wall, 2),
+    return {"side": side, "steps": steps, "method": sidecar["method"], "backend": backend,
+            "engine": None if engine is None else engine.name, "threads": threads,
+            "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+            "wall_s": round(wall, 2),
             "sampling_s": sampling, "s_per_megapixel": round(sampling / (side * side / 1e6), 2),
             "peak_rss_gib": round(peak_rss / 2**30, 3), "tiling": tiling, "tile_evaluations": evaluations,
             "one_tile_s": round(per_tile, 4), "predicted_s": round(evaluations * per_tile, 2),
@@ -100,8 +117,11 @@ def write(out: Path, record: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     r, t = record["result"], record["result"]["tiling"]
     lines = [f"# face64 on a {r['side']}×{r['side']} photo (SR ×4, σ_y 0.05, {r['method']}, {r['steps']} steps, "
-             "--tile auto)", "", f"Command: `{record['command']}`", "",
-             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, one thread; load average "
+             f"--tile auto, {r['backend']}{'' if r['engine'] is None else ' ' + r['engine']})", "",
+             f"Command: `{record['command']}`", "",
+             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, {r['threads']} thread(s), "
+             f"device {r.get('device', 'cpu')}; "
+             "load average "
              f"before {record['machine']['load_average_1_5_15']}, after {record['load_after']}.", "",
              f"Tiling: {t['reason']}; {t['grid'][0]}×{t['grid'][1]} = {t['tiles']} tiles of {t['tile']} px "
              f"(overlap ≥ {t['overlap']}), {t['tile_batch']} per UNet call.", "",
@@ -126,11 +146,20 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--figure", type=Path, help="write the before/after crop here (PNG)")
     parser.add_argument("--crop", type=int, default=192)
+    parser.add_argument("--backend", choices=["torch", "openvino"], default="torch")
+    parser.add_argument("--engine", type=Path, help="the exported engine (with --backend openvino)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (torch backend)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if (args.backend == "torch") != (args.engine is None):
+        parser.error("--engine goes with --backend openvino, and only with it")
+    if args.backend == "openvino" and args.device != "cpu":
+        parser.error("--backend openvino runs on --device cpu")
+    torch.set_num_threads(args.threads)
     record = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
-        record["result"] = run(args.side, args.steps, Path(tmp))
+        record["result"] = run(args.side, args.steps, Path(tmp), args.backend, args.engine, args.threads,
+                               args.device)
         if args.figure:
             figure(Path(tmp), args.figure, args.crop)
     record["load_after"] = load_average()
