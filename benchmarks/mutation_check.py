@@ -51,8 +51,8 @@ SAMPLER = "tests/test_step_scalars.py tests/test_runtime_fixtures.py tests/test_
 TARGETS = [
     ("src/ddpg/runtime/samplers/ddpg.py", ["DDPGParams.sigma", "DDPGParams.eta", "ddpg_table", "guidance",
                                            "DDPG.draw", "DDPG.step", "DDPG.result"], SAMPLER),
-    ("src/ddpg/runtime/samplers/method.py", ["spectral_row", "skipped", "stack_rows", "row_table", "row_of", "run_method"],
-     SAMPLER + " tests/test_method_contract.py"),
+    ("src/ddpg/runtime/samplers/method.py", ["spectral_row", "skipped", "stack_rows", "row_table", "row_of",
+                                             "run_method"], SAMPLER + " tests/test_method_contract.py"),
     ("src/ddpg/runtime/graph_runner.py", ["GraphRunner._step", "GraphRunner._start"],
      "tests/test_fast_path.py tests/test_method_contract.py"),
     ("src/ddpg/operators/fft.py", ["nonzero_threshold", "FFTBlur.__init__", "FFTBlur.spectrum", "FFTBlur._apply",
