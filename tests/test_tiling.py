@@ -16,7 +16,14 @@ from ddpg.engine_metadata import BatchProfile
 from ddpg.errors import ParameterError
 from ddpg.io import load_image, save_image
 from ddpg.models import as_denoiser, create_prior
-from ddpg.runtime.tiling import TiledDenoiser, TileLayout, axis_starts, axis_weights
+from ddpg.runtime.tiling import (
+    DEFAULT_TILE_BATCH,
+    TiledDenoiser,
+    TileLayout,
+    axis_starts,
+    axis_weights,
+    tile_call_batch,
+)
 from fake_denoiser import FakeDenoiser
 
 
@@ -143,6 +150,18 @@ def test_request_checks_tile_options(tmp_path):
     with pytest.raises(ParameterError, match="tile_overlap"):
         api.RestoreRequest(inputs=[tmp_path], outdir=tmp_path / "o", tile="32", tile_overlap=32)
     assert api.RestoreRequest(inputs=[tmp_path], outdir=tmp_path / "o", tile=48).tile == "48"
+    with pytest.raises(ParameterError, match="tile_batch"):
+        api.RestoreRequest(inputs=[tmp_path], outdir=tmp_path / "o", tile_batch=0)
+
+
+def test_tiles_per_call_default_to_the_engines_largest_batch_and_must_fit_it():
+    assert tile_call_batch(None) == DEFAULT_TILE_BATCH and tile_call_batch(None, 64) == 64  # PyTorch: any
+    dynamic, fixed = BatchProfile(1, 4, 8), BatchProfile(4, 4, 4)
+    assert tile_call_batch(dynamic) == 8 and tile_call_batch(dynamic, 3) == 3 and tile_call_batch(fixed) == 4
+    with pytest.raises(ParameterError, match=r"at most 8 per call \(re-export it with --batch 1:9:9\)"):
+        tile_call_batch(dynamic, 9)
+    with pytest.raises(ParameterError, match="runs batches of 4 only"):
+        tile_call_batch(fixed, 2)
 
 
 def test_restore_tiles_records_it_and_does_not_depend_on_the_batch(tmp_path):
@@ -152,18 +171,20 @@ def test_restore_tiles_records_it_and_does_not_depend_on_the_batch(tmp_path):
     for i, (h, w) in enumerate([(72, 100), (72, 100), (40, 40)]):
         save_image(torch.rand(3, h, w, generator=g), inputs / f"img{i}.png")
     runs = {}
-    for batch in (1, 3):
-        out = tmp_path / f"b{batch}"
+    for batch, tile_batch in ((1, None), (3, None), (3, 5)):  # images per batch, tiles per UNet call
+        out = tmp_path / f"b{batch}_{tile_batch}"
         report = api.restore([inputs], out, prior="gaussian", task="sr4", steps=3, tile="32", tile_overlap=8,
-                             batch_size=batch)
+                             batch_size=batch, tile_batch=tile_batch)
         assert report.exit_code == 0, report.failed
-        runs[batch] = [load_image(out / f"img{i}_restored.png") for i in range(3)]
-    assert all(torch.equal(a, b) for a, b in zip(runs[1], runs[3], strict=True))
-    meta = json.loads((tmp_path / "b1" / "img0.json").read_text())
+        runs[batch, tile_batch] = [load_image(out / f"img{i}_restored.png") for i in range(3)]
+    for other in ((3, None), (3, 5)):
+        assert all(torch.equal(a, b) for a, b in zip(runs[1, None], runs[other], strict=True))
+    assert json.loads((tmp_path / "b3_5" / "img0.json").read_text())["tiling"]["tile_batch"] == 5
+    meta = json.loads((tmp_path / "b1_None" / "img0.json").read_text())
     # the analytic prior is periodic: the tiles cover the image wrapped around by the overlap, (72+16)×(100+16)
     assert meta["tiling"]["tiled"] and meta["tiling"]["grid"] == [4, 5] and meta["tiling"]["tile"] == 32
     assert meta["operator"]["padded_to"] == [72, 100]  # the operator's multiple (4), not the prior's
-    assert meta["settings"]["tile"] == "32" and runs[1][0].shape == (3, 72, 100)
+    assert meta["settings"]["tile"] == "32" and runs[1, None][0].shape == (3, 72, 100)
     untiled = api.restore([inputs / "img2.png"], tmp_path / "auto", prior="gaussian", task="sr4", steps=3)
     meta = json.loads((tmp_path / "auto" / "img2.json").read_text())
     assert untiled.exit_code == 0 and meta["tiling"] == {

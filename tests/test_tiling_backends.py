@@ -210,7 +210,7 @@ def test_tensorrt_engine_runs_the_tile_stream_at_its_batch(monkeypatch, batch, c
 
     den, engine = trt_engine_denoiser(monkeypatch, batch, cuda_graph)
     policy = tile_policy("auto", TRT_OVERLAP, None, 1, engine_tile_side(den))
-    tiled = tiled_denoiser(den, policy, engine_batch_profile(den).max)
+    tiled = tiled_denoiser(den, policy, engine_batch_profile(den))
     assert (tiled.tile, tiled.batch, tiled.fixed_batch) == (TRT_TILE, 4, cuda_graph)
     x = torch.randn(2, 3, TRT_SIDE, TRT_SIDE, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([3.0, 5.0])

@@ -78,6 +78,9 @@ class RestoreRequest:
                                     "method's guidance always runs on the whole image.", parse=check_tile)
     tile_overlap: int | None = option(None, help="Least overlap of neighbouring tiles in pixels (default: a quarter "
                                                  "of the tile side).")
+    tile_batch: int | None = option(None, help="Tiles per UNet call (default: 16 with a PyTorch prior, an engine's "
+                                               "largest batch). More keeps a GPU busier and needs more memory; "
+                                               "the result does not depend on it.")
     shard: tuple[int, int] = (0, 1)
     denoiser: object = field(default=None, repr=False, compare=False)
 
@@ -106,6 +109,8 @@ class RestoreRequest:
             check_int("tile_overlap", self.tile_overlap, 0)
             if self.tile.isdigit() and self.tile_overlap >= int(self.tile):
                 raise ParameterError("tile_overlap", self.tile_overlap, f"must be smaller than the tile ({self.tile})")
+        if self.tile_batch is not None:
+            check_int("tile_batch", self.tile_batch, 1)
         # torch, which reading the fields needs not
         from ddpg.api.denoisers import check_device, check_engine_source, check_speed_options
 

@@ -265,7 +265,7 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
                        mask_spec=mask_spec, target=request.size or prior_size, multiple=multiple,
                        step_graph=step_graph, batch_size=batch_size,
                        needs_grad=capabilities.needs_grad, cudnn_tune=tune, tiles=tiles,
-                       tiled=tiled_denoiser(denoiser, tiles, None if profile is None else profile.max))
+                       tiled=tiled_denoiser(denoiser, tiles, profile, request.tile_batch))
 
 
 def _prior_and_engine(request: RestoreRequest) -> tuple[str | None, object]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ddpg.engine_metadata import BatchProfile
 from ddpg.errors import ParameterError
-from ddpg.runtime.tiling import DEFAULT_TILE_BATCH, TiledDenoiser
+from ddpg.runtime.tiling import TiledDenoiser, tile_call_batch
 
 AUTO_TILE_RATIO = 1.5  # auto tiles an image whose larger side is above 1.5 × the prior's (docs/tiling.md)
 
@@ -83,9 +84,12 @@ def tile_policy(tile: str, overlap: int | None, native: int | None, multiple: in
     return TilePolicy(mode, side, overlap)
 
 
-def tiled_denoiser(denoiser, policy: TilePolicy, engine_batch: int | None) -> TiledDenoiser | None:
-    """``denoiser`` wrapped to run tiles of ``policy``, in calls of ``engine_batch`` tiles (an engine's largest
-    batch; None: :data:`DEFAULT_TILE_BATCH`); None when the policy never tiles."""
+def tiled_denoiser(denoiser, policy: TilePolicy, engine_batch: BatchProfile | None,
+                   tile_batch: int | None = None) -> TiledDenoiser | None:
+    """``denoiser`` wrapped to run tiles of ``policy`` in calls of ``tile_batch`` tiles (``--tile-batch``, checked
+    against ``engine_batch``, the batches an engine takes: :func:`~ddpg.runtime.tiling.tile_call_batch`); None
+    when the policy never tiles."""
+    batch = tile_call_batch(engine_batch, tile_batch)
     if policy.tile is None or policy.mode == "off":
         return None
-    return TiledDenoiser(denoiser, policy.tile, policy.overlap, engine_batch or DEFAULT_TILE_BATCH)
+    return TiledDenoiser(denoiser, policy.tile, policy.overlap, batch)

@@ -51,6 +51,8 @@ class BenchConfig:
                                          "than the prior's); reports tiles/s and seconds per megapixel.")
     tile_overlap: int | None = option(None, help="--tile: least overlap of neighbouring tiles, px (default: a "
                                                  "quarter of the tile).")
+    tile_batch: int | None = option(None, help="--tile: tiles per UNet call (default: 16 with a PyTorch prior, an "
+                                               "engine's largest batch).")
     seed: int = 0
 
     def validate(self) -> None:
@@ -76,6 +78,8 @@ class BenchConfig:
         if self.tile is not None and (self.tile < 8 or not 0 <= self.overlap < self.tile):
             raise ConfigError(f"--tile {self.tile} --tile-overlap {self.tile_overlap}: need a tile >= 8 px and an "
                               "overlap in [0, tile)")
+        if self.tile_batch is not None and self.tile_batch < 1:
+            raise ConfigError(f"--tile-batch {self.tile_batch}: must be at least 1")
         engine = backend_capabilities(self.backend).engine_file
         if self.plain and (self.compile or self.cuda_graph or engine or self.precision != "fp32"):
             raise ConfigError("--plain is the eager fp32 torch baseline: no --compile, --cuda-graph, other backend "

@@ -34,7 +34,7 @@ from ddpg.runtime.fast_denoiser import FastDenoiser
 from ddpg.runtime.graph_runner import GraphRunner
 from ddpg.runtime.restorer import Restorer
 from ddpg.runtime.samplers.ddpg import ddpg_sample
-from ddpg.runtime.tiling import DEFAULT_TILE_BATCH, TiledDenoiser
+from ddpg.runtime.tiling import TiledDenoiser, tile_call_batch
 from ddpg.samples import sample_path
 from ddpg.threads import use_threads
 from ddpg.versions import __version__
@@ -393,12 +393,12 @@ def run_bench(cfg: BenchConfig, *, measure_matmul: bool = True, log=None) -> dic
 
 
 def tiled(cfg: BenchConfig, denoiser):
-    """``denoiser`` run over ``--tile`` tiles (in calls of an engine's largest batch, else
-    :data:`~ddpg.runtime.tiling.DEFAULT_TILE_BATCH`), or itself without ``--tile``."""
+    """``denoiser`` run over ``--tile`` tiles in calls of ``--tile-batch`` tiles
+    (:func:`~ddpg.runtime.tiling.tile_call_batch`), or itself without ``--tile``."""
     if cfg.tile is None:
         return denoiser
     profile = denoiser.info.batch if denoiser.info is not None else None
-    return TiledDenoiser(denoiser, cfg.tile, cfg.overlap, profile.max if profile else DEFAULT_TILE_BATCH)
+    return TiledDenoiser(denoiser, cfg.tile, cfg.overlap, tile_call_batch(profile, cfg.tile_batch))
 
 
 def make_report(series: list[dict], *, title: str, command: str | None = None) -> dict:

@@ -26,7 +26,27 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
+from ddpg.engine_metadata import BatchProfile
+from ddpg.errors import ParameterError
+
 DEFAULT_TILE_BATCH = 16  # tiles per UNet call of a torch prior (an engine: its largest batch)
+
+
+def tile_call_batch(engine_batch: BatchProfile | None, requested: int | None = None) -> int:
+    """Tiles per inner denoiser call: ``requested`` (``--tile-batch``), which must be a batch the engine takes
+    (``engine_batch``; None for a PyTorch prior, which takes any); by default the engine's largest batch, else
+    :data:`DEFAULT_TILE_BATCH`."""
+    if requested is not None and requested < 1:
+        raise ParameterError("tile_batch", requested, "must be at least 1")
+    if engine_batch is None:
+        return requested or DEFAULT_TILE_BATCH
+    if requested is not None and requested != engine_batch.max:
+        if engine_batch.fixed:
+            raise ParameterError("tile_batch", requested, f"the engine runs batches of {engine_batch.max} only")
+        if requested > engine_batch.max:
+            raise ParameterError("tile_batch", requested, f"the engine takes at most {engine_batch.max} per call "
+                                                          f"(re-export it with --batch 1:{requested}:{requested})")
+    return requested or engine_batch.max
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:

@@ -199,8 +199,7 @@ class Preparer:
         # images larger than the prior: tiled as `ddpg restore --tile auto` tiles them (the tiles join the ticks)
         self.tiles = tile_policy("auto", None, native_image_size(denoiser), self.multiple,
                                  engine_tile_side(denoiser))
-        profile = engine_batch_profile(denoiser)
-        self.tiled = tiled_denoiser(denoiser, self.tiles, None if profile is None else profile.max)
+        self.tiled = tiled_denoiser(denoiser, self.tiles, engine_batch_profile(denoiser))
         self.prior_record = prior_record(prior, None, denoiser.backend, None, denoiser)
         self.versions = versions(device)
         self.operators: dict = {}  # shared by every request, so equal operators group in one guidance call
