@@ -5,8 +5,9 @@ Reports the wall and sampling seconds, seconds per megapixel, the peak RSS of th
 sidecar records, and checks the time against (UNet tile evaluations) × (one tile's cost): one tile's cost is the
 median seconds per tile of calls of face64 on batches of ``tile_batch`` 64-px tiles, timed in the same process
 after the restoration, on the same backend and thread count. Writes ``<out>.json`` and ``<out>.md``; ``--figure
-PATH`` also writes a before/after crop (observed, nearest-upscaled | restored | ground truth). ``--backend openvino
---engine IR.xml`` runs an exported OpenVINO IR instead of torch fp32. Run as:
+PATH`` also writes a before/after crop (observed, nearest-upscaled | restored | ground truth). ``--backend
+openvino|onnxruntime --engine FILE`` runs an exported engine (an OpenVINO IR, an ONNX file) instead of torch
+fp32. Run as:
 
     python benchmarks/tiling_photo.py --side 2048 --steps 2 --out benchmarks/results/tiling_2048_cpu
     python benchmarks/tiling_photo.py --side 2048 --steps 100 --threads 2 --backend openvino \
@@ -146,15 +147,15 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--figure", type=Path, help="write the before/after crop here (PNG)")
     parser.add_argument("--crop", type=int, default=192)
-    parser.add_argument("--backend", choices=["torch", "openvino"], default="torch")
-    parser.add_argument("--engine", type=Path, help="the exported engine (with --backend openvino)")
+    parser.add_argument("--backend", choices=["torch", "openvino", "onnxruntime"], default="torch")
+    parser.add_argument("--engine", type=Path, help="the exported engine (with --backend openvino|onnxruntime)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (torch backend)")
     args = parser.parse_args()
     if (args.backend == "torch") != (args.engine is None):
-        parser.error("--engine goes with --backend openvino, and only with it")
-    if args.backend == "openvino" and args.device != "cpu":
-        parser.error("--backend openvino runs on --device cpu")
+        parser.error("--engine goes with --backend openvino|onnxruntime, and only with them")
+    if args.backend != "torch" and args.device != "cpu":
+        parser.error("--backend openvino|onnxruntime run here on --device cpu")
     torch.set_num_threads(args.threads)
     record = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:

@@ -122,6 +122,11 @@ def test_factory(ddpm_small, ddpm_engine, tmp_path):
         make_denoiser("onnxruntime", engine=ddpm_engine, class_labels=3)
     with pytest.raises(DdpgError, match="cpu or cuda"):
         make_denoiser("onnxruntime", engine=ddpm_engine, device="meta")
+    # threads, as for OpenVINO: ORT's intra-op threads on the CPU (default: the --threads count)
+    assert make_denoiser("onnxruntime", engine=ddpm_engine, threads=1).session.get_session_options() \
+        .intra_op_num_threads == 1
+    with pytest.raises(ConfigError, match="threads 0: must be >= 1"):
+        make_denoiser("onnxruntime", engine=ddpm_engine, threads=0)
 
 
 def test_cuda_requested_without_cuda_fails_clearly(ddpm_engine):

@@ -70,8 +70,8 @@ def make_denoiser(backend: str, *, prior=None, engine: str | Path | None = None,
                   class_labels: torch.Tensor | int | None = None, **options):
     """A denoiser on ``backend``: "torch" (``prior`` + optional ``checkpoint``), "onnxruntime", "tensorrt" or
     "openvino" (``engine`` file; prior, schedule and config come from its metadata). ``options`` go to the backend
-    (onnxruntime: ``cuda_graph``, ``tf32``, ``provider_options``, ``sess_options``; openvino: ``threads``,
-    ``performance_hint``)."""
+    (onnxruntime: ``cuda_graph``, ``tf32``, ``provider_options``, ``sess_options``, ``threads``; openvino:
+    ``threads``, ``performance_hint``)."""
     if backend == "torch":
         return _torch_backend(prior=prior, checkpoint=checkpoint, device=device, class_labels=class_labels,
                               **options)

@@ -107,11 +107,11 @@ def probe_cuda(ort=None) -> tuple[bool, str]:
 
 def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_graph: bool = False,
                  tf32: bool = False, stream: int | None = None, provider_options: dict | None = None,
-                 sess_options=None):
+                 sess_options=None, threads: int | None = None):
     """An InferenceSession on the CPU or CUDA execution provider, refusing to fall back silently.
 
-    CPU: ORT's idle threads do not spin and it runs on the ``--threads`` count
-    (:func:`~ddpg.threads.applied_threads`; unless ``sess_options`` says otherwise). CUDA: ``stream`` (a
+    CPU: ORT's idle threads do not spin and it runs on ``threads`` threads (default: the ``--threads`` count,
+    :func:`~ddpg.threads.applied_threads`; unless ``sess_options`` says otherwise). CUDA: ``stream`` (a
     cudaStream_t as int; not 0, which ORT would ignore) becomes ORT's user compute stream, and the session must
     confirm it; ``cuda_graph`` sets ``enable_cuda_graph``; ``tf32=False`` keeps fp32 convolutions and matmuls
     exact (``use_tf32=0``); ``provider_options`` are added to (and override) these.
@@ -126,7 +126,10 @@ def make_session(path: str | Path, device: str | torch.device = "cpu", *, cuda_g
         if sess_options is None:  # torch computes the guidance between calls: idle ORT threads must not spin
             sess_options = ort.SessionOptions()
             sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            sess_options.intra_op_num_threads = applied_threads() or 0  # --threads; 0: ORT's default (the cores)
+            if threads is not None and int(threads) < 1:
+                raise ConfigError(f"threads {threads}: must be >= 1")
+            # threads, else --threads; 0: ORT's default (the cores)
+            sess_options.intra_op_num_threads = int(threads or applied_threads() or 0)
     elif device.type == "cuda":
         preload_cuda_libraries(ort)
         available = ort.get_available_providers()
@@ -193,7 +196,7 @@ class OrtDenoiser:
 
     def __init__(self, engine: str | Path, *, device: str | torch.device = "cpu",
                  class_labels: torch.Tensor | int | None = None, cuda_graph: bool = False, tf32: bool = False,
-                 provider_options: dict | None = None, sess_options=None):
+                 provider_options: dict | None = None, sess_options=None, threads: int | None = None):
         self.engine_path = Path(engine)
         self.info: EngineInfo = read_metadata(self.engine_path)
         self.config: dict = dict(self.info.config)
@@ -218,7 +221,8 @@ class OrtDenoiser:
         self._side = SideStream(self.device) if self.device.type == "cuda" else None  # never stream 0
         self.session = make_session(self.engine_path, self.device, cuda_graph=cuda_graph, tf32=tf32,
                                     stream=self._side.handle if self._side is not None else None,
-                                    provider_options=provider_options, sess_options=sess_options)
+                                    provider_options=provider_options, sess_options=sess_options,
+                                    threads=threads)
         self._io: dict[tuple[int, ...], CudaIO] = {}
         self._run_options = None
         if self.device.type == "cuda":  # torch orders the work on the shared stream; no host sync per call
