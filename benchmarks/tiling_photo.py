@@ -37,16 +37,8 @@ from ddpg.io import load_image, save_image
 from ddpg.runtime.backends import make_denoiser
 from deblur_motion_batching import load_average, machine
 
-FACES = sorted((Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "faces64_dev").glob("*.png"))
-
-
-def crowd(side: int) -> torch.Tensor:
-    """(3, side, side) in [0, 1]: the dev faces in a grid, row by row, every other one mirrored."""
-    faces = [load_image(f) for f in FACES]
-    n = -(-side // 64)
-    rows = [torch.cat([faces[(r * n + c) % len(faces)].flip(-1) if (r + c) % 2 else faces[(r * n + c) % len(faces)]
-                       for c in range(n)], 2) for r in range(n)]
-    return torch.cat(rows, 1)[:, :side, :side]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiling_measures import crowd  # noqa: E402  (the test helper, shared with tests/test_tiling_photo.py)
 
 
 def tile_cost(tile_batch: int, backend: str, engine: Path | None, threads: int, device: str,

@@ -1,5 +1,5 @@
-"""The measures of the tiling tests and benchmarks (test helper): the 2×2 face mosaic, the tile borders of a
-layout, and the seam ratio."""
+"""The measures of the tiling tests and benchmarks (test helper): the 2×2 face mosaic, the crowd photo, the tile
+borders of a layout, and the seam ratio."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ddpg.io import load_image
 from ddpg.runtime.tiling import TiledDenoiser
 
 FACES = sorted((Path(__file__).resolve().parent / "fixtures" / "faces64_dev").glob("*.png"))
@@ -16,6 +17,16 @@ FACE_BORDER = 64  # the mosaic's faces meet here (rows and columns)
 def mosaic(faces: list[torch.Tensor]) -> torch.Tensor:
     """(3, 128, 128) of four (3, 64, 64) faces: top left, top right, bottom left, bottom right."""
     return torch.cat([torch.cat(faces[:2], 2), torch.cat(faces[2:4], 2)], 1)
+
+
+def crowd(side: int) -> torch.Tensor:
+    """(3, side, side) in [0, 1]: the dev faces in a grid, row by row, every other one mirrored (a photo far larger
+    than face64's 64 px)."""
+    faces = [load_image(f) for f in FACES]
+    n = -(-side // 64)
+    rows = [torch.cat([faces[(r * n + c) % len(faces)].flip(-1) if (r + c) % 2 else faces[(r * n + c) % len(faces)]
+                       for c in range(n)], 2) for r in range(n)]
+    return torch.cat(rows, 1)[:, :side, :side]
 
 
 def tile_borders(denoiser: TiledDenoiser, size: int) -> list[int]:
