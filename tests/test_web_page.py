@@ -85,9 +85,11 @@ def page(browser, server):
     assert console_errors(browser) == []
 
 
-def fill(browser, **fields) -> None:
-    """Pick the bundled sample face and set the form's fields (a select by its option's value)."""
-    by_id(browser, "image").send_keys(str(sample_path()))
+def fill(browser, image: Path | None = sample_path(), **fields) -> None:
+    """Pick ``image`` (default the bundled sample face; None: the one already picked) and set the form's fields (a
+    select by its option's value)."""
+    if image is not None:
+        by_id(browser, "image").send_keys(str(image))
     for name, value in fields.items():
         element = by_id(browser, name)
         if element.tag_name == "select":
@@ -236,6 +238,32 @@ def check_the_comparisons_two_choices(browser, server, job: str) -> None:
     assert by_id(browser, "compare-original").is_selected()
     assert shown_before(browser) == (sample_path().read_bytes(), 64, "Original ◀ ▶ restored", "original")
     assert "measured the metrics against" in by_id(browser, "compare-help").text
+
+
+def test_an_observation_is_drawn_over_the_pixels_it_measured(page, server, tmp_path):
+    """A 66-px upload, SR ×4: its observation has ceil(66 / 4) = 17 pixels a side, which measured 68 image
+    pixels, so stretched over the 66-px restoration each would drift by up to 2 pixels. The page draws it 68/66 of
+    the box wide and high and clips the 2 px that lie past the image; the clean upload fills the box as before."""
+    image = tmp_path / "face66.png"
+    with Image.open(sample_path()) as face:
+        face.convert("RGB").resize((66, 66)).save(image)
+    fill(page, image, task="sr4", method="ddpg", steps=2, seed=0)
+    by_id(page, "submit").click()
+    wait_state(page, "done")
+    wait_for(page, lambda b: by_id(b, "result").is_displayed(), "the result")
+    assert shown_before(page)[1] == 17
+    box, before = by_id(page, "compare").rect, by_id(page, "before")
+    inner = box["width"] - 2  # inside its 1-px border
+    assert before.rect["width"] == pytest.approx(inner * 68 / 66, abs=0.5)
+    assert before.rect["height"] == pytest.approx(inner * 68 / 66, abs=0.5)
+    assert (before.rect["x"], before.rect["y"]) == pytest.approx((box["x"] + 1, box["y"] + 1), abs=0.5)
+    clip = before.value_of_css_property("clip-path")  # e.g. inset(0px 2.9412% 2.9412% 0px)
+    assert [float(v.rstrip("px%")) for v in clip[len("inset("):-1].split()] == pytest.approx(
+        [0, 100 * 2 / 68, 100 * 2 / 68, 0], abs=1e-3)
+    by_id(page, "compare-original").click()
+    wait_for(page, lambda b: shown_before(b)[1] == 66, "the upload left of the line")
+    assert before.rect["width"] == pytest.approx(inner, abs=0.5)
+    assert before.value_of_css_property("clip-path") == "none"
 
 
 def test_an_image_dropped_on_the_zone_is_the_one_sent(page, server):

@@ -424,8 +424,12 @@ async function showResult(status) {
     original = URL.createObjectURL(page.sent);
     page.urls.push(original);
   }
+  const observedSize = observed ? pngSize(observed) : null;
   page.before = {
-    observed: observed ? { url: pngUrl(observed), size: pngSize(observed) } : null,
+    observed: observed ? {
+      url: pngUrl(observed), size: observedSize,
+      placement: observedPlacement(sidecar.operator, observedSize, pngSize(png)),
+    } : null,
     original,
     clean,
     task: sidecar.task,
@@ -442,12 +446,33 @@ async function showResult(status) {
   $("download").focus();
 }
 
+// Where the observation lies over the restored image (both fill the square box as CSS "contain" would): each
+// observed pixel measured scale×scale image pixels, so when a side of the image is not a multiple of the scale the
+// last observed row or column reaches past its edge. The observation is then drawn that much larger and clipped
+// at the image's edge, every pixel over the pixels it measured; null when it covers the image exactly.
+function observedPlacement(operator, observedSize, restoredSize) {
+  const scale = (operator && operator.scale) || 1;
+  const [width, height] = restoredSize;
+  const [coveredWidth, coveredHeight] = [observedSize[0] * scale, observedSize[1] * scale];
+  if (coveredWidth === width && coveredHeight === height) return null;
+  const k = 1 / Math.max(width, height); // the restored image spans k·width by k·height of the box
+  const percent = (fraction) => `${(fraction * 100).toFixed(4)}%`;
+  return {
+    left: percent((1 - k * width) / 2), top: percent((1 - k * height) / 2),
+    width: percent(k * coveredWidth), height: percent(k * coveredHeight), objectFit: "fill",
+    clipPath: `inset(0 ${percent(1 - width / coveredWidth)} ${percent(1 - height / coveredHeight)} 0)`,
+  };
+}
+
+const UNPLACED = { left: "", top: "", width: "", height: "", objectFit: "", clipPath: "" };
+
 // The comparison's left side: the observation the restoration started from ("observed"), or the clean upload
 // ("original"); the slider's label, the corner tag and the help say which.
 function showBefore(name) {
   const before = page.before;
   $(`compare-${name}`).checked = true;
   $("before").src = name === "observed" ? before.observed.url : before.original;
+  Object.assign($("before").style, (name === "observed" && before.observed.placement) || UNPLACED);
   $("before").dataset.shows = name;
   $("before-tag").textContent = name;
   $("compare-label").textContent = `${name === "observed" ? "Observed" : "Original"} ◀ ▶ restored`;
