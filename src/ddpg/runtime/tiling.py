@@ -33,11 +33,9 @@ DEFAULT_TILE_BATCH = 16  # tiles per UNet call of a torch prior (an engine: its 
 
 
 def tile_call_batch(engine_batch: BatchProfile | None, requested: int | None = None) -> int:
-    """Tiles per inner denoiser call: ``requested`` (``--tile-batch``), which must be a batch the engine takes
-    (``engine_batch``; None for a PyTorch prior, which takes any); by default the engine's largest batch, else
-    :data:`DEFAULT_TILE_BATCH`."""
-    if requested is not None and requested < 1:
-        raise ParameterError("tile_batch", requested, "must be at least 1")
+    """Tiles per inner denoiser call: ``requested`` (``--tile-batch``, ≥ 1 as its option checks), which must be a
+    batch the engine takes (``engine_batch``; None for a PyTorch prior, which takes any); by default the engine's
+    largest batch, else :data:`DEFAULT_TILE_BATCH`."""
     if engine_batch is None:
         return requested or DEFAULT_TILE_BATCH
     if requested is not None and requested != engine_batch.max:
