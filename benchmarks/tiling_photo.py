@@ -13,8 +13,7 @@ fp32. Run as:
     python benchmarks/tiling_photo.py --side 2048 --steps 100 --threads 2 --backend openvino \
         --engine face64_int8.xml --out benchmarks/results/tiling_2048_openvino_int8
     python benchmarks/tiling_photo.py --side 2048 --steps 100 --device cuda --out benchmarks/results/tiling_2048_gpu
-    python benchmarks/tiling_photo.py --side 256 --steps 25 --out benchmarks/results/tiling_256_cpu \\
-        --figure docs/images/tiling_256.png
+    python benchmarks/tiling_photo.py --side 256 --steps 25 --out benchmarks/results/tiling_256_cpu
 """
 
 from __future__ import annotations
