@@ -202,9 +202,8 @@ def test_tensorrt_engine_runs_the_tile_stream_at_its_batch(monkeypatch, batch, c
     """Two 20×20 images at different timesteps through the tile policy restore uses for an engine: tiles at the
     engine's export size (8 px), in calls of its largest batch (18 tiles: 4+4+4+4+2 for a dynamic 1..4 engine; a
     fixed-batch-4 engine in its own CUDA graph gets its last call padded to 4: 5 replays after the first call's
-    warm-up and capture). The fake engine is pointwise, so
-    the blended output must be 0.5·x + t of each image exactly as untiled: each tile got its own image's
-    timestep and the weights sum to one."""
+    warm-up and capture). The fake engine is pointwise, so the blended output must be 0.5·x + t of each image
+    exactly as untiled: each tile got its own image's timestep and the weights sum to one."""
     from ddpg.api.denoisers import engine_batch_profile
     from ddpg.api.tiling import engine_tile_side, tile_policy, tiled_denoiser
 
