@@ -80,6 +80,18 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def write_record(out: Path, record: dict, title: str, how: str, body: list[str], note: str = "") -> None:
+    """``<out>.json`` (the whole record) and ``<out>.md``: the ``title`` heading, the command, the machine with
+    ``how`` it ran (e.g. "one thread"; may be empty), its load average before and after (and ``note``), then
+    ``body`` (the result's lines). ``record`` holds ``command``, ``machine`` (:func:`machine`) and ``load_after``."""
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    m = record["machine"]
+    lines = [f"# {title}", "", f"Command: `{record['command']}`", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores{', ' + how if how else ''}; load average before "
+             f"{m['load_average_1_5_15']}, after {record['load_after']}{f' ({note})' if note else ''}.", "", *body]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
 def summary(runs: list[dict], labels: list[str]) -> dict:
     """Median figures per label."""
     out = {}
@@ -92,19 +104,15 @@ def summary(runs: list[dict], labels: list[str]) -> dict:
 
 
 def write(out: Path, record: dict) -> None:
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = [f"# deblur_motion batching on face64 ({record['faces']} faces, batch {record['batch']}, "
-             f"{record['steps']} steps)", "", f"Command: `{record['command']}`", "",
-             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores; load average before "
-             f"{record['machine']['load_average_1_5_15']}, after {record['load_after']} ({record['note']}).", "",
-             "Trees: " + ", ".join(f"{label} = commit {c}" for label, c in record["trees"].items()) + ".", "",
+    lines = ["Trees: " + ", ".join(f"{label} = commit {c}" for label, c in record["trees"].items()) + ".", "",
              "| tree | images per sampler call | sampling images/s | wall images/s | sampling s | wall s |",
              "|---|---|---|---|---|---|"]
     for label, s in record["median"].items():
         lines.append(f"| {label} | {s['images_per_call']} | {s['images_per_s_sampling']:.3f} | "
                      f"{s['images_per_s_wall']:.3f} | {s['sampling_s']:.2f} | {s['wall_s']:.2f} |")
     lines += ["", f"Medians of {record['rounds']} rounds (order alternating); every run in `{out.name}.json`."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_record(out, record, f"deblur_motion batching on face64 ({record['faces']} faces, batch {record['batch']}, "
+                 f"{record['steps']} steps)", "", lines, note=record["note"])
 
 
 def main() -> int:

@@ -14,7 +14,6 @@ Writes ``<out>.json`` and ``<out>.md``:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from ddpg.models import as_denoiser, load_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer
 from ddpg.runtime.tiling import TiledDenoiser
-from deblur_motion_batching import load_average, machine
+from deblur_motion_batching import load_average, machine, write_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from gaussian_oracle import psnr  # noqa: E402  (PSNR of [-1, 1] batches, the tests' one copy)
@@ -90,13 +89,8 @@ def unet_cost(den, sizes: list[int]) -> list[dict]:
 
 
 def write(out: Path, record: dict) -> None:
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     q = record["quality"]
-    lines = [f"# face64 tiles on 2×2 face mosaics ({record['mosaics']} mosaics of 128×128, SR ×4, σ_y 0.05, IDPG, "
-             f"{record['steps']} steps)", "", f"Command: `{record['command']}`", "",
-             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, one thread; load average "
-             f"before {record['machine']['load_average_1_5_15']}, after {record['load_after']}.", "",
-             "| UNet pass | PSNR (dB) | seam ratio | borders | s |", "|---|---|---|---|---|"]
+    lines = ["| UNet pass | PSNR (dB) | seam ratio | borders | s |", "|---|---|---|---|---|"]
     for label, r in q.items():
         if label != "faces":
             lines.append(f"| {label} | {r['psnr']:.2f} | {r['seam_ratio']:.3f} | {r['borders']} | {r['seconds']} |")
@@ -108,7 +102,8 @@ def write(out: Path, record: dict) -> None:
               "| side | tiles (64 px, overlap 16) | untiled UNet pass s | tiled UNet pass s |", "|---|---|---|---|"]
     for r in record["cost"]:
         lines.append(f"| {r['side']} | {r['tiles']} | {r['untiled_s']:.3f} | {r['tiled_s']:.3f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_record(out, record, f"face64 tiles on 2×2 face mosaics ({record['mosaics']} mosaics of 128×128, SR ×4, "
+                 f"σ_y 0.05, IDPG, {record['steps']} steps)", "one thread", lines)
 
 
 def main() -> int:

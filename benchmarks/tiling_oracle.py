@@ -10,7 +10,6 @@ mean and against the true images (PSNR, dB, [0, 1] scale, unclamped). Writes ``<
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from ddpg.models import as_denoiser, create_prior
 from ddpg.operators import make_operator
 from ddpg.runtime import Restorer, load_preset
 from ddpg.runtime.tiling import TiledDenoiser
-from deblur_motion_batching import load_average, machine
+from deblur_motion_batching import load_average, machine, write_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from gaussian_oracle import posterior_mean, psnr  # noqa: E402  (the tests' closed form, one copy)
@@ -58,19 +57,15 @@ def run(size: int, images: int, steps: int, methods: list[str], tasks: list[str]
 
 
 def write(out: Path, record: dict) -> None:
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = [f"# Tiled against untiled on the Gaussian oracle ({record['size']}×{record['size']}, {record['images']} "
-             f"images, {record['steps']} steps, σ_y 0.05)", "", f"Command: `{record['command']}`", "",
-             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, one thread; load average "
-             f"before {record['machine']['load_average_1_5_15']}, after {record['load_after']}.", "",
-             "PSNR (dB) of each restoration against the closed-form posterior mean and against the true images; "
+    lines = ["PSNR (dB) of each restoration against the closed-form posterior mean and against the true images; "
              "the posterior mean itself scores the last column against them.", "",
              "| task | method | UNet pass | vs posterior mean | vs truth | posterior mean vs truth | s |",
              "|---|---|---|---|---|---|---|"]
     for r in record["rows"]:
         lines.append(f"| {r['task']} | {r['method']} | {r['variant']} | {r['psnr_vs_mean']:.2f} | "
                      f"{r['psnr_vs_truth']:.2f} | {r['mean_vs_truth']:.2f} | {r['seconds']:.1f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_record(out, record, f"Tiled against untiled on the Gaussian oracle ({record['size']}×{record['size']}, "
+                 f"{record['images']} images, {record['steps']} steps, σ_y 0.05)", "one thread", lines)
 
 
 def main() -> int:

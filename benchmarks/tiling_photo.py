@@ -34,7 +34,7 @@ import ddpg
 from ddpg.figures import comparison_grid
 from ddpg.io import load_image, save_image
 from ddpg.runtime.backends import make_denoiser
-from deblur_motion_batching import load_average, machine
+from deblur_motion_batching import load_average, machine, write_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tiling_measures import crowd  # noqa: E402  (the test helper, shared with tests/test_tiling_photo.py)
@@ -106,16 +106,8 @@ def figure(work: Path, path: Path, crop: int) -> None:
 
 
 def write(out: Path, record: dict) -> None:
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     r, t = record["result"], record["result"]["tiling"]
-    lines = [f"# face64 on a {r['side']}×{r['side']} photo (SR ×4, σ_y 0.05, {r['method']}, {r['steps']} steps, "
-             f"--tile auto, {r['backend']}{'' if r['engine'] is None else ' ' + r['engine']})", "",
-             f"Command: `{record['command']}`", "",
-             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, {r['threads']} thread(s), "
-             f"device {r.get('device', 'cpu')}; "
-             "load average "
-             f"before {record['machine']['load_average_1_5_15']}, after {record['load_after']}.", "",
-             f"Tiling: {t['reason']}; {t['grid'][0]}×{t['grid'][1]} = {t['tiles']} tiles of {t['tile']} px "
+    lines = [f"Tiling: {t['reason']}; {t['grid'][0]}×{t['grid'][1]} = {t['tiles']} tiles of {t['tile']} px "
              f"(overlap ≥ {t['overlap']}), {t['tile_batch']} per UNet call.", "",
              "| figure | value |", "|---|---|",
              f"| wall s (load, degrade, sample, write) | {r['wall_s']} |", f"| sampling s | {r['sampling_s']} |",
@@ -128,7 +120,9 @@ def write(out: Path, record: dict) -> None:
              f"| one tile's CPU s (median) | {r['one_tile_cpu_s']} |",
              f"| CPU s / (evaluations × one tile's CPU s) | {r['cpu_over_predicted']} |",
              f"| PSNR dB (bicubic baseline) | {r['psnr']} ({r['baseline_psnr']}) |"]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_record(out, record, f"face64 on a {r['side']}×{r['side']} photo (SR ×4, σ_y 0.05, {r['method']}, "
+                 f"{r['steps']} steps, --tile auto, {r['backend']}{'' if r['engine'] is None else ' ' + r['engine']})",
+                 f"{r['threads']} thread(s), device {r.get('device', 'cpu')}", lines)
 
 
 def main() -> int:
