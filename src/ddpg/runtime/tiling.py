@@ -47,6 +47,15 @@ def tile_call_batch(engine_batch: BatchProfile | None, requested: int | None = N
     return requested or engine_batch.max
 
 
+def fill_batch(x: torch.Tensor, t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, t) of a short call filled up to ``batch`` rows with copies of the first (a fixed-batch engine's call,
+    whose extra outputs the caller drops); unchanged when already ``batch`` rows."""
+    short = batch - x.shape[0]
+    if short <= 0:
+        return x, t
+    return torch.cat([x, x[:1].expand(short, -1, -1, -1)]), torch.cat([t, t[:1].expand(short)])
+
+
 def axis_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
     """Tile starts along one axis of ``length`` pixels: the fewest tiles of side ``tile`` whose neighbours overlap
     by at least ``overlap`` (0 ≤ overlap < tile), spread evenly from 0 to length − tile; (0,) when length ≤ tile."""
@@ -228,9 +237,8 @@ class TiledDenoiser:
         for first in range(0, len(items), self.batch):
             chunk = items[first:first + self.batch]
             tiles, tt = layout.cut(x, chunk), t[first:first + len(chunk)]
-            if self.fixed_batch and len(chunk) < self.batch:
-                tiles = torch.cat([tiles, tiles[:1].expand(self.batch - len(chunk), -1, -1, -1)])
-                tt = torch.cat([tt, tt[:1].expand(self.batch - len(chunk))])
+            if self.fixed_batch:
+                tiles, tt = fill_batch(tiles, tt, self.batch)
             result = run(tiles, tt).float()[:len(chunk)]
             if out is None:
                 out = x.new_zeros((x.shape[0], result.shape[1], *layout.padded))

@@ -33,7 +33,7 @@ from ddpg.operators.base import Operator, stack_operators
 from ddpg.runtime.restorer import seeded_start
 from ddpg.runtime.samplers.common import NoiseSource, prepare
 from ddpg.runtime.samplers.method import Method, State, method_grid, stack_rows
-from ddpg.runtime.tiling import TileLayout
+from ddpg.runtime.tiling import TileLayout, fill_batch
 from ddpg.schedule import Schedule
 
 POLICIES = ("continuous", "request", "single")
@@ -351,10 +351,7 @@ def _call(denoiser, x: torch.Tensor, t: torch.Tensor, engine_batch: int | None) 
     for first in range(0, x.shape[0], engine_batch):
         xs, ts = x[first:first + engine_batch], t[first:first + engine_batch]
         n = xs.shape[0]
-        if n < engine_batch:
-            xs = torch.cat([xs, xs[:1].expand(engine_batch - n, -1, -1, -1)])
-            ts = torch.cat([ts, ts[:1].expand(engine_batch - n)])
-        outs.append(denoiser(xs, ts).float()[:n])
+        outs.append(denoiser(*fill_batch(xs, ts, engine_batch)).float()[:n])
     return torch.cat(outs)
 
 
